@@ -1,0 +1,50 @@
+"""CLI: ``python -m ingest --config infra/config/demo.yaml [--camera ID ...] [--realtime]``.
+
+Publishes one frame reference per frame of each camera's source to the frames topic and exits when every
+reference is delivered (exit 1 if any camera failed or any delivery failed). The last line of output is a
+JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ingest.publisher import DeliveryError
+from ingest.worker import run_ingest
+from trafficstream.config import add_config_arguments, settings_from_args
+from trafficstream.errors import ConfigError
+from trafficstream.logs import setup_logging
+
+log = logging.getLogger("ingest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--camera", action="append", help="camera id to ingest (repeatable; default all)")
+    parser.add_argument("--realtime", action="store_true", help="pace frames by their timestamps")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop each camera after N frames")
+    parser.add_argument("--start-frame", type=int, default=0, help="skip frames before this index")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        stats = run_ingest(
+            settings, args.camera, realtime=args.realtime, max_frames=args.max_frames, start_frame=args.start_frame
+        )
+    except (ConfigError, DeliveryError) as exc:
+        log.error("%s", exc)
+        return 1
+    avg = stats.bytes_total / stats.total if stats.total else 0
+    print(json.dumps({"frames": stats.frames, "errors": stats.errors, "avg_ref_bytes": round(avg, 1)}))
+    return 1 if stats.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Camera sources: decode a video in presentation order, with container timestamps.
+
+Two access patterns:
+- :class:`VideoFileSource` walks a whole source once (the ingest worker: one frame reference per frame).
+- :class:`FrameReader` serves "give me the frame at this timestamp" to the streaming job with one open
+  decoder per source reading consecutive frames sequentially; it seeks only when asked to go backwards or
+  far ahead (a replayed micro-batch, a new worker), never per frame.
+
+RTSP / live sources can implement the same iterator contract later.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """Base class: ``reason`` is the dead-letter reason code."""
+
+    reason = "source_unreadable"
+
+
+class SourceMissing(SourceError):
+    reason = "source_missing"
+
+
+class SourceUnreadable(SourceError):
+    reason = "source_unreadable"
+
+
+class FrameNotFound(SourceError):
+    reason = "frame_not_found"
+
+
+def uri_to_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path) if parsed.scheme else uri)
+    raise SourceUnreadable(f"unsupported source scheme {parsed.scheme!r} in {uri!r}")
+
+
+def is_under_roots(path: Path, roots: list[Path]) -> bool:
+    """True when ``path`` (symlinks resolved, so ``..`` tricks fail) lies below one of ``roots``."""
+    real = path.resolve()
+    return any(real == root or root in real.parents for root in (r.resolve() for r in roots))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    uri: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int  # container's estimate; may be 0 when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    index: int
+    pts_s: float
+    image: np.ndarray  # BGR uint8, HxWx3
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise SourceMissing(f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:  # type: ignore[attr-defined]
+        raise SourceUnreadable(f"cannot open {path}: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise SourceUnreadable(f"no video stream in {path}")
+    return container
+
+
+def _pts_seconds(frame: av.VideoFrame, stream: av.video.stream.VideoStream, index: int, fps: float) -> float:
+    if frame.pts is not None and stream.time_base is not None:
+        return float(frame.pts * stream.time_base)
+    return index / fps  # containers without timestamps: fall back to the nominal rate
+
+
+class VideoFileSource:
+    """Iterate a video file's frames in presentation order (context manager)."""
+
+    def __init__(self, path: str | Path, fps_override: float | None = None) -> None:
+        self.path = Path(path)
+        self.fps_override = fps_override
+        self._container = _open(self.path)
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.info = SourceInfo(
+            uri=self.path.resolve().as_uri(),
+            width=self._stream.codec_context.width,
+            height=self._stream.codec_context.height,
+            fps=float(fps_override or (rate if rate else 25.0)),
+            frame_count=int(self._stream.frames or 0),
+        )
+        self._t0: float | None = None
+
+    def __enter__(self) -> "VideoFileSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def frames(self) -> Iterator[VideoFrame]:
+        try:
+            for index, frame in enumerate(self._container.decode(self._stream)):
+                yield VideoFrame(index, self._timestamp(frame, index), frame.to_ndarray(format="bgr24"))
+        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+            raise SourceUnreadable(f"decode error in {self.path}: {exc}") from None
+
+    def _timestamp(self, frame: av.VideoFrame, index: int) -> float:
+        if self.fps_override:
+            return index / self.fps_override
+        t = _pts_seconds(frame, self._stream, index, self.info.fps)
+        # Timestamps are relative to the first frame: containers may start at a non-zero pts.
+        if self._t0 is None:
+            self._t0 = t
+        return t - self._t0
+
+
+class FrameReader:
+    """Random access by (frame index, pts) over one open decoder, sequential in the common case.
+
+    Frames are matched by presentation timestamp (within half a frame) unless the camera overrides the
+    fps, in which case the container's timestamps are not trusted and frames are matched by index.
+    """
+
+    def __init__(self, path: str | Path, fps_override: float | None = None) -> None:
+        self.path = Path(path)
+        self.fps_override = fps_override
+        self.seeks = 0  # how often we had to seek or reopen (observability / tests)
+        self.decoded = 0
+        self._source: VideoFileSource | None = None
+        self._iter: Iterator[VideoFrame] | None = None
+        self._last: VideoFrame | None = None
+        self._open()
+
+    def _open(self) -> None:
+        if self._source is not None:
+            self._source.close()
+        self._source = VideoFileSource(self.path, self.fps_override)
+        self._iter = self._source.frames()
+        self._last = None
+
+    @property
+    def info(self) -> SourceInfo:
+        assert self._source is not None
+        return self._source.info
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def _matches(self, frame: VideoFrame, index: int, pts_s: float) -> int:
+        """-1: frame is before the target, 0: it is the target, 1: past it."""
+        if self.fps_override:
+            return (frame.index > index) - (frame.index < index)
+        tol = 0.5 / self.info.fps
+        if frame.pts_s < pts_s - tol:
+            return -1
+        return 0 if frame.pts_s <= pts_s + tol else 1
+
+    def read(self, frame_index: int, pts_s: float) -> np.ndarray:
+        """The BGR image of the frame; raises :class:`FrameNotFound` past the end of the source."""
+        if self._last is not None:
+            where = self._matches(self._last, frame_index, pts_s)
+            if where == 0:
+                return self._last.image
+            if where > 0:  # asked to go backwards (replay, another worker's batch): restart the decoder
+                self.seeks += 1
+                self._open()
+        assert self._iter is not None
+        for frame in self._iter:
+            self.decoded += 1
+            self._last = frame
+            where = self._matches(frame, frame_index, pts_s)
+            if where == 0:
+                return frame.image
+            if where > 0:
+                raise FrameNotFound(f"no frame at index {frame_index} / pts {pts_s:.4f}s in {self.path}")
+        raise FrameNotFound(f"frame {frame_index} (pts {pts_s:.4f}s) is past the end of {self.path}")
+
+
+class ReaderPool:
+    """Per-process LRU of open :class:`FrameReader`s, one per source (decoders are not thread-safe)."""
+
+    def __init__(self, max_open: int = 8) -> None:
+        self.max_open = max_open
+        self._readers: OrderedDict[tuple[str, float | None], FrameReader] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, fps_override: float | None = None) -> FrameReader:
+        key = (str(path), fps_override)
+        with self._lock:
+            reader = self._readers.pop(key, None)
+            if reader is None:
+                reader = FrameReader(path, fps_override)
+            self._readers[key] = reader
+            while len(self._readers) > self.max_open:
+                _, old = self._readers.popitem(last=False)
+                old.close()
+            return reader
+
+    def close(self) -> None:
+        with self._lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()

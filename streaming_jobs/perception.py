@@ -1,0 +1,175 @@
+"""Stage 1 of the vehicle job: stateless, per partition (``mapInArrow``), the CPU/GPU-heavy part.
+
+For every frame reference: validate it, check the camera and the storage roots, decode the referenced frame
+(one open decoder per source, read sequentially), detect vehicles, keep those in the region of interest,
+compute their appearance embeddings in one batch, and (for drifting cameras) register the frame against the
+camera's reference frame. Anything wrong becomes a ``dead`` row with a reason; nothing is dropped.
+
+Models and decoders live in a per-process :class:`Runtime`, created on first use in each Python worker and
+reused across partitions and micro-batches (Spark reuses Python workers), never per frame.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ingest.sources import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
+from models.detector import build_detector
+from models.embedder import AppearanceEmbedder
+from models.roi import bottom_centre, points_in_polygon
+from streaming_jobs.schemas import PERCEPTION
+from trafficstream.config import Settings, settings_from_json
+from trafficstream.errors import MessageError
+from trafficstream.messages import (
+    REASON_PATH_NOT_ALLOWED,
+    REASON_PROCESSING_ERROR,
+    REASON_UNKNOWN_CAMERA,
+    FrameRef,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _arrow_schema() -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(PERCEPTION)
+
+
+class Runtime:
+    """Everything a Python worker loads once: settings, detector, embedder, decoders, reference frames."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        det = settings.detector
+        self.detector = build_detector(
+            det.backend,
+            settings.path(det.model_path),
+            input_size=(det.input_height, det.input_width),
+            confidence=det.confidence,
+            iou=det.iou,
+            threads=det.threads,
+            min_box_px=det.min_box_px,
+        )
+        self.embedder = AppearanceEmbedder(
+            settings.path(settings.tracker.embedder_path), batch_size=settings.tracker.embed_batch,
+            threads=det.threads,
+        )
+        self.readers = ReaderPool(max_open=max(4, 2 * len(settings.cameras)))
+        self.cameras = {c.id: c for c in settings.cameras}
+        self.roots = settings.allowed_roots
+        self._references: dict[str, np.ndarray] = {}
+        self.schema = _arrow_schema()
+
+    def reference_gray(self, camera_id: str, source_path) -> np.ndarray | None:
+        """Grey reference frame of a drifting camera (decoded once per worker)."""
+        import cv2
+
+        if camera_id not in self._references:
+            cam = self.cameras[camera_id]
+            target = cam.calibration.reference_frame if cam.calibration and cam.calibration.reference_frame else 0
+            with VideoFileSource(source_path, cam.fps) as src:
+                for frame in src.frames():
+                    if frame.index == target:
+                        self._references[camera_id] = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+                        break
+        return self._references.get(camera_id)
+
+
+@lru_cache(maxsize=4)
+def runtime_for(settings_json: str) -> Runtime:
+    t0 = time.perf_counter()
+    rt = Runtime(settings_from_json(settings_json))
+    log.info("perception runtime loaded in %.1f s", time.perf_counter() - t0)
+    return rt
+
+
+def _dead(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    base.update(status="dead", reason=reason, detail=detail)
+    return base
+
+
+def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """Process one Kafka record into one PERCEPTION row (never raises)."""
+    row: dict[str, Any] = {
+        "camera_id": "", "kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
+        "status": "ok", "reason": None, "detail": None, "payload": None,
+    }
+    try:
+        ref = FrameRef.from_json(value)
+    except MessageError as exc:
+        row["payload"] = value.decode("utf-8", errors="backslashreplace") if value is not None else None
+        return _dead(row, exc.reason, exc.detail)
+    row.update(
+        camera_id=ref.camera_id, frame_index=ref.frame_index, pts_s=ref.pts_s, capture_ts=ref.capture_ts,
+        ingest_ts=ref.ingest_ts, source_uri=ref.source_uri, width=ref.width, height=ref.height,
+    )
+    payload = value.decode("utf-8", errors="backslashreplace")
+    camera = rt.cameras.get(ref.camera_id)
+    if camera is None:
+        row["payload"] = payload
+        return _dead(row, REASON_UNKNOWN_CAMERA, f"camera {ref.camera_id!r} is not in the deployment config")
+    try:
+        path = uri_to_path(ref.source_uri)
+        if not is_under_roots(path, rt.roots):
+            row["payload"] = payload
+            return _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
+        t0 = time.perf_counter()
+        image = rt.readers.get(path, camera.fps).read(ref.frame_index, ref.pts_s)
+        t1 = time.perf_counter()
+        dets = rt.detector(image)
+        t2 = time.perf_counter()
+        row["raw_detections"] = len(dets)
+        if camera.roi is not None and len(dets):
+            dets = dets.filter(points_in_polygon(bottom_centre(dets.xyxy), np.asarray(camera.roi, dtype=np.float32)))
+        emb = rt.embedder(image, dets.xyxy)
+        if camera.register_frames:
+            row["drift"] = _drift(rt, camera.id, path, image)
+        t3 = time.perf_counter()
+    except SourceError as exc:
+        row["payload"] = payload
+        return _dead(row, exc.reason, str(exc))
+    except Exception as exc:  # a bug or a broken frame must not kill the partition: dead-letter it
+        log.exception("processing failed for %s frame %s", ref.camera_id, ref.frame_index)
+        row["payload"] = payload
+        return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+    row.update(
+        boxes=dets.xyxy.astype(np.float32).ravel().tolist(),
+        scores=dets.confidence.astype(np.float32).tolist(),
+        classes=dets.class_id.astype(np.int32).tolist(),
+        embeddings=emb.astype(np.float16).tobytes(),
+        embedding_dim=int(emb.shape[1]) if emb.ndim == 2 else 0,
+        decode_ms=(t1 - t0) * 1e3,
+        detect_ms=(t2 - t1) * 1e3,
+        embed_ms=(t3 - t2) * 1e3,
+    )
+    return row
+
+
+def _drift(rt: Runtime, camera_id: str, path, image: np.ndarray) -> list[float] | None:
+    import cv2
+
+    from models.registration import estimate_drift
+
+    ref = rt.reference_gray(camera_id, path)
+    if ref is None:
+        return None
+    return np.asarray(estimate_drift(ref, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), dtype=float).ravel().tolist()
+
+
+def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: Kafka records (value, topic, partition, offset) -> PERCEPTION rows."""
+    rt = runtime_for(settings_json)
+    for batch in batches:
+        cols = batch.to_pydict()
+        rows = [
+            perceive_one(rt, v, t, p, o)
+            for v, t, p, o in zip(cols["value"], cols["topic"], cols["partition"], cols["offset"])
+        ]
+        yield pa.RecordBatch.from_pylist(rows, schema=rt.schema)

@@ -1,0 +1,277 @@
+"""Sinks of the vehicle job (``foreachBatch``): Delta tables, the results topic, dead letters, health.
+
+Delivery semantics:
+- Delta appends carry ``txnAppId`` (stable per checkpoint) + ``txnVersion`` (= batch id): when Spark
+  replays a micro-batch after a crash, Delta skips the already committed write -> exactly once.
+- ``tracks`` and ``flow`` are MERGE upserts of absolute values (replaying them converges to the same rows),
+  also guarded by the session-level txnAppId/txnVersion that Delta honours for DML.
+- Kafka results and dead letters are at least once: a replayed batch may re-send them. Consumers
+  de-duplicate on (camera_id, frame_index) — the dashboard does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from streaming_jobs.evidence import render_evidence
+from streaming_jobs.schemas import (
+    DEAD_PAYLOAD,
+    FLOW_PAYLOAD,
+    FRAME_PAYLOAD,
+    KIND_DEAD,
+    KIND_FLOW,
+    KIND_FRAME,
+    KIND_TRACK,
+    KIND_VIOLATION,
+    TRACK_PAYLOAD,
+    TRACKED,
+    VIOLATION_PAYLOAD,
+)
+from trafficstream import tables
+from trafficstream.config import Settings
+from trafficstream.messages import RESULT_HEALTH, RESULT_VERSION, RESULT_VIOLATION
+
+log = logging.getLogger(__name__)
+
+S, L, I, D, Fl, B, TS, DT = StringType(), LongType(), IntegerType(), DoubleType(), FloatType(), BooleanType(), TimestampType(), DateType()
+
+
+def _schema(*cols: tuple[str, Any]) -> StructType:
+    return StructType([StructField(n, t) for n, t in cols])
+
+
+TABLE_SCHEMAS: dict[str, tuple[StructType, list[str]]] = {
+    tables.FRAMES: (_schema(
+        ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("ingest_ts", TS),
+        ("processed_ts", TS), ("kafka_partition", I), ("kafka_offset", L), ("raw_detections", I), ("vehicles", I),
+        ("decode_ms", D), ("detect_ms", D), ("embed_ms", D), ("track_ms", D), ("speed_ms", D), ("batch_id", L),
+        ("event_date", DT)), ["camera_id", "event_date"]),
+    tables.DETECTIONS: (_schema(
+        ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("track_id", L), ("class_name", S),
+        ("confidence", Fl), ("x1", Fl), ("y1", Fl), ("x2", Fl), ("y2", Fl), ("world_x_m", D), ("world_y_m", D),
+        ("speed_kmh", D), ("speed_flag", S), ("over_limit", B), ("batch_id", L), ("event_date", DT)),
+        ["camera_id", "event_date"]),
+    tables.TRACKS: (_schema(
+        ("camera_id", S), ("track_id", L), ("class_name", S), ("first_frame", L), ("last_frame", L),
+        ("first_seen_ts", TS), ("last_seen_ts", TS), ("n_frames", I), ("median_speed_kmh", D),
+        ("max_speed_kmh", D), ("distance_m", D), ("direction_deg", D), ("ended", B), ("updated_batch", L)),
+        ["camera_id"]),
+    tables.VIOLATIONS: (_schema(
+        ("camera_id", S), ("track_id", L), ("class_name", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS),
+        ("speed_kmh", D), ("limit_kmh", D), ("over_s", D), ("x1", Fl), ("y1", Fl), ("x2", Fl), ("y2", Fl),
+        ("evidence_uri", S), ("batch_id", L), ("event_date", DT)), ["camera_id"]),
+    tables.FLOW: (_schema(
+        ("camera_id", S), ("minute", TS), ("class_name", S), ("vehicles", L), ("updated_batch", L)), ["camera_id"]),
+    tables.DEAD_LETTERS: (_schema(
+        ("reason", S), ("detail", S), ("camera_id", S), ("frame_index", L), ("payload", S), ("kafka_topic", S),
+        ("kafka_partition", I), ("kafka_offset", L), ("dead_ts", TS), ("batch_id", L)), []),
+}
+
+
+def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
+    """Create every table (empty, with its schema) if missing, so readers never meet a missing table."""
+    paths = {}
+    for name, (schema, partitions) in TABLE_SCHEMAS.items():
+        path = str(settings.delta_root / name)
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+        if partitions:
+            builder = builder.partitionedBy(*partitions)
+        builder.execute()
+        paths[name] = path
+    return paths
+
+
+def kafka_options(settings: Settings) -> dict[str, str]:
+    opts = {"kafka.bootstrap.servers": settings.kafka.bootstrap_servers}
+    opts.update({f"kafka.{k}": v for k, v in settings.kafka.client.items()})
+    return opts
+
+
+def _ts(col: str) -> Any:
+    return F.timestamp_seconds(F.col(col))
+
+
+class BatchWriter:
+    """The ``foreachBatch`` function: one micro-batch of stage-2 rows -> every sink."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, settings_json: str, checkpoint: str) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.settings_json = settings_json
+        # Stable across restarts of the same query (same checkpoint) and distinct between queries.
+        self.app_id = "trafficstream-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:16]
+        self.paths = create_tables(spark, settings)
+        self.kafka = kafka_options(settings)
+        client = {"bootstrap.servers": settings.kafka.bootstrap_servers, **settings.kafka.client}
+        self._producer = Producer({**client, "client.id": "trafficstream-job-health"})
+        self._watermarks = Consumer({**client, "group.id": "trafficstream-job-lag", "enable.auto.commit": False})
+        self.last: dict[str, Any] = {}
+        # One JSON line per micro-batch (compute/sink timings) for `make demo` / `make bench` reports.
+        self.metrics_path = settings.storage.var_dir / "metrics" / f"{self.app_id}.jsonl"
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self._watermarks.close()
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
+        (df.write.format("delta").mode("append")
+         .option("txnAppId", self.app_id).option("txnVersion", batch_id).save(self.paths[table]))
+
+    def _merge(self, df: DataFrame, table: str, keys: list[str], batch_id: int) -> None:
+        cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        self.spark.conf.set("spark.databricks.delta.write.txnAppId", f"{self.app_id}-{table}")
+        self.spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+        try:
+            (DeltaTable.forPath(self.spark, self.paths[table]).alias("t")
+             .merge(df.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        finally:
+            self.spark.conf.unset("spark.databricks.delta.write.txnAppId")
+            self.spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+    def _to_kafka(self, df: DataFrame, topic: str) -> None:
+        writer = df.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").write.format("kafka")
+        for k, v in self.kafka.items():
+            writer = writer.option(k, v)
+        writer.option("topic", topic).save()
+
+    # -- the batch -------------------------------------------------------------------------------------
+    def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        t0 = time.perf_counter()
+        df = batch_df.persist()
+        try:
+            counts = {r["kind"]: r["count"] for r in df.groupBy("kind").count().collect()}
+            t1 = time.perf_counter()
+            if counts:
+                self._write(df, batch_id, counts)
+            t2 = time.perf_counter()
+            batch_ms = (t2 - t0) * 1e3
+            n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)
+            self.last = {"batch_id": batch_id, "counts": counts, "compute_ms": (t1 - t0) * 1e3,
+                         "sink_ms": (t2 - t1) * 1e3}
+            with self.metrics_path.open("a") as fh:
+                fh.write(json.dumps({**self.last, "ts": time.time()}) + "\n")
+            log.info("batch %d: %s compute %.0f ms, sinks %.0f ms", batch_id, counts, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            if counts:
+                self._health(df, batch_id, batch_ms, n, counts)
+        finally:
+            df.unpersist()
+
+    def _write(self, df: DataFrame, batch_id: int, counts: dict[str, int]) -> None:
+        k = self.settings.kafka
+        bid = F.lit(batch_id).cast("long")
+        if counts.get(KIND_FRAME):
+            fr = df.where(F.col("kind") == KIND_FRAME).withColumn("p", F.from_json("payload", FRAME_PAYLOAD))
+            fr = fr.withColumn("event_date", F.to_date(_ts("capture_ts")))
+            self._append(fr.select(
+                "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"),
+                F.timestamp_seconds("p.ingest_ts").alias("ingest_ts"), _ts("processed_ts").alias("processed_ts"),
+                "p.kafka_partition", "p.kafka_offset", "p.raw_detections", F.size("p.vehicles").alias("vehicles"),
+                "p.decode_ms", "p.detect_ms", "p.embed_ms", "p.track_ms", "p.speed_ms", bid.alias("batch_id"),
+                "event_date"), tables.FRAMES, batch_id)
+            det = fr.select("camera_id", "frame_index", "pts_s", "capture_ts", "event_date",
+                            F.explode("p.vehicles").alias("v"))
+            self._append(det.select(
+                "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"), "v.track_id",
+                "v.class_name", "v.confidence", "v.x1", "v.y1", "v.x2", "v.y2", "v.world_x_m", "v.world_y_m",
+                "v.speed_kmh", "v.speed_flag", (F.col("v.over_limit") == "true").alias("over_limit"),
+                bid.alias("batch_id"), "event_date"), tables.DETECTIONS, batch_id)
+            self._to_kafka(fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")), k.results_topic)
+        if counts.get(KIND_DEAD):
+            dead = df.where(F.col("kind") == KIND_DEAD).withColumn("p", F.from_json("payload", DEAD_PAYLOAD))
+            self._append(dead.select(
+                "p.reason", "p.detail", "camera_id", "frame_index", "p.payload", "p.kafka_topic", "p.kafka_partition",
+                "p.kafka_offset", _ts("processed_ts").alias("dead_ts"), bid.alias("batch_id")),
+                tables.DEAD_LETTERS, batch_id)
+            self._to_kafka(dead.select(F.coalesce("camera_id", F.lit("")).alias("key"),
+                                       F.col("message").alias("value")), k.dead_letter_topic)
+        if counts.get(KIND_TRACK):
+            tr = df.where(F.col("kind") == KIND_TRACK).withColumn("p", F.from_json("payload", TRACK_PAYLOAD))
+            # An ended summary and a live one for the same track can meet in one batch: keep the latest.
+            tr = tr.select(
+                "camera_id", "p.track_id", "p.class_name", "p.first_frame", "p.last_frame",
+                F.timestamp_seconds("p.first_seen_ts").alias("first_seen_ts"),
+                F.timestamp_seconds("p.last_seen_ts").alias("last_seen_ts"), "p.n_frames", "p.median_speed_kmh",
+                "p.max_speed_kmh", "p.distance_m", "p.direction_deg", (F.col("p.ended") == "true").alias("ended"),
+                bid.alias("updated_batch"))
+            tr = tr.orderBy(F.col("ended").desc(), F.col("last_frame").desc()).dropDuplicates(["camera_id", "track_id"])
+            self._merge(tr, tables.TRACKS, ["camera_id", "track_id"], batch_id)
+        if counts.get(KIND_FLOW):
+            fl = df.where(F.col("kind") == KIND_FLOW).withColumn("p", F.from_json("payload", FLOW_PAYLOAD))
+            fl = fl.select("camera_id", F.timestamp_seconds("p.minute_ts").alias("minute"), "p.class_name",
+                           "p.vehicles", bid.alias("updated_batch"))
+            fl = fl.groupBy("camera_id", "minute", "class_name").agg(
+                F.max("vehicles").alias("vehicles"), F.max("updated_batch").alias("updated_batch"))
+            self._merge(fl, tables.FLOW, ["camera_id", "minute", "class_name"], batch_id)
+        if counts.get(KIND_VIOLATION):
+            vio = df.where(F.col("kind") == KIND_VIOLATION)
+            out_schema = StructType(TRACKED.fields + [StructField("evidence_uri", S)])
+            vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
+            v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))
+            self._append(v.select(
+                "camera_id", "p.track_id", "p.class_name", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"),
+                "p.speed_kmh", "p.limit_kmh", "p.over_s", "p.x1", "p.y1", "p.x2", "p.y2", "evidence_uri",
+                bid.alias("batch_id"), F.to_date(_ts("capture_ts")).alias("event_date")), tables.VIOLATIONS, batch_id)
+            msg = F.to_json(F.struct(
+                F.lit(RESULT_VERSION).alias("v"), F.lit(RESULT_VIOLATION).alias("type"), "camera_id",
+                F.col("p.track_id").alias("track_id"), "frame_index", "capture_ts",
+                F.col("p.class_name").alias("cls"), F.round("p.speed_kmh", 1).alias("kmh"),
+                F.col("p.limit_kmh").alias("limit_kmh"), F.round("p.over_s", 2).alias("over_s"), "evidence_uri",
+                F.array(F.round("p.x1"), F.round("p.y1"), F.round("p.x2"), F.round("p.y2")).alias("box")))
+            self._to_kafka(v.select(F.col("camera_id").alias("key"), msg.alias("value")), k.results_topic)
+            vio.unpersist()
+
+    def _positions(self, df: DataFrame) -> list[tuple[str | None, int, int, float | None]]:
+        """(camera, partition, max offset, newest capture_ts) of the frame references in this batch."""
+        part = F.get_json_object("payload", "$.kafka_partition").cast("int")
+        off = F.get_json_object("payload", "$.kafka_offset").cast("long")
+        rows = (df.where(F.col("kind").isin(KIND_FRAME, KIND_DEAD))
+                .groupBy("camera_id", part.alias("partition"))
+                .agg(F.max(off).alias("offset"), F.max("capture_ts").alias("capture_ts")).collect())
+        return [(r["camera_id"], r["partition"], r["offset"], r["capture_ts"]) for r in rows]
+
+    def _health(self, df: DataFrame, batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]) -> None:
+        """Per-batch health on the results topic: duration, frames/s, consumer lag per camera."""
+        try:
+            lag: dict[str, int] = {}
+            delay: dict[str, float] = {}
+            now = time.time()
+            for cam, part, off, cap in self._positions(df):
+                if cam is None or part is None or off is None:
+                    continue
+                _, high = self._watermarks.get_watermark_offsets(
+                    TopicPartition(self.settings.kafka.frames_topic, part), timeout=5)
+                lag[cam] = max(lag.get(cam, 0), high - (off + 1))  # references published, not yet processed
+                if cap is not None:
+                    delay[cam] = round(now - cap, 3)
+            msg = {
+                "v": RESULT_VERSION, "type": RESULT_HEALTH, "batch_id": batch_id, "batch_ms": round(batch_ms, 1),
+                "frames": n_frames, "fps": round(n_frames / (batch_ms / 1e3), 2) if batch_ms else None,
+                "ts": round(now, 3), "lag": lag, "delay_s": delay, "counts": counts,
+            }
+            self._producer.produce(self.settings.kafka.results_topic, key=b"health", value=json.dumps(msg).encode())
+            self._producer.poll(0)
+        except Exception as exc:  # health is best effort; never fail a batch for it
+            log.warning("health message for batch %d not sent: %s", batch_id, exc)

@@ -1,0 +1,163 @@
+"""Vehicle analytics job: frame references from Kafka -> detect, track, speed -> Delta + results topic.
+
+Submit (local, jars resolved by ``make jars`` into infra/lib/spark)::
+
+    spark-submit --master local[2] \\
+      --jars "$(python -m infra.jars list --csv)" \\
+      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
+      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
+      streaming_jobs/vehicle_pipeline.py --config infra/config/demo.yaml
+
+On a cluster use ``--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0,io.delta:delta-spark_2.13:4.4.0``
+instead of ``--jars``, ship the project as a wheel / ``--py-files``, and put ``storage.delta_root`` and
+``storage.checkpoint_root`` on shared storage (``--set storage.delta_root=s3a://...``).
+
+Reads top to bottom: readStream (Spark's Kafka source; offsets live in the query checkpoint)
+-> stage 1 ``mapInArrow`` (stateless: decode, detect, embed; streaming_jobs/perception.py)
+-> stage 2 ``applyInPandasWithState`` keyed by camera (tracking state in the state store; tracking.py)
+-> writeStream ``foreachBatch`` (Delta tables exactly once, results + dead-letter topics; sinks.py).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streaming_jobs.perception import perceive_batches  # noqa: E402
+from streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED  # noqa: E402
+from streaming_jobs.sinks import BatchWriter, kafka_options  # noqa: E402
+from streaming_jobs.tracking import track_camera  # noqa: E402
+from trafficstream.config import Settings, add_config_arguments, settings_from_args, settings_to_json  # noqa: E402
+from trafficstream.errors import ConfigError  # noqa: E402
+from trafficstream.logs import setup_logging  # noqa: E402
+
+log = logging.getLogger("vehicle_pipeline")
+QUERY_NAME = "vehicles"
+
+
+def spark_session(settings: Settings, extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """Session with Delta enabled; jars come from spark-submit (--jars/--packages) or ``spark.jars``."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers use this interpreter (the venv)
+    builder = (
+        SparkSession.builder.appName(settings.spark.app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        # Keep new tables readable by delta-rs / Polars: no deletion vectors.
+        .config("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    if settings.spark.master:
+        builder = builder.master(settings.spark.master)
+    for key, value in (extra_conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def start_query(
+    spark: SparkSession,
+    settings: Settings,
+    checkpoint: str | None = None,
+    *,
+    available_now: bool = False,
+) -> tuple[StreamingQuery, BatchWriter]:
+    """Build and start the streaming query. ``available_now`` processes what is in Kafka and stops."""
+    settings_json = settings_to_json(settings)
+    checkpoint = checkpoint or str(settings.checkpoint_root / QUERY_NAME)
+
+    frames = (
+        spark.readStream.format("kafka")
+        .options(**kafka_options(settings))
+        .option("subscribe", settings.kafka.frames_topic)
+        .option("startingOffsets", settings.spark.starting_offsets)
+        .option("maxOffsetsPerTrigger", settings.spark.max_offsets_per_trigger)
+        .load()
+    )
+
+    perceived = frames.select("value", "topic", "partition", "offset").mapInArrow(
+        partial(perceive_batches, settings_json), PERCEPTION
+    )
+
+    tracked = perceived.groupBy("camera_id").applyInPandasWithState(
+        partial(track_camera, settings_json), TRACKED, CAMERA_STATE, "append", GroupStateTimeout.NoTimeout
+    )
+
+    writer = BatchWriter(spark, settings, settings_json, checkpoint)
+    stream = tracked.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
+    if available_now:
+        stream = stream.trigger(availableNow=True)
+    elif settings.spark.trigger_seconds:
+        stream = stream.trigger(processingTime=f"{settings.spark.trigger_seconds} seconds")
+    return stream.start(), writer
+
+
+def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: float | None) -> None:
+    """Wait for the query; stop it gracefully when ``stop_file`` appears or after ``idle_s`` without input."""
+    last_active = time.time()
+    seen_batch = -1
+    while query.isActive:
+        if query.awaitTermination(1.0):
+            break
+        progress = query.lastProgress
+        if progress and progress["batchId"] != seen_batch:
+            seen_batch = progress["batchId"]
+            if progress.get("numInputRows", 0) > 0:
+                last_active = time.time()
+        if query.status.get("isTriggerActive"):
+            last_active = time.time()
+        if stop_file is not None and stop_file.exists():
+            log.info("stop file %s found: stopping the query", stop_file)
+            break
+        if idle_s is not None and time.time() - last_active > idle_s:
+            log.info("no input for %.0f s: stopping the query", idle_s)
+            break
+    query.stop()
+    if query.exception() is not None:
+        raise RuntimeError(f"streaming query failed: {query.exception()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vehicle_pipeline", description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", default=None, help="query checkpoint (default storage.checkpoint_root/vehicles)")
+    parser.add_argument("--available-now", action="store_true", help="process what is in Kafka, then exit")
+    parser.add_argument("--stop-file", type=Path, default=None, help="stop gracefully when this file appears")
+    parser.add_argument("--idle-timeout", type=float, default=None, help="stop after N seconds without input")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    spark = spark_session(settings)
+    spark.sparkContext.setLogLevel("WARN")
+    query, writer = start_query(spark, settings, args.checkpoint, available_now=args.available_now)
+    log.info("query %s started (id %s); checkpoint %s", QUERY_NAME, query.id, args.checkpoint or settings.checkpoint_root)
+    try:
+        if args.available_now:
+            query.awaitTermination()
+        else:
+            run_until_stopped(query, args.stop_file, args.idle_timeout or settings.spark.stop_after_idle_s)
+    except KeyboardInterrupt:
+        log.info("interrupted: stopping the query (the checkpoint resumes it)")
+        query.stop()
+    finally:
+        writer.close()
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

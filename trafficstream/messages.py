@@ -1,0 +1,156 @@
+"""Kafka message schemas: frame references (ingest -> job), results and dead letters (job -> consumers).
+
+All messages are UTF-8 JSON objects carrying ``v`` (schema version). Frame references are keyed by camera id
+so one camera's frames stay ordered in one partition. No pixels ever travel through Kafka.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from trafficstream.errors import MessageError
+
+FRAME_REF_VERSION = 1
+RESULT_VERSION = 1
+DEAD_LETTER_VERSION = 1
+CAMERA_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Dead-letter reason codes (stable: dashboards and analysts filter on them).
+REASON_MALFORMED = "malformed_message"
+REASON_UNSUPPORTED_VERSION = "unsupported_schema_version"
+REASON_UNKNOWN_CAMERA = "unknown_camera"
+REASON_PATH_NOT_ALLOWED = "path_outside_storage_roots"
+REASON_SOURCE_MISSING = "source_missing"
+REASON_SOURCE_UNREADABLE = "source_unreadable"
+REASON_FRAME_NOT_FOUND = "frame_not_found"
+REASON_PROCESSING_ERROR = "processing_error"
+
+
+def _compact(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """A reference to one decoded frame of a camera source (about 200-300 bytes as JSON)."""
+
+    camera_id: str
+    source_uri: str
+    frame_index: int
+    pts_s: float  # presentation timestamp from the container, seconds from stream start
+    capture_ts: float  # wall-clock capture time, Unix seconds (file sources: ingest start + pts)
+    ingest_ts: float  # wall-clock time the ingest worker published the reference, Unix seconds
+    width: int
+    height: int
+    v: int = FRAME_REF_VERSION
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["pts_s"] = round(self.pts_s, 6)
+        d["capture_ts"] = round(self.capture_ts, 6)
+        d["ingest_ts"] = round(self.ingest_ts, 6)
+        return _compact(d)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> "FrameRef":
+        """Parse and validate; raises :class:`MessageError` with a dead-letter reason on any defect."""
+        if raw is None:
+            raise MessageError(REASON_MALFORMED, "empty message value")
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise MessageError(REASON_MALFORMED, "expected a JSON object")
+        version = obj.get("v")
+        if version != FRAME_REF_VERSION:
+            raise MessageError(REASON_UNSUPPORTED_VERSION, f"v={version!r}, this job reads v={FRAME_REF_VERSION}")
+        return cls(
+            camera_id=_field(obj, "camera_id", str, check=lambda s: bool(CAMERA_ID_PATTERN.match(s))),
+            source_uri=_field(obj, "source_uri", str, check=lambda s: 0 < len(s) <= 4096),
+            frame_index=_field(obj, "frame_index", int, check=lambda i: i >= 0),
+            pts_s=float(_field(obj, "pts_s", (int, float), check=lambda x: math.isfinite(x) and x >= 0)),
+            capture_ts=float(_field(obj, "capture_ts", (int, float), check=math.isfinite)),
+            ingest_ts=float(_field(obj, "ingest_ts", (int, float), check=math.isfinite)),
+            width=_field(obj, "width", int, check=lambda i: 0 < i <= 16384),
+            height=_field(obj, "height", int, check=lambda i: 0 < i <= 16384),
+        )
+
+
+def _field(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
+    if name not in obj:
+        raise MessageError(REASON_MALFORMED, f"missing field {name!r}")
+    value = obj[name]
+    # bool is an int subclass in Python; a boolean frame index is a producer bug, not a number.
+    if isinstance(value, bool) or not isinstance(value, typ):
+        raise MessageError(REASON_MALFORMED, f"field {name!r} has wrong type {type(value).__name__}")
+    if check is not None and not check(value):
+        raise MessageError(REASON_MALFORMED, f"field {name!r} has invalid value {value!r}")
+    return value
+
+
+def dead_letter(
+    reason: str,
+    detail: str,
+    payload: bytes | str | None,
+    *,
+    camera_id: str | None = None,
+    frame_index: int | None = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    ts: float | None = None,
+) -> bytes:
+    """Dead-letter record: the reason, where the message came from, and the original payload (text)."""
+    if isinstance(payload, bytes):
+        payload = payload.decode("utf-8", errors="backslashreplace")
+    return _compact(
+        {
+            "v": DEAD_LETTER_VERSION,
+            "reason": reason,
+            "detail": detail[:2000],
+            "camera_id": camera_id,
+            "frame_index": frame_index,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "payload": payload,
+            "ts": ts,
+        }
+    )
+
+
+# -- results topic -------------------------------------------------------------------------------------
+# The results topic carries three message types, all keyed by camera id:
+#
+# {"v":1,"type":"frame","camera_id":"motorway","frame_index":12,"pts_s":0.403,"capture_ts":1.7e9,
+#  "processed_ts":1.7e9,
+#  "vehicles":[{"id":3,"cls":"car","conf":0.87,"box":[x1,y1,x2,y2],"kmh":97.3,"over":false}],
+#  "counts":{"in_roi":5,"car":4,"truck":1},
+#  "flow":{"minute":1.7e9,"car":12,"truck":2},          # vehicles counted in the current minute
+#  "ms":{"decode":3.1,"detect":52.0,"embed":20.1,"track":1.2,"speed":0.1}}
+#
+# {"v":1,"type":"violation","camera_id":...,"track_id":3,"frame_index":40,"capture_ts":...,"cls":"car",
+#  "kmh":131.2,"limit_kmh":100,"over_s":0.9,"evidence_uri":"file:///.../motorway/3_40.jpg"}
+#
+# {"v":1,"type":"health","batch_id":7,"batch_ms":812.0,"frames":64,"fps":78.8,"ts":1.7e9,
+#  "lag":{"motorway":12}}                                  # frames published but not yet processed
+RESULT_FRAME = "frame"
+RESULT_VIOLATION = "violation"
+RESULT_HEALTH = "health"
+
+
+def parse_result(raw: bytes | str) -> dict[str, Any]:
+    """Parse a results-topic message; raises MessageError if it is not a v1 object with a known type."""
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("v") != RESULT_VERSION:
+        raise MessageError(REASON_UNSUPPORTED_VERSION, "not a v1 results message")
+    if obj.get("type") not in (RESULT_FRAME, RESULT_VIOLATION, RESULT_HEALTH):
+        raise MessageError(REASON_MALFORMED, f"unknown results type {obj.get('type')!r}")
+    return obj
+
+REASON_DUPLICATE_FRAME = "duplicate_frame"  # a camera's frame that was already processed (re-ingest)
