@@ -1,0 +1,583 @@
+"""A real single-node Apache Kafka 4.x broker (KRaft: broker and controller in one JVM) for local runs and tests.
+
+The broker runs from the Maven-resolved jars (``make jars``) as ``java -cp 'infra/lib/kafka/*' kafka.Kafka
+server.properties``; everything it owns lives in one data directory::
+
+    <data_dir>/server.properties   generated (ports are kept here, so a restart reuses them)
+    <data_dir>/log4j2.properties   generated
+    <data_dir>/kafka.pid           pid of the running broker
+    <data_dir>/logs/server.log     the broker's log; logs/kafka.out: the JVM's own stdout/stderr
+    <data_dir>/kafka-logs/         topic data and the KRaft metadata log
+
+In code::
+
+    with KafkaBroker(tmp_path) as broker:          # free ports, stopped on exit
+        broker.create_topics(["frames"], partitions=4)
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+
+From the shell (the broker outlives the command)::
+
+    python -m infra.kafka start [--data-dir var/kafka] [--port 9092]
+    python -m infra.kafka create-topics [--config FILE] [--set kafka.partitions=8]
+    python -m infra.kafka status | stop | delete-topics
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.jars import JarsMissingError, kafka_jars
+from trafficstream.config import PROJECT_ROOT, add_config_arguments, settings_from_args
+from trafficstream.errors import ConfigError
+from trafficstream.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = PROJECT_ROOT / "var" / "kafka"
+DEFAULT_PORT = 9092  # the CLI's default; matches kafka.bootstrap_servers in the default settings
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+NODE_ID = 1
+# C1 only + serial GC: the broker is healthy in a few seconds on 2 shared cores; throughput is ample for a demo.
+JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
+             "-Djava.awt.headless=true")
+
+_LISTENER = re.compile(r"(PLAINTEXT|CONTROLLER)://([^:,\s]+):(\d+)")
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started, stopped or reached; the message carries the broker log's tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it; tiny race until the broker binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _random_cluster_id() -> str:
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding, not starting with '-'."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("`java` not found (set JAVA_HOME or put a Java 17+ runtime on PATH)")
+    return java
+
+
+def _admin_config(bootstrap_servers: str, client_config: Mapping[str, str] | None) -> dict[str, str]:
+    return {**dict(client_config or {}), "bootstrap.servers": bootstrap_servers}
+
+
+class KafkaBroker:
+    """One KRaft broker+controller JVM on ``host``; a context manager that starts and stops it.
+
+    ``port`` / ``controller_port``: None reuses the ports of an existing ``server.properties`` in ``data_dir``
+    (so clients and the controller quorum keep their address across restarts), else picks free ones.
+    ``properties`` overrides or adds broker settings.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        controller_port: int | None = None,
+        heap: str = "512m",
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.host = host
+        self.heap = heap
+        self.extra_properties = dict(properties or {})
+        saved = self._saved_ports()
+        self.port = port or saved.get("PLAINTEXT") or free_port(host)
+        self.controller_port = controller_port or saved.get("CONTROLLER") or free_port(host)
+        self._controller_port_given = controller_port is not None
+        if self.controller_port == self.port:
+            raise BrokerError(f"broker and controller need different ports (both {self.port})")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None  # how long the last start() took until healthy
+
+    # -- paths --------------------------------------------------------------------------------------
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log4j_file(self) -> Path:
+        return self.data_dir / "log4j2.properties"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "kafka.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def server_log(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def console_log(self) -> Path:
+        return self.log_dir / "kafka.out"
+
+    @property
+    def kafka_logs(self) -> Path:
+        return self.data_dir / "kafka-logs"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"KafkaBroker({self.bootstrap_servers}, data_dir={self.data_dir}, pid={self.pid})"
+
+    # -- configuration ------------------------------------------------------------------------------
+    def _saved_ports(self) -> dict[str, int]:
+        if not self.properties_file.is_file():
+            return {}
+        for line in self.properties_file.read_text().splitlines():
+            if line.startswith("listeners="):
+                return {name: int(port) for name, _, port in _LISTENER.findall(line)}
+        return {}
+
+    def broker_properties(self) -> dict[str, str]:
+        hp, cp = f"{self.host}:{self.port}", f"{self.host}:{self.controller_port}"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(NODE_ID),
+            # Dynamic single-voter quorum (formatted with --standalone), as in Kafka 4.x's own config/server.properties.
+            "controller.quorum.bootstrap.servers": cp,
+            "listeners": f"PLAINTEXT://{hp},CONTROLLER://{cp}",
+            "advertised.listeners": f"PLAINTEXT://{hp},CONTROLLER://{cp}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "log.dirs": str(self.kafka_logs),
+            # One node: every internal topic has a single replica; few partitions keep the first group join fast.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created explicitly (create-topics) with the configured partition count.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "background.threads": "2",
+            "num.recovery.threads.per.data.dir": "1",
+            # Frame references and results are small; keep the local disk footprint bounded.
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "log.retention.hours": "24",
+            "log.retention.bytes": str(512 * 1024 * 1024),
+            "log.retention.check.interval.ms": "60000",
+        }
+        props.update(self.extra_properties)
+        return props
+
+    def _write_config(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        lines = ["# Generated by infra/kafka.py on every start; edit KafkaBroker(properties=...) instead."]
+        lines += [f"{k}={v}" for k, v in self.broker_properties().items()]
+        self.properties_file.write_text("\n".join(lines) + "\n")
+        self.log4j_file.write_text(_LOG4J_TEMPLATE.format(log=self.server_log))
+
+    def _jvm(self, main_class: str, *args: str) -> list[str]:
+        classpath = os.pathsep.join(str(p) for p in kafka_jars())
+        return [_java(), f"-Xms{self.heap}", f"-Xmx{self.heap}", *JVM_FLAGS,
+                f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
+                "-cp", classpath, main_class, *args]
+
+    @property
+    def is_formatted(self) -> bool:
+        return (self.kafka_logs / "meta.properties").is_file()
+
+    def format_storage(self) -> None:
+        """Give the metadata log a fresh cluster id and a single-voter quorum (once per data dir)."""
+        cmd = self._jvm(STORAGE_TOOL, "format", "--config", str(self.properties_file),
+                        "--cluster-id", _random_cluster_id(), "--standalone")
+        proc = subprocess.run(cmd, cwd=self.data_dir, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting {self.kafka_logs} failed (exit {proc.returncode}):\n"
+                              f"{(proc.stdout + proc.stderr).strip()}")
+        log.info("formatted %s", self.kafka_logs)
+
+    # -- process ------------------------------------------------------------------------------------
+    def _pid_from_file(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _is_our_broker(self, pid: int) -> bool:
+        """Alive, not a zombie, and (where /proc exists) really this data dir's broker, not a recycled pid."""
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, owned by someone else: the cmdline check below decides
+        proc_dir = Path("/proc") / str(pid)
+        if not Path("/proc/self").exists():
+            return True
+        try:
+            if proc_dir.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            cmdline = proc_dir.joinpath("cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            return False
+        return MAIN_CLASS.encode() in cmdline and str(self.properties_file).encode() in cmdline
+
+    @property
+    def pid(self) -> int | None:
+        """The running broker's process id (None when it is not running)."""
+        pid = self._proc.pid if self._proc is not None else self._pid_from_file()
+        return pid if pid is not None and self._is_our_broker(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def start(self, timeout_s: float = 90) -> "KafkaBroker":
+        """Start the broker in its own session (it survives this process) and wait until it serves metadata."""
+        if (pid := self.pid) is not None:
+            raise BrokerError(f"a broker for {self.data_dir} is already running (pid {pid}, {self.bootstrap_servers})")
+        t0 = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _port_open(self.host, self.controller_port) and not self._controller_port_given:
+            # Only the broker itself talks to its controller, and a single-voter quorum accepts a new address.
+            old, self.controller_port = self.controller_port, free_port(self.host)
+            log.info("saved controller port %d is taken; using %d", old, self.controller_port)
+        for port in (self.port, self.controller_port):
+            if _port_open(self.host, port):
+                raise BrokerError(f"{self.host}:{port} is already in use")
+        self._write_config()
+        if not self.is_formatted:
+            self.format_storage()
+        cmd = self._jvm(MAIN_CLASS, str(self.properties_file))
+        with self.console_log.open("ab") as out:
+            self._proc = subprocess.Popen(cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self.pidfile.write_text(f"{self._proc.pid}\n")
+        log.info("kafka broker pid %d starting on %s (data %s)", self._proc.pid, self.bootstrap_servers, self.data_dir)
+        try:
+            self._wait_healthy(t0 + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+        log.info("kafka broker healthy on %s after %.1fs", self.bootstrap_servers, self.startup_s)
+        return self
+
+    def _wait_healthy(self, deadline: float) -> None:
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise BrokerError(f"kafka broker exited with {self._proc.returncode} during start-up\n"
+                                  f"{self.log_tail()}")
+            # Only ask librdkafka once the port accepts connections: it would log every refused connect.
+            if _port_open(self.host, self.port) and broker_ready(self.bootstrap_servers, timeout_s=2):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"kafka broker not healthy on {self.bootstrap_servers} in time\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def log_tail(self, lines: int = 40) -> str:
+        parts = [f"--- {p} ---\n{t}" for p in (self.console_log, self.server_log) if (t := _tail(p, lines))]
+        return "\n".join(parts) or f"(no broker log in {self.log_dir})"
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """SIGTERM (controlled shutdown), then SIGKILL after ``timeout_s``; a no-op when not running."""
+        pid = self.pid
+        if pid is not None:
+            log.info("stopping kafka broker pid %d", pid)
+            os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, timeout_s):
+                log.warning("kafka broker pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout_s)
+                os.kill(pid, signal.SIGKILL)
+                if not self._wait_exit(pid, 10):
+                    raise BrokerError(f"kafka broker pid {pid} survived SIGKILL")
+        if self._proc is not None:
+            self._proc.wait()  # reap our child (no zombie)
+            self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._is_our_broker(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def __enter__(self) -> "KafkaBroker":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- topics -------------------------------------------------------------------------------------
+    def create_topics(self, names: Iterable[str], partitions: int, replication_factor: int = 1,
+                      client_config: Mapping[str, str] | None = None) -> dict[str, bool]:
+        return create_topics(self.bootstrap_servers, names, partitions, replication_factor, client_config)
+
+    def delete_topics(self, names: Iterable[str], client_config: Mapping[str, str] | None = None) -> dict[str, bool]:
+        return delete_topics(self.bootstrap_servers, names, client_config)
+
+
+_LOG4J_TEMPLATE = """\
+# Generated by infra/kafka.py. The broker's log, size-rotated; the JVM's stdout/stderr go to kafka.out.
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.filePattern = {log}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+# -- admin operations (any cluster: the local broker or a real one) --------------------------------------------
+def broker_ready(bootstrap_servers: str, timeout_s: float = 5, client_config: Mapping[str, str] | None = None) -> bool:
+    """True when the cluster answers a metadata request listing at least one broker."""
+    # A probe: a refused connection is the expected "no" here, not an error for librdkafka to print.
+    conf = {**_admin_config(bootstrap_servers, client_config), "log_level": "2"}
+    try:
+        with AdminClient(conf) as admin:
+            return bool(admin.list_topics(timeout=timeout_s).brokers)
+    except KafkaException:
+        return False
+
+
+def _wait_metadata(admin: AdminClient, names: list[str], present: bool, deadline: float,
+                   partitions: Mapping[str, int] | None = None) -> None:
+    """Until every topic is (present: with all partitions led) / is gone from the cluster metadata."""
+    pending = list(names)
+    while pending:
+        md = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        still = []
+        for name in pending:
+            topic = md.topics.get(name)
+            exists = topic is not None and topic.error is None
+            if present:
+                led = exists and all(p.leader >= 0 for p in topic.partitions.values())
+                if not (led and len(topic.partitions) >= (partitions or {}).get(name, 1)):
+                    still.append(name)
+            elif exists:
+                still.append(name)
+        pending = still
+        if pending:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topics {pending} not {'ready' if present else 'deleted'} in time")
+            time.sleep(0.1)
+
+
+def create_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int = 1,
+    client_config: Mapping[str, str] | None = None,
+    timeout_s: float = 60,
+) -> dict[str, bool]:
+    """Create the topics (idempotent) and wait until every partition has a leader.
+
+    Returns ``{topic: created}``; False means it already existed (its partition count is left as it is).
+    """
+    names = list(dict.fromkeys(names))
+    deadline = time.monotonic() + timeout_s
+    result: dict[str, bool] = {}
+    with AdminClient(_admin_config(bootstrap_servers, client_config)) as admin:
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in names],
+            operation_timeout=timeout_s, request_timeout=timeout_s)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout_s)
+                result[name] = True
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(f"creating topic {name!r} failed: {exc.args[0].str()}") from None
+                result[name] = False
+        # A pre-existing topic only needs to be there; a new one, all of its partitions.
+        _wait_metadata(admin, names, present=True, deadline=deadline,
+                       partitions={n: partitions for n in names if result[n]})
+        md = admin.list_topics(timeout=timeout_s)
+        for name in names:
+            have = len(md.topics[name].partitions)
+            if not result[name] and have != partitions:
+                log.warning("topic %s already exists with %d partitions (wanted %d); left unchanged",
+                            name, have, partitions)
+    return result
+
+
+def delete_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    client_config: Mapping[str, str] | None = None,
+    timeout_s: float = 60,
+) -> dict[str, bool]:
+    """Delete the topics (missing ones are fine) and wait until they are gone. Returns ``{topic: deleted}``."""
+    names = list(dict.fromkeys(names))
+    deadline = time.monotonic() + timeout_s
+    result: dict[str, bool] = {}
+    with AdminClient(_admin_config(bootstrap_servers, client_config)) as admin:
+        for name, future in admin.delete_topics(names, operation_timeout=timeout_s,
+                                                request_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+                result[name] = True
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise BrokerError(f"deleting topic {name!r} failed: {exc.args[0].str()}") from None
+                result[name] = False
+        _wait_metadata(admin, names, present=False, deadline=deadline)
+    return result
+
+
+# -- CLI --------------------------------------------------------------------------------------------------------
+def start_broker(data_dir: Path | str = DEFAULT_DATA_DIR, host: str = "127.0.0.1", port: int | None = DEFAULT_PORT,
+                 controller_port: int | None = None, heap: str = "512m", timeout_s: float = 90) -> KafkaBroker:
+    """Start a broker that outlives the caller (pidfile in ``data_dir``); returns the running one if any."""
+    running = KafkaBroker(data_dir, host=host)  # ports as saved in data_dir
+    if running.is_running():
+        log.info("kafka broker already running: pid %s on %s", running.pid, running.bootstrap_servers)
+        if port and port != running.port:
+            log.warning("it listens on port %d, not %d; stop it first to change the port", running.port, port)
+        return running
+    broker = KafkaBroker(data_dir, host=host, port=port or None, controller_port=controller_port, heap=heap)
+    return broker.start(timeout_s=timeout_s)
+
+
+def stop_broker(data_dir: Path | str = DEFAULT_DATA_DIR, timeout_s: float = 30) -> int | None:
+    """Stop the broker of ``data_dir`` by its pidfile; returns the pid it stopped (None: none was running)."""
+    broker = KafkaBroker(data_dir)
+    pid = broker.pid
+    broker.stop(timeout_s=timeout_s)
+    return pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.kafka",
+                                     description="Local single-node Kafka (KRaft) broker and topic management.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"default: {DEFAULT_DATA_DIR}")
+
+    p = sub.add_parser("start", help="start a detached broker, wait until healthy, print its bootstrap address")
+    data_dir_arg(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (0: a free one)")
+    p.add_argument("--controller-port", type=int, default=None, help="default: as before in this data dir, or free")
+    p.add_argument("--heap", default="512m")
+    p.add_argument("--timeout", type=float, default=90, help="seconds to wait for the broker to be healthy")
+    p = sub.add_parser("stop", help="stop the broker of --data-dir (SIGTERM, then SIGKILL)")
+    data_dir_arg(p)
+    p.add_argument("--timeout", type=float, default=30)
+    p = sub.add_parser("status", help="print whether the broker of --data-dir runs (exit 1 if not)")
+    data_dir_arg(p)
+    for name, text in (("create-topics", "create the frames / results / dead-letter topics of the settings"),
+                       ("delete-topics", "delete the frames / results / dead-letter topics of the settings")):
+        add_config_arguments(sub.add_parser(name, help=text))
+    args = parser.parse_args(argv)
+    setup_logging("INFO")
+
+    try:
+        if args.command == "start":
+            broker = start_broker(args.data_dir, args.host, args.port, args.controller_port, args.heap, args.timeout)
+            print(broker.bootstrap_servers)
+        elif args.command == "stop":
+            pid = stop_broker(args.data_dir, args.timeout)
+            print(f"stopped pid {pid}" if pid else "not running")
+        elif args.command == "status":
+            broker = KafkaBroker(args.data_dir)
+            if not broker.is_running():
+                print("not running")
+                return 1
+            healthy = broker_ready(broker.bootstrap_servers, timeout_s=5)
+            state = "healthy" if healthy else "not answering"
+            print(f"running pid {broker.pid} on {broker.bootstrap_servers} ({state})")
+            return 0 if healthy else 1
+        else:
+            settings = settings_from_args(args)
+            k = settings.kafka
+            topics = [k.frames_topic, k.results_topic, k.dead_letter_topic]
+            if not broker_ready(k.bootstrap_servers, timeout_s=10, client_config={**k.client, **k.client_python}):
+                raise BrokerError(f"no Kafka broker answers at {k.bootstrap_servers} "
+                                  f"(local: python -m infra.kafka start)")
+            if args.command == "create-topics":
+                created = create_topics(k.bootstrap_servers, topics, k.partitions, k.replication_factor, {**k.client, **k.client_python})
+                for topic, new in created.items():
+                    print(f"{topic}: {'created' if new else 'exists'} ({k.bootstrap_servers})")
+            else:
+                deleted = delete_topics(k.bootstrap_servers, topics, {**k.client, **k.client_python})
+                for topic, gone in deleted.items():
+                    print(f"{topic}: {'deleted' if gone else 'absent'} ({k.bootstrap_servers})")
+    except (BrokerError, JarsMissingError, ConfigError, KafkaException, TimeoutError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
