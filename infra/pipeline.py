@@ -167,8 +167,7 @@ def wait_processed(settings: Settings, expected: int, job: JobProcess | None = N
 
 def topic_summary(settings: Settings, topic: str) -> dict[str, Any]:
     """Count the messages of a topic (by results ``type``) and their mean size, reading it from the start."""
-    conf = {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"stats-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False, **settings.kafka.client}
+    conf = settings.kafka.python_config(**{"group.id": f"stats-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
     consumer = Consumer(conf)
     try:
         md = consumer.list_topics(topic, timeout=10).topics[topic]

@@ -25,6 +25,8 @@ class FramePublisher:
     def __init__(self, bootstrap_servers: str, topic: str, client_config: dict[str, str] | None = None) -> None:
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
+            # Java's partitioner: a camera lands in the same partition whichever client language produced it.
+            "partitioner": "murmur2_random",
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,

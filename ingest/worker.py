@@ -98,7 +98,8 @@ def run_ingest(
     stats = IngestStats()
     stop = stop or threading.Event()
 
-    with FramePublisher(settings.kafka.bootstrap_servers, settings.kafka.frames_topic, settings.kafka.client) as pub:
+    k = settings.kafka
+    with FramePublisher(k.bootstrap_servers, k.frames_topic, {**k.client, **k.client_python}) as pub:
 
         def work(i: int, cam: Camera) -> None:
             try:

@@ -56,6 +56,7 @@ class Runtime:
             iou=det.iou,
             threads=det.threads,
             min_box_px=det.min_box_px,
+            agnostic_nms=det.agnostic_nms,
         )
         self.embedder = AppearanceEmbedder(
             settings.path(settings.tracker.embedder_path), batch_size=settings.tracker.embed_batch,

@@ -93,19 +93,13 @@ def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
     """Create every table (empty, with its schema) if missing, so readers never meet a missing table."""
     paths = {}
     for name, (schema, partitions) in TABLE_SCHEMAS.items():
-        path = str(settings.delta_root / name)
+        path = settings.table_uri(name)
         builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
         if partitions:
             builder = builder.partitionedBy(*partitions)
         builder.execute()
         paths[name] = path
     return paths
-
-
-def kafka_options(settings: Settings) -> dict[str, str]:
-    opts = {"kafka.bootstrap.servers": settings.kafka.bootstrap_servers}
-    opts.update({f"kafka.{k}": v for k, v in settings.kafka.client.items()})
-    return opts
 
 
 def _ts(col: str) -> Any:
@@ -122,10 +116,10 @@ class BatchWriter:
         # Stable across restarts of the same query (same checkpoint) and distinct between queries.
         self.app_id = "trafficstream-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:16]
         self.paths = create_tables(spark, settings)
-        self.kafka = kafka_options(settings)
-        client = {"bootstrap.servers": settings.kafka.bootstrap_servers, **settings.kafka.client}
-        self._producer = Producer({**client, "client.id": "trafficstream-job-health"})
-        self._watermarks = Consumer({**client, "group.id": "trafficstream-job-lag", "enable.auto.commit": False})
+        self.kafka = settings.kafka.spark_options()
+        self._producer = Producer(settings.kafka.python_config(**{"client.id": "trafficstream-job-health"}))
+        self._watermarks = Consumer(settings.kafka.python_config(
+            **{"group.id": "trafficstream-job-lag", "enable.auto.commit": False}))
         self.last: dict[str, Any] = {}
         # One JSON line per micro-batch (compute/sink timings) for `make demo` / `make bench` reports.
         self.metrics_path = settings.storage.var_dir / "metrics" / f"{self.app_id}.jsonl"

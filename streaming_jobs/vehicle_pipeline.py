@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a file by spark-submit: make the project
 
 from streaming_jobs.perception import perceive_batches  # noqa: E402
 from streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED  # noqa: E402
-from streaming_jobs.sinks import BatchWriter, kafka_options  # noqa: E402
+from streaming_jobs.sinks import BatchWriter  # noqa: E402
 from streaming_jobs.tracking import track_camera  # noqa: E402
 from trafficstream.config import Settings, add_config_arguments, settings_from_args, settings_to_json  # noqa: E402
 from trafficstream.errors import ConfigError  # noqa: E402
@@ -74,11 +74,11 @@ def start_query(
 ) -> tuple[StreamingQuery, BatchWriter]:
     """Build and start the streaming query. ``available_now`` processes what is in Kafka and stops."""
     settings_json = settings_to_json(settings)
-    checkpoint = checkpoint or str(settings.checkpoint_root / QUERY_NAME)
+    checkpoint = checkpoint or settings.checkpoint_uri(QUERY_NAME)
 
     frames = (
         spark.readStream.format("kafka")
-        .options(**kafka_options(settings))
+        .options(**settings.kafka.spark_options())
         .option("subscribe", settings.kafka.frames_topic)
         .option("startingOffsets", settings.spark.starting_offsets)
         .option("maxOffsetsPerTrigger", settings.spark.max_offsets_per_trigger)

@@ -70,12 +70,14 @@ def spark(tmp_path_factory):
     session.stop()
 
 
-@pytest.fixture
-def make_settings(kafka_broker, tmp_path) -> Callable[..., Settings]:
-    """Settings for one test: the demo deployment, this session's broker, fresh topics and storage."""
+@pytest.fixture(scope="session")
+def settings_factory(kafka_broker, tmp_path_factory) -> Callable[..., Settings]:
+    """Settings for one test or module: a deployment file, this session's broker, fresh topics and storage."""
 
-    def make(config: Path | str = DEMO_CONFIG, overrides: list[str] | None = None, create_topics: bool = True) -> Settings:
+    def make(config: Path | str = DEMO_CONFIG, overrides: list[str] | None = None, create_topics: bool = True,
+             name: str = "run") -> Settings:
         tag = uuid.uuid4().hex[:8]
+        var = tmp_path_factory.mktemp(name)
         settings = load_settings(
             config,
             [
@@ -84,7 +86,7 @@ def make_settings(kafka_broker, tmp_path) -> Callable[..., Settings]:
                 f"kafka.results_topic=results-{tag}",
                 f"kafka.dead_letter_topic=dead-letter-{tag}",
                 "kafka.partitions=2",
-                f"storage.var_dir={tmp_path / 'var'}",
+                f"storage.var_dir={var}",
                 f"storage.data_dir={DATA_DIR}",
                 *(overrides or []),
             ],
@@ -95,3 +97,8 @@ def make_settings(kafka_broker, tmp_path) -> Callable[..., Settings]:
         return settings
 
     return make
+
+
+@pytest.fixture
+def make_settings(settings_factory) -> Callable[..., Settings]:
+    return settings_factory

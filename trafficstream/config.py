@@ -41,9 +41,23 @@ class KafkaSettings(_Section):
     dead_letter_topic: str = "dead-letter"
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
-    # Extra client properties for real clusters (security.protocol, sasl.mechanism, ssl.*, ...), in
-    # librdkafka / Java client spelling. Spark's source and sink get them prefixed with "kafka.".
+    # Extra client properties for real clusters. ``client`` goes to every client (names both spell the same:
+    # security.protocol, sasl.mechanism, ...); ``client_python`` only to the Python clients (librdkafka:
+    # sasl.username, ssl.ca.location, ...); ``client_spark`` only to Spark's Java clients (sasl.jaas.config,
+    # ssl.truststore.location, ...), which get them prefixed with "kafka.".
     client: dict[str, str] = Field(default_factory=dict)
+    client_python: dict[str, str] = Field(default_factory=dict)
+    client_spark: dict[str, str] = Field(default_factory=dict)
+
+    def python_config(self, **extra: str | int | bool) -> dict:
+        """confluent-kafka configuration: bootstrap servers + shared + Python-only properties + ``extra``."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client, **self.client_python, **extra}
+
+    def spark_options(self) -> dict[str, str]:
+        """Options for Spark's Kafka source / sink (``kafka.``-prefixed Java client properties)."""
+        opts = {"kafka.bootstrap.servers": self.bootstrap_servers}
+        opts.update({f"kafka.{k}": v for k, v in {**self.client, **self.client_spark}.items()})
+        return opts
 
 
 class SparkSettings(_Section):
@@ -66,6 +80,9 @@ class DetectorSettings(_Section):
     iou: float = Field(default=0.45, gt=0, lt=1)
     threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads, 0 = runtime default")
     min_box_px: int = Field(default=8, ge=0)
+    # One box per vehicle: class-aware NMS reports a van as both "car" and "truck", which the tracker
+    # would then follow twice.
+    agnostic_nms: bool = True
 
 
 class TrackerSettings(_Section):
@@ -83,9 +100,9 @@ class TrackerSettings(_Section):
 class StorageSettings(_Section):
     data_dir: Path = Field(default_factory=default_data_dir)
     var_dir: Path = PROJECT_ROOT / "var"
-    delta_root: str = "{var_dir}/delta"
-    checkpoint_root: str = "{var_dir}/checkpoints"
-    evidence_root: str = "{var_dir}/evidence"
+    delta_root: str = "{var_dir}/delta"  # a path or a URI Spark can write (s3a://bucket/delta)
+    checkpoint_root: str = "{var_dir}/checkpoints"  # likewise; must be shared storage on a cluster
+    evidence_root: str = "{var_dir}/evidence"  # a path visible to executors and the dashboard (NFS mount)
     # Frame references may only point below these roots; anything else is dead-lettered.
     allowed_roots: list[str] = Field(default_factory=lambda: ["{data_dir}"])
 
@@ -126,6 +143,7 @@ class Settings(_Section):
 
     @property
     def delta_root(self) -> Path:
+        """Local Delta root (tools on this machine); Spark code uses :meth:`table_uri`."""
         return self.path(self.storage.delta_root)
 
     @property

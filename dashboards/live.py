@@ -1,0 +1,603 @@
+"""Live data: a background Kafka consumer of the results topic feeding bounded per-camera buffers.
+
+Everything the live tab and the MJPEG streams show comes from :class:`LiveBuffers`. Memory is bounded
+whatever the stream does: frames, violations, health records, per-track speed summaries and flow minutes
+all live in capped containers, and only configured cameras get a buffer.
+
+Duplicates (a replayed Spark micro-batch re-emits the same results) are dropped: a frame is identified by
+(camera, frame index, capture time) and a violation by (camera, track id, frame index). Keying frames on
+the capture time too keeps a restarted source (frame indices from 0 again, new capture times) live instead
+of being mistaken for a replay.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import math
+import re
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+from trafficstream.config import Settings
+from trafficstream.errors import MessageError
+from trafficstream.messages import RESULT_FRAME, RESULT_HEALTH, RESULT_VIOLATION, parse_result
+
+log = logging.getLogger(__name__)
+
+
+class _Throttle(logging.Filter):
+    """One record per message shape per interval: librdkafka repeats a refused connect several times a second."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())[:200]
+        now = time.monotonic()
+        if now - self._seen.get(key, -math.inf) < self.every_s:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+_rdkafka_log = logging.getLogger(__name__ + ".rdkafka")
+_rdkafka_log.addFilter(_Throttle())
+
+MAX_VIOLATIONS = 200  # per camera, newest kept (the log shows fewer)
+MAX_HEALTH = 600  # micro-batch health records (all cameras share one stream)
+MAX_TRACKS = 5000  # per-track speed summaries per camera
+TRACK_RETENTION_S = 15 * 60  # longest KPI window offered in the UI
+MAX_FLOW_MINUTES = 24 * 60
+FrameKey = tuple[float, int]  # (capture_ts, frame_index): buffer order and identity
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFrame:
+    """One processed frame as the dashboard needs it (metadata only; pixels come from the source)."""
+
+    camera_id: str
+    frame_index: int
+    pts_s: float
+    capture_ts: float
+    processed_ts: float | None
+    vehicles: tuple[dict[str, Any], ...]
+    in_roi: int | None
+
+    @property
+    def key(self) -> FrameKey:
+        return (self.capture_ts, self.frame_index)
+
+
+@dataclass(slots=True)
+class _TrackStat:
+    cls: str
+    last_seen_ts: float
+    speed_sum: float = 0.0
+    speed_n: int = 0
+
+    @property
+    def speed_kmh(self) -> float | None:
+        # One speed per vehicle (mean of its smoothed estimates): per-frame speeds would over-weight
+        # slow vehicles, which stay in view for more frames.
+        return self.speed_sum / self.speed_n if self.speed_n else None
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    camera_id: str
+    in_roi: int | None
+    counted_total: int
+    counted_by_class: dict[str, int]
+    speeding_window: int
+    speeding_total: int
+    mean_kmh: float | None
+    p85_kmh: float | None
+    vehicles_window: int  # vehicles with a speed estimate inside the window
+    lag_s: float | None
+    last_frame_index: int | None
+    last_capture_ts: float | None
+
+
+def speed_stats(speeds: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and 85th percentile (linear interpolation between order statistics, as numpy's default)."""
+    if len(speeds) == 0:
+        return None, None
+    arr = np.asarray(speeds, dtype=float)
+    return float(arr.mean()), float(np.percentile(arr, 85))
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class _CameraBuffer:
+    """State of one camera; not thread-safe (LiveBuffers holds the lock)."""
+
+    def __init__(self, camera_id: str, max_frames: int, max_violations: int) -> None:
+        self.camera_id = camera_id
+        self.frames: deque[LiveFrame] = deque(maxlen=max_frames)
+        self.frame_keys: set[FrameKey] = set()
+        self.tracks: OrderedDict[int, _TrackStat] = OrderedDict()  # least recently seen first
+        self.flow: OrderedDict[float, Counter[str]] = OrderedDict()  # minute (epoch s) -> class -> count
+        self.flow_evicted: Counter[str] = Counter()  # totals of minutes dropped from `flow`
+        self.violations: deque[dict[str, Any]] = deque(maxlen=max_violations)
+        self.violation_keys: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self.violation_times: deque[float] = deque(maxlen=10_000)
+        self.violations_total = 0
+        self.version = 0
+
+    # -- frames -------------------------------------------------------------------------------------
+    def add_frame(self, frame: LiveFrame, flow: Mapping[str, Any] | None) -> bool:
+        key = frame.key
+        if key in self.frame_keys:
+            return False
+        frames = self.frames
+        if frames and key < frames[-1].key:
+            # Late frame (results of one camera normally arrive in order): insert in place.
+            if len(frames) == frames.maxlen and key < frames[0].key:
+                return False  # older than everything kept: it would be evicted at once
+            pos = bisect.bisect_left(frames, key, key=lambda f: f.key)
+            if len(frames) == frames.maxlen:
+                self.frame_keys.discard(frames.popleft().key)
+                pos -= 1
+            frames.insert(pos, frame)
+        else:
+            if len(frames) == frames.maxlen:
+                self.frame_keys.discard(frames[0].key)
+            frames.append(frame)
+        self.frame_keys.add(key)
+        self._update_tracks(frame)
+        if flow:
+            self._update_flow(flow)
+        self.version += 1
+        return True
+
+    def _update_tracks(self, frame: LiveFrame) -> None:
+        for v in frame.vehicles:
+            track_id = _int(v.get("id"))
+            if track_id is None:
+                continue
+            stat = self.tracks.pop(track_id, None)
+            if stat is None:
+                stat = _TrackStat(cls=str(v.get("cls") or "vehicle"), last_seen_ts=frame.capture_ts)
+            stat.last_seen_ts = max(stat.last_seen_ts, frame.capture_ts)
+            kmh = _num(v.get("kmh"))
+            if kmh is not None:
+                stat.speed_sum += kmh
+                stat.speed_n += 1
+            self.tracks[track_id] = stat
+        horizon = self.frames[-1].capture_ts - TRACK_RETENTION_S
+        while self.tracks:
+            oldest = next(iter(self.tracks.values()))
+            if oldest.last_seen_ts >= horizon and len(self.tracks) <= MAX_TRACKS:
+                break
+            self.tracks.popitem(last=False)
+
+    def _update_flow(self, flow: Mapping[str, Any]) -> None:
+        minute = _num(flow.get("minute"))
+        if minute is None:
+            return
+        counts = self.flow.get(minute)
+        if counts is None:
+            if len(self.flow) >= MAX_FLOW_MINUTES and minute < next(iter(self.flow)):
+                return  # older than every minute kept (and maybe already counted in flow_evicted)
+            late = bool(self.flow) and minute < next(reversed(self.flow))
+            counts = self.flow[minute] = Counter()
+            if late:
+                self.flow = OrderedDict(sorted(self.flow.items()))
+            while len(self.flow) > MAX_FLOW_MINUTES:
+                _, dropped = self.flow.popitem(last=False)
+                self.flow_evicted.update(dropped)
+        for cls, n in flow.items():
+            n = _int(n)
+            # Counts are cumulative within their minute: keep the highest seen (robust to reordering).
+            if cls != "minute" and n is not None and n > counts[cls]:
+                counts[cls] = n
+
+    # -- violations ---------------------------------------------------------------------------------
+    def add_violation(self, v: dict[str, Any]) -> bool:
+        key = (v["track_id"], v["frame_index"])
+        if key in self.violation_keys:
+            return False
+        self.violation_keys[key] = None
+        while len(self.violation_keys) > 4 * (self.violations.maxlen or MAX_VIOLATIONS):
+            self.violation_keys.popitem(last=False)
+        self.violations.append(v)
+        self.violation_times.append(v["capture_ts"])
+        self.violations_total += 1
+        self.version += 1
+        return True
+
+
+def _violation_order(v: Mapping[str, Any]) -> tuple[float, int, int]:
+    return (v["capture_ts"], v["frame_index"], v["track_id"])
+
+
+class LiveBuffers:
+    """Thread-safe bounded store of live results; accessors return copies (safe to use unlocked)."""
+
+    def __init__(
+        self,
+        camera_ids: Iterable[str],
+        *,
+        max_frames: int = 600,
+        max_violations: int = MAX_VIOLATIONS,
+        max_health: int = MAX_HEALTH,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._cameras = {cid: _CameraBuffer(cid, max_frames, max_violations) for cid in camera_ids}
+        self._health: deque[dict[str, Any]] = deque(maxlen=max_health)
+        self._health_keys: deque[tuple[Any, Any]] = deque(maxlen=max_health)
+        self.health_version = 0
+        self.counters: Counter[str] = Counter()  # received, duplicates, invalid, unknown_camera, ...
+        self.last_message_wall: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LiveBuffers":
+        return cls([c.id for c in settings.cameras], max_frames=settings.dashboard.buffer_frames)
+
+    @property
+    def camera_ids(self) -> list[str]:
+        return list(self._cameras)
+
+    # -- ingestion ----------------------------------------------------------------------------------
+    def add_raw(self, raw: bytes | str) -> bool:
+        """Parse and add one results-topic message; invalid ones are counted and dropped."""
+        try:
+            msg = parse_result(raw)
+        except MessageError as exc:
+            with self._lock:
+                self.counters["invalid"] += 1
+            log.debug("dropping results message: %s", exc)
+            return False
+        return self.add(msg)
+
+    def add(self, msg: Mapping[str, Any]) -> bool:
+        """Add one parsed results message; returns False when it was a duplicate, invalid or unknown."""
+        kind = msg.get("type")
+        with self._lock:
+            self.counters["received"] += 1
+            self.last_message_wall = time.time()
+            if kind == RESULT_HEALTH:
+                return self._add_health(msg)
+            buf = self._cameras.get(msg.get("camera_id"))  # type: ignore[arg-type]
+            if buf is None:
+                self.counters["unknown_camera"] += 1
+                return False
+            if kind == RESULT_FRAME:
+                frame = _frame_from_msg(msg)
+                if frame is None:
+                    self.counters["invalid"] += 1
+                    return False
+                flow = msg.get("flow")
+                added = buf.add_frame(frame, flow if isinstance(flow, Mapping) else None)
+            elif kind == RESULT_VIOLATION:
+                v = _violation_from_msg(msg)
+                if v is None:
+                    self.counters["invalid"] += 1
+                    return False
+                added = buf.add_violation(v)
+            else:
+                self.counters["invalid"] += 1
+                return False
+            if not added:
+                self.counters["duplicates"] += 1
+            return added
+
+    def _add_health(self, msg: Mapping[str, Any]) -> bool:
+        key = (msg.get("batch_id"), msg.get("ts"))
+        if _num(msg.get("ts")) is None:
+            self.counters["invalid"] += 1
+            return False
+        if key in self._health_keys:
+            self.counters["duplicates"] += 1
+            return False
+        self._health_keys.append(key)
+        lag = msg.get("lag")
+        self._health.append(
+            {
+                "ts": float(msg["ts"]),
+                "batch_id": msg.get("batch_id"),
+                "batch_ms": _num(msg.get("batch_ms")),
+                "frames": _int(msg.get("frames")),
+                "fps": _num(msg.get("fps")),
+                "lag": {str(k): n for k, n in lag.items() if _int(n) is not None} if isinstance(lag, Mapping) else {},
+            }
+        )
+        self.health_version += 1
+        return True
+
+    # -- snapshot accessors -------------------------------------------------------------------------
+    def version(self, camera_id: str) -> int:
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            return buf.version if buf else -1
+
+    def frames(self, camera_id: str) -> list[LiveFrame]:
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            return list(buf.frames) if buf else []
+
+    def frames_after(self, camera_id: str, after: FrameKey | None) -> list[LiveFrame]:
+        """Frames newer than ``after`` (all kept frames when None), oldest first."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            if buf is None or not buf.frames:
+                return []
+            if after is None:
+                return list(buf.frames)
+            pos = bisect.bisect_right(buf.frames, after, key=lambda f: f.key)
+            return list(itertools.islice(buf.frames, pos, None))
+
+    def latest_frame(self, camera_id: str) -> LiveFrame | None:
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            return buf.frames[-1] if buf and buf.frames else None
+
+    def violations(self, camera_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            items = sorted(buf.violations, key=_violation_order, reverse=True) if buf else []
+        return [dict(v) for v in items[:limit]]
+
+    def vehicle_speeds(self, camera_id: str, window_s: float) -> list[tuple[str, float]]:
+        """(class, km/h) of each vehicle seen in the last ``window_s`` of processed video."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            if buf is None or not buf.frames:
+                return []
+            horizon = buf.frames[-1].capture_ts - window_s
+            return [
+                (t.cls, t.speed_kmh)  # type: ignore[misc]
+                for t in buf.tracks.values()
+                if t.last_seen_ts >= horizon and t.speed_kmh is not None
+            ]
+
+    def flow(self, camera_id: str, minutes: int = 30) -> list[tuple[float, str, int]]:
+        """(minute epoch s, class, vehicles) rows for the newest ``minutes`` minutes."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            if buf is None:
+                return []
+            items = list(buf.flow.items())[-minutes:]
+            return [(m, cls, n) for m, counts in items for cls, n in sorted(counts.items())]
+
+    def health(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Oldest first."""
+        with self._lock:
+            items = list(self._health)
+        return items[-limit:] if limit else items
+
+    def kpis(self, camera_id: str, window_s: float, now: float | None = None) -> Kpis:
+        """Live KPIs; the window ends at the newest processed frame (lag is reported separately)."""
+        now = time.time() if now is None else now
+        speeds = [kmh for _, kmh in self.vehicle_speeds(camera_id, window_s)]
+        mean, p85 = speed_stats(speeds)
+        with self._lock:
+            buf = self._cameras[camera_id]
+            last = buf.frames[-1] if buf.frames else None
+            by_class: Counter[str] = Counter(buf.flow_evicted)
+            for counts in buf.flow.values():
+                by_class.update(counts)
+            horizon = (last.capture_ts if last else now) - window_s
+            speeding_window = sum(1 for t in buf.violation_times if t >= horizon)
+            return Kpis(
+                camera_id=camera_id,
+                in_roi=last.in_roi if last else None,
+                counted_total=sum(by_class.values()),
+                counted_by_class=dict(sorted(by_class.items())),
+                speeding_window=speeding_window,
+                speeding_total=buf.violations_total,
+                mean_kmh=mean,
+                p85_kmh=p85,
+                vehicles_window=len(speeds),
+                lag_s=(now - last.capture_ts) if last else None,
+                last_frame_index=last.frame_index if last else None,
+                last_capture_ts=last.capture_ts if last else None,
+            )
+
+
+def _frame_from_msg(msg: Mapping[str, Any]) -> LiveFrame | None:
+    frame_index = _int(msg.get("frame_index"))
+    pts_s = _num(msg.get("pts_s"))
+    capture_ts = _num(msg.get("capture_ts"))
+    if frame_index is None or frame_index < 0 or pts_s is None or capture_ts is None:
+        return None
+    vehicles = msg.get("vehicles")
+    vehicles = tuple(v for v in vehicles if isinstance(v, dict)) if isinstance(vehicles, list) else ()
+    counts = msg.get("counts")
+    in_roi = _int(counts.get("in_roi")) if isinstance(counts, Mapping) else None
+    return LiveFrame(
+        camera_id=str(msg["camera_id"]),
+        frame_index=frame_index,
+        pts_s=pts_s,
+        capture_ts=capture_ts,
+        processed_ts=_num(msg.get("processed_ts")),
+        vehicles=vehicles,
+        in_roi=len(vehicles) if in_roi is None else in_roi,
+    )
+
+
+def _violation_from_msg(msg: Mapping[str, Any]) -> dict[str, Any] | None:
+    track_id, frame_index = _int(msg.get("track_id")), _int(msg.get("frame_index"))
+    capture_ts = _num(msg.get("capture_ts"))
+    if track_id is None or frame_index is None or capture_ts is None:
+        return None
+    return {
+        "camera_id": str(msg["camera_id"]),
+        "track_id": track_id,
+        "frame_index": frame_index,
+        "capture_ts": capture_ts,
+        "cls": str(msg.get("cls") or "vehicle"),
+        "kmh": _num(msg.get("kmh")),
+        "limit_kmh": _num(msg.get("limit_kmh")),
+        "over_s": _num(msg.get("over_s")),
+        "evidence_uri": msg.get("evidence_uri") if isinstance(msg.get("evidence_uri"), str) else None,
+    }
+
+
+# -- Kafka consumer ---------------------------------------------------------------------------------------
+@dataclass
+class ConsumerStatus:
+    assigned: bool = False
+    last_error: str | None = None
+    last_error_wall: float | None = None
+    restarts: int = 0
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
+
+
+class ResultsConsumer:
+    """Background thread reading the results topic into :class:`LiveBuffers`.
+
+    Own consumer group per dashboard process, no commits: every dashboard sees the whole stream from the
+    moment it starts (assigned at the partitions' end). Broker loss is librdkafka's to retry; we log and
+    keep going, and after a rebalance resume where we were so an outage does not skip messages.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        buffers: LiveBuffers,
+        *,
+        group_id: str | None = None,
+        poll_timeout_s: float = 0.2,
+    ) -> None:
+        self.settings = settings
+        self.buffers = buffers
+        self.topic = settings.kafka.results_topic
+        self.group_id = group_id or f"trafficstream-dashboard-{uuid.uuid4().hex[:12]}"
+        self.poll_timeout_s = poll_timeout_s
+        self.status = ConsumerStatus()
+        self._assigned = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_warning: dict[str, float] = {}
+
+    def _config(self) -> dict[str, Any]:
+        # Deployment client properties (security, ...) first; what this consumer relies on wins.
+        return self.settings.kafka.python_config(**{
+            "group.id": self.group_id,
+            "client.id": "trafficstream-dashboard",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "latest",
+            # Notice a results topic created after the dashboard started within seconds, not minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
+            "reconnect.backoff.ms": 500,
+            "reconnect.backoff.max.ms": 5000,
+            "error_cb": self._on_error,
+            "logger": _rdkafka_log,
+        })
+
+    def start(self) -> "ResultsConsumer":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="results-consumer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def wait_assigned(self, timeout_s: float) -> bool:
+        """True once partitions are assigned at known offsets: later messages will all be read."""
+        return self._assigned.wait(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _warn(self, key: str, msg: str, *args: Any, every_s: float = 30.0) -> None:
+        """Log a warning at most every ``every_s`` per key (a broker outage would otherwise flood the log)."""
+        now = time.monotonic()
+        if now - self._last_warning.get(key, -math.inf) >= every_s:
+            self._last_warning[key] = now
+            log.warning(msg, *args)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.status.last_error = str(err)
+        self.status.last_error_wall = time.time()
+        self._warn(f"client:{err.code()}", "results consumer: %s (librdkafka keeps retrying)", err)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            known = self.status.positions.get((p.topic, p.partition))
+            if known is not None:
+                p.offset = known
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(p, timeout=5, cached=False)
+                p.offset = high
+            except KafkaException as exc:
+                log.warning("results consumer: no watermark for %s[%d] (%s); starting at its end",
+                            p.topic, p.partition, exc)
+                p.offset = OFFSET_END
+        consumer.assign(partitions)
+        self.status.assigned = True
+        self._assigned.set()
+        log.info("results consumer assigned %s", [(p.partition, p.offset) for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.status.assigned = False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            consumer: Consumer | None = None
+            try:
+                consumer = Consumer(self._config())
+                consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+                log.info("results consumer subscribed to %r at %s", self.topic, self.settings.kafka.bootstrap_servers)
+                while not self._stop.is_set():
+                    for msg in consumer.consume(num_messages=500, timeout=self.poll_timeout_s):
+                        self._handle(msg)
+            except Exception:  # never let the dashboard lose its live data for good
+                self.status.restarts += 1
+                log.exception("results consumer failed; recreating it in 2 s")
+                self._stop.wait(2.0)
+            finally:
+                if consumer is not None:
+                    try:
+                        consumer.close()
+                    except Exception:  # closing a broken client must not mask the real problem
+                        log.debug("closing results consumer failed", exc_info=True)
+
+    def _handle(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return
+            if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                self._warn("unknown-topic", "results topic %r does not exist yet; waiting for it", self.topic)
+                return
+            self.status.last_error = str(err)
+            self.status.last_error_wall = time.time()
+            self._warn(f"msg:{err.code()}", "results consumer: %s", err)
+            if err.fatal():
+                raise KafkaException(err)
+            return
+        self.status.positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self.buffers.add_raw(msg.value())

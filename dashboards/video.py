@@ -1,0 +1,400 @@
+"""Live video with overlays as MJPEG, and evidence snapshots, served by the dashboard's Flask server.
+
+The results topic carries metadata only, so the pixels come from the camera source itself: a camera's
+renderer opens one sequential :class:`~ingest.sources.FrameReader`, decodes exactly the frames the
+pipeline has processed (matched by frame index / pts), draws the boxes, track ids and speeds, and plays
+them out at the source frame rate to every viewer of that camera (decoded and encoded once, not per viewer).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import flask
+import numpy as np
+from werkzeug.exceptions import NotFound
+
+from dashboards.live import FrameKey, LiveBuffers, LiveFrame
+from ingest.sources import FrameReader, SourceError, is_under_roots, uri_to_path
+from trafficstream.cameras import Camera
+from trafficstream.config import Settings
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "frame"
+GREEN = (60, 200, 60)  # BGR
+RED = (40, 40, 235)
+YELLOW = (0, 215, 255)
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+SNAPSHOT_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+# -- drawing (pure) -------------------------------------------------------------------------------------
+def is_speeding(vehicle: Mapping[str, Any], limit_kmh: float | None) -> bool:
+    kmh = vehicle.get("kmh")
+    if vehicle.get("over"):
+        return True
+    return limit_kmh is not None and isinstance(kmh, (int, float)) and kmh > limit_kmh
+
+
+def vehicle_label(vehicle: Mapping[str, Any]) -> str:
+    label = f"#{vehicle.get('id', '?')} {vehicle.get('cls', '')}".rstrip()
+    kmh = vehicle.get("kmh")
+    if isinstance(kmh, (int, float)):
+        label += f" {kmh:.0f} km/h"
+    return label
+
+
+def draw_overlays(
+    image: np.ndarray,
+    vehicles: Sequence[Mapping[str, Any]],
+    limit_kmh: float | None,
+    *,
+    roi: Sequence[tuple[float, float]] | None = None,
+    caption: str | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """A copy of ``image`` (BGR) with each vehicle's box, track id, class and speed drawn on it.
+
+    Speeding vehicles (flagged ``over`` or faster than ``limit_kmh``) are red, others green. ``scale``
+    maps source-pixel boxes and ROI onto ``image`` when it was resized from the source.
+    """
+    out = image.copy()  # the reader keeps its last decoded frame; never draw on it
+    h, w = out.shape[:2]
+    size = max(w / 1280.0, 0.45)  # line and text size follow the resolution
+    thickness = max(1, round(2 * size))
+    font_scale = 0.6 * size
+    if roi:
+        pts = (np.asarray(roi, dtype=float) * scale).round().astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(out, [pts], isClosed=True, color=YELLOW, thickness=1, lineType=cv2.LINE_AA)
+    for v in vehicles:
+        box = v.get("box")
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            continue
+        x1, y1, x2, y2 = (int(round(float(c) * scale)) for c in box)
+        x1, x2 = sorted((max(0, min(w - 1, x1)), max(0, min(w - 1, x2))))
+        y1, y2 = sorted((max(0, min(h - 1, y1)), max(0, min(h - 1, y2))))
+        color = RED if is_speeding(v, limit_kmh) else GREEN
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        label = vehicle_label(v)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y2 + th + 4)  # above the box, else below
+        cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 4), ty + base - 2), color, cv2.FILLED)
+        cv2.putText(out, label, (x1 + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, WHITE, 1, cv2.LINE_AA)
+    if caption:
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        cv2.rectangle(out, (0, 0), (tw + 10, th + base + 8), BLACK, cv2.FILLED)
+        cv2.putText(out, caption, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale, WHITE, 1, cv2.LINE_AA)
+    return out
+
+
+def placeholder_image(text: str, width: int = 640, height: int = 360) -> np.ndarray:
+    img = np.full((height, width, 3), 40, dtype=np.uint8)
+    cv2.putText(img, text, (20, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7, WHITE, 1, cv2.LINE_AA)
+    return img
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def mjpeg_part(jpeg: bytes, headers: Mapping[str, str] | None = None) -> bytes:
+    """One part of a multipart/x-mixed-replace stream (extra headers: frame index, capture time)."""
+    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    return head.encode("ascii") + b"\r\n" + jpeg + b"\r\n"
+
+
+# -- streaming ------------------------------------------------------------------------------------------
+@dataclass
+class StreamStats:
+    """What a camera's video renderer has sent (health panel, benchmarks, tests)."""
+
+    camera_id: str
+    frames_sent: int = 0
+    skipped: int = 0  # processed frames not shown: the renderer was late, or they were not decodable
+    playout_delay_s: float = 0.0
+    last_frame_index: int | None = None
+    last_capture_ts: float | None = None
+    recent_sent: deque[float] = field(default_factory=lambda: deque(maxlen=300))  # wall times of sends
+    recent_delay_s: deque[float] = field(default_factory=lambda: deque(maxlen=300))  # send minus capture time
+
+    def record(self, frame: LiveFrame, now: float) -> None:
+        self.frames_sent += 1
+        self.last_frame_index, self.last_capture_ts = frame.frame_index, frame.capture_ts
+        self.recent_sent.append(now)
+        self.recent_delay_s.append(now - frame.capture_ts)
+
+    def fps(self, window_s: float = 3.0, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        return sum(1 for t in list(self.recent_sent) if t >= now - window_s) / window_s
+
+
+class CameraRenderer:
+    """Renders one camera's processed frames with overlays into MJPEG parts, shared by all its viewers.
+
+    One sequential FrameReader per camera, however many people watch. Playout is a jitter buffer: results
+    arrive in micro-batch bursts, so frames are shown at capture time + D, where D is the largest lag at
+    arrival (arrival time minus capture time of a burst's oldest frame) over the last ``lag_window_s``,
+    plus a margin. The video then plays at the source rate without stalling between bursts; when
+    rendering cannot keep up, late frames are skipped, so the delay stays at D instead of growing.
+    """
+
+    def __init__(
+        self,
+        camera: Camera,
+        buffers: LiveBuffers,
+        stop_event: threading.Event,
+        *,
+        jpeg_quality: int = 75,
+        max_width: int | None = 960,
+        lag_window_s: float = 10.0,
+        margin_s: float = 0.15,
+        idle_stop_s: float = 5.0,
+    ) -> None:
+        self.camera = camera
+        self.buffers = buffers
+        self.stop_event = stop_event
+        self.jpeg_quality = jpeg_quality
+        self.max_width = max_width
+        self.lag_window_s = lag_window_s
+        self.margin_s = margin_s
+        self.idle_stop_s = idle_stop_s
+        self.stats = StreamStats(camera.id)
+        self.viewers = 0
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._part: bytes | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- viewers ------------------------------------------------------------------------------------
+    def parts(self, keepalive_s: float = 2.0) -> Iterator[bytes]:
+        """One viewer's stream: every new part, the last one again as keepalive when nothing new comes."""
+        with self._cond:
+            self.viewers += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"video-{self.camera.id}", daemon=True)
+                self._thread.start()
+        seen = -1
+        try:
+            while not self.stop_event.is_set():
+                with self._cond:
+                    self._cond.wait_for(lambda: self._seq != seen or self.stop_event.is_set(), timeout=keepalive_s)
+                    part, seen = self._part, self._seq
+                if part is not None:
+                    yield part  # raises GeneratorExit here when the client has gone
+        finally:
+            with self._cond:
+                self.viewers -= 1
+
+    def _publish(self, part: bytes) -> None:
+        with self._cond:
+            self._part = part
+            self._seq += 1
+            self._cond.notify_all()
+
+    def _placeholder(self, text: str) -> None:
+        self._publish(mjpeg_part(encode_jpeg(placeholder_image(f"{self.camera.id}: {text}"))))
+
+    # -- rendering ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            reader = FrameReader(self.camera.source_path(), self.camera.fps)
+        except SourceError as exc:
+            log.warning("camera %s: cannot open the source for video: %s", self.camera.id, exc)
+            self._placeholder("no video source")
+            with self._cond:
+                self._thread = None  # the next viewer tries again
+            return
+        log.debug("video renderer of %s started", self.camera.id)
+        try:
+            self._render(reader)
+        except Exception:  # a broken renderer must not take the app down; the next viewer restarts it
+            log.exception("video renderer of %s failed", self.camera.id)
+        finally:
+            reader.close()
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+            log.debug("video renderer of %s stopped after %d frames", self.camera.id, self.stats.frames_sent)
+
+    def _should_run(self, idle_since: list[float]) -> bool:
+        """Keep rendering while watched (and a few seconds after, for a page reload)."""
+        with self._cond:
+            if not self.stop_event.is_set():
+                if self.viewers > 0:
+                    idle_since.clear()
+                    return True
+                if not idle_since:
+                    idle_since.append(time.monotonic())
+                if time.monotonic() - idle_since[0] < self.idle_stop_s:
+                    return True
+            # Decided under the lock: a viewer arriving from now on starts a fresh renderer.
+            self._thread = None
+            return False
+
+    def _render(self, reader: FrameReader) -> None:
+        lags: deque[tuple[float, float]] = deque()  # (monotonic arrival time, lag at arrival) per burst
+        newest_seen: FrameKey | None = None
+        last_key: FrameKey | None = None  # last frame shown
+        idle_since: list[float] = []
+        if self.buffers.latest_frame(self.camera.id) is None:
+            self._placeholder("waiting for processed frames...")
+        while self._should_run(idle_since):
+            newest = self.buffers.latest_frame(self.camera.id)
+            if newest is None:
+                self.stop_event.wait(0.05)
+                continue
+            now_wall, now_mono = time.time(), time.monotonic()
+            if newest_seen is None or newest.key > newest_seen:
+                if newest_seen is not None:  # a burst arrived: how late is its oldest frame?
+                    arrived = self.buffers.frames_after(self.camera.id, newest_seen)
+                    oldest = min((f.capture_ts for f in arrived), default=newest.capture_ts)
+                    lags.append((now_mono, now_wall - oldest))
+                newest_seen = newest.key
+            while lags and lags[0][0] < now_mono - self.lag_window_s:
+                lags.popleft()
+            # Before the first burst (or after a long silence) the newest result's age is all we know.
+            lag = max(lag for _, lag in lags) if lags else now_wall - newest.capture_ts
+            delay = lag + self.margin_s
+            self.stats.playout_delay_s = delay
+            due_before = now_wall - delay
+            pending = self.buffers.frames_after(self.camera.id, last_key)
+            due = [f for f in pending if f.capture_ts <= due_before]
+            if not due:
+                wait = (pending[0].capture_ts - due_before) if pending else 0.05
+                self.stop_event.wait(min(max(wait, 0.001), 0.05))
+                continue
+            frame = due[-1]  # the newest due frame; older due ones are late, skip them
+            self.stats.skipped += len(due) - 1
+            last_key = frame.key
+            try:
+                image = reader.read(frame.frame_index, frame.pts_s)
+            except SourceError as exc:
+                log.debug("camera %s: frame %d not decodable: %s", self.camera.id, frame.frame_index, exc)
+                self.stats.skipped += 1
+                continue
+            scale = 1.0
+            if self.max_width and image.shape[1] > self.max_width:
+                # About the size the page shows it at: less to encode here and to decode in every browser.
+                scale = self.max_width / image.shape[1]
+                size = (self.max_width, round(image.shape[0] * scale))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            when = datetime.fromtimestamp(frame.capture_ts)
+            caption = f"{self.camera.id}  frame {frame.frame_index}  {when:%H:%M:%S}"
+            drawn = draw_overlays(image, frame.vehicles, self.camera.speed_limit_kmh, roi=self.camera.roi,
+                                  caption=caption, scale=scale)
+            self._publish(mjpeg_part(
+                encode_jpeg(drawn, self.jpeg_quality),
+                {"X-Frame-Index": str(frame.frame_index), "X-Capture-Ts": f"{frame.capture_ts:.6f}"},
+            ))
+            self.stats.record(frame, time.time())
+
+
+class MjpegStreamer:
+    """MJPEG streams of processed frames with overlays: one renderer per camera, any number of viewers."""
+
+    def __init__(
+        self, settings: Settings, buffers: LiveBuffers, stop_event: threading.Event, **renderer_options: Any
+    ) -> None:
+        self.settings = settings
+        self.buffers = buffers
+        self.stop_event = stop_event
+        self.renderer_options = renderer_options
+        self._lock = threading.Lock()
+        self._renderers: dict[str, CameraRenderer] = {}
+
+    def renderer(self, camera: Camera) -> CameraRenderer:
+        with self._lock:
+            r = self._renderers.get(camera.id)
+            if r is None:
+                r = self._renderers[camera.id] = CameraRenderer(camera, self.buffers, self.stop_event,
+                                                                **self.renderer_options)
+            return r
+
+    def stream(self, camera: Camera) -> Iterator[bytes]:
+        """Generator of MJPEG parts for one viewer; ends when the client goes away or the app stops."""
+        return self.renderer(camera).parts()
+
+    def close(self) -> None:
+        """Wake every viewer so its stream ends now (call after setting the stop event)."""
+        with self._lock:
+            renderers = list(self._renderers.values())
+        for r in renderers:
+            with r._cond:
+                r._cond.notify_all()
+
+    def active_streams(self) -> list[StreamStats]:
+        """Stats of the cameras somebody is watching."""
+        with self._lock:
+            renderers = list(self._renderers.values())
+        return [r.stats for r in renderers if r.viewers > 0]
+
+
+# -- snapshots ------------------------------------------------------------------------------------------
+def snapshot_url(evidence_uri: str | None, evidence_root: Path) -> str | None:
+    """The dashboard URL of an evidence JPEG, or None when it is not below the evidence root."""
+    if not evidence_uri:
+        return None
+    try:
+        path = uri_to_path(evidence_uri)
+    except SourceError:
+        return None
+    root = evidence_root.resolve()
+    if not path.is_absolute():
+        path = root / path
+    if not is_under_roots(path, [root]):
+        return None
+    return "/snapshot/" + path.resolve().relative_to(root).as_posix()
+
+
+def resolve_snapshot(relpath: str, evidence_root: Path) -> Path:
+    """The file for ``/snapshot/<relpath>``; raises NotFound for anything outside the evidence root."""
+    root = evidence_root.resolve()
+    candidate = root / relpath
+    if (
+        not relpath
+        or Path(relpath).is_absolute()
+        or ".." in Path(relpath).parts
+        or candidate.suffix.lower() not in SNAPSHOT_SUFFIXES
+        or not is_under_roots(candidate, [root])  # resolves symlinks too
+        or not candidate.is_file()
+    ):
+        raise NotFound()
+    return candidate.resolve()
+
+
+def register_routes(server: flask.Flask, settings: Settings, streamer: MjpegStreamer) -> None:
+    cameras = {c.id: c for c in settings.cameras}
+
+    @server.get("/video/<camera_id>.mjpg")
+    def video(camera_id: str) -> flask.Response:
+        camera = cameras.get(camera_id)
+        if camera is None:
+            raise NotFound()
+        return flask.Response(
+            streamer.stream(camera),
+            mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"},
+            direct_passthrough=True,
+        )
+
+    @server.get("/snapshot/<path:relpath>")
+    def snapshot(relpath: str) -> flask.Response:
+        path = resolve_snapshot(relpath, settings.evidence_root)
+        response = flask.send_file(path, max_age=3600)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -1,0 +1,327 @@
+"""The app over HTTP without Kafka: pages, callbacks (through Dash's own endpoint), video, snapshots, auth, CLI."""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from synthetic_results import synthetic_messages
+
+from dashboards import layout as L
+from dashboards.app import create_app, get_context, serve_in_thread
+from dashboards.live import LiveBuffers
+from dashboards.video import resolve_snapshot, snapshot_url
+from trafficstream.config import PROJECT_ROOT
+from trafficstream.errors import ConfigError
+
+MOTORWAY = "motorway-overpass"
+
+
+@pytest.fixture
+def filled(demo_settings) -> LiveBuffers:
+    """Buffers holding the last 4 s of synthetic results for the real clips (as if just processed)."""
+    buffers = LiveBuffers.from_settings(demo_settings)
+    for msg in synthetic_messages(demo_settings, n_frames=120, capture_start=time.time() - 4.5):
+        buffers.add(msg)
+    return buffers
+
+
+@pytest.fixture
+def flowing(demo_settings):
+    """Buffers receiving synthetic results in real time (micro-batches every 0.25 s, 0.4 s processing delay)."""
+    buffers = LiveBuffers.from_settings(demo_settings)
+    start = time.time()
+    messages = sorted(synthetic_messages(demo_settings, n_frames=300, capture_start=start - 1.0, evidence=False),
+                      key=lambda m: m["capture_ts"])
+    stop = threading.Event()
+
+    def run() -> None:
+        i = 0
+        while not stop.is_set() and i < len(messages):
+            cutoff = time.time() - 0.4
+            while i < len(messages) and messages[i]["capture_ts"] <= cutoff:
+                buffers.add(messages[i])
+                i += 1
+            stop.wait(0.25)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield buffers
+    stop.set()
+    thread.join()
+
+
+@pytest.fixture
+def app(demo_settings, filled):
+    app = create_app(demo_settings, buffers=filled, start_consumer=False)
+    yield app
+    get_context(app).close()
+
+
+def dash_call(app, client, output: str, inputs: dict[str, Any], state: dict[str, Any] | None = None,
+              changed: str | None = None):
+    """POST one callback the way the Dash renderer does; returns (status, response json or None)."""
+    spec = app.callback_map[output]
+    outputs = [{"id": i, "property": p} for i, p in re.findall(r"([\w-]+)\.(\w+)", output)]
+    body = {
+        "output": output,
+        "outputs": outputs if output.startswith("..") else outputs[0],
+        "inputs": [{**i, "value": inputs.get(f"{i['id']}.{i['property']}")} for i in spec["inputs"]],
+        "state": [{**s, "value": (state or {}).get(f"{s['id']}.{s['property']}")} for s in spec["state"]],
+        "changedPropIds": [changed or next(iter(inputs))],
+    }
+    resp = client.post("/_dash-update-component", json=body)
+    return resp.status_code, (resp.get_json() if resp.status_code == 200 else None)
+
+
+def key_of(*ids_props: str) -> str:
+    """Dash's key of a multi-output callback: ..a.prop...b.prop.."""
+    return ".." + "...".join(ids_props) + ".."
+
+
+def test_page_and_layout(app, demo_settings):
+    client = app.server.test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and b"TrafficStream" in page.data
+    layout = client.get("/_dash-layout").get_data(as_text=True)
+    for cam in demo_settings.cameras:
+        assert cam.id in layout
+    status, out = dash_call(app, client, "live-video.src", {"camera.value": MOTORWAY})
+    assert status == 200 and out["response"]["live-video"]["src"] == f"/video/{MOTORWAY}.mjpg"
+
+
+def test_kpi_callback(app):
+    client = app.server.test_client()
+    output = key_of(*[f"{L.kpi_value_id(k)}.children" for k in L.KPI_KEYS],
+                    *[f"{L.kpi_sub_id(k)}.children" for k in L.KPI_KEYS])
+    inputs = {"tick.n_intervals": 1, "camera.value": MOTORWAY, "kpi-window.value": 5}
+    status, out = dash_call(app, client, output, inputs)
+    assert status == 200
+    values = {k: out["response"][L.kpi_value_id(k)]["children"] for k in L.KPI_KEYS}
+    assert int(values["counted"]) > 0
+    assert values["mean"].endswith("km/h") and values["p85"].endswith("km/h")
+    lag = float(values["lag"].split()[0])
+    assert 0.5 < lag < 5  # newest synthetic frame was captured about 1 s ago
+
+
+def test_charts_only_redraw_when_data_changed(app, filled, demo_settings):
+    client = app.server.test_client()
+    output = "..speed-histogram.figure...flow-chart.figure...charts-state.data.."
+    inputs = {"tick.n_intervals": 1, "camera.value": MOTORWAY, "kpi-window.value": 5}
+    status, out = dash_call(app, client, output, inputs)
+    assert status == 200
+    hist = out["response"]["speed-histogram"]["figure"]
+    assert hist["data"] and hist["data"][0]["type"] == "histogram"
+    state = out["response"]["charts-state"]["data"]
+    # Next tick with no new results: no update at all (the graphs are left alone in the browser).
+    status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 2}, {"charts-state.data": state})
+    assert status == 204
+    latest = filled.latest_frame(MOTORWAY)
+    filled.add({"v": 1, "type": "frame", "camera_id": MOTORWAY, "frame_index": latest.frame_index + 1,
+                "pts_s": latest.pts_s + 0.033, "capture_ts": latest.capture_ts + 0.033, "vehicles": []})
+    # New data, but redrawn less than CHART_REFRESH_S ago: still left alone; a moment later it is redrawn.
+    status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 3}, {"charts-state.data": state})
+    assert status == 204
+    earlier = {**state, "at": state["at"] - 2.5}
+    status, out = dash_call(app, client, output, {**inputs, "tick.n_intervals": 4}, {"charts-state.data": earlier})
+    assert status == 200 and out["response"]["charts-state"]["data"]["version"] > state["version"]
+
+
+def test_violations_are_prepended_with_a_patch(app, filled):
+    client = app.server.test_client()
+    output = "..violations-log.children...violations-state.data.."
+    inputs = {"tick.n_intervals": 1, "camera.value": MOTORWAY}
+    status, out = dash_call(app, client, output, inputs)
+    assert status == 200
+    rows = out["response"]["violations-log"]["children"]
+    state = out["response"]["violations-state"]["data"]
+    assert state["count"] == len(filled.violations(MOTORWAY)) > 0
+    assert "/snapshot/" in str(rows[0])  # thumbnail link to the evidence JPEG
+    status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 2}, {"violations-state.data": state})
+    assert status == 204
+    newest = filled.violations(MOTORWAY)[0]
+    filled.add({**newest, "v": 1, "type": "violation", "track_id": 999, "capture_ts": newest["capture_ts"] + 1})
+    status, out = dash_call(app, client, output, {**inputs, "tick.n_intervals": 3}, {"violations-state.data": state})
+    assert status == 200
+    patch = out["response"]["violations-log"]["children"]
+    assert patch["__dash_patch_update"] == "__dash_patch_update"
+    assert [op["operation"] for op in patch["operations"]] == ["Prepend"]
+    assert "#999" in str(patch["operations"][0]["params"])
+    assert out["response"]["violations-state"]["data"]["count"] == state["count"] + 1
+
+
+def test_history_callback_without_tables_says_no_data_yet(app):
+    client = app.server.test_client()
+    output = "..history-summary.children...history-flow.figure...history-speeds.figure.."
+    today = time.strftime("%Y-%m-%d")
+    inputs = {"history-load.n_clicks": 1, "tabs.value": "history", "camera.value": MOTORWAY,
+              "history-dates.start_date": today, "history-dates.end_date": today,
+              "history-start-time.value": "00:00", "history-end-time.value": "23:59"}
+    status, out = dash_call(app, client, output, inputs, state=inputs)
+    assert status == 200
+    assert "No data yet" in str(out["response"]["history-summary"]["children"])
+    status, _ = dash_call(app, client, output, {**inputs, "tabs.value": "live"}, state=inputs)
+    assert status == 204  # no Delta reads while nobody looks at the history tab
+    status, out = dash_call(app, client, output, inputs, state={**inputs, "history-start-time.value": "7am"})
+    assert "Invalid range" in str(out["response"]["history-summary"]["children"])
+
+
+def _read_parts(url: str, seconds: float, auth: str | None = None) -> list[tuple[dict[str, str], bytes]]:
+    req = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
+    data = b""
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            data += resp.read1(1 << 16)
+    parts = []
+    for chunk in data.split(b"--frame\r\n")[1:]:
+        head, sep, body = chunk.partition(b"\r\n\r\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+        if sep and len(body) >= int(headers["Content-Length"]):
+            parts.append((headers, body[: int(headers["Content-Length"])]))
+    return parts
+
+
+def test_mjpeg_stream_plays_processed_frames_live(demo_settings, flowing):
+    with serve_in_thread(demo_settings, port=0, buffers=flowing, start_consumer=False) as handle:
+        url = f"{handle.url}/video/{MOTORWAY}.mjpg"
+        parts = _read_parts(url, 3.0)
+        frames = [(h, body) for h, body in parts if "X-Frame-Index" in h]
+        indices = [int(h["X-Frame-Index"]) for h, _ in frames]
+        assert indices == sorted(indices) and len(set(indices)) == len(indices)
+        # Paced at the source rate (29.8 fps) from capture time + playout delay: not faster, hardly slower.
+        assert 15 <= len(frames) / 3.0 <= 32, len(frames)
+        delays = [time.time() - float(h["X-Capture-Ts"]) for h, _ in frames[-5:]]
+        assert max(delays) < 3.0  # close to live, not replaying the buffer from its start
+        image = cv2.imdecode(np.frombuffer(frames[-1][1], np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (540, 960, 3)  # scaled to about the size the page shows it at
+
+        # A second viewer shares the camera's renderer: same frames, no second decoder.
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(lambda _: _read_parts(url, 2.0), range(2))
+        shared = {h["X-Frame-Index"] for h, _ in a} & {h["X-Frame-Index"] for h, _ in b}
+        assert len(shared) >= 20
+        assert len(handle.context.streamer._renderers) == 1
+
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{handle.url}/video/nope.mjpg", timeout=5)
+        assert err.value.code == 404
+
+
+def test_stop_ends_open_streams(demo_settings, flowing):
+    handle = serve_in_thread(demo_settings, port=0, buffers=flowing, start_consumer=False)
+    resp = urllib.request.urlopen(f"{handle.url}/video/{MOTORWAY}.mjpg", timeout=10)
+    resp.read1(1000)
+    t0 = time.monotonic()
+    handle.stop()
+    assert time.monotonic() - t0 < 5
+    assert not handle.thread.is_alive()
+    deadline = time.monotonic() + 5
+    while resp.read1(1 << 16):  # the stream ends instead of hanging
+        assert time.monotonic() < deadline
+    assert not handle.context.streamer.active_streams()
+
+
+def test_snapshot_route_serves_only_evidence(app, demo_settings, tmp_path):
+    client = app.server.test_client()
+    root = demo_settings.evidence_root
+    violation = next(v for v in get_context(app).buffers.violations(MOTORWAY))
+    url = snapshot_url(violation["evidence_uri"], root)
+    assert url and url.startswith(f"/snapshot/{MOTORWAY}/")
+    resp = client.get(url)
+    assert resp.status_code == 200 and resp.mimetype == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(resp.data, np.uint8), cv2.IMREAD_COLOR).shape == (720, 1280, 3)
+
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"not for you")
+    (root / "link.jpg").symlink_to(secret)
+    (root / "notes.txt").write_text("x")
+    for bad in ["/snapshot/../secret.jpg", "/snapshot/%2e%2e/secret.jpg", f"/snapshot/{secret}",
+                "/snapshot//etc/passwd", "/snapshot/link.jpg", "/snapshot/notes.txt", "/snapshot/missing.jpg",
+                "/snapshot/" + "..%2f" * 8 + "etc/passwd"]:
+        resp = client.get(bad)
+        # 404 from the route, or Dash's own catch-all page for URLs the route does not match (//...).
+        assert resp.status_code == 404 or resp.mimetype == "text/html", bad
+        assert b"not for you" not in resp.data and b"root:" not in resp.data, bad
+    assert snapshot_url(secret.as_uri(), root) is None
+    assert snapshot_url(None, root) is None
+    with pytest.raises(Exception):
+        resolve_snapshot("../secret.jpg", root)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_auth_protects_every_route(demo_settings, filled):
+    settings = demo_settings.model_copy(update={"dashboard": demo_settings.dashboard.model_copy(
+        update={"basic_auth_user": "staff", "basic_auth_password": "s3cret"})})
+    app = create_app(settings, buffers=filled, start_consumer=False)
+    try:
+        client = app.server.test_client()
+        for path in ["/", "/_dash-layout", f"/video/{MOTORWAY}.mjpg", "/snapshot/x.jpg"]:
+            resp = client.get(path)
+            assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")
+        assert client.get("/", headers={"Authorization": _basic("staff", "wrong")}).status_code == 401
+        assert client.get("/", headers={"Authorization": _basic("other", "s3cret")}).status_code == 401
+        assert client.get("/", headers={"Authorization": _basic("staff", "s3cret")}).status_code == 200
+    finally:
+        get_context(app).close()
+    half = demo_settings.model_copy(update={"dashboard": demo_settings.dashboard.model_copy(
+        update={"basic_auth_user": "staff"})})
+    with pytest.raises(ConfigError, match="together"):
+        create_app(half, start_consumer=False)
+
+
+def test_cli_serves_without_a_broker_and_stops_on_sigterm(demo_settings, tmp_path):
+    from infra.kafka import free_port
+
+    port = free_port()
+    env = {**os.environ, "TRAFFICSTREAM_STORAGE__VAR_DIR": str(tmp_path / "var")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboards", "--config", str(PROJECT_ROOT / "infra/config/demo.yaml"),
+         "--set", f"dashboard.port={port}", "--set", "kafka.bootstrap_servers=127.0.0.1:9"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "dashboard did not come up"
+                time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stdout.read().decode()
+    assert f"dashboard on http://127.0.0.1:{port}" in log
+    assert "Traceback" not in log
+
+
+def test_cli_rejects_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dashboard: {port: 0}\n")
+    proc = subprocess.run([sys.executable, "-m", "dashboards", "--config", str(bad)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "dashboard.port" in proc.stderr

@@ -1,0 +1,40 @@
+"""Helpers for end-to-end tests: run the real job code on the shared SparkSession and read results back."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from streaming_jobs.vehicle_pipeline import QUERY_NAME, start_query
+from trafficstream.config import Settings
+
+
+def run_available_now(spark, settings: Settings) -> dict:
+    """Process everything in the frames topic with the job's own query, then stop (Trigger.AvailableNow)."""
+    query, writer = start_query(spark, settings, available_now=True)
+    try:
+        query.awaitTermination()
+    finally:
+        writer.close()
+    if query.exception() is not None:
+        raise AssertionError(f"query failed: {query.exception()}")
+    return writer.last
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    return settings.checkpoint_root / QUERY_NAME
+
+
+def forget_last_commit(settings: Settings) -> int:
+    """Simulate a crash after the sinks ran but before Spark committed the batch: Spark will replay it."""
+    commits = sorted((checkpoint_dir(settings) / "commits").glob("[0-9]*"), key=lambda p: int(p.name))
+    last = commits[-1]
+    last.unlink()
+    crc = last.with_name(f".{last.name}.crc")
+    crc.unlink(missing_ok=True)
+    return int(last.name)
+
+
+def table(settings: Settings, name: str) -> pl.DataFrame:
+    return pl.read_delta(str(settings.delta_root / name))
