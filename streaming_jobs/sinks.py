@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -130,17 +132,25 @@ class BatchWriter:
         self._watermarks.close()
 
     # -- helpers ---------------------------------------------------------------------------------------
+    @contextmanager
+    def _timed(self, sink: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self._sink_ms[sink] = round(self._sink_ms.get(sink, 0.0) + (time.perf_counter() - t0) * 1e3, 1)
+
     def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
-        (df.write.format("delta").mode("append")
-         .option("txnAppId", self.app_id).option("txnVersion", batch_id).save(self.paths[table]))
+        with self._timed(table):
+            (df.write.format("delta").mode("append")
+             .option("txnAppId", self.app_id).option("txnVersion", batch_id).save(self.paths[table]))
 
     def _merge(self, df: DataFrame, table: str, keys: list[str], batch_id: int) -> None:
         cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         self.spark.conf.set("spark.databricks.delta.write.txnAppId", f"{self.app_id}-{table}")
         self.spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
         try:
-            (DeltaTable.forPath(self.spark, self.paths[table]).alias("t")
-             .merge(df.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            with self._timed(table):
+                (DeltaTable.forPath(self.spark, self.paths[table]).alias("t")
+                 .merge(df.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
         finally:
             self.spark.conf.unset("spark.databricks.delta.write.txnAppId")
             self.spark.conf.unset("spark.databricks.delta.write.txnVersion")
@@ -149,11 +159,13 @@ class BatchWriter:
         writer = df.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").write.format("kafka")
         for k, v in self.kafka.items():
             writer = writer.option(k, v)
-        writer.option("topic", topic).save()
+        with self._timed(f"kafka:{topic}"):
+            writer.option("topic", topic).save()
 
     # -- the batch -------------------------------------------------------------------------------------
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         t0 = time.perf_counter()
+        self._sink_ms: dict[str, float] = {}
         df = batch_df.persist()
         try:
             counts = {r["kind"]: r["count"] for r in df.groupBy("kind").count().collect()}
@@ -164,10 +176,11 @@ class BatchWriter:
             batch_ms = (t2 - t0) * 1e3
             n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)
             self.last = {"batch_id": batch_id, "counts": counts, "compute_ms": (t1 - t0) * 1e3,
-                         "sink_ms": (t2 - t1) * 1e3}
+                         "sink_ms": (t2 - t1) * 1e3, "sinks": self._sink_ms}
             with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps({**self.last, "ts": time.time()}) + "\n")
-            log.info("batch %d: %s compute %.0f ms, sinks %.0f ms", batch_id, counts, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            log.info("batch %d: %s compute %.0f ms, sinks %.0f ms %s", batch_id, counts, (t1 - t0) * 1e3,
+                     (t2 - t1) * 1e3, self._sink_ms)
             if counts:
                 self._health(df, batch_id, batch_ms, n, counts)
         finally:

@@ -60,7 +60,7 @@ def spark_session(settings: Settings, extra_conf: dict[str, str] | None = None) 
     )
     if settings.spark.master:
         builder = builder.master(settings.spark.master)
-    for key, value in (extra_conf or {}).items():
+    for key, value in {**settings.spark.conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
 

@@ -67,6 +67,9 @@ class SparkSettings(_Section):
     max_offsets_per_trigger: int = Field(default=64, ge=1)
     trigger_seconds: float = Field(default=0.0, ge=0)
     shuffle_partitions: int = Field(default=2, ge=1)
+    # Extra Spark SQL conf set on the session. Delta's default of 50 partitions for rebuilding a table's
+    # snapshot costs seconds per commit on small local tables; clusters with big tables raise it.
+    conf: dict[str, str] = Field(default_factory=lambda: {"spark.databricks.delta.snapshotPartitions": "2"})
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
     stop_after_idle_s: float | None = Field(default=None, gt=0)
 
@@ -140,6 +143,20 @@ class Settings(_Section):
         return Path(
             template.format(data_dir=self.storage.data_dir, var_dir=self.storage.var_dir)
         ).expanduser().resolve()
+
+    def location(self, template: str, *parts: str) -> str:
+        """Like :meth:`path`, but keeps URIs (s3a://, abfss://, hdfs://) as URIs: for Spark's storage."""
+        expanded = template.format(data_dir=self.storage.data_dir, var_dir=self.storage.var_dir)
+        if "://" in expanded:
+            return "/".join([expanded.rstrip("/"), *parts])
+        return str(Path(expanded, *parts).expanduser().resolve())
+
+    def table_uri(self, table: str) -> str:
+        """Where Spark writes, and readers read, one Delta table."""
+        return self.location(self.storage.delta_root, table)
+
+    def checkpoint_uri(self, query: str) -> str:
+        return self.location(self.storage.checkpoint_root, query)
 
     @property
     def delta_root(self) -> Path:

@@ -78,3 +78,26 @@ def test_paths_expand(tmp_path):
     s = load_settings(_write(tmp_path, CAM), [f"storage.var_dir={tmp_path}"], environ={})
     assert s.delta_root == (tmp_path / "delta").resolve()
     assert s.allowed_roots == [s.storage.data_dir.resolve()]
+
+
+def test_storage_uris_stay_uris(tmp_path):
+    s = load_settings(_write(tmp_path, CAM), ["storage.delta_root=s3a://bucket/traffic/delta/",
+                                              "storage.checkpoint_root=hdfs://nn/chk"], environ={})
+    assert s.table_uri("frames") == "s3a://bucket/traffic/delta/frames"
+    assert s.checkpoint_uri("vehicles") == "hdfs://nn/chk/vehicles"
+    local = load_settings(_write(tmp_path, CAM), [f"storage.var_dir={tmp_path}"], environ={})
+    assert local.table_uri("frames") == str((tmp_path / "delta" / "frames").resolve())
+
+
+def test_kafka_client_settings_split(tmp_path):
+    s = load_settings(_write(tmp_path, CAM + """
+kafka:
+  client: {security.protocol: SASL_SSL}
+  client_python: {sasl.username: u}
+  client_spark: {sasl.jaas.config: x}
+"""), environ={})
+    py = s.kafka.python_config(**{"group.id": "g"})
+    assert py["security.protocol"] == "SASL_SSL" and py["sasl.username"] == "u" and "sasl.jaas.config" not in py
+    sp = s.kafka.spark_options()
+    assert sp["kafka.security.protocol"] == "SASL_SSL" and sp["kafka.sasl.jaas.config"] == "x"
+    assert "kafka.sasl.username" not in sp

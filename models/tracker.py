@@ -1,0 +1,504 @@
+"""Per-camera vehicle tracking (DeepSORT) whose complete state survives Spark micro-batch boundaries.
+
+One :class:`VehicleTracker` per camera. Each frame's detections (``xyxy``, ``confidence``, ``class_id``) and
+their appearance embeddings (from ``models/embedder.py``) go to :meth:`VehicleTracker.update`, which returns
+the tracked vehicles of that frame. Between micro-batches the tracker is frozen with
+:meth:`VehicleTracker.to_bytes` into Spark's state store and thawed with :meth:`VehicleTracker.from_bytes`,
+possibly in another Python process; a restored tracker behaves bit-for-bit like one that never stopped.
+
+The state blob is a small header (magic, format version, CRC32) plus a pickle holding *builtin values only*
+(dicts, lists, ints, floats, bytes): no numpy or deep-sort-realtime classes, so it survives upgrades of
+either library, and unpickling it cannot run code.
+
+Usage::
+
+    tracker = VehicleTracker.from_settings(settings.tracker, fps=camera.fps)
+    for frame in frames:
+        vehicles = tracker.update(dets.xyxy, dets.confidence, dets.class_id, embeddings)
+        ended = tracker.ended_track_ids()  # emit per-track summaries, evict speed history
+    state = tracker.to_bytes()  # ... next micro-batch, maybe another executor:
+    tracker = VehicleTracker.from_bytes(state)
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from deep_sort_realtime.deepsort_tracker import DeepSort
+
+if TYPE_CHECKING:
+    from trafficstream.config import TrackerSettings
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"TSVT"
+_FORMAT_VERSION = 1
+_HEADER = struct.Struct("<4sHI")  # magic, format version, crc32 of the payload
+_PICKLE_PROTOCOL = 5  # fixed, not HIGHEST_PROTOCOL: a newer Python must not write what an older one can't read
+_MAX_PENDING_ENDED = 10_000  # ended ids kept for a caller that never asks for them
+
+try:
+    _DEEPSORT_VERSION = metadata.version("deep-sort-realtime")
+except metadata.PackageNotFoundError:  # pragma: no cover - vendored / source install
+    _DEEPSORT_VERSION = "unknown"
+
+
+class _DropInitBanner(logging.Filter):
+    """DeepSort.__init__ logs a 9-line INFO banner; we build one per camera per micro-batch (from_bytes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.funcName == "__init__" and record.levelno <= logging.INFO)
+
+
+logging.getLogger("deep_sort_realtime.deepsort_tracker").addFilter(_DropInitBanner())
+
+
+_blas_controller: Any = None
+_blas_warned = False
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Run DeepSORT's tiny 4x4 / 8x8 linear algebra on one BLAS thread.
+
+    OpenBLAS (numpy's and scipy's wheels) spreads even a 4xN ``trsm`` (``solve_triangular`` in the Kalman
+    gating) over all cores; on a busy host each call then waits for a scheduler slice: measured ~10 ms
+    instead of ~20-40 us per call, ~250 ms instead of ~10 ms for a 13-detection frame. threadpoolctl limits
+    it for the duration of one update (~30 us); without it, set OPENBLAS_NUM_THREADS=1 for the process.
+    """
+    global _blas_controller, _blas_warned
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _blas_controller = False
+            threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+            if threads != "1" and not _blas_warned:
+                _blas_warned = True
+                logger.warning(
+                    "threadpoolctl missing and OPENBLAS_NUM_THREADS != 1: multi-threaded OpenBLAS can make "
+                    "tracker updates 10-50x slower on a busy host"
+                )
+        else:
+            _blas_controller = ThreadpoolController()
+    if not _blas_controller:
+        yield
+        return
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+class TrackerStateError(ValueError):
+    """A serialised tracker state is corrupt, truncated or written in an unknown format."""
+
+
+@dataclass(frozen=True)
+class TrackedVehicle:
+    """One track as seen in the current frame.
+
+    Attributes:
+        track_id: Unique within the camera, strictly increasing with track creation, never reused.
+        xyxy: ``(x1, y1, x2, y2)`` in pixels: the matched detection's box when the track was updated this
+            frame (exactly the input values), else the Kalman prediction.
+        class_id: Majority vote over all detections of the track (ties: the most recently seen class).
+        confidence: The matched detection's confidence; ``None`` when not updated this frame.
+        is_confirmed: The track has had ``n_init`` consecutive hits (tentative tracks are usually noise).
+        age: Frames since the track was created (1 in its first frame).
+        time_since_update: Frames since the last matched detection (0: matched in this frame).
+        hits: Number of detections matched to the track so far.
+        detection_index: Row of this frame's input arrays matched to the track; ``None`` when not updated.
+    """
+
+    track_id: int
+    xyxy: tuple[float, float, float, float]
+    class_id: int
+    confidence: float | None
+    is_confirmed: bool
+    age: int
+    time_since_update: int
+    hits: int
+    detection_index: int | None
+
+
+class VehicleTracker:
+    """DeepSORT (deep-sort-realtime) for one camera with externally computed embeddings.
+
+    Args:
+        max_age_frames: A track missed for more than this many consecutive frames is deleted.
+        n_init: Consecutive detections before a track is confirmed.
+        max_cosine_distance: Appearance gate (cosine distance to the track's nearest gallery sample).
+        max_iou_distance: IoU gate (``1 - IoU``) for tentative and just-missed tracks.
+        nn_budget: Appearance gallery size per track (oldest samples dropped first).
+        gallery_cap: Optional cap on the *total* number of gallery samples in the camera, so a congested
+            scene cannot blow up the state: the largest galleries lose their oldest samples first, each
+            keeps at least one. Applied every frame, so it never breaks restore equivalence.
+        first_track_id: Id of the first track. Only for starting over after a lost state, so new ids stay
+            above those already emitted for the camera; restored trackers continue their own counter.
+    """
+
+    def __init__(
+        self,
+        max_age_frames: int = 30,
+        n_init: int = 3,
+        max_cosine_distance: float = 0.3,
+        max_iou_distance: float = 0.7,
+        nn_budget: int = 20,
+        gallery_cap: int | None = None,
+        *,
+        first_track_id: int = 1,
+    ) -> None:
+        if max_age_frames < 1 or n_init < 1 or nn_budget < 1:
+            raise ValueError("max_age_frames, n_init and nn_budget must be >= 1")
+        if gallery_cap is not None and gallery_cap < 1:
+            raise ValueError("gallery_cap must be >= 1 or None")
+        self._params: dict[str, Any] = {
+            "max_age_frames": int(max_age_frames),
+            "n_init": int(n_init),
+            "max_cosine_distance": float(max_cosine_distance),
+            "max_iou_distance": float(max_iou_distance),
+            "nn_budget": int(nn_budget),
+            "gallery_cap": None if gallery_cap is None else int(gallery_cap),
+        }
+        self._deepsort = DeepSort(
+            max_iou_distance=self._params["max_iou_distance"],
+            max_age=self._params["max_age_frames"],
+            n_init=self._params["n_init"],
+            max_cosine_distance=self._params["max_cosine_distance"],
+            nn_budget=self._params["nn_budget"],
+            embedder=None,  # embeddings come from models/embedder.py
+        )
+        self._deepsort.tracker._next_id = int(first_track_id)
+        self._embed_dim: int | None = None
+        self._frame_count = 0
+        # track id -> {class_id: votes}; insertion order = recency, which breaks ties in the vote
+        self._class_votes: dict[int, dict[int, int]] = {}
+        self._pending_ended: list[tuple[int, bool]] = []  # (track id, was confirmed)
+
+    @classmethod
+    def from_settings(
+        cls, settings: TrackerSettings, fps: float, gallery_cap: int | None = None, *, first_track_id: int = 1
+    ) -> VehicleTracker:
+        """Build from ``settings.tracker``; ``max_age_s`` becomes frames at the camera's ``fps``."""
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        return cls(
+            max_age_frames=max(1, round(settings.max_age_s * fps)),
+            n_init=settings.n_init,
+            max_cosine_distance=settings.max_cosine_distance,
+            max_iou_distance=settings.max_iou_distance,
+            nn_budget=settings.nn_budget,
+            gallery_cap=gallery_cap,
+            first_track_id=first_track_id,
+        )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments; compare with the current settings after a restore to spot config drift."""
+        return dict(self._params)
+
+    @property
+    def frame_count(self) -> int:
+        return self._frame_count
+
+    @property
+    def next_track_id(self) -> int:
+        """The id the next new track will get."""
+        return int(self._deepsort.tracker._next_id)
+
+    @property
+    def num_tracks(self) -> int:
+        """Live tracks (tentative and confirmed)."""
+        return len(self._deepsort.tracker.tracks)
+
+    def update(
+        self,
+        xyxy: np.ndarray,
+        confidence: np.ndarray,
+        class_id: np.ndarray,
+        embeddings: np.ndarray,
+        *,
+        include_all: bool = False,
+    ) -> list[TrackedVehicle]:
+        """Advance the tracker by ONE frame.
+
+        Args:
+            xyxy: ``(N, 4)`` boxes in pixels; ``N`` may be 0 (tracks then just coast on their prediction).
+            confidence: ``(N,)`` detector scores.
+            class_id: ``(N,)`` class ids.
+            embeddings: ``(N, D)`` appearance embeddings, row ``i`` for box ``i``.
+            include_all: Also return tentative tracks and tracks not matched in this frame.
+
+        Returns:
+            Confirmed tracks matched in this frame (``time_since_update == 0``), ordered by ``track_id``;
+            with ``include_all``, every live track.
+        """
+        boxes, scores, classes, embeds = self._validate(xyxy, confidence, class_id, embeddings)
+        # DeepSort.update_tracks drops boxes with w/h <= 0 but NOT their embeddings, which would shift
+        # every later embedding onto the wrong box: drop degenerate rows here, all arrays together.
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = np.flatnonzero(
+            (wh > 0).all(axis=1) & np.isfinite(boxes).all(axis=1) & np.isfinite(embeds).all(axis=1)
+        )
+        if len(keep) < len(boxes):
+            logger.debug("dropping %d degenerate or non-finite detections", len(boxes) - len(keep))
+        # deep-sort-realtime's ([left, top, w, h], confidence, class) tuples
+        raw = [([*map(float, boxes[i, :2]), *map(float, wh[i])], float(scores[i]), int(classes[i])) for i in keep]
+
+        tracker = self._deepsort.tracker
+        confirmed_before = {t.track_id for t in tracker.tracks if t.is_confirmed()}
+        # `others` rides along with each detection onto the matched track: the input row index, so the
+        # returned box is exactly the caller's (to_ltrb(orig=True) round-trips through float32 ltwh).
+        # `embeds` must be given even for 0 detections, otherwise update_tracks insists on a frame.
+        with _single_threaded_blas():
+            self._deepsort.update_tracks(raw, embeds=embeds[keep], others=[int(i) for i in keep])
+        self._frame_count += 1
+
+        # Tracker.del_tracks_ids only covers the latest update: collect them now.
+        for tid in tracker.del_tracks_ids:
+            self._class_votes.pop(int(tid), None)
+            self._pending_ended.append((int(tid), tid in confirmed_before))
+        if len(self._pending_ended) > _MAX_PENDING_ENDED:
+            dropped = len(self._pending_ended) - _MAX_PENDING_ENDED
+            logger.warning("ended_track_ids() not called; dropping %d old ended ids", dropped)
+            del self._pending_ended[:-_MAX_PENDING_ENDED]
+
+        out: list[TrackedVehicle] = []
+        for track in tracker.tracks:
+            tid = int(track.track_id)
+            det_index = track.others if track.time_since_update == 0 else None
+            if det_index is not None:
+                votes = self._class_votes.setdefault(tid, {})
+                cls_ = int(classes[det_index])
+                votes[cls_] = votes.pop(cls_, 0) + 1  # re-insert: most recent class last
+            if not include_all and not (track.is_confirmed() and track.time_since_update == 0):
+                continue
+            if det_index is not None:
+                box = tuple(float(v) for v in boxes[det_index])
+            else:
+                box = tuple(float(v) for v in track.to_ltrb(orig=False))
+            out.append(
+                TrackedVehicle(
+                    track_id=tid,
+                    xyxy=box,  # type: ignore[arg-type]
+                    class_id=self._majority_class(tid),
+                    confidence=None if det_index is None else float(scores[det_index]),
+                    is_confirmed=track.is_confirmed(),
+                    age=int(track.age),
+                    time_since_update=int(track.time_since_update),
+                    hits=int(track.hits),
+                    detection_index=det_index,
+                )
+            )
+        self._apply_gallery_cap()
+        return out
+
+    def ended_track_ids(self, include_tentative: bool = False) -> list[int]:
+        """Ids of tracks deleted since the last call (in deletion order); clears the list.
+
+        By default only tracks that had been confirmed (the only ones :meth:`update` returns by default);
+        ``include_tentative`` adds short-lived tentative tracks (mostly false positives).
+        """
+        ended = [tid for tid, confirmed in self._pending_ended if confirmed or include_tentative]
+        self._pending_ended = []
+        return ended
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The complete tracker state: Kalman states, track bookkeeping, id counter, appearance gallery.
+
+        Only live tracks are stored (DeepSORT already dropped deleted tracks and their galleries); each
+        gallery holds at most ``nn_budget`` samples, and identical embedding rows (DeepSORT re-adds a
+        track's last feature every frame) are stored once.
+        """
+        tracker = self._deepsort.tracker
+        pool: dict[bytes, int] = {}  # embedding bytes -> row in the pool
+
+        def ref(feature: np.ndarray) -> int:
+            return pool.setdefault(np.ascontiguousarray(feature, dtype=np.float32).tobytes(), len(pool))
+
+        tracks = [
+            {
+                "id": int(t.track_id),
+                "mean": _pack_array(t.mean),
+                "cov": _pack_array(t.covariance),
+                "hits": int(t.hits),
+                "age": int(t.age),
+                "tsu": int(t.time_since_update),
+                "state": int(t.state),  # TrackState: 1 tentative, 2 confirmed
+                "features": [ref(f) for f in t.features],
+                # per-frame fields: reset by the next predict(), kept so a restored tracker is identical
+                "ltwh": None if t.original_ltwh is None else _pack_array(t.original_ltwh),
+                "det_class": None if t.det_class is None else int(t.det_class),
+                "det_conf": t.det_conf,
+                "others": t.others,
+            }
+            for t in tracker.tracks
+        ]
+        samples = [(int(tid), [ref(f) for f in feats]) for tid, feats in tracker.metric.samples.items()]
+        payload = {
+            "params": self._params,
+            "deepsort_version": _DEEPSORT_VERSION,
+            "next_id": int(tracker._next_id),
+            "frame_count": self._frame_count,
+            "embed_dim": self._embed_dim,
+            "pool": b"".join(pool),  # rows of embed_dim float32, in pool order
+            "tracks": tracks,
+            "samples": samples,
+            "class_votes": [(tid, list(votes.items())) for tid, votes in self._class_votes.items()],
+            "pending_ended": [list(e) for e in self._pending_ended],
+        }
+        body = pickle.dumps(payload, protocol=_PICKLE_PROTOCOL)
+        return _HEADER.pack(_MAGIC, _FORMAT_VERSION, zlib.crc32(body)) + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> VehicleTracker:
+        """Restore a tracker written by :meth:`to_bytes` (with the parameters it was written with).
+
+        Raises:
+            TrackerStateError: Corrupt/truncated blob or an unknown format version; the caller should
+                log it and start a fresh tracker with a ``first_track_id`` above the ids already emitted.
+        """
+        data = bytes(data)
+        if len(data) < _HEADER.size:
+            raise TrackerStateError(f"tracker state truncated ({len(data)} bytes)")
+        magic, version, crc = _HEADER.unpack_from(data)
+        body = data[_HEADER.size :]
+        if magic != _MAGIC:
+            raise TrackerStateError("not a tracker state (bad magic)")
+        if version != _FORMAT_VERSION:
+            raise TrackerStateError(f"tracker state format v{version}; this build reads v{_FORMAT_VERSION}")
+        if zlib.crc32(body) != crc:
+            raise TrackerStateError("tracker state corrupt (CRC mismatch)")
+        try:
+            state = _BuiltinsOnlyUnpickler(io.BytesIO(body)).load()
+            return cls._from_state(state)
+        except TrackerStateError:
+            raise
+        except Exception as exc:  # malformed payload: surface as one error type
+            raise TrackerStateError(f"tracker state unreadable: {exc!r}") from exc
+
+    def state_size_bytes(self) -> int:
+        """Size of :meth:`to_bytes` (what one camera costs in the state store)."""
+        return len(self.to_bytes())
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> VehicleTracker:
+        if state["deepsort_version"] != _DEEPSORT_VERSION:
+            logger.info(
+                "tracker state written with deep-sort-realtime %s, running %s",
+                state["deepsort_version"],
+                _DEEPSORT_VERSION,
+            )
+        self = cls(**state["params"])
+        self._embed_dim = state["embed_dim"]
+        self._frame_count = state["frame_count"]
+        features: list[np.ndarray] = []
+        if self._embed_dim:
+            # one writable array per row, as DeepSORT holds them
+            rows = np.frombuffer(state["pool"], dtype=np.float32).reshape(-1, self._embed_dim)
+            features = [row.copy() for row in rows]
+
+        tracker = self._deepsort.tracker
+        tracker._next_id = state["next_id"]
+        for t in state["tracks"]:
+            track = tracker.track_class(
+                _unpack_array(t["mean"]),
+                _unpack_array(t["cov"]),
+                str(t["id"]),  # deep-sort-realtime's own id format (no `today`)
+                tracker.n_init,
+                tracker.max_age,
+                original_ltwh=None if t["ltwh"] is None else _unpack_array(t["ltwh"]),
+                det_class=t["det_class"],
+                det_conf=t["det_conf"],
+                others=t["others"],
+            )
+            track.hits, track.age, track.time_since_update = t["hits"], t["age"], t["tsu"]
+            track.state = t["state"]
+            track.features = [features[i] for i in t["features"]]
+            tracker.tracks.append(track)
+        tracker.metric.samples = {str(tid): [features[i] for i in refs] for tid, refs in state["samples"]}
+        self._class_votes = {tid: dict(votes) for tid, votes in state["class_votes"]}
+        self._pending_ended = [(tid, confirmed) for tid, confirmed in state["pending_ended"]]
+        return self
+
+    def _validate(
+        self, xyxy: np.ndarray, confidence: np.ndarray, class_id: np.ndarray, embeddings: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(confidence, dtype=np.float64).reshape(-1)
+        classes = np.asarray(class_id).reshape(-1)
+        n = len(boxes)
+        if len(scores) != n or len(classes) != n:
+            raise ValueError(f"{n} boxes but {len(scores)} confidences and {len(classes)} class ids")
+        if n == 0:
+            embeds = np.empty((0, self._embed_dim or 0), dtype=np.float32)
+        else:
+            # not copied here: update() hands DeepSORT embeds[keep], a fresh array, so a reused caller
+            # buffer can never alter the gallery
+            embeds = np.asarray(embeddings, dtype=np.float32)
+            if embeds.ndim != 2 or len(embeds) != n:
+                raise ValueError(f"embeddings must be ({n}, D), got {embeds.shape}")
+            dim = embeds.shape[1]
+            if self._embed_dim is None:
+                self._embed_dim = dim
+            elif dim != self._embed_dim:
+                raise ValueError(f"embedding dim {dim}, tracker was started with {self._embed_dim}")
+        return boxes, scores, classes, embeds
+
+    def _majority_class(self, track_id: int) -> int:
+        votes = self._class_votes.get(track_id)
+        if not votes:
+            return -1
+        # max() keeps the first maximum: scan newest first so ties go to the most recent class
+        return max(reversed(votes.items()), key=lambda kv: kv[1])[0]
+
+    def _apply_gallery_cap(self) -> None:
+        cap = self._params["gallery_cap"]
+        samples = self._deepsort.tracker.metric.samples
+        if cap is None:
+            return
+        sizes = {tid: len(feats) for tid, feats in samples.items()}
+        excess = sum(sizes.values()) - cap
+        while excess > 0:
+            largest = max(sizes, key=sizes.__getitem__)
+            if sizes[largest] <= 1:
+                break
+            sizes[largest] -= 1
+            excess -= 1
+        for tid, size in sizes.items():
+            if size < len(samples[tid]):
+                samples[tid] = samples[tid][-size:]
+
+
+class _BuiltinsOnlyUnpickler(pickle.Unpickler):
+    """The state holds builtins only; refusing every global makes loading it safe against crafted blobs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"tracker state may not reference {module}.{name}")
+
+
+def _pack_array(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    a = np.asarray(a)
+    # the dtype is kept exactly (a new track's mean is float32, float64 after one predict)
+    return a.dtype.str, tuple(a.shape), np.ascontiguousarray(a).tobytes()
+
+
+def _unpack_array(packed: tuple[str, tuple[int, ...], bytes]) -> np.ndarray:
+    dtype, shape, raw = packed
+    return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+
+
+__all__ = ["TrackedVehicle", "TrackerStateError", "VehicleTracker"]

@@ -1,0 +1,511 @@
+"""VehicleTracker on synthetic scenes: constant-velocity boxes with pixel noise, missed detections, a
+crossing pair, vehicles entering and leaving, and per-vehicle embeddings (a shared "vehicle" direction
+plus an identity direction, unit-normalised, with per-frame noise), like MobileNetV2 embeddings of cars."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.tracker import TrackedVehicle, TrackerStateError, VehicleTracker
+
+D = 1280  # MobileNetV2 embedding size
+W, H = 1280, 720
+CAR, TRUCK, BUS = 2, 7, 5
+
+
+@dataclass
+class Vehicle:
+    start: int  # first frame it is in the scene
+    x: float  # box centre at `start`
+    y: float
+    vx: float  # px / frame
+    vy: float
+    w: float
+    h: float
+    class_id: int = CAR
+    stop: int | None = None  # detector stops seeing it from this frame on (left / occluded for good)
+
+
+@dataclass
+class Frame:
+    xyxy: np.ndarray  # (N, 4) float32
+    confidence: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (N,) int32
+    embeddings: np.ndarray  # (N, D) float32
+    vehicle: np.ndarray  # (N,) ground-truth vehicle index
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def make_scene(
+    vehicles: list[Vehicle],
+    n_frames: int,
+    seed: int,
+    miss_prob: float = 0.05,
+    box_noise: float = 1.0,
+    emb_noise: float = 0.25,
+    class_noise: float = 0.0,
+) -> list[Frame]:
+    rng = np.random.default_rng(seed)
+    common = _unit(rng.normal(size=D))
+    # pairwise cosine distance between vehicles ~0.5, frame-to-frame of one vehicle ~0.03-0.06
+    bases = [_unit(0.7 * common + 0.7 * _unit(rng.normal(size=D))) for _ in vehicles]
+    frames = []
+    for f in range(n_frames):
+        rows = []
+        for i, v in enumerate(vehicles):
+            if f < v.start or (v.stop is not None and f >= v.stop):
+                continue
+            t = f - v.start
+            cx, cy = v.x + v.vx * t, v.y + v.vy * t
+            box = np.array([cx - v.w / 2, cy - v.h / 2, cx + v.w / 2, cy + v.h / 2])
+            if box[2] < 0 or box[0] > W or box[3] < 0 or box[1] > H:
+                continue  # out of view
+            if rng.random() < miss_prob:
+                continue
+            box = np.clip(box + rng.normal(scale=box_noise, size=4), 0, [W, H, W, H])
+            if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+                continue  # detector won't see a sliver at the frame edge
+            cls = v.class_id if rng.random() >= class_noise else TRUCK if v.class_id != TRUCK else CAR
+            emb = _unit(bases[i] + rng.normal(scale=emb_noise / np.sqrt(D), size=D))
+            rows.append((box, rng.uniform(0.4, 0.95), cls, emb, i))
+        order = rng.permutation(len(rows))  # detector output order is arbitrary
+        rows = [rows[k] for k in order]
+        frames.append(
+            Frame(
+                xyxy=np.array([r[0] for r in rows], dtype=np.float32).reshape(-1, 4),
+                confidence=np.array([r[1] for r in rows], dtype=np.float32),
+                class_id=np.array([r[2] for r in rows], dtype=np.int32),
+                embeddings=np.array([r[3] for r in rows], dtype=np.float32).reshape(-1, D),
+                vehicle=np.array([r[4] for r in rows], dtype=np.int64),
+            )
+        )
+    return frames
+
+
+def empty_frame() -> Frame:
+    return Frame(
+        np.empty((0, 4), np.float32),
+        np.empty(0, np.float32),
+        np.empty(0, np.int32),
+        np.empty((0, D), np.float32),
+        np.empty(0, np.int64),
+    )
+
+
+def update(tracker: VehicleTracker, frame: Frame, **kw) -> list[TrackedVehicle]:
+    return tracker.update(frame.xyxy, frame.confidence, frame.class_id, frame.embeddings, **kw)
+
+
+def steady_vehicles() -> list[Vehicle]:
+    """Five lanes of traffic that stay in view for 100 frames, plus a pair crossing at frame 50."""
+    return [
+        Vehicle(0, 200, 100, 3.0, 0.2, 110, 60),
+        Vehicle(0, 1000, 200, -2.5, 0.0, 90, 55, class_id=TRUCK),
+        Vehicle(0, 250, 480, 4.0, -0.3, 120, 70),
+        Vehicle(0, 1050, 600, -3.5, 0.0, 100, 65, class_id=BUS),
+        Vehicle(0, 150, 700 - 40, 2.0, 0.0, 80, 50),
+        # crossing pair: opposite directions, 20 px apart vertically, fully overlapping around frame 50
+        Vehicle(0, 400, 330, 4.0, 0.0, 100, 60),
+        Vehicle(0, 800, 350, -4.0, 0.0, 100, 60),
+    ]
+
+
+def traffic_vehicles(
+    n_frames: int, seed: int, spawn_every: int = 8, spawn_until: int | None = None
+) -> list[Vehicle]:
+    """Vehicles entering from either side at 6-14 px/frame (~100-200 frames in view)."""
+    rng = np.random.default_rng(seed)
+    lanes = [120, 240, 360, 480, 600]
+    out = []
+    for start in range(0, spawn_until or n_frames, spawn_every):
+        lane = int(rng.integers(len(lanes)))
+        speed = float(rng.uniform(6, 14))
+        w, h = float(rng.uniform(70, 130)), float(rng.uniform(45, 75))
+        left_to_right = lane % 2 == 0
+        x, vx = (-w / 2 + 5, speed) if left_to_right else (W + w / 2 - 5, -speed)
+        cls = int(rng.choice([CAR, CAR, CAR, TRUCK, BUS]))
+        out.append(Vehicle(start, x, lanes[lane] + float(rng.normal(0, 8)), vx, 0.0, w, h, class_id=cls))
+    return out
+
+
+def ids_per_vehicle(frames: list[Frame], outputs: list[list[TrackedVehicle]]) -> dict[int, set[int]]:
+    ids: dict[int, set[int]] = {}
+    for frame, vehicles in zip(frames, outputs):
+        for tv in vehicles:
+            assert tv.detection_index is not None
+            ids.setdefault(int(frame.vehicle[tv.detection_index]), set()).add(tv.track_id)
+    return ids
+
+
+def run(
+    frames: list[Frame], tracker: VehicleTracker, restore_every: int | None = None
+) -> tuple[list, VehicleTracker]:
+    """Every frame's full output (all tracks) and ended ids, optionally thawing the state every k frames."""
+    log = []
+    for k, frame in enumerate(frames):
+        if restore_every and k and k % restore_every == 0:
+            tracker = VehicleTracker.from_bytes(tracker.to_bytes())
+        log.append((update(tracker, frame, include_all=True), tracker.ended_track_ids(include_tentative=True)))
+    return log, tracker
+
+
+def new_tracker(**kw) -> VehicleTracker:
+    params = dict(max_age_frames=10, n_init=3, max_cosine_distance=0.3, max_iou_distance=0.7, nn_budget=20)
+    params.update(kw)
+    return VehicleTracker(**params)
+
+
+# -- identity ---------------------------------------------------------------------------------------
+
+
+def test_steady_vehicles_keep_one_id_each() -> None:
+    vehicles = steady_vehicles()
+    frames = make_scene(vehicles, 100, seed=1)
+    tracker = new_tracker()
+    outputs = [update(tracker, f) for f in frames]
+
+    ids = ids_per_vehicle(frames, outputs)
+    assert sorted(ids) == list(range(len(vehicles)))
+    assert all(len(s) == 1 for s in ids.values()), ids
+    assert len({next(iter(s)) for s in ids.values()}) == len(vehicles)  # no two vehicles share an id
+    # every frame from the 10th on reports every detected vehicle (confirmed, matched this frame)
+    for frame, out in zip(frames[10:], outputs[10:]):
+        assert sorted(tv.detection_index for tv in out) == list(range(len(frame.xyxy)))
+    for frame, out in zip(frames, outputs):
+        for tv in out:
+            assert tv.is_confirmed and tv.time_since_update == 0
+            assert tv.xyxy == tuple(float(v) for v in frame.xyxy[tv.detection_index])  # exactly the input box
+            assert tv.confidence == pytest.approx(float(frame.confidence[tv.detection_index]))
+            assert tv.class_id == vehicles[frame.vehicle[tv.detection_index]].class_id
+
+
+def test_crossing_pair_with_missed_detections_keeps_ids() -> None:
+    vehicles = steady_vehicles()[5:]
+    frames = make_scene(vehicles, 100, seed=7, miss_prob=0.15)
+    tracker = new_tracker()
+    ids = ids_per_vehicle(frames, [update(tracker, f) for f in frames])
+    assert len(ids[0]) == 1 and len(ids[1]) == 1 and ids[0] != ids[1], ids
+
+
+def test_empty_frames_coast_on_prediction() -> None:
+    frames = make_scene(steady_vehicles()[:2], 20, seed=2, miss_prob=0.0)
+    tracker = new_tracker()
+    for f in frames:
+        last = update(tracker, f)
+    empty = empty_frame()
+    assert update(tracker, empty) == []
+    coasting = update(tracker, empty, include_all=True)
+    assert [tv.track_id for tv in coasting] == [tv.track_id for tv in sorted(last, key=lambda t: t.track_id)]
+    for tv in coasting:
+        assert tv.time_since_update == 2 and tv.confidence is None and tv.detection_index is None
+    # the prediction keeps moving: vehicle 0 drives right at 3 px/frame
+    moved = {tv.track_id: tv.xyxy for tv in coasting}
+    before = {tv.track_id: tv.xyxy for tv in last}
+    dx = [moved[t][0] - before[t][0] for t in before]
+    assert any(4 < abs(d) < 8 for d in dx), dx
+    # plain arrays with no rows at all (and no embeddings) are accepted too
+    assert tracker.update(np.empty((0, 4)), [], [], np.empty((0, D))) == []
+
+
+def test_degenerate_boxes_do_not_shift_embeddings() -> None:
+    """deep-sort-realtime drops w/h <= 0 boxes but not their embeddings; the wrapper must drop both."""
+    vehicles = steady_vehicles()[:3]
+    frames = make_scene(vehicles, 40, seed=3, miss_prob=0.0)
+    tracker = new_tracker()
+    rng = np.random.default_rng(0)
+    outputs = []
+    for k, f in enumerate(frames):
+        # a zero-width box first, with a garbage embedding, then the real detections
+        bad = np.array([[500, 300, 500, 340]], np.float32)
+        f2 = Frame(
+            np.vstack([bad, f.xyxy]),
+            np.r_[0.9, f.confidence],
+            np.r_[BUS, f.class_id].astype(np.int32),
+            np.vstack([_unit(rng.normal(size=(1, D))), f.embeddings]).astype(np.float32),
+            np.r_[-1, f.vehicle],
+        )
+        out = update(tracker, f2)
+        assert all(tv.detection_index != 0 for tv in out)
+        outputs.append(out)
+        frames[k] = f2
+    ids = ids_per_vehicle(frames, outputs)
+    assert all(len(s) == 1 for s in ids.values()) and len(ids) == 3, ids
+
+
+def test_class_is_majority_vote_over_the_track() -> None:
+    vehicles = steady_vehicles()[:4]
+    frames = make_scene(vehicles, 80, seed=4, class_noise=0.25)
+    tracker = new_tracker()
+    history: dict[int, list[int]] = {}  # track id -> classes of its matched detections
+    seen_flip = False
+    for f in frames:
+        for tv in update(tracker, f, include_all=True):
+            if tv.detection_index is None:
+                continue
+            classes = history.setdefault(tv.track_id, [])
+            classes.append(int(f.class_id[tv.detection_index]))
+            counts = Counter(classes)
+            top = max(counts.values())
+            expected = next(c for c in reversed(classes) if counts[c] == top)  # ties: most recent
+            assert tv.class_id == expected
+            seen_flip |= tv.class_id != classes[-1]
+    assert seen_flip  # the vote did overrule a single noisy detection
+    # after 80 frames with 25 % wrong labels, every track reports its vehicle's true class
+    final = frames[-1]
+    for tv in update(tracker, final):
+        assert tv.class_id == vehicles[final.vehicle[tv.detection_index]].class_id
+
+
+# -- persistence ------------------------------------------------------------------------------------
+
+
+def roundtrip_scene() -> list[Frame]:
+    vehicles = steady_vehicles() + traffic_vehicles(300, seed=11, spawn_every=15)
+    return make_scene(vehicles, 300, seed=5, miss_prob=0.08, class_noise=0.1)
+
+
+@pytest.mark.parametrize(("every", "gallery_cap"), [(10, None), (1, None), (7, 60)])
+def test_restore_is_identical_to_one_pass(every: int, gallery_cap: int | None) -> None:
+    frames = roundtrip_scene()
+    reference, ref_tracker = run(frames, new_tracker(gallery_cap=gallery_cap))
+    restored, rt_tracker = run(frames, new_tracker(gallery_cap=gallery_cap), restore_every=every)
+    assert sum(len(out) for out, _ in reference) > 1000  # the scene is busy
+    assert sum(len(ended) for _, ended in reference) > 5  # and tracks do end
+    for k, (a, b) in enumerate(zip(reference, restored)):
+        assert a == b, f"frame {k} differs"
+    assert ref_tracker.to_bytes() == rt_tracker.to_bytes()
+
+
+def test_restore_in_another_process(tmp_path: Path) -> None:
+    """Different process, different PYTHONHASHSEED: the continuation must still match bit for bit."""
+    frames = roundtrip_scene()
+    reference, _ = run(frames, new_tracker())
+    tracker = new_tracker()
+    for f in frames[:150]:
+        update(tracker, f, include_all=True)
+    tracker.ended_track_ids(include_tentative=True)  # delivered in the first "micro-batch"
+    (tmp_path / "state.bin").write_bytes(tracker.to_bytes())
+    script = textwrap.dedent(
+        f"""
+        import pickle, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import test_tracker as T
+        from models.tracker import VehicleTracker
+        tracker = VehicleTracker.from_bytes(open({str(tmp_path / 'state.bin')!r}, 'rb').read())
+        log, _ = T.run(T.roundtrip_scene()[150:], tracker)
+        pickle.dump(log, open({str(tmp_path / 'log.pkl')!r}, 'wb'))
+        """
+    )
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=Path(__file__).parents[2])
+    continued = pickle.loads((tmp_path / "log.pkl").read_bytes())
+    assert continued == reference[150:]
+
+
+def test_ended_tracks_reported_after_max_age_and_state_shrinks() -> None:
+    max_age = 6
+    vehicles = steady_vehicles()[:4]
+    vehicles[0].stop = 40  # vehicle 0 is last detected at frame 39
+    frames = make_scene(vehicles, 70, seed=6, miss_prob=0.0)
+    tracker = new_tracker(max_age_frames=max_age)
+    vid0 = None
+    sizes = {}
+    for k, f in enumerate(frames):
+        out = update(tracker, f)
+        if k == 39:
+            vid0 = next(tv.track_id for tv in out if f.vehicle[tv.detection_index] == 0)
+        if k == 39 + max_age + 1:  # pending ended ids survive a restore
+            tracker = VehicleTracker.from_bytes(tracker.to_bytes())
+        ended = tracker.ended_track_ids()
+        sizes[k] = tracker.state_size_bytes()
+        # missed for max_age frames (40..45) it coasts; the next miss (frame 46) deletes it
+        if k == 39 + max_age + 1:
+            assert ended == [vid0]
+        else:
+            assert ended == [], (k, ended)
+    assert sizes[39 + max_age + 1] < sizes[39 + max_age] * 0.85
+    assert tracker.num_tracks == 3
+
+
+def with_false_positive(f: Frame) -> Frame:
+    """The frame plus a one-off detection far from every vehicle, with an unrelated embedding."""
+    return Frame(
+        np.vstack([f.xyxy, [[600, 650, 640, 690]]]).astype(np.float32),
+        np.r_[f.confidence, 0.3].astype(np.float32),
+        np.r_[f.class_id, CAR].astype(np.int32),
+        np.vstack([f.embeddings, _unit(np.ones((1, D)))]).astype(np.float32),
+        np.r_[f.vehicle, -1],
+    )
+
+
+def test_tentative_tracks_are_not_reported_by_default() -> None:
+    frames = make_scene(steady_vehicles()[:2], 20, seed=8, miss_prob=0.0)
+    tracker = new_tracker()
+    for f in frames[:15]:
+        update(tracker, f)
+    assert tracker.ended_track_ids() == []
+    update(tracker, with_false_positive(frames[15]))
+    fp_id = tracker.next_track_id - 1  # the only new track in that frame
+    twin = VehicleTracker.from_bytes(tracker.to_bytes())
+    for t in (tracker, twin):
+        update(t, frames[16])  # the tentative false positive is missed, hence deleted
+    assert tracker.ended_track_ids() == []
+    assert twin.ended_track_ids(include_tentative=True) == [fp_id]
+    assert tracker.ended_track_ids(include_tentative=True) == []  # consumed by the first call
+
+
+def test_state_stays_bounded_over_2000_frames() -> None:
+    n_frames, nn_budget = 2000, 20
+    vehicles = traffic_vehicles(n_frames, seed=9, spawn_every=8, spawn_until=1750)
+    frames = make_scene(vehicles, n_frames, seed=10)
+    tracker = new_tracker(nn_budget=nn_budget)
+    sizes, live = [], []
+    for k, f in enumerate(frames):
+        update(tracker, f)
+        tracker.ended_track_ids()
+        if k % 10 == 0:
+            sizes.append(tracker.state_size_bytes())
+            live.append(tracker.num_tracks)
+            # each live track: at most nn_budget gallery rows + Kalman state and bookkeeping
+            assert sizes[-1] <= tracker.num_tracks * (nn_budget * D * 4 + 2_000) + 2_000
+    assert max(live) >= 10  # busy enough to matter
+    warm, late = max(sizes[30:100]), max(sizes[100:175])
+    assert late <= 1.3 * warm, (warm, late)  # no growth with the number of vehicles seen
+    assert tracker.num_tracks == 0 and sizes[-1] < 2_000  # everyone left: only the id counter remains
+    assert tracker.next_track_id > len(vehicles)  # ~one id per vehicle (plus occasional re-inits)
+    assert tracker._class_votes == {}
+
+
+def test_gallery_cap_limits_total_samples() -> None:
+    frames = make_scene(traffic_vehicles(300, seed=12, spawn_every=6), 300, seed=13)
+    capped = new_tracker(gallery_cap=60)
+    uncapped = new_tracker()
+    for f in frames:
+        update(capped, f)
+        update(uncapped, f)
+        samples = capped._deepsort.tracker.metric.samples
+        assert sum(map(len, samples.values())) <= max(60, len(samples))
+    assert capped.state_size_bytes() < uncapped.state_size_bytes()
+
+
+def test_ids_never_reused_across_restores() -> None:
+    first = make_scene(steady_vehicles(), 60, seed=14)
+    tracker = new_tracker(max_age_frames=5)
+    seen: set[int] = set()
+    for f in first:
+        seen |= {tv.track_id for tv in update(tracker, f, include_all=True)}
+    empty = empty_frame()
+    for _ in range(10):  # everyone leaves: no live track keeps the counter "in use"
+        update(tracker, empty)
+    assert tracker.num_tracks == 0
+    restored = VehicleTracker.from_bytes(tracker.to_bytes())
+    assert restored.next_track_id == tracker.next_track_id > max(seen)
+    second = make_scene(traffic_vehicles(120, seed=15, spawn_every=10), 120, seed=16)
+    new_ids: set[int] = set()
+    for k, f in enumerate(second):
+        if k % 13 == 0:
+            restored = VehicleTracker.from_bytes(restored.to_bytes())
+        new_ids |= {tv.track_id for tv in update(restored, f, include_all=True)}
+    assert new_ids and min(new_ids) > max(seen)
+    # a camera whose state was lost starts above the ids it already emitted
+    fresh = new_tracker(first_track_id=max(new_ids) + 1)
+    out = [update(fresh, f, include_all=True) for f in second[:5]]
+    assert min(tv.track_id for vs in out for tv in vs) == max(new_ids) + 1
+
+
+def test_caller_buffer_reuse_does_not_touch_the_gallery() -> None:
+    frames = make_scene(steady_vehicles()[:3], 30, seed=19, miss_prob=0.0)
+    reference, _ = run(frames, new_tracker())
+    tracker, buf = new_tracker(), np.empty((8, D), np.float32)  # e.g. a reused inference output buffer
+    log = []
+    for f in frames:
+        n = len(f.xyxy)
+        buf[:n] = f.embeddings
+        out = update(tracker, Frame(f.xyxy, f.confidence, f.class_id, buf[:n], f.vehicle), include_all=True)
+        log.append((out, tracker.ended_track_ids(include_tentative=True)))
+        buf[:] = np.nan
+    assert log == reference
+
+
+# -- format -----------------------------------------------------------------------------------------
+
+
+def _busy_state() -> bytes:
+    tracker = new_tracker()
+    for f in make_scene(steady_vehicles(), 20, seed=17):
+        update(tracker, f)
+    return tracker.to_bytes()
+
+
+def test_corrupt_or_foreign_state_is_rejected() -> None:
+    blob = _busy_state()
+    header = struct.Struct("<4sHI")
+    _, version, crc = header.unpack_from(blob)
+    body = blob[header.size :]
+    with pytest.raises(TrackerStateError, match="truncated"):
+        VehicleTracker.from_bytes(blob[:5])
+    with pytest.raises(TrackerStateError, match="magic"):
+        VehicleTracker.from_bytes(b"XXXX" + blob[4:])
+    with pytest.raises(TrackerStateError, match="format v99"):
+        VehicleTracker.from_bytes(header.pack(b"TSVT", 99, crc) + body)
+    with pytest.raises(TrackerStateError, match="CRC"):
+        VehicleTracker.from_bytes(blob[:-10] + bytes(10))
+    # a well-formed blob that smuggles a global (here os.system) must not be unpickled
+    evil = pickle.dumps(os.system, protocol=5)
+    with pytest.raises(TrackerStateError, match="may not reference"):
+        VehicleTracker.from_bytes(header.pack(b"TSVT", version, zlib.crc32(evil)) + evil)
+
+
+def test_state_survives_bytes_like_input_and_keeps_params() -> None:
+    tracker = new_tracker(max_age_frames=7, nn_budget=5, gallery_cap=40)
+    for f in make_scene(steady_vehicles(), 15, seed=18):
+        update(tracker, f)
+    restored = VehicleTracker.from_bytes(memoryview(tracker.to_bytes()))
+    assert restored.params == tracker.params
+    assert restored.frame_count == 15 and restored.num_tracks == tracker.num_tracks
+    samples = restored._deepsort.tracker.metric.samples
+    assert samples and all(len(s) <= 5 for s in samples.values())
+
+
+def test_from_settings_converts_seconds_to_frames() -> None:
+    from trafficstream.config import TrackerSettings
+
+    tracker = VehicleTracker.from_settings(TrackerSettings(max_age_s=1.5, n_init=2, nn_budget=10), fps=12.5)
+    assert tracker.params == {
+        "max_age_frames": 19,
+        "n_init": 2,
+        "max_cosine_distance": 0.3,
+        "max_iou_distance": 0.7,
+        "nn_budget": 10,
+        "gallery_cap": None,
+    }
+    assert VehicleTracker.from_settings(TrackerSettings(max_age_s=0.01), fps=5).params["max_age_frames"] == 1
+    with pytest.raises(ValueError):
+        VehicleTracker.from_settings(TrackerSettings(), fps=0)
+
+
+def test_input_validation() -> None:
+    tracker = new_tracker()
+    box = np.array([[10, 10, 50, 40]], np.float32)
+    emb = _unit(np.ones((1, D), np.float32))
+    with pytest.raises(ValueError, match="confidences"):
+        tracker.update(box, [0.5, 0.6], [CAR], emb)
+    with pytest.raises(ValueError, match="embeddings"):
+        tracker.update(box, [0.5], [CAR], np.vstack([emb, emb]))
+    tracker.update(box, [0.5], [CAR], emb)
+    with pytest.raises(ValueError, match="dim"):
+        tracker.update(box, [0.5], [CAR], emb[:, :128])
