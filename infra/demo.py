@@ -14,15 +14,68 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from infra.kafka import KafkaBroker
 from infra.pipeline import JobProcess, pipeline_stats, wait_processed
 from ingest.worker import run_ingest
-from trafficstream.config import PROJECT_ROOT, add_config_arguments, load_settings
+from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 
 log = logging.getLogger("demo")
+
+
+def run_pipeline(base: Settings, workdir: Path, *, cameras: list[str] | None = None, max_frames: int | None = None,
+                 realtime: bool = False, dashboard: bool = True, keep_serving: bool = False) -> dict[str, Any]:
+    """Broker -> topics -> (dashboard) -> spark-submit job -> ingest -> wait -> stop; returns the figures."""
+    t_start = time.time()
+    broker = KafkaBroker(workdir / "kafka")
+    broker.start()
+    board = job = None
+    try:
+        settings = base.model_copy(update={"kafka": base.kafka.model_copy(
+            update={"bootstrap_servers": broker.bootstrap_servers})})
+        k = settings.kafka
+        broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
+        log.info("Kafka broker on %s (pid %s)", broker.bootstrap_servers, broker.pid)
+        if dashboard:
+            from dashboards.app import serve_in_thread
+
+            board = serve_in_thread(settings)
+            print(f"Dashboard: {board.url}  (watch the clips being processed live)", flush=True)
+
+        job = JobProcess(settings, workdir).start()
+        job.wait_started()
+        log.info("vehicle job running (pid %s), log %s", job.pid, job.log_path)
+
+        ingest = run_ingest(settings, cameras, realtime=realtime, max_frames=max_frames)
+        ingested = ingest.total
+        log.info("ingested %d frame references from %d camera(s)", ingested, len(ingest.frames))
+        wait_processed(settings, ingested, job)
+        rc = job.stop()
+        if rc != 0:
+            raise RuntimeError(f"vehicle job exited with {rc}:\n{job.log_tail()}")
+        stats = {"frames_ingested": ingested, **pipeline_stats(settings, job)}
+        stats["avg_frame_ref_bytes"] = round(ingest.bytes_total / ingested, 1) if ingested else None
+        stats["ingest_errors"] = ingest.errors
+        stats["dashboard_url"] = board.url if board else None
+        stats["seconds"] = round(time.time() - t_start, 1)
+        if keep_serving and board is not None:
+            print(json.dumps(stats), flush=True)
+            log.info("dashboard and broker keep serving at %s; Ctrl-C to stop", board.url)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return stats
+    finally:
+        if job is not None:
+            job.kill()
+        if board is not None:
+            board.stop()
+        broker.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-serving", choices=["auto", "yes", "no"], default="auto",
                         help="keep dashboard + broker up after the JSON line (auto: when run from a terminal)")
     args = parser.parse_args(argv)
-    t_start = time.time()
     workdir = args.workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -48,56 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(base.log_level)
-
-    broker = KafkaBroker(workdir / "kafka")
-    broker.start()
-    dashboard = job = None
-    try:
-        settings = base.model_copy(update={"kafka": base.kafka.model_copy(
-            update={"bootstrap_servers": broker.bootstrap_servers})})
-        k = settings.kafka
-        broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
-        log.info("Kafka broker on %s (pid %s)", broker.bootstrap_servers, broker.pid)
-        if not args.no_dashboard:
-            from dashboards.app import serve_in_thread
-
-            dashboard = serve_in_thread(settings)
-            log.info("dashboard: %s", dashboard.url)
-            print(f"Dashboard: {dashboard.url}  (watch the clips being processed live)", flush=True)
-
-        job = JobProcess(settings, workdir).start()
-        job.wait_started()
-        log.info("vehicle job running (pid %s), log %s", job.pid, job.log_path)
-
-        ingest = run_ingest(settings, args.camera, realtime=args.realtime, max_frames=args.max_frames)
-        ingested = ingest.total
-        log.info("ingested %d frame references from %d camera(s)", ingested, len(ingest.frames))
-        wait_processed(settings, ingested, job)
-        rc = job.stop()
-        if rc != 0:
-            raise RuntimeError(f"vehicle job exited with {rc}:\n{job.log_tail()}")
-        stats = {"frames_ingested": ingested, **pipeline_stats(settings, job)}
-        stats["avg_frame_ref_bytes"] = round(ingest.bytes_total / ingested, 1) if ingested else None
-        stats["ingest_errors"] = ingest.errors
-        stats["dashboard_url"] = dashboard.url if dashboard else None
-        stats["seconds"] = round(time.time() - t_start, 1)
-        keep = args.keep_serving == "yes" or (args.keep_serving == "auto" and sys.stdin.isatty())
-        if keep and dashboard is not None:
-            print(json.dumps(stats), flush=True)
-            log.info("dashboard and broker keep serving at %s; Ctrl-C to stop", dashboard.url)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-        else:
-            print(json.dumps(stats), flush=True)  # last line of output (logs go to stderr)
-    finally:
-        if job is not None:
-            job.kill()
-        if dashboard is not None:
-            dashboard.stop()
-        broker.stop()
+    keep = args.keep_serving == "yes" or (args.keep_serving == "auto" and sys.stdin.isatty())
+    stats = run_pipeline(base, workdir, cameras=args.camera, max_frames=args.max_frames, realtime=args.realtime,
+                         dashboard=not args.no_dashboard, keep_serving=keep)
+    if not (keep and not args.no_dashboard):
+        print(json.dumps(stats), flush=True)  # the last line of output (logs go to stderr)
     return 0
 
 

@@ -111,15 +111,14 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
         camera_id=ref.camera_id, frame_index=ref.frame_index, pts_s=ref.pts_s, capture_ts=ref.capture_ts,
         ingest_ts=ref.ingest_ts, source_uri=ref.source_uri, width=ref.width, height=ref.height,
     )
-    payload = value.decode("utf-8", errors="backslashreplace")
+    # Kept on every row: stage 2 may still dead-letter the frame (duplicate_frame) with its original payload.
+    row["payload"] = value.decode("utf-8", errors="backslashreplace")
     camera = rt.cameras.get(ref.camera_id)
     if camera is None:
-        row["payload"] = payload
         return _dead(row, REASON_UNKNOWN_CAMERA, f"camera {ref.camera_id!r} is not in the deployment config")
     try:
         path = uri_to_path(ref.source_uri)
         if not is_under_roots(path, rt.roots):
-            row["payload"] = payload
             return _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
         t0 = time.perf_counter()
         image = rt.readers.get(path, camera.fps).read(ref.frame_index, ref.pts_s)
@@ -134,11 +133,9 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
             row["drift"] = _drift(rt, camera.id, path, image)
         t3 = time.perf_counter()
     except SourceError as exc:
-        row["payload"] = payload
         return _dead(row, exc.reason, str(exc))
     except Exception as exc:  # a bug or a broken frame must not kill the partition: dead-letter it
         log.exception("processing failed for %s frame %s", ref.camera_id, ref.frame_index)
-        row["payload"] = payload
         return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
     row.update(
         boxes=dets.xyxy.astype(np.float32).ravel().tolist(),

@@ -101,6 +101,7 @@ FRAME_PAYLOAD = StructType(
         StructField("embed_ms", DoubleType()),
         StructField("track_ms", DoubleType()),
         StructField("speed_ms", DoubleType()),
+        StructField("state_bytes", LongType()),  # tracking state size, on a camera's last frame of a batch
     ]
 )
 

@@ -3,8 +3,8 @@
 Delivery semantics:
 - Delta appends carry ``txnAppId`` (stable per checkpoint) + ``txnVersion`` (= batch id): when Spark
   replays a micro-batch after a crash, Delta skips the already committed write -> exactly once.
-- ``tracks`` and ``flow`` are MERGE upserts of absolute values (replaying them converges to the same rows),
-  also guarded by the session-level txnAppId/txnVersion that Delta honours for DML.
+- ``tracks`` and ``flow`` are MERGE upserts of absolute values guarded by ``updated_batch``: a replayed
+  batch changes nothing.
 - Kafka results and dead letters are at least once: a replayed batch may re-send them. Consumers
   de-duplicate on (camera_id, frame_index) — the dashboard does.
 """
@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -21,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
@@ -67,8 +69,8 @@ TABLE_SCHEMAS: dict[str, tuple[StructType, list[str]]] = {
     tables.FRAMES: (_schema(
         ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("ingest_ts", TS),
         ("processed_ts", TS), ("kafka_partition", I), ("kafka_offset", L), ("raw_detections", I), ("vehicles", I),
-        ("decode_ms", D), ("detect_ms", D), ("embed_ms", D), ("track_ms", D), ("speed_ms", D), ("batch_id", L),
-        ("event_date", DT)), ["camera_id", "event_date"]),
+        ("decode_ms", D), ("detect_ms", D), ("embed_ms", D), ("track_ms", D), ("speed_ms", D),
+        ("state_bytes", L), ("batch_id", L), ("event_date", DT)), ["camera_id", "event_date"]),
     tables.DETECTIONS: (_schema(
         ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("track_id", L), ("class_name", S),
         ("confidence", Fl), ("x1", Fl), ("y1", Fl), ("x2", Fl), ("y2", Fl), ("world_x_m", D), ("world_y_m", D),
@@ -123,11 +125,16 @@ class BatchWriter:
         self._watermarks = Consumer(settings.kafka.python_config(
             **{"group.id": "trafficstream-job-lag", "enable.auto.commit": False}))
         self.last: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        # Sinks are independent: Spark runs their jobs concurrently from driver threads, which overlaps the
+        # per-commit driver work (planning, Delta log) that dominates small micro-batches.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sink")
         # One JSON line per micro-batch (compute/sink timings) for `make demo` / `make bench` reports.
         self.metrics_path = settings.storage.var_dir / "metrics" / f"{self.app_id}.jsonl"
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._producer.flush(10)
         self._watermarks.close()
 
@@ -136,24 +143,23 @@ class BatchWriter:
     def _timed(self, sink: str) -> Iterator[None]:
         t0 = time.perf_counter()
         yield
-        self._sink_ms[sink] = round(self._sink_ms.get(sink, 0.0) + (time.perf_counter() - t0) * 1e3, 1)
+        with self._lock:
+            self._sink_ms[sink] = round(self._sink_ms.get(sink, 0.0) + (time.perf_counter() - t0) * 1e3, 1)
 
     def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
         with self._timed(table):
             (df.write.format("delta").mode("append")
              .option("txnAppId", self.app_id).option("txnVersion", batch_id).save(self.paths[table]))
 
-    def _merge(self, df: DataFrame, table: str, keys: list[str], batch_id: int) -> None:
+    def _merge(self, df: DataFrame, table: str, keys: list[str]) -> None:
+        """Upsert absolute values; the ``updated_batch`` guard makes a replayed batch a no-op and keeps a
+        late replay from overwriting newer rows (no session-wide txn confs: sinks run concurrently)."""
         cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        self.spark.conf.set("spark.databricks.delta.write.txnAppId", f"{self.app_id}-{table}")
-        self.spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
-        try:
-            with self._timed(table):
-                (DeltaTable.forPath(self.spark, self.paths[table]).alias("t")
-                 .merge(df.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-        finally:
-            self.spark.conf.unset("spark.databricks.delta.write.txnAppId")
-            self.spark.conf.unset("spark.databricks.delta.write.txnVersion")
+        with self._timed(table):
+            (DeltaTable.forPath(self.spark, self.paths[table]).alias("t")
+             .merge(df.alias("s"), cond)
+             .whenMatchedUpdateAll(condition="s.updated_batch > t.updated_batch")
+             .whenNotMatchedInsertAll().execute())
 
     def _to_kafka(self, df: DataFrame, topic: str) -> None:
         writer = df.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").write.format("kafka")
@@ -187,67 +193,84 @@ class BatchWriter:
             df.unpersist()
 
     def _write(self, df: DataFrame, batch_id: int, counts: dict[str, int]) -> None:
-        k = self.settings.kafka
+        tasks = {KIND_FRAME: self._write_frames, KIND_DEAD: self._write_dead, KIND_TRACK: self._write_tracks,
+                 KIND_FLOW: self._write_flow, KIND_VIOLATION: self._write_violations}
+        futures = [self._pool.submit(fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)]
+        errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
+        for exc in errors:
+            if exc is not None:
+                raise exc
+
+    def _write_frames(self, df: DataFrame, batch_id: int) -> None:
         bid = F.lit(batch_id).cast("long")
-        if counts.get(KIND_FRAME):
-            fr = df.where(F.col("kind") == KIND_FRAME).withColumn("p", F.from_json("payload", FRAME_PAYLOAD))
-            fr = fr.withColumn("event_date", F.to_date(_ts("capture_ts")))
-            self._append(fr.select(
-                "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"),
-                F.timestamp_seconds("p.ingest_ts").alias("ingest_ts"), _ts("processed_ts").alias("processed_ts"),
-                "p.kafka_partition", "p.kafka_offset", "p.raw_detections", F.size("p.vehicles").alias("vehicles"),
-                "p.decode_ms", "p.detect_ms", "p.embed_ms", "p.track_ms", "p.speed_ms", bid.alias("batch_id"),
-                "event_date"), tables.FRAMES, batch_id)
-            det = fr.select("camera_id", "frame_index", "pts_s", "capture_ts", "event_date",
-                            F.explode("p.vehicles").alias("v"))
-            self._append(det.select(
-                "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"), "v.track_id",
-                "v.class_name", "v.confidence", "v.x1", "v.y1", "v.x2", "v.y2", "v.world_x_m", "v.world_y_m",
-                "v.speed_kmh", "v.speed_flag", (F.col("v.over_limit") == "true").alias("over_limit"),
-                bid.alias("batch_id"), "event_date"), tables.DETECTIONS, batch_id)
-            self._to_kafka(fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")), k.results_topic)
-        if counts.get(KIND_DEAD):
-            dead = df.where(F.col("kind") == KIND_DEAD).withColumn("p", F.from_json("payload", DEAD_PAYLOAD))
-            self._append(dead.select(
-                "p.reason", "p.detail", "camera_id", "frame_index", "p.payload", "p.kafka_topic", "p.kafka_partition",
-                "p.kafka_offset", _ts("processed_ts").alias("dead_ts"), bid.alias("batch_id")),
-                tables.DEAD_LETTERS, batch_id)
-            self._to_kafka(dead.select(F.coalesce("camera_id", F.lit("")).alias("key"),
-                                       F.col("message").alias("value")), k.dead_letter_topic)
-        if counts.get(KIND_TRACK):
-            tr = df.where(F.col("kind") == KIND_TRACK).withColumn("p", F.from_json("payload", TRACK_PAYLOAD))
-            # An ended summary and a live one for the same track can meet in one batch: keep the latest.
-            tr = tr.select(
-                "camera_id", "p.track_id", "p.class_name", "p.first_frame", "p.last_frame",
-                F.timestamp_seconds("p.first_seen_ts").alias("first_seen_ts"),
-                F.timestamp_seconds("p.last_seen_ts").alias("last_seen_ts"), "p.n_frames", "p.median_speed_kmh",
-                "p.max_speed_kmh", "p.distance_m", "p.direction_deg", (F.col("p.ended") == "true").alias("ended"),
-                bid.alias("updated_batch"))
-            tr = tr.orderBy(F.col("ended").desc(), F.col("last_frame").desc()).dropDuplicates(["camera_id", "track_id"])
-            self._merge(tr, tables.TRACKS, ["camera_id", "track_id"], batch_id)
-        if counts.get(KIND_FLOW):
-            fl = df.where(F.col("kind") == KIND_FLOW).withColumn("p", F.from_json("payload", FLOW_PAYLOAD))
-            fl = fl.select("camera_id", F.timestamp_seconds("p.minute_ts").alias("minute"), "p.class_name",
-                           "p.vehicles", bid.alias("updated_batch"))
-            fl = fl.groupBy("camera_id", "minute", "class_name").agg(
-                F.max("vehicles").alias("vehicles"), F.max("updated_batch").alias("updated_batch"))
-            self._merge(fl, tables.FLOW, ["camera_id", "minute", "class_name"], batch_id)
-        if counts.get(KIND_VIOLATION):
-            vio = df.where(F.col("kind") == KIND_VIOLATION)
-            out_schema = StructType(TRACKED.fields + [StructField("evidence_uri", S)])
-            vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
+        fr = df.where(F.col("kind") == KIND_FRAME).withColumn("p", F.from_json("payload", FRAME_PAYLOAD))
+        fr = fr.withColumn("event_date", F.to_date(_ts("capture_ts")))
+        self._append(fr.select(
+            "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"),
+            F.timestamp_seconds("p.ingest_ts").alias("ingest_ts"), _ts("processed_ts").alias("processed_ts"),
+            "p.kafka_partition", "p.kafka_offset", "p.raw_detections", F.size("p.vehicles").alias("vehicles"),
+            "p.decode_ms", "p.detect_ms", "p.embed_ms", "p.track_ms", "p.speed_ms", "p.state_bytes",
+            bid.alias("batch_id"), "event_date"), tables.FRAMES, batch_id)
+        det = fr.select("camera_id", "frame_index", "pts_s", "capture_ts", "event_date",
+                        F.explode("p.vehicles").alias("v"))
+        self._append(det.select(
+            "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"), "v.track_id",
+            "v.class_name", "v.confidence", "v.x1", "v.y1", "v.x2", "v.y2", "v.world_x_m", "v.world_y_m",
+            "v.speed_kmh", "v.speed_flag", (F.col("v.over_limit") == "true").alias("over_limit"),
+            bid.alias("batch_id"), "event_date"), tables.DETECTIONS, batch_id)
+        # Results after Delta: a consumer that sees a frame can already find it in the tables.
+        self._to_kafka(fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
+                       self.settings.kafka.results_topic)
+
+    def _write_dead(self, df: DataFrame, batch_id: int) -> None:
+        dead = df.where(F.col("kind") == KIND_DEAD).withColumn("p", F.from_json("payload", DEAD_PAYLOAD))
+        self._append(dead.select(
+            "p.reason", "p.detail", "camera_id", "frame_index", "p.payload", "p.kafka_topic", "p.kafka_partition",
+            "p.kafka_offset", _ts("processed_ts").alias("dead_ts"), F.lit(batch_id).cast("long").alias("batch_id")),
+            tables.DEAD_LETTERS, batch_id)
+        self._to_kafka(dead.select(F.coalesce("camera_id", F.lit("")).alias("key"), F.col("message").alias("value")),
+                       self.settings.kafka.dead_letter_topic)
+
+    def _write_tracks(self, df: DataFrame, batch_id: int) -> None:
+        tr = df.where(F.col("kind") == KIND_TRACK).withColumn("p", F.from_json("payload", TRACK_PAYLOAD))
+        tr = tr.select(
+            "camera_id", "p.track_id", "p.class_name", "p.first_frame", "p.last_frame",
+            F.timestamp_seconds("p.first_seen_ts").alias("first_seen_ts"),
+            F.timestamp_seconds("p.last_seen_ts").alias("last_seen_ts"), "p.n_frames", "p.median_speed_kmh",
+            "p.max_speed_kmh", "p.distance_m", "p.direction_deg", (F.col("p.ended") == "true").alias("ended"),
+            F.lit(batch_id).cast("long").alias("updated_batch"))
+        # A live summary and the ended one of the same track can meet in one batch: keep the latest.
+        latest = Window.partitionBy("camera_id", "track_id").orderBy(F.col("ended").desc(), F.col("last_frame").desc())
+        tr = tr.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
+        self._merge(tr, tables.TRACKS, ["camera_id", "track_id"])
+
+    def _write_flow(self, df: DataFrame, batch_id: int) -> None:
+        fl = df.where(F.col("kind") == KIND_FLOW).withColumn("p", F.from_json("payload", FLOW_PAYLOAD))
+        fl = fl.groupBy("camera_id", F.timestamp_seconds("p.minute_ts").alias("minute"), "p.class_name").agg(
+            F.max("p.vehicles").alias("vehicles"))
+        self._merge(fl.withColumn("updated_batch", F.lit(batch_id).cast("long")), tables.FLOW,
+                    ["camera_id", "minute", "class_name"])
+
+    def _write_violations(self, df: DataFrame, batch_id: int) -> None:
+        vio = df.where(F.col("kind") == KIND_VIOLATION)
+        out_schema = StructType(TRACKED.fields + [StructField("evidence_uri", S)])
+        vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
+        try:
             v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))
             self._append(v.select(
-                "camera_id", "p.track_id", "p.class_name", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"),
-                "p.speed_kmh", "p.limit_kmh", "p.over_s", "p.x1", "p.y1", "p.x2", "p.y2", "evidence_uri",
-                bid.alias("batch_id"), F.to_date(_ts("capture_ts")).alias("event_date")), tables.VIOLATIONS, batch_id)
+                "camera_id", "p.track_id", "p.class_name", "frame_index", "pts_s",
+                _ts("capture_ts").alias("capture_ts"), "p.speed_kmh", "p.limit_kmh", "p.over_s", "p.x1", "p.y1",
+                "p.x2", "p.y2", "evidence_uri", F.lit(batch_id).cast("long").alias("batch_id"),
+                F.to_date(_ts("capture_ts")).alias("event_date")), tables.VIOLATIONS, batch_id)
             msg = F.to_json(F.struct(
                 F.lit(RESULT_VERSION).alias("v"), F.lit(RESULT_VIOLATION).alias("type"), "camera_id",
                 F.col("p.track_id").alias("track_id"), "frame_index", "capture_ts",
                 F.col("p.class_name").alias("cls"), F.round("p.speed_kmh", 1).alias("kmh"),
                 F.col("p.limit_kmh").alias("limit_kmh"), F.round("p.over_s", 2).alias("over_s"), "evidence_uri",
                 F.array(F.round("p.x1"), F.round("p.y1"), F.round("p.x2"), F.round("p.y2")).alias("box")))
-            self._to_kafka(v.select(F.col("camera_id").alias("key"), msg.alias("value")), k.results_topic)
+            self._to_kafka(v.select(F.col("camera_id").alias("key"), msg.alias("value")),
+                           self.settings.kafka.results_topic)
+        finally:
             vio.unpersist()
 
     def _positions(self, df: DataFrame) -> list[tuple[str | None, int, int, float | None]]:

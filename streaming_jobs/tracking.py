@@ -63,23 +63,22 @@ class CameraState:
     frames_processed: int = 0
 
     def to_bytes(self) -> bytes:
-        tracker_blob = self.tracker.to_bytes()
-        rest = (self.kinematics, self.violations, self.tracks, self.flow, self.last_frame_index, self.frames_processed)
-        return pickle.dumps((tracker_blob, rest), protocol=pickle.HIGHEST_PROTOCOL)
+        parts = (self.tracker.to_bytes(), self.kinematics.to_bytes(), self.violations.to_bytes(),
+                 self.tracks, self.flow, self.last_frame_index, self.frames_processed)
+        return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "CameraState":
-        tracker_blob, rest = pickle.loads(blob)
-        kin, vio, tracks, flow, last, n = rest
-        return cls(VehicleTracker.from_bytes(tracker_blob), kin, vio, tracks, flow, last, n)
+    def from_bytes(cls, blob: bytes, plane: RoadPlane | None) -> "CameraState":
+        tracker, kin, vio, tracks, flow, last, n = pickle.loads(blob)
+        return cls(VehicleTracker.from_bytes(tracker), TrackKinematics.from_bytes(kin, plane),
+                   ViolationRule.from_bytes(vio), tracks, flow, last, n)
 
 
-def new_state(settings: Settings, camera: Camera, fps: float) -> CameraState:
-    ts = settings.tracker
+def new_state(settings: Settings, camera: Camera, fps: float, plane: RoadPlane | None) -> CameraState:
     return CameraState(
-        tracker=VehicleTracker.from_settings(ts, fps),
-        kinematics=TrackKinematics(window_s=ts.speed_window_s, max_plausible_kmh=ts.max_plausible_kmh),
-        violations=ViolationRule(limit_kmh=camera.speed_limit_kmh, min_duration_s=camera.min_violation_s),
+        tracker=VehicleTracker.from_settings(settings.tracker, fps),
+        kinematics=TrackKinematics.from_settings(settings.tracker, plane=plane),
+        violations=ViolationRule.from_camera(camera),
     )
 
 
@@ -180,7 +179,7 @@ class CameraProcessor:
                 est = st.kinematics.update(v.track_id, ts, (wx, wy))
                 if est is not None:
                     speed, flag = est.kmh, est.flag
-                    violation = st.violations.update(v.track_id, ts, est)
+                    violation = st.violations.feed(v.track_id, ts, est)
                     if violation is not None:
                         self._emit_violation(row, v, cls, violation)
             else:
@@ -295,6 +294,16 @@ def _dead_row(camera_id: str, row: pd.Series, reason: str | None = None, detail:
     }
 
 
+def _annotate_state_size(rows: list[dict[str, Any]], size: int) -> None:
+    """Record the camera's state-store bytes on its last frame of the batch (observability)."""
+    for row in reversed(rows):
+        if row["kind"] == KIND_FRAME:
+            payload = json.loads(row["payload"])
+            payload["state_bytes"] = size
+            row["payload"] = json.dumps(payload, separators=(",", ":"))
+            return
+
+
 def track_camera(settings_json: str, key: tuple, pdfs: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
     """``applyInPandasWithState`` body for one camera's rows of one micro-batch."""
     camera_id = key[0]
@@ -305,15 +314,16 @@ def track_camera(settings_json: str, key: tuple, pdfs: Iterator[pd.DataFrame], s
     out: list[dict[str, Any]] = [_dead_row(camera_id, r) for r in dead.itertuples(index=False)]
     if len(ok):
         camera = settings.camera(camera_id)  # stage 1 dead-letters unknown cameras, so it exists
+        plane = _road_plane(settings_json, camera_id)
         if state.exists:
             version, blob = state.get
-            cam_state = CameraState.from_bytes(blob) if version == STATE_VERSION else None
+            cam_state = CameraState.from_bytes(blob, plane) if version == STATE_VERSION else None
             if cam_state is None:
                 log.warning("camera %s: dropping tracking state of unknown version %s", camera_id, version)
         else:
             cam_state = None
         if cam_state is None:
-            cam_state = new_state(settings, camera, _estimate_fps(ok.pts_s.to_numpy(), camera))
+            cam_state = new_state(settings, camera, _estimate_fps(ok.pts_s.to_numpy(), camera), plane)
         proc = CameraProcessor(settings_json, camera, cam_state)
         for r in ok.itertuples(index=False):
             if r.frame_index <= cam_state.last_frame_index:
@@ -322,6 +332,8 @@ def track_camera(settings_json: str, key: tuple, pdfs: Iterator[pd.DataFrame], s
                 continue
             proc.process_frame(r)
         proc.finish_batch()
+        blob = cam_state.to_bytes()
+        state.update((STATE_VERSION, blob))
+        _annotate_state_size(proc.rows, len(blob))
         out.extend(proc.rows)
-        state.update((STATE_VERSION, cam_state.to_bytes()))
     yield pd.DataFrame(out, columns=COLUMNS)

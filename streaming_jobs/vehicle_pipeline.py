@@ -76,14 +76,16 @@ def start_query(
     settings_json = settings_to_json(settings)
     checkpoint = checkpoint or settings.checkpoint_uri(QUERY_NAME)
 
-    frames = (
+    source = (
         spark.readStream.format("kafka")
         .options(**settings.kafka.spark_options())
         .option("subscribe", settings.kafka.frames_topic)
         .option("startingOffsets", settings.spark.starting_offsets)
         .option("maxOffsetsPerTrigger", settings.spark.max_offsets_per_trigger)
-        .load()
     )
+    if settings.spark.min_partitions:
+        source = source.option("minPartitions", settings.spark.min_partitions)
+    frames = source.load()
 
     perceived = frames.select("value", "topic", "partition", "offset").mapInArrow(
         partial(perceive_batches, settings_json), PERCEPTION

@@ -66,6 +66,9 @@ class SparkSettings(_Section):
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(default=64, ge=1)
     trigger_seconds: float = Field(default=0.0, ge=0)
+    # Split a micro-batch's Kafka offset ranges into at least this many Spark partitions, so one busy camera
+    # can use several cores for the heavy stage (each worker then reads its source forward to its range).
+    min_partitions: int | None = Field(default=None, ge=1)
     shuffle_partitions: int = Field(default=2, ge=1)
     # Extra Spark SQL conf set on the session. Delta's default of 50 partitions for rebuilding a table's
     # snapshot costs seconds per commit on small local tables; clusters with big tables raise it.
