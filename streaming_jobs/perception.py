@@ -23,6 +23,7 @@ from ingest.sources import ReaderPool, SourceError, VideoFileSource, is_under_ro
 from models.detector import build_detector
 from models.embedder import AppearanceEmbedder
 from models.roi import bottom_centre, points_in_polygon
+from models.tiling import detect_tiled
 from streaming_jobs.schemas import PERCEPTION
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import MessageError
@@ -65,12 +66,14 @@ class Runtime:
         self.readers = ReaderPool(max_open=max(4, 2 * len(settings.cameras)))
         self.cameras = {c.id: c for c in settings.cameras}
         self.roots = settings.allowed_roots
-        self._references: dict[str, np.ndarray] = {}
+        self._references: dict[str, Any] = {}
         self.schema = _arrow_schema()
 
-    def reference_gray(self, camera_id: str, source_path) -> np.ndarray | None:
-        """Grey reference frame of a drifting camera (decoded once per worker)."""
+    def reference(self, camera_id: str, source_path) -> Any | None:
+        """Registration features of a drifting camera's reference frame (computed once per worker)."""
         import cv2
+
+        from models.registration import prepare_reference
 
         if camera_id not in self._references:
             cam = self.cameras[camera_id]
@@ -78,7 +81,8 @@ class Runtime:
             with VideoFileSource(source_path, cam.fps) as src:
                 for frame in src.frames():
                     if frame.index == target:
-                        self._references[camera_id] = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+                        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+                        self._references[camera_id] = prepare_reference(gray)
                         break
         return self._references.get(camera_id)
 
@@ -123,7 +127,7 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
         t0 = time.perf_counter()
         image = rt.readers.get(path, camera.fps).read(ref.frame_index, ref.pts_s)
         t1 = time.perf_counter()
-        dets = rt.detector(image)
+        dets = detect_tiled(rt.detector, image, camera.detect_tiles, rt.settings.detector.iou)
         t2 = time.perf_counter()
         row["raw_detections"] = len(dets)
         if camera.roi is not None and len(dets):
@@ -155,7 +159,7 @@ def _drift(rt: Runtime, camera_id: str, path, image: np.ndarray) -> list[float] 
 
     from models.registration import estimate_drift
 
-    ref = rt.reference_gray(camera_id, path)
+    ref = rt.reference(camera_id, path)
     if ref is None:
         return None
     return np.asarray(estimate_drift(ref, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), dtype=float).ravel().tolist()

@@ -67,6 +67,17 @@ class Camera(BaseModel):
     calibration: Calibration | None = None
     min_violation_s: float = Field(default=0.5, ge=0, le=30, description="sustained overspeed before a violation")
     register_frames: bool = Field(default=False, description="compensate camera drift against the reference frame")
+    # Extra detector passes over these [x0, y0, x1, y1] source-pixel boxes (the far end of the road), batched
+    # with the full frame: small distant vehicles are found and tracked earlier.
+    detect_tiles: list[tuple[int, int, int, int]] = Field(default_factory=list, max_length=4)
+
+    @field_validator("detect_tiles")
+    @classmethod
+    def _tiles(cls, v: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+        for i, (x0, y0, x1, y1) in enumerate(v):
+            if x1 - x0 < 32 or y1 - y0 < 32 or min(x0, y0) < 0:
+                raise ValueError(f"detect_tiles[{i}] = {[x0, y0, x1, y1]}: need x0,y0 >= 0 and a box >= 32x32 px")
+        return v
 
     @field_validator("source")
     @classmethod

@@ -38,3 +38,24 @@ def forget_last_commit(settings: Settings) -> int:
 
 def table(settings: Settings, name: str) -> pl.DataFrame:
     return pl.read_delta(str(settings.delta_root / name))
+
+
+def run_notebook(path: Path, env: dict[str, str]) -> dict:
+    """Execute a notebook's code cells in order in one namespace (what "Run all" does); returns it."""
+    import json
+    import os
+
+    namespace: dict = {"__name__": "__notebook__"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                exec(compile("".join(cell["source"]), f"{path.name}:{cell['id']}", "exec"), namespace)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return namespace

@@ -130,3 +130,14 @@ def test_tables_readable_without_jvm(run):
     for name in tables.ALL_TABLES:
         dt = DeltaTable(str(run["settings"].delta_root / name))
         assert dt.to_pyarrow_table().num_rows == table(run["settings"], name).height
+
+
+def test_analyst_notebook_runs_on_the_tables(run):
+    from e2e_helpers import run_notebook
+    from trafficstream.config import PROJECT_ROOT
+
+    ns = run_notebook(PROJECT_ROOT / "notebooks" / "traffic_analysis.ipynb",
+                      {"TRAFFICSTREAM_DELTA_ROOT": str(run["settings"].delta_root)})
+    assert ns["quality"]["frames"].sum() == run["ingested"]
+    assert set(ns["dead_by_reason"]["reason"]) == set(run["bad"])
+    assert ns["speeds"]["vehicles"].sum() > 0

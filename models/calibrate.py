@@ -1,0 +1,293 @@
+"""Check a camera's road-plane calibration: reprojection error, scale, and a picture of the fitted road grid.
+
+    python -m models.calibrate --config infra/config/demo.yaml --camera motorway-overpass --png var/calibration/m.png
+    python -m models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." [--video clip.mp4 --png out.png]
+
+Prints the reprojection error (metres on the road and pixels in the image) and each pair's residual, the
+metres-per-pixel at a few image points, and with ``--png`` draws on the chosen frame the point pairs (red: the
+image point, green: its world point projected back), the ROI polygon (yellow) and the fitted road grid (cyan:
+lines every ``--grid-across`` m across, every ``--grid-along`` m along the road) so a person can see whether
+it lies on the road. For a drifting camera (``register_frames``) a frame other than the reference is first
+registered onto the reference frame, and the grid follows the drift.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.homography import RoadPlane
+from trafficstream.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MAX_GRID_EXTENT_M = 300.0  # the grid near the horizon is a smear of lines, and far lines mean nothing anyway
+
+
+class CalibrationError(ValueError):
+    """User-facing calibration problem; the message names the offending field or option."""
+
+
+def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse ``"x,y:X,Y;x,y:X,Y;..."`` into image (N, 2) and world (N, 2) arrays."""
+    image, world = [], []
+    chunks = [c.strip() for c in text.split(";") if c.strip()]
+    for i, chunk in enumerate(chunks, start=1):
+        try:
+            left, right = chunk.split(":")
+            x, y = (float(v) for v in left.split(","))
+            X, Y = (float(v) for v in right.split(","))
+        except ValueError:
+            raise CalibrationError(f"--points: pair {i} ({chunk!r}) is not x,y:X,Y (pixels:metres)") from None
+        if not all(np.isfinite([x, y, X, Y])):
+            raise CalibrationError(f"--points: pair {i} ({chunk!r}) has a non-finite number")
+        image.append((x, y))
+        world.append((X, Y))
+    if len(image) < 4:
+        raise CalibrationError(f"--points: need at least 4 pairs x,y:X,Y separated by ';', got {len(image)}")
+    return np.asarray(image), np.asarray(world)
+
+
+def read_frame(path: Path, index: int) -> np.ndarray:
+    """Decode frame ``index`` (0-based, decode order) of a video as BGR."""
+    import av
+
+    if not path.is_file():
+        raise CalibrationError(f"video not found: {path}")
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                if count == index:
+                    return frame.to_ndarray(format="bgr24")
+                count += 1
+    except av.error.FFmpegError as exc:
+        raise CalibrationError(f"cannot decode {path}: {exc}") from None
+    raise CalibrationError(f"--frame {index}: {path} has only {count} frames")
+
+
+def grid_extent(plane: RoadPlane, roi: np.ndarray | None) -> tuple[float, float, float, float]:
+    """World bounding box (xmin, xmax, ymin, ymax) to draw the grid over: the ROI on the road, else the
+    calibration points with a margin; capped at MAX_GRID_EXTENT_M per side."""
+    pts = plane.world_points
+    if roi is not None:
+        w = plane.to_world(roi)
+        w = w[np.isfinite(w).all(axis=1)]
+        if len(w) >= 3:
+            pts = np.vstack([pts, w])
+    lo, hi = pts.min(axis=0) - 1.0, pts.max(axis=0) + 1.0
+    centre = plane.world_points.mean(axis=0)
+    lo = np.maximum(lo, centre - MAX_GRID_EXTENT_M)
+    hi = np.minimum(hi, centre + MAX_GRID_EXTENT_M)
+    return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+
+def _polyline(image: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], thickness: int = 1) -> None:
+    """Draw a projected world line; NaN points (behind the camera / beyond the horizon) split it."""
+    ok = np.isfinite(pts).all(axis=1) & (np.abs(np.nan_to_num(pts)) < 1e5).all(axis=1)
+    breaks = np.flatnonzero(np.diff(ok.astype(np.int8))) + 1
+    for run, good in zip(np.split(pts, breaks), np.split(ok, breaks)):
+        if good[0] and len(run) > 1:
+            cv2.polylines(image, [np.round(run * 16).astype(np.int32)], False, colour, thickness, cv2.LINE_AA, shift=4)
+
+
+def draw_calibration(
+    image: np.ndarray,
+    plane: RoadPlane,
+    roi: np.ndarray | None = None,
+    *,
+    across_m: float = 1.0,
+    along_m: float = 5.0,
+    title: str = "",
+) -> np.ndarray:
+    """A copy of ``image`` with the road grid, the ROI and the point pairs drawn on it."""
+    out = image.copy()
+    xmin, xmax, ymin, ymax = grid_extent(plane, roi)
+    overlay = out.copy()
+    ys = np.linspace(ymin, ymax, 400)
+    for X in np.arange(np.ceil(xmin / across_m) * across_m, xmax + 1e-9, across_m):
+        _polyline(overlay, plane.to_image(np.stack([np.full_like(ys, X), ys], axis=1)), (255, 255, 0))
+    xs = np.linspace(xmin, xmax, 200)
+    for Y in np.arange(np.ceil(ymin / along_m) * along_m, ymax + 1e-9, along_m):
+        line = plane.to_image(np.stack([xs, np.full_like(xs, Y)], axis=1))
+        _polyline(overlay, line, (255, 200, 0), 2 if abs(Y % (2 * along_m)) < 1e-9 else 1)
+        finite = line[np.isfinite(line).all(axis=1)]
+        inside = finite[(finite[:, 0] >= 0) & (finite[:, 0] < out.shape[1]) & (finite[:, 1] >= 0)
+                        & (finite[:, 1] < out.shape[0])]
+        if len(inside) and abs(Y % (2 * along_m)) < 1e-9:
+            x, y = inside[0]
+            cv2.putText(overlay, f"{Y:g} m", (int(x) + 3, int(y) - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1,
+                        cv2.LINE_AA)
+    cv2.addWeighted(overlay, 0.7, out, 0.3, 0, dst=out)
+    if roi is not None:
+        cv2.polylines(out, [np.round(roi).astype(np.int32)], True, (0, 255, 255), 2, cv2.LINE_AA)
+    back = plane.to_image(plane.world_points)
+    for i, (p, q) in enumerate(zip(plane.image_points, back), start=1):
+        cv2.circle(out, (int(round(p[0])), int(round(p[1]))), 4, (0, 0, 255), 1, cv2.LINE_AA)
+        if np.isfinite(q).all():
+            cv2.drawMarker(out, (int(round(q[0])), int(round(q[1]))), (0, 255, 0), cv2.MARKER_CROSS, 7, 1)
+        cv2.putText(out, str(i), (int(p[0]) + 5, int(p[1]) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 255), 1,
+                    cv2.LINE_AA)
+    e = plane.error
+    text = f"{title}  rms {e.rms_m:.2f} m / {e.rms_px:.2f} px  max {e.max_m:.2f} m / {e.max_px:.2f} px"
+    (w, h), base = cv2.getTextSize(text.strip(), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    cv2.rectangle(out, (4, 4), (12 + w, 10 + h + base), (0, 0, 0), cv2.FILLED)
+    cv2.putText(out, text.strip(), (8, 8 + h), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def _row_span(polygon: np.ndarray, y: float) -> tuple[float, float] | None:
+    """Leftmost and rightmost x where image row ``y`` crosses the polygon's edges."""
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    xs = [
+        p[0] + (y - p[1]) * (q[0] - p[0]) / (q[1] - p[1])
+        for p, q in zip(a, b)
+        if p[1] != q[1] and min(p[1], q[1]) <= y <= max(p[1], q[1])
+    ]
+    return (min(xs), max(xs)) if xs else None
+
+
+def scale_probe_points(plane: RoadPlane, roi: np.ndarray | None, n: int = 5) -> np.ndarray:
+    """A few image points down the middle of the ROI (or of the calibration points), top to bottom."""
+    src = roi if roi is not None else plane.image_points
+    ys = np.linspace(src[:, 1].min(), src[:, 1].max(), n)
+    pts = []
+    for y in ys:
+        span = _row_span(roi, y) if roi is not None else None
+        pts.append(((span[0] + span[1]) / 2 if span else float(plane.image_points[:, 0].mean()), float(y)))
+    return np.asarray(pts)
+
+
+def report_lines(plane: RoadPlane, roi: np.ndarray | None) -> list[str]:
+    e = plane.error
+    lines = [
+        f"reprojection error: rms {e.rms_m:.3f} m (max {e.max_m:.3f} m), rms {e.rms_px:.2f} px (max {e.max_px:.2f} px)",
+        "  #   image x,y (px)      world X,Y (m)     err m   err px",
+    ]
+    err_m = np.linalg.norm(plane.to_world(plane.image_points) - plane.world_points, axis=1)
+    err_px = np.linalg.norm(plane.to_image(plane.world_points) - plane.image_points, axis=1)
+    for i, (p, w, em, ep) in enumerate(zip(plane.image_points, plane.world_points, err_m, err_px), start=1):
+        lines.append(f"  {i:<3d} {p[0]:8.1f},{p[1]:<8.1f}  {w[0]:8.2f},{w[1]:<8.2f}  {em:6.3f}  {ep:6.2f}")
+    lines.append("metres per pixel (moving 1 px along image x / image y):")
+    probes = scale_probe_points(plane, roi)
+    for p, (mx, my) in zip(probes, plane.metres_per_pixel(probes)):
+        lines.append(f"  at ({p[0]:6.1f}, {p[1]:6.1f}): {mx:.4f} m/px x, {my:.4f} m/px y"
+                     f"  ({1 / mx if mx > 0 else float('inf'):.1f} / {1 / my if my > 0 else float('inf'):.1f} px/m)")
+    return lines
+
+
+@dataclass
+class _Inputs:
+    label: str
+    video: Path | None
+    roi: np.ndarray | None
+    image_points: np.ndarray
+    world_points: np.ndarray
+    frame: int
+    reference_frame: int | None  # set when the frame must be registered onto this one first
+
+
+def _camera_inputs(args: argparse.Namespace) -> _Inputs:
+    """What to check and draw, from the config camera and/or --points / --video."""
+    from trafficstream.config import load_settings
+
+    label, video, roi, frame, register_to = "ad-hoc", None, None, args.frame or 0, None
+    image_pts = world_pts = None
+    if args.camera:
+        settings = load_settings(args.config, args.overrides)
+        camera = settings.camera(args.camera)
+        index = [c.id for c in settings.cameras].index(camera.id)
+        label, video = camera.id, camera.source_path()
+        roi = np.asarray(camera.roi, dtype=np.float64) if camera.roi else None
+        reference = (camera.calibration.reference_frame if camera.calibration else None) or 0
+        frame = args.frame if args.frame is not None else reference
+        if camera.register_frames and frame != reference:
+            register_to = reference
+        if camera.calibration is None and not args.points:
+            raise CalibrationError(
+                f"cameras[{index}].calibration ({camera.id}): missing; add >= 4 image_points / world_points pairs "
+                f"or pass --points"
+            )
+        if camera.calibration is not None:
+            image_pts = np.asarray(camera.calibration.image_points, dtype=np.float64)
+            world_pts = np.asarray(camera.calibration.world_points, dtype=np.float64)
+    if args.points:
+        image_pts, world_pts = parse_points(args.points)
+    if args.video:
+        video = Path(args.video)
+    if image_pts is None:
+        raise CalibrationError("nothing to check: give --camera (with --config) or --points")
+    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from trafficstream.config import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.split("\n\n")[0])
+    add_config_arguments(parser)
+    parser.add_argument("--camera", help="camera id in the config")
+    parser.add_argument("--points", help='ad-hoc pairs "x,y:X,Y;..." (pixels:metres); overrides the config pairs')
+    parser.add_argument("--video", help="video to draw on (default: the camera's source)")
+    parser.add_argument("--frame", type=int, default=None,
+                        help="frame index to draw on (default: the reference frame, else 0)")
+    parser.add_argument("--png", help="write the annotated frame here")
+    parser.add_argument("--grid-across", type=float, default=1.0, help="grid spacing across the road, m (default 1)")
+    parser.add_argument("--grid-along", type=float, default=5.0, help="grid spacing along the road, m (default 5)")
+    parser.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from trafficstream.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.frame is not None and args.frame < 0:
+            raise CalibrationError(f"--frame must be >= 0, got {args.frame}")
+        if args.grid_across <= 0 or args.grid_along <= 0:
+            raise CalibrationError("--grid-across and --grid-along must be > 0")
+        inp = _camera_inputs(args)
+        try:
+            plane = RoadPlane.from_points(inp.image_points, inp.world_points)
+        except ValueError as exc:
+            source = "--points" if args.points else f"calibration of {inp.label}"
+            raise CalibrationError(f"{source}: {exc}") from None
+        print(f"camera {inp.label}: {len(inp.image_points)} point pairs")
+        for line in report_lines(plane, inp.roi):
+            print(line)
+        if args.png:
+            if inp.video is None:
+                raise CalibrationError("--png needs a frame to draw on: give --camera or --video")
+            image = read_frame(inp.video, inp.frame)
+            drawn_plane = plane
+            if inp.reference_frame is not None:
+                from models.registration import estimate_drift
+
+                reference = cv2.cvtColor(read_frame(inp.video, inp.reference_frame), cv2.COLOR_BGR2GRAY)
+                drift = estimate_drift(reference, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+                print(f"frame {inp.frame} registered onto reference frame {inp.reference_frame}: shift "
+                      f"{drift[0, 2]:+.1f},{drift[1, 2]:+.1f} px, rotation "
+                      f"{np.degrees(np.arctan2(drift[1, 0], drift[0, 0])):+.2f} deg")
+                drawn_plane = plane.with_drift(drift)
+            out = draw_calibration(image, drawn_plane, inp.roi, across_m=args.grid_across, along_m=args.grid_along,
+                                   title=f"{inp.label} frame {inp.frame}")
+            path = Path(args.png)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), out):
+                raise CalibrationError(f"--png: cannot write {path}")
+            print(f"wrote {path}")
+    except (CalibrationError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

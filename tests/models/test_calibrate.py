@@ -1,0 +1,76 @@
+"""The calibration checker CLI on the real configs and clips."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.calibrate import main, parse_points
+from trafficstream.config import PROJECT_ROOT, load_settings
+
+DEMO = PROJECT_ROOT / "infra" / "config" / "demo.yaml"
+SAMPLES = PROJECT_ROOT / "infra" / "config" / "samples.yaml"
+SQUARE = "100,400:0,0;300,400:4,0;260,200:4,20;140,200:0,20"
+
+
+def test_demo_camera_writes_a_png(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "overpass.png"
+    assert main(["--config", str(DEMO), "--camera", "motorway-overpass", "--png", str(out)]) == 0
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape == (720, 1280, 3)
+    text = capsys.readouterr().out
+    assert "reprojection error: rms" in text and "m/px" in text and str(out) in text
+
+
+def test_drifting_camera_is_registered_before_drawing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "late.png"
+    assert main(["--config", str(DEMO), "--camera", "motorway-overpass", "--frame", "300", "--png", str(out)]) == 0
+    assert "registered onto reference frame 0" in capsys.readouterr().out
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("camera", ["motorway-overpass", "dual-carriageway", "urban-cctv"])
+def test_sample_calibrations_are_tight(camera: str) -> None:
+    from models.homography import RoadPlane
+
+    cam = load_settings(SAMPLES).camera(camera)
+    assert cam.calibration is not None and cam.roi is not None
+    plane = RoadPlane.from_calibration(cam.calibration)
+    assert plane.error.rms_px < 4.0 and plane.error.rms_m < 0.6
+    # Every ROI corner lies on the road side of the horizon, so every detection in it has a road position.
+    assert np.isfinite(plane.to_world(np.asarray(cam.roi))).all()
+
+
+def test_ad_hoc_points_without_a_config(capsys) -> None:
+    assert main(["--points", SQUARE]) == 0
+    assert "4 point pairs" in capsys.readouterr().out
+    image, world = parse_points(SQUARE)
+    assert image.shape == world.shape == (4, 2)
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        ("1,2:3", "pair 1"),
+        ("1,2:3,4;5,6:7,8;9,10:11,12", "at least 4 pairs"),
+        ("0,0:0,0;1,1:1,1;2,2:2,2;3,3:3,3", "collinear"),
+        ("100,400:0,0;300,400:4,0;260,200:4,x;140,200:0,20", "pair 3"),
+    ],
+)
+def test_bad_points_give_a_clear_error(points: str, message: str, capsys) -> None:
+    assert main(["--points", points]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --points") and message in err
+
+
+def test_config_errors_name_the_field(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("cameras:\n  - id: cam-a\n    source: x.mp4\n    speed_limit_kmh: 50\n")
+    assert main(["--config", str(config), "--camera", "cam-a"]) == 2
+    assert "cameras[0].calibration (cam-a): missing" in capsys.readouterr().err
+    assert main(["--config", str(config), "--camera", "nope"]) == 2
+    assert "unknown camera 'nope'" in capsys.readouterr().err
+    assert main(["--points", SQUARE, "--png", str(tmp_path / "x.png")]) == 2
+    assert "--png needs a frame" in capsys.readouterr().err
