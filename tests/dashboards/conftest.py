@@ -1,10 +1,12 @@
 """Fixtures of the dashboard tests. ``results_feed`` is the one place live results come from."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from synthetic_results import ResultsFeed
 
 from trafficstream.config import PROJECT_ROOT, Settings, load_settings
@@ -35,3 +37,53 @@ def results_feed(make_settings) -> Iterator[ResultsFeed]:
     finally:
         feed.stop()
     assert feed.error is None, f"results feed failed: {feed.error!r}"
+
+
+class PipelineFeed:
+    """The real thing: the vehicle job's own query on the session's SparkSession, fed by the ingest worker
+    publishing the motorway clip at its own frame rate. The camera's limit is lowered so that the real
+    traffic (about 90-110 km/h) produces violations."""
+
+    limit_kmh = 80
+
+    def __init__(self, spark, settings: Settings) -> None:
+        self.spark, self.settings = spark, settings
+        self.frames_published = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.query = self.writer = None
+
+    def start(self) -> "PipelineFeed":
+        from streaming_jobs.vehicle_pipeline import start_query
+
+        self.query, self.writer = start_query(self.spark, self.settings)
+        self._thread = threading.Thread(target=self._ingest, daemon=True)
+        self._thread.start()
+        return self
+
+    def _ingest(self) -> None:
+        from ingest.worker import run_ingest
+
+        self.frames_published = run_ingest(self.settings, ["motorway-overpass"], realtime=True, stop=self._stop).total
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if self.query is not None:
+            self.query.stop()
+            self.writer.close()
+
+
+@pytest.fixture
+def pipeline_feed(spark, make_settings, tmp_path) -> Iterator[PipelineFeed]:
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    for cam in raw["cameras"]:
+        cam["speed_limit_kmh"] = PipelineFeed.limit_kmh
+    config = tmp_path / "deploy.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    feed = PipelineFeed(spark, make_settings(config, ["spark.max_offsets_per_trigger=24"], name="dash-real"))
+    try:
+        yield feed
+    finally:
+        feed.stop()

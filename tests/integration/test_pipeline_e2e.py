@@ -90,9 +90,15 @@ def test_detections_are_plausible(run):
 def test_speeds_on_calibrated_motorway(run):
     det = table(run["settings"], tables.DETECTIONS)
     speeds = det.filter(pl.col("speed_kmh").is_not_null() & pl.col("speed_flag").is_null())["speed_kmh"]
-    assert speeds.len() > 0.5 * det.height
+    # Far vehicles (beyond the calibrated stretch + margin) and young tracks are flagged, not trusted.
+    assert speeds.len() > 0.25 * det.height
+    assert set(det["speed_flag"].drop_nulls()) <= {"insufficient_history", "outside_calibration",
+                                                   "implausible_acceleration", "implausible_speed",
+                                                   "large_residual", "inconsistent_motion"}
     share = ((speeds >= 40) & (speeds <= 160)).mean()
-    assert share >= 0.8, f"only {share:.0%} of speeds within 40-160 km/h (median {speeds.median():.0f})"
+    assert share >= 0.9, f"only {share:.0%} of speeds within 40-160 km/h (median {speeds.median():.0f})"
+    tracks = table(run["settings"], tables.TRACKS).drop_nulls("median_speed_kmh")
+    assert tracks.height >= 8 and 60 <= tracks["median_speed_kmh"].median() <= 140
 
 
 def test_tracks_and_flow_tables(run):
