@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
+from models.nms import box_iou
+
 log = logging.getLogger(__name__)
 
 DETECTION_COLUMNS = ("camera_id", "frame_index", "track_id", "x1", "y1", "x2", "y2", "speed_kmh", "speed_flag",
@@ -99,24 +101,12 @@ def as_polars(detections: Any) -> pl.DataFrame:
     )
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a (N, 4) x b (M, 4), xyxy."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def match_frame(gt_boxes: np.ndarray, det_boxes: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
     """One-to-one matches (gt index, det index) of one frame: Hungarian on IoU, pairs below the threshold
     dropped."""
     if len(gt_boxes) == 0 or len(det_boxes) == 0:
         return []
-    iou = iou_matrix(gt_boxes, det_boxes)
+    iou = box_iou(gt_boxes, det_boxes)
     cost = np.where(iou >= iou_threshold, 1.0 - iou, 1e6)  # forbidden pairs are never worth taking
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= iou_threshold]
@@ -236,7 +226,7 @@ def evaluate(
         g = care_by_frame.get(key)
         if g is None:
             continue
-        iou = iou_matrix(g.select(coords).to_numpy(), d.select(coords).to_numpy())
+        iou = box_iou(g.select(coords).to_numpy(), d.select(coords).to_numpy())
         g_vid, d_track = g["vehicle_id"].to_list(), d["track_id"].to_list()
         for gi, di in zip(*np.nonzero(iou >= iou_threshold)):
             overlap[(g_vid[gi], d_track[di])] += 1

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from models.classes import VEHICLE_CLASSES
 from models.detector import Detections, YoloOnnxDetector
+from models.nms import box_iou
 from trafficstream.config import DEFAULT_CONFIG, default_data_dir, load_settings
 from trafficstream.logs import setup_logging
 
@@ -257,18 +258,6 @@ def isolated_boxes(dets: Detections, shape: tuple[int, ...], min_height_px: int,
 def normalised(H: np.ndarray) -> np.ndarray:
     """A homography scaled to H[2, 2] = 1 (the usual way to write one down)."""
     return H / H[2, 2]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes a (N, 4) x b (M, 4), xyxy."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def extract_sprites(detector: YoloOnnxDetector, data_dir: Path,

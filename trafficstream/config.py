@@ -194,8 +194,19 @@ def _expand_cameras(raw: dict[str, Any]) -> None:
             cam["source"] = cam["source"].replace("{data_dir}", str(data_dir))
 
 
+# Free-form maps whose own keys contain dots (Kafka / Spark property names): the rest of the path is one key.
+_MAP_SECTIONS = {("kafka", "client"), ("kafka", "client_python"), ("kafka", "client_spark"), ("spark", "conf")}
+
+
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if len(keys) > 3 and tuple(keys[:2]) in _MAP_SECTIONS:
+        keys = [*keys[:2], ".".join(keys[2:])]
+    if keys[0] == "cameras" and len(keys) >= 3:  # cameras.<id>.field=value: cameras are a list keyed by id
+        cams = [c for c in target.get("cameras") or [] if isinstance(c, dict) and c.get("id") == keys[1]]
+        if not cams:
+            raise ConfigError(f"{dotted}: no camera with id {keys[1]!r}")
+        target, keys = cams[0], keys[2:]
     node = target
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -212,22 +223,11 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in environ.items():
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and "__" in key:
             dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
-            _set_dotted(out, dotted, _parse_scalar(value))
-    return out
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
+            _set_dotted(raw, dotted, _parse_scalar(environ[key]))
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
@@ -257,7 +257,7 @@ def load_settings(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    _merge(raw, _env_overrides(environ))
+    _apply_env(raw, environ)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected section.key=value")

@@ -10,7 +10,7 @@ table features those readers support (no deletion vectors, no column mapping).
 | tracks       | vehicle track (per-track summary)         | camera_id            | merge (upsert)   |
 | violations   | speeding vehicle per passage              | camera_id            | append, idempotent|
 | flow         | camera x minute x class (vehicle counts)  | camera_id            | merge (upsert)   |
-| dead_letters | message that could not be processed       | reason               | append, idempotent|
+| dead_letters | message that could not be processed       | (none: small)        | append, idempotent|
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "processed_ts": "time the stateful stage finished the frame (timestamp, UTC)",
         "vehicles": "vehicles in the region of interest",
         "decode_ms/detect_ms/embed_ms/track_ms/speed_ms": "per-stage processing time",
+        "state_bytes": "the camera's tracking-state size in the state store (last frame of a micro-batch)",
         "batch_id": "Spark micro-batch id",
         "event_date": "partition column: date of capture_ts",
     },
@@ -43,10 +44,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "x1, y1, x2, y2": "box in source pixels",
         "world_x_m, world_y_m": "bottom-centre of the box on the road plane, metres",
         "speed_kmh": "smoothed speed (null until enough history)",
-        "speed_flag": "null when plausible, otherwise why the speed is not trusted",
+        "speed_flag": "null when trusted; otherwise why not: insufficient_history, outside_calibration, "
+                      "implausible_speed, implausible_acceleration, large_residual, inconsistent_motion",
     },
     TRACKS: {
-        "camera_id, track_id": "key",
+        "camera_id, track_id": "key (upserted every micro-batch while the vehicle is seen; ended = true after)",
         "class_name": "majority class over the track",
         "first_seen_ts, last_seen_ts, first_frame, last_frame": "extent",
         "median_speed_kmh, max_speed_kmh": "over plausible speed estimates",

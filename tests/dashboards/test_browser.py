@@ -243,9 +243,11 @@ def test_dashboard_on_the_real_pipeline(pipeline_feed, browser, test_output):
         wait_for(lambda: kpi_texts(browser) != before, 60, "the KPIs to change")
         wait_for(lambda: browser.execute_script(
             f"return document.getElementById('{L.VIDEO}').naturalWidth") > 0, 30, "the video to show a frame")
-        on_screen = browser.execute_async_script(ON_SCREEN_FPS_JS, 5000)
+        # The CPU pipeline delivers frames in micro-batch bursts: sample long enough to span a batch.
+        browser.set_script_timeout(40)
+        on_screen = browser.execute_async_script(ON_SCREEN_FPS_JS, 15000)
         streams = ctx.streamer.active_streams()
-        delays = list(streams[0].recent_delay_s)[-100:] if streams else []
+        delays = sorted(list(streams[0].recent_delay_s)[-100:]) if streams else []
         wait_for(lambda: browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation"), 240,
                  "a violation from the real pipeline")
         text = browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation")[0].text
@@ -259,7 +261,7 @@ def test_dashboard_on_the_real_pipeline(pipeline_feed, browser, test_output):
     metrics = {
         "on_screen_fps": round(on_screen["changes"] / (on_screen["ms"] / 1000), 1),
         "delay_s_median": round(statistics.median(delays), 3) if delays else None,
-        "delay_s_p95": round(sorted(delays)[int(0.95 * (len(delays) - 1))], 3) if delays else None,
+        "delay_s_p95": round(delays[int(0.95 * (len(delays) - 1))], 3) if delays else None,
         "frames_published": pipeline_feed.frames_published,
         "load_avg_1m": round(os.getloadavg()[0], 1), "cpus": os.cpu_count(),
         "screenshot": str(screenshot),

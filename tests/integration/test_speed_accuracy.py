@@ -40,6 +40,7 @@ def test_mean_absolute_speed_error_within_3_kmh(synthetic):
     assert m["mean_abs_speed_error_kmh"] is not None
     assert m["mean_abs_speed_error_kmh"] <= 3.0, m
     assert m["share_within_3kmh"] >= 0.7, m
+    assert m["speed_coverage"] >= 0.5, m  # most matched detections carry a trusted speed
 
 
 def test_every_vehicle_crossing_the_region_gets_one_identity(synthetic):

@@ -101,3 +101,17 @@ kafka:
     sp = s.kafka.spark_options()
     assert sp["kafka.security.protocol"] == "SASL_SSL" and sp["kafka.sasl.jaas.config"] == "x"
     assert "kafka.sasl.username" not in sp
+
+
+def test_property_maps_take_dotted_keys_from_env_and_cli(tmp_path):
+    s = load_settings(_write(tmp_path, CAM), ["kafka.client_spark.ssl.truststore.location=/t.jks"],
+                      environ={"TRAFFICSTREAM_KAFKA__CLIENT_PYTHON__SASL.PASSWORD": "secret"})
+    assert s.kafka.client_python == {"sasl.password": "secret"}
+    assert s.kafka.client_spark == {"ssl.truststore.location": "/t.jks"}
+
+
+def test_camera_fields_by_id(tmp_path):
+    s = load_settings(_write(tmp_path, CAM), ["cameras.cam-1.speed_limit_kmh=80"], environ={})
+    assert s.cameras[0].speed_limit_kmh == 80
+    with pytest.raises(ConfigError, match="no camera with id 'nope'"):
+        load_settings(_write(tmp_path, CAM), ["cameras.nope.speed_limit_kmh=80"], environ={})
