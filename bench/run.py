@@ -36,10 +36,10 @@ class RssSampler(threading.Thread):
     def __init__(self, needle: str, every_s: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.needle, self.every_s, self.peak_mb = needle, every_s, 0.0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while not self._halt.wait(self.every_s):
             total = 0
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
@@ -52,7 +52,7 @@ class RssSampler(threading.Thread):
             self.peak_mb = max(self.peak_mb, total / 1024)
 
     def stop(self) -> float:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return round(self.peak_mb, 1)
 
