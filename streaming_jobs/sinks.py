@@ -134,9 +134,14 @@ class BatchWriter:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
+        """Flush and release the driver-side Kafka clients (Spark may keep this object referenced)."""
         self._pool.shutdown(wait=True)
-        self._producer.flush(10)
-        self._watermarks.close()
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None  # the last reference: librdkafka shuts the client down
+        if self._watermarks is not None:
+            self._watermarks.close()
+            self._watermarks = None
 
     # -- helpers ---------------------------------------------------------------------------------------
     @contextmanager

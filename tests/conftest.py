@@ -47,7 +47,7 @@ def kafka_broker(tmp_path_factory) -> Iterator["KafkaBroker"]:  # noqa: F821
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory):
+def spark(tmp_path_factory, kafka_broker):  # the broker outlives Spark: its cached producers close first
     from infra.jars import spark_jars_csv
     from streaming_jobs.vehicle_pipeline import spark_session
 
