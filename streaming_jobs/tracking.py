@@ -154,11 +154,11 @@ class CameraProcessor:
         counts: Counter = Counter()
         if tracked:
             feet = bottom_centre(np.asarray([v.xyxy for v in tracked], dtype=np.float64))
-            if row.drift is not None and len(row.drift) == 9:  # register to the calibration frame first
-                m = np.asarray(row.drift, dtype=np.float64).reshape(3, 3)
-                h = np.c_[feet, np.ones(len(feet))] @ m.T
-                feet = h[:, :2] / h[:, 2:3]
-            world = self.plane.to_world(feet) if self.plane is not None else None
+            plane = self.plane
+            if plane is not None and row.drift is not None and len(row.drift) == 9:
+                # The camera moved since calibration: map this frame onto the calibration frame first.
+                plane = plane.with_drift(np.asarray(row.drift, dtype=np.float64).reshape(3, 3))
+            world = plane.to_world(feet) if plane is not None else None
         for i, v in enumerate(tracked):
             cls = VEHICLE_CLASSES.get(int(v.class_id), str(v.class_id))
             meta = st.tracks.get(v.track_id)

@@ -64,7 +64,7 @@ def spark(tmp_path_factory, kafka_broker):  # the broker outlives Spark: its cac
             "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("warehouse")),
         },
     )
-    session.sparkContext.setLogLevel("WARN")
+    session.sparkContext.setLogLevel("ERROR")  # Kafka client WARNs when test brokers stop are noise here
     logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session
     session.stop()
