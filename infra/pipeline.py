@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
@@ -86,11 +87,11 @@ class JobProcess:
         while time.time() < deadline:
             if (self.checkpoint / "metadata").exists():
                 return
-            self._check_alive()
+            self.check_alive()
             time.sleep(0.5)
         raise TimeoutError(f"vehicle job did not start within {timeout_s}s; see {self.log_path}")
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"vehicle job exited with {self.proc.returncode}:\n{self.log_tail()}")
 
@@ -136,11 +137,8 @@ def delta_count(settings: Settings, table: str) -> int:
     except TableNotFoundError:
         return 0
     # Sum of per-file row counts from the log: no data files are read.
-    adds = dt.get_add_actions(flatten=True)
-    import pyarrow as pa
-
-    batch = pa.table(adds) if not isinstance(adds, pa.Table) else adds
-    return int(sum(v for v in batch.column("num_records").to_pylist() if v is not None))
+    adds = pa.table(dt.get_add_actions(flatten=True))
+    return int(sum(v for v in adds.column("num_records").to_pylist() if v is not None))
 
 
 def processed_counts(settings: Settings) -> tuple[int, int]:
@@ -159,7 +157,7 @@ def wait_processed(settings: Settings, expected: int, job: JobProcess | None = N
             if done + dead >= expected:
                 return done, dead
             if job is not None:
-                job._check_alive()
+                job.check_alive()
             if time.time() > deadline:
                 raise TimeoutError(f"only {done + dead}/{expected} frames processed after {timeout_s}s")
             time.sleep(1.0)

@@ -60,18 +60,17 @@ class CameraState:
     tracks: dict[int, TrackMeta] = field(default_factory=dict)
     flow: dict[float, Counter] = field(default_factory=dict)  # minute start (unix s) -> class -> vehicles
     last_frame_index: int = -1
-    frames_processed: int = 0
 
     def to_bytes(self) -> bytes:
         parts = (self.tracker.to_bytes(), self.kinematics.to_bytes(), self.violations.to_bytes(),
-                 self.tracks, self.flow, self.last_frame_index, self.frames_processed)
+                 self.tracks, self.flow, self.last_frame_index)
         return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, blob: bytes, plane: RoadPlane | None) -> "CameraState":
-        tracker, kin, vio, tracks, flow, last, n = pickle.loads(blob)
+        tracker, kin, vio, tracks, flow, last = pickle.loads(blob)
         return cls(VehicleTracker.from_bytes(tracker), TrackKinematics.from_bytes(kin, plane),
-                   ViolationRule.from_bytes(vio), tracks, flow, last, n)
+                   ViolationRule.from_bytes(vio), tracks, flow, last)
 
 
 def new_state(settings: Settings, camera: Camera, fps: float, plane: RoadPlane | None) -> CameraState:
@@ -197,7 +196,6 @@ class CameraProcessor:
         self._end_tracks()
         t2 = time.perf_counter()
         st.last_frame_index = int(row.frame_index)
-        st.frames_processed += 1
         minute = _minute(float(row.capture_ts))
         flow_now = {"minute": minute, **dict(st.flow.get(minute, {}))}
         timings = {
