@@ -113,6 +113,22 @@ def kpi_texts(driver) -> dict[str, str]:
     return {k: f"{text(L.kpi_value_id(k))} | {text(L.kpi_sub_id(k))}" for k in L.KPI_KEYS}
 
 
+def shown_frame(driver) -> int:
+    """The frame index the KPIs were computed at (subtitle of "vehicles in region now": "frame N")."""
+    sub = kpi_texts(driver)["in_roi"].split(" | ")[1]
+    return int(sub.removeprefix("frame ")) if sub.startswith("frame ") else -1
+
+
+def wait_for_newer_frame(driver, timeout_s: float) -> tuple[dict[str, str], dict[str, str]]:
+    """The KPIs change because newer results arrived (the lag KPI alone changes on every tick).
+    Returns the KPI texts before and after."""
+    before, first = kpi_texts(driver), shown_frame(driver)
+    wait_for(lambda: shown_frame(driver) not in (first, -1), timeout_s, "the KPIs to show a newer frame")
+    after = kpi_texts(driver)
+    assert after != before
+    return before, after
+
+
 def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
     settings = results_feed.settings
     with serve_in_thread(settings, port=0) as handle:
@@ -123,10 +139,7 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         browser.get(handle.url)
         wait_for(lambda: browser.find_element("id", L.kpi_value_id("counted")).text not in ("", "–", "0"), 30,
                  "the KPIs to fill")
-        before = kpi_texts(browser)
-        wait_for(lambda: kpi_texts(browser) != before, 10, "the KPIs to change")
-        after = kpi_texts(browser)
-        assert after["in_roi"].split(" | ")[1] != before["in_roi"].split(" | ")[1]  # newer frame shown
+        before, after = wait_for_newer_frame(browser, 15)
 
         # Live video: the MJPEG <img> has decoded frames.
         src = browser.find_element("id", L.VIDEO).get_attribute("src")
@@ -239,8 +252,7 @@ def test_dashboard_on_the_real_pipeline(pipeline_feed, browser, test_output):
         browser.get(handle.url)
         wait_for(lambda: browser.find_element("id", L.kpi_value_id("counted")).text not in ("", "–", "0"), 60,
                  "the KPIs to fill")
-        before = kpi_texts(browser)
-        wait_for(lambda: kpi_texts(browser) != before, 60, "the KPIs to change")
+        wait_for_newer_frame(browser, 60)
         wait_for(lambda: browser.execute_script(
             f"return document.getElementById('{L.VIDEO}').naturalWidth") > 0, 30, "the video to show a frame")
         # The CPU pipeline delivers frames in micro-batch bursts: sample long enough to span a batch.
