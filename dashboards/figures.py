@@ -104,6 +104,9 @@ def flow_frame(rows: Sequence[tuple[float | datetime, str, int]]) -> pl.DataFram
     )
 
 
+BAR_GAP = 0.1  # share of a time bin left empty between flow bars
+
+
 def flow_chart(
     flow: pl.DataFrame,
     *,
@@ -126,11 +129,14 @@ def flow_chart(
             go.Bar(
                 x=[local_time(m) if m.tzinfo else m for m in part["minute"].to_list()],
                 y=part["vehicles"].to_list(), name=cls,
+                # Explicit width (date axes count in ms): with a single bin, e.g. the live view's current
+                # minute, Plotly would otherwise draw 1 ms wide, invisible bars.
+                width=bin_s * 1000 * (1 - BAR_GAP),
                 marker_color=class_color(cls),
                 hovertemplate="%{x|%H:%M}: %{y} " + cls + "<extra></extra>",
             )
         )
-    fig.update_layout(barmode="stack", bargap=0.1)
+    fig.update_layout(barmode="stack")
     # Show at least 10 bins: with one or two bars Plotly would put ticks every few seconds ("02:53, 02:53").
     xs = [x for trace in fig.data for x in trace.x]
     last, first = max(xs), min(xs)

@@ -91,6 +91,13 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
         time.sleep(0.1)
 
 
+# Width in px of the widest bar drawn in a graph (0 when none).
+BAR_WIDTH_JS = """
+const paths = document.querySelectorAll('#' + arguments[0] + ' .js-plotly-plot g.point path');
+return Math.max(0, ...Array.from(paths, p => p.getBoundingClientRect().width));
+"""
+
+
 def count_stream_parts(url: str, seconds: float) -> int:
     with urllib.request.urlopen(url, timeout=10) as resp:
         data, t_end = b"", time.monotonic() + seconds
@@ -187,6 +194,10 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         health = browser.find_element("id", L.HEALTH).text
         assert "frames/s" in health and MOTORWAY in health
         assert browser.find_element("id", L.STREAM_STATUS).text == "live"
+        # The live charts draw bars people can see (the flow chart holds only the current minute or two).
+        for graph in (L.FLOW, L.SPEED_HIST):
+            widest = wait_for(lambda g=graph: browser.execute_script(BAR_WIDTH_JS, g), 10, f"bars in {graph}")
+            assert widest >= 5, f"{graph}: bars {widest:.1f} px wide"
         time.sleep(1.5)  # let the charts catch the newest data before the picture
         screenshot = test_output / "dashboard.png"
         assert browser.save_screenshot(str(screenshot))

@@ -52,8 +52,10 @@ def test_flow_chart_converts_aware_times_to_local():
     utc = datetime(2025, 11, 21, 8, 30, tzinfo=timezone.utc)
     df = pl.DataFrame({"minute": [utc], "class_name": ["car"], "vehicles": [4]},
                       schema={"minute": pl.Datetime("us", "UTC"), "class_name": pl.String, "vehicles": pl.Int64})
-    fig = figures.flow_chart(df, bin_label="15 min")
+    fig = figures.flow_chart(df, bin_label="15 min", bin_s=900)
     assert fig.data[0].x[0] == utc.astimezone().replace(tzinfo=None)
+    # One bin only (the live view's current minute): the bar still spans most of its bin, in ms on a date axis.
+    assert fig.data[0].width == pytest.approx(900_000 * (1 - figures.BAR_GAP))
     assert fig.layout.yaxis.title.text == "vehicles / 15 min"
 
 
