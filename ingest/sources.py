@@ -42,6 +42,12 @@ class FrameNotFound(SourceError):
     reason = "frame_not_found"
 
 
+class FrameMismatch(SourceError):
+    """The frame at the referenced timestamp has another index (or size): the reference lies."""
+
+    reason = "frame_mismatch"
+
+
 def uri_to_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
@@ -62,6 +68,7 @@ class SourceInfo:
     height: int
     fps: float
     frame_count: int  # container's estimate; may be 0 when unknown
+    duration_s: float | None = None  # container's estimate; None when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,14 @@ def _pts_seconds(frame: av.VideoFrame, stream: av.video.stream.VideoStream, inde
     return index / fps  # containers without timestamps: fall back to the nominal rate
 
 
+def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1e6  # AV_TIME_BASE
+    return None
+
+
 class VideoFileSource:
     """Iterate a video file's frames in presentation order (context manager)."""
 
@@ -106,6 +121,7 @@ class VideoFileSource:
             height=self._stream.codec_context.height,
             fps=float(fps_override or (rate if rate else 25.0)),
             frame_count=int(self._stream.frames or 0),
+            duration_s=_duration_s(self._container, self._stream),
         )
         self._t0: float | None = None
 
@@ -138,8 +154,12 @@ class VideoFileSource:
 class FrameReader:
     """Random access by (frame index, pts) over one open decoder, sequential in the common case.
 
-    Frames are matched by presentation timestamp (within half a frame) unless the camera overrides the
-    fps, in which case the container's timestamps are not trusted and frames are matched by index.
+    Frames are found by presentation timestamp (within half a frame) unless the camera overrides the fps, in
+    which case the container's timestamps are not trusted and frames are found by index. Either way the frame
+    found must carry *both* the referenced index and timestamp, else :class:`FrameMismatch`: a reference with
+    a bogus index but a real timestamp must not pass as that frame. Past the end of the source is answered
+    from what the reader knows (the exact frame count once it has decoded to the end, the container's
+    duration before that), not by decoding the whole file again.
     """
 
     def __init__(self, path: str | Path, fps_override: float | None = None) -> None:
@@ -147,6 +167,7 @@ class FrameReader:
         self.fps_override = fps_override
         self.seeks = 0  # how often we had to seek or reopen (observability / tests)
         self.decoded = 0
+        self.total_frames: int | None = None  # exact, once a decode reached the end
         self._source: VideoFileSource | None = None
         self._iter: Iterator[VideoFrame] | None = None
         self._last: VideoFrame | None = None
@@ -169,21 +190,42 @@ class FrameReader:
             self._source.close()
             self._source = None
 
+    @property
+    def _tol(self) -> float:
+        return 0.5 / self.info.fps
+
     def _matches(self, frame: VideoFrame, index: int, pts_s: float) -> int:
         """-1: frame is before the target, 0: it is the target, 1: past it."""
         if self.fps_override:
             return (frame.index > index) - (frame.index < index)
-        tol = 0.5 / self.info.fps
-        if frame.pts_s < pts_s - tol:
+        if frame.pts_s < pts_s - self._tol:
             return -1
-        return 0 if frame.pts_s <= pts_s + tol else 1
+        return 0 if frame.pts_s <= pts_s + self._tol else 1
+
+    def _check(self, frame: VideoFrame, index: int, pts_s: float) -> np.ndarray:
+        if frame.index != index or abs(frame.pts_s - pts_s) > self._tol:
+            raise FrameMismatch(
+                f"reference says frame {index} at {pts_s:.4f}s but the source has frame {frame.index} "
+                f"at {frame.pts_s:.4f}s in {self.path}"
+            )
+        return frame.image
+
+    def _past_end(self, frame_index: int, pts_s: float) -> bool:
+        if self.total_frames is not None:
+            return frame_index >= self.total_frames
+        duration = self.info.duration_s
+        # The container's duration is an estimate: only refuse what is clearly beyond it.
+        return duration is not None and pts_s > duration + 1.0 and frame_index > self.info.fps * (duration + 1.0)
 
     def read(self, frame_index: int, pts_s: float) -> np.ndarray:
-        """The BGR image of the frame; raises :class:`FrameNotFound` past the end of the source."""
+        """The BGR image of the frame; raises :class:`FrameNotFound` past the end of the source and
+        :class:`FrameMismatch` when the frame at that position does not carry the referenced index/time."""
+        if self._past_end(frame_index, pts_s):
+            raise FrameNotFound(f"frame {frame_index} (pts {pts_s:.4f}s) is past the end of {self.path}")
         if self._last is not None:
             where = self._matches(self._last, frame_index, pts_s)
             if where == 0:
-                return self._last.image
+                return self._check(self._last, frame_index, pts_s)
             if where > 0:  # asked to go backwards (replay, another worker's batch): restart the decoder
                 self.seeks += 1
                 self._open()
@@ -193,9 +235,10 @@ class FrameReader:
             self._last = frame
             where = self._matches(frame, frame_index, pts_s)
             if where == 0:
-                return frame.image
+                return self._check(frame, frame_index, pts_s)
             if where > 0:
                 raise FrameNotFound(f"no frame at index {frame_index} / pts {pts_s:.4f}s in {self.path}")
+        self.total_frames = (self._last.index + 1) if self._last is not None else 0
         raise FrameNotFound(f"frame {frame_index} (pts {pts_s:.4f}s) is past the end of {self.path}")
 
 

@@ -28,10 +28,16 @@ from streaming_jobs.schemas import PERCEPTION
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import MessageError
 from trafficstream.messages import (
+    MAX_FRAME_REF_BYTES,
+    REASON_FRAME_MISMATCH,
+    REASON_MALFORMED,
     REASON_PATH_NOT_ALLOWED,
     REASON_PROCESSING_ERROR,
+    REASON_SOURCE_MISMATCH,
     REASON_UNKNOWN_CAMERA,
     FrameRef,
+    payload_text,
+    safe_text,
 )
 
 log = logging.getLogger(__name__)
@@ -67,10 +73,16 @@ class Runtime:
         self.cameras = {c.id: c for c in settings.cameras}
         self.roots = settings.allowed_roots
         self._references: dict[str, Any] = {}
+        self._sources: dict[str, Any] = {}
+        self.max_message_bytes = int(getattr(settings.kafka, "max_message_bytes", MAX_FRAME_REF_BYTES))
         self.schema = _arrow_schema()
 
-    def reference(self, camera_id: str, source_path) -> Any | None:
-        """Registration features of a drifting camera's reference frame (computed once per worker)."""
+    def reference(self, camera_id: str) -> Any | None:
+        """Registration features of a drifting camera's reference frame (computed once per worker).
+
+        Always from the camera's *configured* source, never from whatever path a reference names: one stray
+        reference must not become every later frame's registration target.
+        """
         import cv2
 
         from models.registration import prepare_reference
@@ -78,13 +90,19 @@ class Runtime:
         if camera_id not in self._references:
             cam = self.cameras[camera_id]
             target = cam.calibration.reference_frame if cam.calibration and cam.calibration.reference_frame else 0
-            with VideoFileSource(source_path, cam.fps) as src:
+            with VideoFileSource(cam.source_path(), cam.fps) as src:
                 for frame in src.frames():
                     if frame.index == target:
                         gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
                         self._references[camera_id] = prepare_reference(gray)
                         break
         return self._references.get(camera_id)
+
+    def source_matches(self, camera_id: str, path) -> bool:
+        """A reference may only point at its camera's own configured source."""
+        if camera_id not in self._sources:
+            self._sources[camera_id] = self.cameras[camera_id].source_path().resolve()
+        return path.resolve() == self._sources[camera_id]
 
 
 @lru_cache(maxsize=4)
@@ -96,27 +114,34 @@ def runtime_for(settings_json: str) -> Runtime:
 
 
 def _dead(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    base.update(status="dead", reason=reason, detail=detail)
+    base.update(status="dead", reason=reason, detail=safe_text(detail))
     return base
 
 
 def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """Process one Kafka record into one PERCEPTION row (never raises)."""
+    """Process one Kafka record into one PERCEPTION row. Never raises: any defect is a ``dead`` row."""
     row: dict[str, Any] = {
         "camera_id": "", "kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
-        "status": "ok", "reason": None, "detail": None, "payload": None,
+        "status": "ok", "reason": None, "detail": None,
+        # Kept on every row: stage 2 may still dead-letter the frame (duplicate_frame) with its original payload.
+        "payload": payload_text(value, rt.max_message_bytes),
     }
     try:
-        ref = FrameRef.from_json(value)
+        return _perceive(rt, value, row)
+    except Exception as exc:  # a bug or a hostile record must not kill the partition: dead-letter it
+        log.exception("processing failed for %s offset %s", topic, offset)
+        return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        ref = FrameRef.from_json(value, rt.max_message_bytes)
     except MessageError as exc:
-        row["payload"] = value.decode("utf-8", errors="backslashreplace") if value is not None else None
         return _dead(row, exc.reason, exc.detail)
     row.update(
         camera_id=ref.camera_id, frame_index=ref.frame_index, pts_s=ref.pts_s, capture_ts=ref.capture_ts,
         ingest_ts=ref.ingest_ts, source_uri=ref.source_uri, width=ref.width, height=ref.height,
     )
-    # Kept on every row: stage 2 may still dead-letter the frame (duplicate_frame) with its original payload.
-    row["payload"] = value.decode("utf-8", errors="backslashreplace")
     camera = rt.cameras.get(ref.camera_id)
     if camera is None:
         return _dead(row, REASON_UNKNOWN_CAMERA, f"camera {ref.camera_id!r} is not in the deployment config")
@@ -124,8 +149,13 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
         path = uri_to_path(ref.source_uri)
         if not is_under_roots(path, rt.roots):
             return _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
+        if not rt.source_matches(camera.id, path):
+            return _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
         t0 = time.perf_counter()
         image = rt.readers.get(path, camera.fps).read(ref.frame_index, ref.pts_s)
+        if image.shape[:2] != (ref.height, ref.width):
+            return _dead(row, REASON_FRAME_MISMATCH, f"frame is {image.shape[1]}x{image.shape[0]}, the reference "
+                                                     f"says {ref.width}x{ref.height}")
         t1 = time.perf_counter()
         dets = detect_tiled(rt.detector, image, camera.detect_tiles, rt.settings.detector.iou)
         t2 = time.perf_counter()
@@ -134,13 +164,10 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
             dets = dets.filter(points_in_polygon(bottom_centre(dets.xyxy), np.asarray(camera.roi, dtype=np.float32)))
         emb = rt.embedder(image, dets.xyxy)
         if camera.register_frames:
-            row["drift"] = _drift(rt, camera.id, path, image)
+            row["drift"] = _drift(rt, camera.id, image)
         t3 = time.perf_counter()
     except SourceError as exc:
         return _dead(row, exc.reason, str(exc))
-    except Exception as exc:  # a bug or a broken frame must not kill the partition: dead-letter it
-        log.exception("processing failed for %s frame %s", ref.camera_id, ref.frame_index)
-        return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
     row.update(
         boxes=dets.xyxy.astype(np.float32).ravel().tolist(),
         scores=dets.confidence.astype(np.float32).tolist(),
@@ -154,15 +181,42 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
     return row
 
 
-def _drift(rt: Runtime, camera_id: str, path, image: np.ndarray) -> list[float] | None:
+def _drift(rt: Runtime, camera_id: str, image: np.ndarray) -> list[float] | None:
     import cv2
 
     from models.registration import estimate_drift
 
-    ref = rt.reference(camera_id, path)
+    ref = rt.reference(camera_id)
     if ref is None:
         return None
     return np.asarray(estimate_drift(ref, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), dtype=float).ravel().tolist()
+
+
+_DEAD_KEYS = ("camera_id", "kafka_topic", "kafka_partition", "kafka_offset", "payload")
+
+
+def to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows -> Arrow; a row Arrow refuses (a value no check foresaw) becomes a dead row, never a task failure."""
+    try:
+        return pa.RecordBatch.from_pylist(rows, schema=schema)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        pass
+    safe: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            pa.RecordBatch.from_pylist([row], schema=schema)
+            safe.append(row)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            log.warning("row of %s offset %s not representable: %s", row.get("kafka_topic"), row.get("kafka_offset"),
+                        exc)
+            dead = {k: row.get(k) for k in _DEAD_KEYS}
+            dead["camera_id"] = dead["camera_id"] if isinstance(dead["camera_id"], str) else ""
+            dead["camera_id"] = safe_text(dead["camera_id"], 64)
+            if isinstance(dead["payload"], str):
+                dead["payload"] = safe_text(dead["payload"], 64 * 1024)
+            safe.append(_dead(dead, REASON_MALFORMED if row.get("status") == "dead" else REASON_PROCESSING_ERROR,
+                              f"not representable: {type(exc).__name__}: {exc}"))
+    return pa.RecordBatch.from_pylist(safe, schema=schema)
 
 
 def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -174,4 +228,4 @@ def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> I
             perceive_one(rt, v, t, p, o)
             for v, t, p, o in zip(cols["value"], cols["topic"], cols["partition"], cols["offset"])
         ]
-        yield pa.RecordBatch.from_pylist(rows, schema=rt.schema)
+        yield to_record_batch(rows, rt.schema)

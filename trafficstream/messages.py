@@ -5,6 +5,7 @@ so one camera's frames stay ordered in one partition. No pixels ever travel thro
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -27,6 +28,20 @@ REASON_SOURCE_MISSING = "source_missing"
 REASON_SOURCE_UNREADABLE = "source_unreadable"
 REASON_FRAME_NOT_FOUND = "frame_not_found"
 REASON_PROCESSING_ERROR = "processing_error"
+REASON_MESSAGE_TOO_LARGE = "message_too_large"
+REASON_SOURCE_MISMATCH = "source_mismatch"  # the reference names a camera but another video
+REASON_FRAME_MISMATCH = "frame_mismatch"  # the decoded frame's index, timestamp or size differ from the reference
+REASON_DUPLICATE_FRAME = "duplicate_frame"  # a camera's frame that was already processed (re-ingest)
+
+# Bounds on every field of a frame reference: anything outside is a producer bug or an attack, and must be
+# dead-lettered here rather than overflow Arrow (int64), the dashboards (datetime) or a camera's state.
+MAX_FRAME_REF_BYTES = 16 * 1024  # default cap on a frame reference's size; `kafka.max_message_bytes` overrides
+MAX_FRAME_INDEX = 2**31 - 1  # ~2.3 years of a 30 fps stream in one source / segment
+MAX_PTS_S = 10**7  # ~115 days from the start of one source / segment
+MIN_WALL_TS = 946_684_800.0  # 2000-01-01T00:00:00Z
+MAX_WALL_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+MAX_URI_CHARS = 4096
+MAX_DETAIL_CHARS = 2000
 
 
 def _compact(obj: Any) -> bytes:
@@ -55,30 +70,83 @@ class FrameRef:
         return _compact(d)
 
     @classmethod
-    def from_json(cls, raw: bytes | str | None) -> "FrameRef":
-        """Parse and validate; raises :class:`MessageError` with a dead-letter reason on any defect."""
-        if raw is None:
+    def from_json(cls, raw: bytes | str | None, max_bytes: int = MAX_FRAME_REF_BYTES) -> "FrameRef":
+        """Parse and validate; raises :class:`MessageError` with a dead-letter reason on any defect.
+
+        Never raises anything else: deep nesting, huge integers, invalid UTF-8 or lone surrogates all become
+        a reason code (a single crafted message must not fail the task, and with it every camera).
+        """
+        if raw is None or len(raw) == 0:
             raise MessageError(REASON_MALFORMED, "empty message value")
+        if len(raw) > max_bytes:
+            raise MessageError(REASON_MESSAGE_TOO_LARGE, f"{len(raw)} bytes, the limit is {max_bytes}")
         try:
             obj = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
+        except (RecursionError, ValueError, MemoryError) as exc:  # nesting too deep, int with too many digits
+            raise MessageError(REASON_MALFORMED, f"not parseable: {type(exc).__name__}") from None
         if not isinstance(obj, dict):
             raise MessageError(REASON_MALFORMED, "expected a JSON object")
         version = obj.get("v")
         if version != FRAME_REF_VERSION:
-            raise MessageError(REASON_UNSUPPORTED_VERSION, f"v={version!r}, this job reads v={FRAME_REF_VERSION}")
+            shown = version if isinstance(version, (int, float, str)) and len(str(version)) <= 20 else "?"
+            raise MessageError(REASON_UNSUPPORTED_VERSION, f"v={shown!r}, this job reads v={FRAME_REF_VERSION}")
         return cls(
-            camera_id=_field(obj, "camera_id", str, check=lambda s: bool(CAMERA_ID_PATTERN.match(s))),
-            source_uri=_field(obj, "source_uri", str, check=lambda s: 0 < len(s) <= 4096),
-            frame_index=_field(obj, "frame_index", int, check=lambda i: i >= 0),
-            pts_s=float(_field(obj, "pts_s", (int, float), check=lambda x: math.isfinite(x) and x >= 0)),
-            capture_ts=float(_field(obj, "capture_ts", (int, float), check=math.isfinite)),
-            ingest_ts=float(_field(obj, "ingest_ts", (int, float), check=math.isfinite)),
+            camera_id=_field(obj, "camera_id", str, check=lambda s: bool(CAMERA_ID_PATTERN.fullmatch(s))),
+            source_uri=_field(obj, "source_uri", str, check=lambda s: 0 < len(s) <= MAX_URI_CHARS and _valid_text(s)),
+            frame_index=_field(obj, "frame_index", int, check=lambda i: 0 <= i <= MAX_FRAME_INDEX),
+            pts_s=float(_field(obj, "pts_s", (int, float), check=lambda x: _finite_in(x, 0.0, MAX_PTS_S))),
+            capture_ts=float(_field(obj, "capture_ts", (int, float), check=_wall_clock)),
+            ingest_ts=float(_field(obj, "ingest_ts", (int, float), check=_wall_clock)),
             width=_field(obj, "width", int, check=lambda i: 0 < i <= 16384),
             height=_field(obj, "height", int, check=lambda i: 0 < i <= 16384),
         )
 
+
+def _finite_in(x: int | float, lo: float, hi: float) -> bool:
+    try:
+        return math.isfinite(x) and lo <= x <= hi
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _wall_clock(x: int | float) -> bool:
+    return _finite_in(x, MIN_WALL_TS, MAX_WALL_TS)
+
+
+def _valid_text(s: str) -> bool:
+    """Encodable as UTF-8 (no lone surrogates from ``\\udXXX`` escapes) and free of control characters."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in s)
+
+
+def safe_text(value: object, limit: int = MAX_DETAIL_CHARS) -> str:
+    """A string that any UTF-8 sink (Arrow, Delta, Kafka, logs) accepts: lone surrogates escaped, bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def payload_text(payload: bytes | str | None, limit: int = 64 * 1024) -> str | None:
+    """The original payload as text for a dead letter: UTF-8 as is, anything else as ``base64:...``.
+
+    Bytes that are not valid UTF-8 are kept exactly (base64), never mangled; payloads over ``limit`` bytes
+    keep their first ``limit`` bytes (the detail says how large the original was).
+    """
+    if payload is None:
+        return None
+    raw = payload.encode("utf-8", errors="surrogatepass") if isinstance(payload, str) else bytes(payload)
+    raw = raw[:limit]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+    return text
 
 def _field(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
     if name not in obj:
@@ -88,7 +156,8 @@ def _field(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
     if isinstance(value, bool) or not isinstance(value, typ):
         raise MessageError(REASON_MALFORMED, f"field {name!r} has wrong type {type(value).__name__}")
     if check is not None and not check(value):
-        raise MessageError(REASON_MALFORMED, f"field {name!r} has invalid value {value!r}")
+        shown = safe_text(value, 80) if not isinstance(value, int) or value.bit_length() < 256 else "<huge int>"
+        raise MessageError(REASON_MALFORMED, f"field {name!r} has invalid value {shown}")
     return value
 
 
@@ -104,14 +173,19 @@ def dead_letter(
     offset: int | None = None,
     ts: float | None = None,
 ) -> bytes:
-    """Dead-letter record: the reason, where the message came from, and the original payload (text)."""
+    """Dead-letter record: the reason, where the message came from, and the original payload.
+
+    The payload is the original text when it was UTF-8, else ``base64:`` and its bytes (see :func:`payload_text`).
+    """
     if isinstance(payload, bytes):
-        payload = payload.decode("utf-8", errors="backslashreplace")
+        payload = payload_text(payload)
+    elif isinstance(payload, str):
+        payload = safe_text(payload, 64 * 1024)
     return _compact(
         {
             "v": DEAD_LETTER_VERSION,
             "reason": reason,
-            "detail": detail[:2000],
+            "detail": safe_text(detail),
             "camera_id": camera_id,
             "frame_index": frame_index,
             "source": {"topic": topic, "partition": partition, "offset": offset},
@@ -147,10 +221,10 @@ def parse_result(raw: bytes | str) -> dict[str, Any]:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
+    except (RecursionError, ValueError, MemoryError) as exc:
+        raise MessageError(REASON_MALFORMED, f"not parseable: {type(exc).__name__}") from None
     if not isinstance(obj, dict) or obj.get("v") != RESULT_VERSION:
         raise MessageError(REASON_UNSUPPORTED_VERSION, "not a v1 results message")
     if obj.get("type") not in (RESULT_FRAME, RESULT_VIOLATION, RESULT_HEALTH):
-        raise MessageError(REASON_MALFORMED, f"unknown results type {obj.get('type')!r}")
+        raise MessageError(REASON_MALFORMED, f"unknown results type {safe_text(obj.get('type'), 40)}")
     return obj
-
-REASON_DUPLICATE_FRAME = "duplicate_frame"  # a camera's frame that was already processed (re-ingest)

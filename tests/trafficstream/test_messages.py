@@ -84,3 +84,48 @@ def test_parse_result_types():
     assert parse_result(b'{"v":1,"type":"frame","camera_id":"a"}')["camera_id"] == "a"
     with pytest.raises(MessageError):
         parse_result(b'{"v":1,"type":"nope"}')
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 50_000 + b"]" * 50_000,  # deep nesting: RecursionError inside json
+        b'{"v":1,"frame_index":' + b"1" * 10_000 + b"}",  # int beyond Python's digit limit: ValueError
+    ],
+)
+def test_parser_never_raises_anything_but_message_error(raw):
+    with pytest.raises(MessageError) as err:
+        FrameRef.from_json(raw, max_bytes=10**6)
+    assert err.value.reason == REASON_MALFORMED
+    with pytest.raises(MessageError):
+        parse_result(raw)
+
+
+def test_size_cap():
+    raw = _ref().to_json()
+    with pytest.raises(MessageError) as err:
+        FrameRef.from_json(raw, max_bytes=len(raw) - 1)
+    assert err.value.reason == "message_too_large"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("frame_index", 2**63), ("capture_ts", 1e300), ("ingest_ts", 0.0), ("pts_s", 1e9), ("source_uri", "a\ud800b"),
+     ("source_uri", "x" * 5000), ("capture_ts", 10**400)],
+)
+def test_bounds(field, value):
+    obj = json.loads(_ref().to_json())
+    obj[field] = value
+    with pytest.raises(MessageError) as err:
+        FrameRef.from_json(json.dumps(obj))
+    assert err.value.reason == REASON_MALFORMED and field in err.value.detail
+    err.value.detail.encode("utf-8")  # always encodable, whatever the input held
+
+
+def test_dead_letter_keeps_non_utf8_payload_exactly():
+    import base64
+
+    raw = b"\xff\x00\xc3"
+    rec = json.loads(dead_letter("malformed_message", "bad \ud800 detail", raw))
+    assert rec["payload"] == "base64:" + base64.b64encode(raw).decode()
+    assert "\\ud800" in rec["detail"]
