@@ -28,6 +28,7 @@ import base64
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -58,7 +59,7 @@ NODE_ID = 1
 JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
              "-Djava.awt.headless=true")
 
-_LISTENER = re.compile(r"(PLAINTEXT|CONTROLLER)://([^:,\s]+):(\d+)")
+_LISTENER = re.compile(r"(PLAINTEXT|SASL|CONTROLLER)://([^:,\s]+):(\d+)")
 
 
 class BrokerError(RuntimeError):
@@ -114,7 +115,9 @@ class KafkaBroker:
 
     ``port`` / ``controller_port``: None reuses the ports of an existing ``server.properties`` in ``data_dir``
     (so clients and the controller quorum keep their address across restarts), else picks free ones.
-    ``properties`` overrides or adds broker settings.
+    ``properties`` overrides or adds broker settings. ``sasl_users`` (user -> password) puts SASL/PLAIN on the
+    client listener (SASL_PLAINTEXT; TLS is for real clusters): clients must then authenticate, and
+    :attr:`client_config` holds the broker's own admin credentials for its health checks.
     """
 
     def __init__(
@@ -125,13 +128,18 @@ class KafkaBroker:
         controller_port: int | None = None,
         heap: str = "512m",
         properties: Mapping[str, str] | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
         self.heap = heap
         self.extra_properties = dict(properties or {})
+        self.sasl_users = dict(sasl_users or {})
+        self.listener = "SASL" if self.sasl_users else "PLAINTEXT"
+        # The broker's own account (inter-broker traffic, health checks): random, never logged.
+        self._admin_password = secrets.token_urlsafe(16) if self.sasl_users else ""
         saved = self._saved_ports()
-        self.port = port or saved.get("PLAINTEXT") or free_port(host)
+        self.port = port or saved.get(self.listener) or free_port(host)
         self.controller_port = controller_port or saved.get("CONTROLLER") or free_port(host)
         self._controller_port_given = controller_port is not None
         if self.controller_port == self.port:
@@ -184,17 +192,35 @@ class KafkaBroker:
                 return {name: int(port) for name, _, port in _LISTENER.findall(line)}
         return {}
 
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties this broker's own admin client needs (empty without SASL)."""
+        if not self.sasl_users:
+            return {}
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "admin",
+                "sasl.password": self._admin_password}
+
+    def _sasl_properties(self) -> dict[str, str]:
+        users = {"admin": self._admin_password, **self.sasl_users}
+        accounts = " ".join(f'user_{u}="{pw}"' for u, pw in users.items())
+        jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="admin" password="{self._admin_password}" {accounts};')
+        return {"sasl.enabled.mechanisms": "PLAIN", "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                "listener.name.sasl.plain.sasl.jaas.config": jaas}
+
     def broker_properties(self) -> dict[str, str]:
         hp, cp = f"{self.host}:{self.port}", f"{self.host}:{self.controller_port}"
+        name = self.listener
+        protocol = "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
             # Dynamic single-voter quorum (formatted with --standalone), as in Kafka 4.x's own config/server.properties.
             "controller.quorum.bootstrap.servers": cp,
-            "listeners": f"PLAINTEXT://{hp},CONTROLLER://{cp}",
-            "advertised.listeners": f"PLAINTEXT://{hp},CONTROLLER://{cp}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listeners": f"{name}://{hp},CONTROLLER://{cp}",
+            "advertised.listeners": f"{name}://{hp},CONTROLLER://{cp}",
+            "listener.security.protocol.map": f"{name}:{protocol},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": name,
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.kafka_logs),
             # One node: every internal topic has a single replica; few partitions keep the first group join fast.
@@ -219,6 +245,8 @@ class KafkaBroker:
             "log.retention.bytes": str(512 * 1024 * 1024),
             "log.retention.check.interval.ms": "60000",
         }
+        if self.sasl_users:
+            props.update(self._sasl_properties())
         props.update(self.extra_properties)
         return props
 
@@ -226,7 +254,11 @@ class KafkaBroker:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         lines = ["# Generated by infra/kafka.py on every start; edit KafkaBroker(properties=...) instead."]
         lines += [f"{k}={v}" for k, v in self.broker_properties().items()]
-        self.properties_file.write_text("\n".join(lines) + "\n")
+        # Owner-only: with SASL it holds the accounts' passwords.
+        fd = os.open(self.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.chmod(self.properties_file, 0o600)
         self.log4j_file.write_text(_LOG4J_TEMPLATE.format(log=self.server_log))
 
     def _jvm(self, main_class: str, *args: str) -> list[str]:
@@ -323,7 +355,8 @@ class KafkaBroker:
                 raise BrokerError(f"kafka broker exited with {self._proc.returncode} during start-up\n"
                                   f"{self.log_tail()}")
             # Only ask librdkafka once the port accepts connections: it would log every refused connect.
-            if _port_open(self.host, self.port) and broker_ready(self.bootstrap_servers, timeout_s=2):
+            if _port_open(self.host, self.port) and broker_ready(self.bootstrap_servers, timeout_s=2,
+                                                                 client_config=self.client_config):
                 return
             if time.monotonic() > deadline:
                 raise BrokerError(f"kafka broker not healthy on {self.bootstrap_servers} in time\n{self.log_tail()}")
@@ -367,10 +400,12 @@ class KafkaBroker:
     # -- topics -------------------------------------------------------------------------------------
     def create_topics(self, names: Iterable[str], partitions: int, replication_factor: int = 1,
                       client_config: Mapping[str, str] | None = None) -> dict[str, bool]:
-        return create_topics(self.bootstrap_servers, names, partitions, replication_factor, client_config)
+        return create_topics(self.bootstrap_servers, names, partitions, replication_factor,
+                             client_config if client_config is not None else self.client_config)
 
     def delete_topics(self, names: Iterable[str], client_config: Mapping[str, str] | None = None) -> dict[str, bool]:
-        return delete_topics(self.bootstrap_servers, names, client_config)
+        return delete_topics(self.bootstrap_servers, names,
+                             client_config if client_config is not None else self.client_config)
 
 
 _LOG4J_TEMPLATE = """\
