@@ -8,7 +8,7 @@ CONFIG ?= infra/config/demo.yaml
 # Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
 TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 
-.PHONY: install jars browser-deps test test-unit demo dashboard eval bench kafka-start kafka-stop clean help
+.PHONY: install jars browser-deps test test-unit demo dashboard eval bench soak kafka-start kafka-stop clean help
 
 help:
 	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
@@ -16,6 +16,7 @@ help:
 	@echo "make dashboard  start the Dash app on 127.0.0.1:8050 (CONFIG=...)"
 	@echo "make eval       synthetic known-speed clip through the real pipeline; accuracy JSON"
 	@echo "make bench      measure detector / pipeline throughput into var/bench/"
+	@echo "make soak       20-minute run of the job, memory and checkpoint growth into bench/results/soak.json"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -53,6 +54,10 @@ eval: install
 
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Long run (default 20 min, outside `make test`): memory and checkpoint growth; bench/results/soak.json.
+soak: install
+	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m bench.soak $(SOAK_ARGS)
 
 kafka-start: install
 	$(PY) -m infra.kafka start --data-dir var/kafka --port 9092

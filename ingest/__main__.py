@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realtime", action="store_true", help="pace frames by their timestamps")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each camera after N frames")
     parser.add_argument("--start-frame", type=int, default=0, help="skip frames before this index")
+    parser.add_argument("--max-rate", type=float, default=None, help="publish at most N frames/s per camera")
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         stats = run_ingest(
-            settings, args.camera, realtime=args.realtime, max_frames=args.max_frames, start_frame=args.start_frame
+            settings, args.camera, realtime=args.realtime, max_frames=args.max_frames, start_frame=args.start_frame,
+            max_rate_fps=args.max_rate,
         )
     except (ConfigError, DeliveryError) as exc:
         log.error("%s", exc)

@@ -42,8 +42,11 @@ def ingest_camera(
     start_frame: int = 0,
     stop: threading.Event | None = None,
     position: int = 0,
+    max_rate_fps: float | None = None,
 ) -> int:
-    """Publish references for one camera; returns the number of frames published."""
+    """Publish references for one camera; returns the number of frames published.
+
+    ``max_rate_fps`` caps the publication rate (soak runs, a job sized below the camera's rate)."""
     published = 0
     with VideoFileSource(camera.source_path(), camera.fps) as source:
         info = source.info
@@ -62,6 +65,10 @@ def ingest_camera(
                     break
                 if realtime:  # pace like a live camera: frame k is available at its presentation time
                     delay = t_start + frame.pts_s - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+                if max_rate_fps:
+                    delay = t_start + published / max_rate_fps - time.time()
                     if delay > 0:
                         time.sleep(delay)
                 now = time.time()
@@ -90,6 +97,7 @@ def run_ingest(
     max_frames: int | None = None,
     start_frame: int = 0,
     stop: threading.Event | None = None,
+    max_rate_fps: float | None = None,
 ) -> IngestStats:
     """Ingest the selected cameras (all by default) concurrently; flushes and checks every delivery."""
     cameras = [settings.camera(cid) for cid in camera_ids] if camera_ids else list(settings.cameras)
@@ -105,7 +113,7 @@ def run_ingest(
             try:
                 stats.frames[cam.id] = ingest_camera(
                     cam, pub, realtime=realtime, max_frames=max_frames, start_frame=start_frame, stop=stop,
-                    position=i,
+                    position=i, max_rate_fps=max_rate_fps,
                 )
             except Exception as exc:  # one broken camera must not stop the others
                 log.error("camera %s: ingest failed: %s", cam.id, exc)

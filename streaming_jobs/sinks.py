@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +108,21 @@ def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
     return paths
 
 
+FAULT_ENV = "TRAFFICSTREAM_FAULT"
+
+
+def inject_fault(point: str, batch_id: int) -> None:
+    """Crash here, like a lost machine, when ``$TRAFFICSTREAM_FAULT`` is ``point:batch_id`` (the fault tests).
+
+    SIGKILL to the whole process group: the driver JVM, this Python process and the workers die at once.
+    Inert unless the variable names this exact point and batch.
+    """
+    if os.environ.get(FAULT_ENV) == f"{point}:{batch_id}":
+        log.warning("fault injection: SIGKILL at %s of batch %d", point, batch_id)
+        logging.shutdown()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
 def _ts(col: str) -> Any:
     return F.timestamp_seconds(F.col(col))
 
@@ -183,6 +200,7 @@ class BatchWriter:
             t1 = time.perf_counter()
             if counts:
                 self._write(df, batch_id, counts)
+            inject_fault("after_sinks", batch_id)  # every sink committed, Spark's checkpoint commit not yet
             t2 = time.perf_counter()
             batch_ms = (t2 - t0) * 1e3
             n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)

@@ -104,8 +104,15 @@ def start_query(
     return stream.start(), writer
 
 
+class QueryFailed(RuntimeError):
+    """The streaming query stopped with an exception (its cause is in ``__cause__``)."""
+
+
 def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: float | None) -> None:
-    """Wait for the query; stop it gracefully when ``stop_file`` appears or after ``idle_s`` without input."""
+    """Wait for the query; stop it gracefully when ``stop_file`` appears or after ``idle_s`` without input.
+
+    Raises :class:`QueryFailed` when the query died on its own (a broker outage, a failed sink).
+    """
     last_active = time.time()
     seen_batch = -1
     while query.isActive:
@@ -126,7 +133,40 @@ def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: flo
             break
     query.stop()
     if query.exception() is not None:
-        raise RuntimeError(f"streaming query failed: {query.exception()}")
+        raise QueryFailed(f"streaming query failed: {query.exception()}")
+
+
+def run_supervised(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> None:
+    """Run the query; when it fails (broker restart, storage hiccup) restart it from its checkpoint with
+    exponential backoff, like a cluster manager would restart the driver, up to ``--max-restarts`` in a row.
+    A query that ran for ``stable_s`` resets the count: only a fault that persists stops the job."""
+    restarts, backoff, stable_s = 0, 2.0, 300.0
+    while True:
+        started = time.time()
+        query, writer = start_query(spark, settings, args.checkpoint, available_now=args.available_now)
+        log.info("query %s started (id %s); checkpoint %s", QUERY_NAME, query.id,
+                 args.checkpoint or settings.checkpoint_uri(QUERY_NAME))
+        try:
+            if args.available_now:
+                query.awaitTermination()
+                if query.exception() is not None:
+                    raise QueryFailed(f"streaming query failed: {query.exception()}")
+            else:
+                run_until_stopped(query, args.stop_file, args.idle_timeout or settings.spark.stop_after_idle_s)
+            return
+        except QueryFailed as exc:
+            if time.time() - started > stable_s:
+                restarts, backoff = 0, 2.0
+            if restarts >= args.max_restarts:
+                log.error("%s; %d restarts in a row, giving up", exc, restarts)
+                raise
+            restarts += 1
+            log.warning("%s; restarting from the checkpoint in %.0f s (restart %d of at most %d)",
+                        str(exc).splitlines()[0][:500], backoff, restarts, args.max_restarts)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+        finally:
+            writer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--available-now", action="store_true", help="process what is in Kafka, then exit")
     parser.add_argument("--stop-file", type=Path, default=None, help="stop gracefully when this file appears")
     parser.add_argument("--idle-timeout", type=float, default=None, help="stop after N seconds without input")
+    parser.add_argument("--max-restarts", type=int, default=10,
+                        help="restart a failed query from its checkpoint up to N times in a row (default 10)")
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -145,18 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     spark = spark_session(settings)
     spark.sparkContext.setLogLevel("WARN")
-    query, writer = start_query(spark, settings, args.checkpoint, available_now=args.available_now)
-    log.info("query %s started (id %s); checkpoint %s", QUERY_NAME, query.id, args.checkpoint or settings.checkpoint_root)
     try:
-        if args.available_now:
-            query.awaitTermination()
-        else:
-            run_until_stopped(query, args.stop_file, args.idle_timeout or settings.spark.stop_after_idle_s)
+        run_supervised(spark, settings, args)
     except KeyboardInterrupt:
-        log.info("interrupted: stopping the query (the checkpoint resumes it)")
-        query.stop()
-    finally:
-        writer.close()
+        log.info("interrupted: the checkpoint resumes the query")
+    except QueryFailed as exc:
+        log.error("%s", exc)
+        spark.stop()
+        return 1
     spark.stop()
     return 0
 

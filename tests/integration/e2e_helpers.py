@@ -1,7 +1,6 @@
 """Helpers for end-to-end tests: run the real job code on the shared SparkSession and read results back."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import polars as pl
