@@ -9,19 +9,19 @@ Implausible results are *flagged* with a reason and reported as measured, never 
 estimate must not feed a violation, but an operator can still see what went wrong.
 
 :class:`TrackKinematics` keeps the bounded per-track history for all tracks of one camera and serialises to
-a plain dict / compact bytes for Spark's state store.
+a plain dict (the ``kinematics`` document of ``models/state_codec.py``) / compact bytes for Spark's state store.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from models import state_codec
 
 if TYPE_CHECKING:
     from models.homography import RoadPlane
@@ -38,8 +38,8 @@ FLAG_IMPLAUSIBLE_ACCELERATION = "implausible_acceleration"
 FLAG_LARGE_RESIDUAL = "large_residual"
 FLAG_INCONSISTENT_MOTION = "inconsistent_motion"
 
-_MAGIC = b"TSK1"
-_STATE_VERSION = 1
+_STATE_KIND = "kinematics"
+_STATE_VERSION = 1  # of the document; the blob's format version is state_codec.FORMAT_VERSION
 _NOISE_ALPHA = 0.1
 _MIN_RESIDUAL_M = 0.1  # below this a residual is never "large": sub-decimetre jitter is box quantisation
 _RAYLEIGH_MEDIAN = math.sqrt(2 * math.log(2))  # median of |r| for 2-D Gaussian residuals of unit sigma
@@ -430,25 +430,24 @@ class TrackKinematics:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], plane: RoadPlane | None = None) -> TrackKinematics:
+        """Restore with the parameters the state was written with."""
+        return cls(plane=plane, **state["params"]).restore_tracks(state)
+
+    def restore_tracks(self, state: dict[str, Any]) -> TrackKinematics:
+        """Replace this instance's tracks with those of a :meth:`to_dict` state; parameters stay this instance's
+        (a restart takes them from the current configuration). Returns ``self``."""
         if state.get("v") != _STATE_VERSION:
             raise ValueError(f"TrackKinematics state version {state.get('v')!r}, expected {_STATE_VERSION}")
-        obj = cls(plane=plane, **state["params"])
-        obj._tracks = {k: _Track.from_list(v) for k, v in state["tracks"]}
-        return obj
+        self._tracks = {k: _Track.from_list(v) for k, v in state["tracks"]}
+        return self
 
     def to_bytes(self) -> bytes:
-        payload = json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
-        return _MAGIC + zlib.compress(payload, 6)
+        return state_codec.encode(_STATE_KIND, self.to_dict())
 
     @classmethod
     def from_bytes(cls, blob: bytes, plane: RoadPlane | None = None) -> TrackKinematics:
-        if not blob.startswith(_MAGIC):
-            raise ValueError("not a TrackKinematics state (bad magic)")
-        try:
-            state = json.loads(zlib.decompress(blob[len(_MAGIC):]))
-        except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"corrupt TrackKinematics state: {exc}") from None
-        return cls.from_dict(state, plane=plane)
+        """Raises ``ValueError`` (``state_codec.StateFormatError``) for anything but a readable state."""
+        return cls.from_dict(state_codec.decode(blob, _STATE_KIND)[1], plane=plane)
 
     def state_size_bytes(self) -> int:
         return len(self.to_bytes())

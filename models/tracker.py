@@ -6,9 +6,11 @@ the tracked vehicles of that frame. Between micro-batches the tracker is frozen 
 :meth:`VehicleTracker.to_bytes` into Spark's state store and thawed with :meth:`VehicleTracker.from_bytes`,
 possibly in another Python process; a restored tracker behaves bit-for-bit like one that never stopped.
 
-The state blob is a small header (magic, format version, CRC32) plus a pickle holding *builtin values only*
-(dicts, lists, ints, floats, bytes): no numpy or deep-sort-realtime classes, so it survives upgrades of
-either library, and unpickling it cannot run code.
+The state is a ``tracker`` document of the explicit, versioned format of ``models/state_codec.py`` (JSON values
+plus raw numeric arrays, never pickle): no numpy or deep-sort-realtime classes, so it survives upgrades of
+either library, and reading it cannot run code. :meth:`VehicleTracker.to_state` / :meth:`from_state` give
+the document itself, for embedding in a camera's state; ``from_state(doc, params=...)`` restores the dynamic
+contents (tracks, gallery, id counter) under the *current* configuration's parameters.
 
 Usage::
 
@@ -22,12 +24,8 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import pickle
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,15 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
+from models import state_codec
+
 if TYPE_CHECKING:
     from trafficstream.config import TrackerSettings
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"TSVT"
-_FORMAT_VERSION = 1
-_HEADER = struct.Struct("<4sHI")  # magic, format version, crc32 of the payload
-_PICKLE_PROTOCOL = 5  # fixed, not HIGHEST_PROTOCOL: a newer Python must not write what an older one can't read
+_STATE_KIND = "tracker"
 _MAX_PENDING_ENDED = 10_000  # ended ids kept for a caller that never asks for them
 
 try:
@@ -98,7 +95,7 @@ def _single_threaded_blas() -> Iterator[None]:
         yield
 
 
-class TrackerStateError(ValueError):
+class TrackerStateError(state_codec.StateFormatError):
     """A serialised tracker state is corrupt, truncated or written in an unknown format."""
 
 
@@ -189,17 +186,21 @@ class VehicleTracker:
         cls, settings: TrackerSettings, fps: float, gallery_cap: int | None = None, *, first_track_id: int = 1
     ) -> VehicleTracker:
         """Build from ``settings.tracker``; ``max_age_s`` becomes frames at the camera's ``fps``."""
+        return cls(**cls.params_from_settings(settings, fps, gallery_cap), first_track_id=first_track_id)
+
+    @staticmethod
+    def params_from_settings(settings: TrackerSettings, fps: float, gallery_cap: int | None = None) -> dict[str, Any]:
+        """Constructor parameters for ``settings.tracker`` at ``fps`` (also what :meth:`from_state` re-applies)."""
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
-        return cls(
-            max_age_frames=max(1, round(settings.max_age_s * fps)),
-            n_init=settings.n_init,
-            max_cosine_distance=settings.max_cosine_distance,
-            max_iou_distance=settings.max_iou_distance,
-            nn_budget=settings.nn_budget,
-            gallery_cap=gallery_cap,
-            first_track_id=first_track_id,
-        )
+        return {
+            "max_age_frames": max(1, round(settings.max_age_s * fps)),
+            "n_init": settings.n_init,
+            "max_cosine_distance": settings.max_cosine_distance,
+            "max_iou_distance": settings.max_iou_distance,
+            "nn_budget": settings.nn_budget,
+            "gallery_cap": gallery_cap,
+        }
 
     @property
     def params(self) -> dict[str, Any]:
@@ -246,8 +247,10 @@ class VehicleTracker:
         # DeepSort.update_tracks drops boxes with w/h <= 0 but NOT their embeddings, which would shift
         # every later embedding onto the wrong box: drop degenerate rows here, all arrays together.
         wh = boxes[:, 2:] - boxes[:, :2]
+        # A NaN score would also end up in the track (and make the state unserialisable): dropped too.
         keep = np.flatnonzero(
             (wh > 0).all(axis=1) & np.isfinite(boxes).all(axis=1) & np.isfinite(embeds).all(axis=1)
+            & np.isfinite(scores)
         )
         if len(keep) < len(boxes):
             logger.debug("dropping %d degenerate or non-finite detections", len(boxes) - len(keep))
@@ -314,12 +317,13 @@ class VehicleTracker:
 
     # -- persistence -----------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """The complete tracker state: Kalman states, track bookkeeping, id counter, appearance gallery.
+    def to_state(self) -> dict[str, Any]:
+        """The complete tracker state as a ``tracker`` document (``models/state_codec.py``): Kalman states,
+        track bookkeeping, id counter, appearance gallery.
 
         Only live tracks are stored (DeepSORT already dropped deleted tracks and their galleries); each
         gallery holds at most ``nn_budget`` samples, and identical embedding rows (DeepSORT re-adds a
-        track's last feature every frame) are stored once.
+        track's last feature every frame) are stored once, in float16 when that loses nothing.
         """
         tracker = self._deepsort.tracker
         pool: dict[bytes, int] = {}  # embedding bytes -> row in the pool
@@ -330,62 +334,72 @@ class VehicleTracker:
         tracks = [
             {
                 "id": int(t.track_id),
-                "mean": _pack_array(t.mean),
-                "cov": _pack_array(t.covariance),
+                # the dtype is kept exactly (a new track's mean is float32, float64 after one predict)
+                "mean": np.asarray(t.mean),
+                "cov": np.asarray(t.covariance),
                 "hits": int(t.hits),
                 "age": int(t.age),
                 "tsu": int(t.time_since_update),
                 "state": int(t.state),  # TrackState: 1 tentative, 2 confirmed
                 "features": [ref(f) for f in t.features],
                 # per-frame fields: reset by the next predict(), kept so a restored tracker is identical
-                "ltwh": None if t.original_ltwh is None else _pack_array(t.original_ltwh),
+                "ltwh": None if t.original_ltwh is None else np.asarray(t.original_ltwh),
                 "det_class": None if t.det_class is None else int(t.det_class),
-                "det_conf": t.det_conf,
-                "others": t.others,
+                "det_conf": None if t.det_conf is None else float(t.det_conf),
+                "others": None if t.others is None else int(t.others),
             }
             for t in tracker.tracks
         ]
-        samples = [(int(tid), [ref(f) for f in feats]) for tid, feats in tracker.metric.samples.items()]
-        payload = {
-            "params": self._params,
+        samples = [[int(tid), [ref(f) for f in feats]] for tid, feats in tracker.metric.samples.items()]
+        return {
+            "params": dict(self._params),
             "deepsort_version": _DEEPSORT_VERSION,
             "next_id": int(tracker._next_id),
             "frame_count": self._frame_count,
             "embed_dim": self._embed_dim,
-            "pool": b"".join(pool),  # rows of embed_dim float32, in pool order
+            "pool": _pack_pool(list(pool), self._embed_dim or 0),
             "tracks": tracks,
             "samples": samples,
-            "class_votes": [(tid, list(votes.items())) for tid, votes in self._class_votes.items()],
-            "pending_ended": [list(e) for e in self._pending_ended],
+            "class_votes": [[tid, [[c, n] for c, n in votes.items()]] for tid, votes in self._class_votes.items()],
+            "pending_ended": [[tid, confirmed] for tid, confirmed in self._pending_ended],
         }
-        body = pickle.dumps(payload, protocol=_PICKLE_PROTOCOL)
-        return _HEADER.pack(_MAGIC, _FORMAT_VERSION, zlib.crc32(body)) + body
+
+    def to_bytes(self) -> bytes:
+        """:meth:`to_state` as a standalone ``tracker`` blob (``models/state_codec.py``)."""
+        return state_codec.encode(_STATE_KIND, self.to_state(), next_id=self.next_track_id)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> VehicleTracker:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> VehicleTracker:
         """Restore a tracker written by :meth:`to_bytes` (with the parameters it was written with).
 
         Raises:
             TrackerStateError: Corrupt/truncated blob or an unknown format version; the caller should
-                log it and start a fresh tracker with a ``first_track_id`` above the ids already emitted.
+                log it and start a fresh tracker with a ``first_track_id`` above the ids already emitted
+                (``models.state_codec.read_envelope(data).next_id`` survives a corrupt body).
         """
-        data = bytes(data)
-        if len(data) < _HEADER.size:
-            raise TrackerStateError(f"tracker state truncated ({len(data)} bytes)")
-        magic, version, crc = _HEADER.unpack_from(data)
-        body = data[_HEADER.size :]
-        if magic != _MAGIC:
-            raise TrackerStateError("not a tracker state (bad magic)")
-        if version != _FORMAT_VERSION:
-            raise TrackerStateError(f"tracker state format v{version}; this build reads v{_FORMAT_VERSION}")
-        if zlib.crc32(body) != crc:
-            raise TrackerStateError("tracker state corrupt (CRC mismatch)")
         try:
-            state = _BuiltinsOnlyUnpickler(io.BytesIO(body)).load()
-            return cls._from_state(state)
+            _, state = state_codec.decode(data, _STATE_KIND)
+        except state_codec.StateFormatError as exc:
+            raise TrackerStateError(str(exc)) from None
+        return cls.from_state(state)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], params: dict[str, Any] | None = None) -> VehicleTracker:
+        """Restore a :meth:`to_state` document.
+
+        Args:
+            params: Constructor parameters to run with from now on (e.g. :meth:`params_from_settings` of the
+                current configuration); ``None`` keeps those the state was written with. Tracks, gallery and
+                id counter are restored either way; new thresholds apply from the next :meth:`update`.
+
+        Raises:
+            TrackerStateError: The document is malformed.
+        """
+        try:
+            return cls._from_state(state, params)
         except TrackerStateError:
             raise
-        except Exception as exc:  # malformed payload: surface as one error type
+        except Exception as exc:  # malformed document: surface as one error type
             raise TrackerStateError(f"tracker state unreadable: {exc!r}") from exc
 
     def state_size_bytes(self) -> int:
@@ -395,43 +409,47 @@ class VehicleTracker:
     # -- internals -------------------------------------------------------------------------------
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> VehicleTracker:
+    def _from_state(cls, state: dict[str, Any], params: dict[str, Any] | None) -> VehicleTracker:
         if state["deepsort_version"] != _DEEPSORT_VERSION:
             logger.info(
                 "tracker state written with deep-sort-realtime %s, running %s",
                 state["deepsort_version"],
                 _DEEPSORT_VERSION,
             )
-        self = cls(**state["params"])
-        self._embed_dim = state["embed_dim"]
-        self._frame_count = state["frame_count"]
+        if params is not None and params != state["params"]:
+            changed = {k: (state["params"].get(k), v) for k, v in params.items() if state["params"].get(k) != v}
+            logger.info("tracker restored with changed parameters (old, new): %s", changed)
+        self = cls(**(state["params"] if params is None else params))
+        self._embed_dim = None if state["embed_dim"] is None else int(state["embed_dim"])
+        self._frame_count = int(state["frame_count"])
         features: list[np.ndarray] = []
         if self._embed_dim:
-            # one writable array per row, as DeepSORT holds them
-            rows = np.frombuffer(state["pool"], dtype=np.float32).reshape(-1, self._embed_dim)
-            features = [row.copy() for row in rows]
+            pool = np.asarray(state["pool"], dtype=np.float32)  # float16 pools widen exactly
+            if pool.ndim != 2 or pool.shape[1] != self._embed_dim:
+                raise TrackerStateError(f"gallery pool of shape {pool.shape}, embed_dim {self._embed_dim}")
+            features = [row.copy() for row in pool]  # one writable array per row, as DeepSORT holds them
 
         tracker = self._deepsort.tracker
-        tracker._next_id = state["next_id"]
+        tracker._next_id = int(state["next_id"])
         for t in state["tracks"]:
             track = tracker.track_class(
-                _unpack_array(t["mean"]),
-                _unpack_array(t["cov"]),
-                str(t["id"]),  # deep-sort-realtime's own id format (no `today`)
+                _float_array(t["mean"]),
+                _float_array(t["cov"]),
+                str(int(t["id"])),  # deep-sort-realtime's own id format (no `today`)
                 tracker.n_init,
                 tracker.max_age,
-                original_ltwh=None if t["ltwh"] is None else _unpack_array(t["ltwh"]),
+                original_ltwh=None if t["ltwh"] is None else _float_array(t["ltwh"]),
                 det_class=t["det_class"],
                 det_conf=t["det_conf"],
                 others=t["others"],
             )
-            track.hits, track.age, track.time_since_update = t["hits"], t["age"], t["tsu"]
-            track.state = t["state"]
+            track.hits, track.age, track.time_since_update = int(t["hits"]), int(t["age"]), int(t["tsu"])
+            track.state = int(t["state"])
             track.features = [features[i] for i in t["features"]]
             tracker.tracks.append(track)
-        tracker.metric.samples = {str(tid): [features[i] for i in refs] for tid, refs in state["samples"]}
-        self._class_votes = {tid: dict(votes) for tid, votes in state["class_votes"]}
-        self._pending_ended = [(tid, confirmed) for tid, confirmed in state["pending_ended"]]
+        tracker.metric.samples = {str(int(tid)): [features[i] for i in refs] for tid, refs in state["samples"]}
+        self._class_votes = {int(tid): {int(c): int(n) for c, n in votes} for tid, votes in state["class_votes"]}
+        self._pending_ended = [(int(tid), bool(confirmed)) for tid, confirmed in state["pending_ended"]]
         return self
 
     def _validate(
@@ -483,22 +501,19 @@ class VehicleTracker:
                 samples[tid] = samples[tid][-size:]
 
 
-class _BuiltinsOnlyUnpickler(pickle.Unpickler):
-    """The state holds builtins only; refusing every global makes loading it safe against crafted blobs."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"tracker state may not reference {module}.{name}")
-
-
-def _pack_array(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
-    a = np.asarray(a)
-    # the dtype is kept exactly (a new track's mean is float32, float64 after one predict)
-    return a.dtype.str, tuple(a.shape), np.ascontiguousarray(a).tobytes()
+def _pack_pool(rows: list[bytes], dim: int) -> np.ndarray:
+    """Gallery rows (float32 bytes) as one array; float16 when every value survives the round trip (stage 1
+    ships float16 embeddings, so in the pipeline it always does): half the state, bit-identical restore."""
+    pool = np.frombuffer(b"".join(rows), dtype=np.float32).reshape(len(rows), dim)
+    half = pool.astype(np.float16)
+    return half if np.array_equal(half.astype(np.float32), pool) else pool
 
 
-def _unpack_array(packed: tuple[str, tuple[int, ...], bytes]) -> np.ndarray:
-    dtype, shape, raw = packed
-    return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+def _float_array(a: Any) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind != "f":
+        raise TrackerStateError(f"expected a float array, got dtype {arr.dtype}")
+    return arr
 
 
 __all__ = ["TrackedVehicle", "TrackerStateError", "VehicleTracker"]

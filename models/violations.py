@@ -6,19 +6,20 @@ current overspeed span: a speed at or under the limit, a flagged estimate, no es
 ``max_gap_s`` between estimates. That is deliberately conservative: staff act on these, so a doubtful
 measurement must never carry a span across.
 
-The rule keeps a small serialisable state per track (Spark's state store); after its violation a track only
-remembers that it was reported, so it is never reported twice while it stays in view.
+The rule keeps a small serialisable state per track (Spark's state store; the ``violations`` document of
+``models/state_codec.py``); after its violation a track only remembers that it was reported, so it is never
+reported twice while it stays in view. A restored rule takes its limit and durations from the current camera
+configuration (:meth:`ViolationRule.restore_tracks`).
 """
 from __future__ import annotations
 
-import json
 import logging
-import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models import state_codec
 from models.speed import SpeedEstimate, TrackId
 
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"TSV1"
-_STATE_VERSION = 1
+_STATE_KIND = "violations"
+_STATE_VERSION = 1  # of the document; the blob's format version is state_codec.FORMAT_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,26 +162,34 @@ class ViolationRule:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ViolationRule:
+        """Restore with the parameters the state was written with."""
+        params = dict(state["params"])
+        return cls(params.pop("limit_kmh"), params.pop("min_duration_s"), **params).restore_tracks(state)
+
+    def restore_tracks(self, state: dict[str, Any]) -> ViolationRule:
+        """Replace this rule's per-track spans with those of a :meth:`to_dict` state; the limit and durations stay
+        this instance's (a restart takes them from the current camera config). Returns ``self``.
+
+        An open overspeed span carries over only if every speed in it is over the current threshold: after a
+        raised limit, time spent between the old and the new limit must not count towards a violation.
+        """
         if state.get("v") != _STATE_VERSION:
             raise ValueError(f"ViolationRule state version {state.get('v')!r}, expected {_STATE_VERSION}")
-        params = dict(state["params"])
-        obj = cls(params.pop("limit_kmh"), params.pop("min_duration_s"), **params)
-        obj._tracks = {k: _Span.from_list(v) for k, v in state["tracks"]}
-        return obj
+        self._tracks = {k: _Span.from_list(v) for k, v in state["tracks"]}
+        threshold = self.limit_kmh + self.margin_kmh
+        for span in self._tracks.values():
+            if span.start is not None and not all(v > threshold for v in span.speeds):
+                span.reset()
+            del span.speeds[: -self.max_samples]
+        return self
 
     def to_bytes(self) -> bytes:
-        payload = json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
-        return _MAGIC + zlib.compress(payload, 6)
+        return state_codec.encode(_STATE_KIND, self.to_dict())
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ViolationRule:
-        if not blob.startswith(_MAGIC):
-            raise ValueError("not a ViolationRule state (bad magic)")
-        try:
-            state = json.loads(zlib.decompress(blob[len(_MAGIC):]))
-        except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"corrupt ViolationRule state: {exc}") from None
-        return cls.from_dict(state)
+        """Raises ``ValueError`` (``state_codec.StateFormatError``) for anything but a readable state."""
+        return cls.from_dict(state_codec.decode(blob, _STATE_KIND)[1])
 
     def state_size_bytes(self) -> int:
         return len(self.to_bytes())

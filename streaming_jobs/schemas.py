@@ -52,6 +52,7 @@ KIND_DEAD = "dead"
 KIND_TRACK = "track"
 KIND_VIOLATION = "violation"
 KIND_FLOW = "flow"
+KIND_HEALTH = "health"  # a camera event that is not about one frame (e.g. its tracking state was reset)
 
 TRACKED = StructType(
     [
@@ -153,6 +154,18 @@ FLOW_PAYLOAD = StructType(
         StructField("minute_ts", DoubleType()),
         StructField("class_name", StringType()),
         StructField("vehicles", LongType()),
+    ]
+)
+
+HEALTH_PAYLOAD = StructType(
+    [
+        StructField("event", StringType()),  # e.g. "state_reset"
+        StructField("cause", StringType()),  # why (state_reset: corrupt | unknown_version | unencodable | ...)
+        StructField("detail", StringType()),
+        StructField("state_version", IntegerType()),  # CAMERA_STATE.version found, when it matters
+        StructField("next_track_id", LongType()),  # ids go on from here
+        StructField("id_floor_from", StringType()),  # where next_track_id came from: envelope | clock | memory
+        StructField("resets", LongType()),  # state resets of this camera so far, this one included
     ]
 )
 

@@ -2,41 +2,107 @@
 
 Light work only: DeepSORT association + Kalman update on the embeddings stage 1 computed, road-plane
 projection, speed, violations and counts. The camera's whole tracking state (tracker, per-track speed
-history, violation rule, counters) is pickled into Spark's state store after every micro-batch, so it
-survives batch boundaries, lands in whichever Python worker gets the camera next, and is restored from the
-checkpoint after a restart.
+history, violation rule, track metadata, flow counts) is written to Spark's state store after every
+micro-batch as ``CAMERA_STATE`` = (``STATE_VERSION``, a ``camera`` blob of ``models/state_codec.py``: an
+explicit, versioned format, never pickle), so it survives batch boundaries, lands in whichever Python worker
+gets the camera next, and is restored from the checkpoint after a restart. A restored camera keeps the
+dynamic contents (tracks, histories, open overspeed spans, counts) but runs with the parameters of the
+*current* configuration: speed limit, minimum violation time, speed window, plausibility limit and tracker
+thresholds (``max_age_s`` at the camera's fps, ``n_init``, distances, ``nn_budget``).
+
+Never down, never wrong:
+
+* A stored state this build cannot use (corrupt, or another format version) is reset: logged, counted (the
+  blob's ``resets``) and reported as a ``KIND_HEALTH`` row (``event`` ``state_reset``, payload
+  ``HEALTH_PAYLOAD``; no frame is involved, so it is not a dead letter). Track ids stay monotonic: the fresh
+  tracker starts at the high-water mark kept in the blob's fixed envelope, readable whatever the body's state;
+  if even that is unreadable, at the clock floor (microseconds since the epoch, ~1.7e15): above any counter
+  that started at 1, and above an earlier clock floor unless the camera created over a million tracks a
+  second since (or the executor clock went back by more than the time between the two resets).
+* A frame whose processing raises is dead-lettered (``processing_error``) and the batch goes on; outputs it
+  already produced stay (the state has recorded them). ``MAX_ERROR_STREAK`` failures in a row reset the state
+  (a state that fails every frame would otherwise stop the camera for good). An ``ok`` row with absurd
+  values (non-finite or negative time, negative index, detection arrays of mismatched sizes) is
+  dead-lettered without touching the state; so is a frame not after the last processed one (index or pts:
+  ``duplicate_frame``), and every frame of a camera missing from the configuration (``unknown_camera``; its
+  stored state is kept for when it comes back).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import pickle
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from models import state_codec
 from models.classes import VEHICLE_CLASSES
 from models.homography import RoadPlane
 from models.roi import bottom_centre
 from models.speed import TrackKinematics
 from models.tracker import VehicleTracker
 from models.violations import ViolationRule
-from streaming_jobs.schemas import KIND_DEAD, KIND_FLOW, KIND_FRAME, KIND_TRACK, KIND_VIOLATION, TRACKED
+from streaming_jobs.schemas import (
+    KIND_DEAD,
+    KIND_FLOW,
+    KIND_FRAME,
+    KIND_HEALTH,
+    KIND_TRACK,
+    KIND_VIOLATION,
+    TRACKED,
+)
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings, settings_from_json
-from trafficstream.messages import REASON_DUPLICATE_FRAME, RESULT_FRAME, RESULT_VERSION, dead_letter
+from trafficstream.errors import ConfigError
+from trafficstream.messages import (
+    REASON_DUPLICATE_FRAME,
+    REASON_PROCESSING_ERROR,
+    REASON_UNKNOWN_CAMERA,
+    RESULT_FRAME,
+    RESULT_VERSION,
+    dead_letter,
+)
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 1
+STATE_VERSION = state_codec.FORMAT_VERSION  # CAMERA_STATE.version this build writes and reads
+STATE_KIND = "camera"
 FLOW_MINUTES_KEPT = 3
+MAX_ERROR_STREAK = 10  # consecutive frames failing processing before the camera's state is reset
+DEFAULT_FPS = 25.0
+CLOCK_IDS_PER_SECOND = 1_000_000  # clock floor of track ids when no high-water mark survived
 COLUMNS = [f.name for f in TRACKED.fields]
+
+# KIND_HEALTH events and the causes of a state reset (stable: dashboards and alerts filter on them).
+EVENT_STATE_RESET = "state_reset"
+RESET_CORRUPT = "corrupt"  # the stored blob does not decode (CRC, truncation, malformed document)
+RESET_UNKNOWN_VERSION = "unknown_version"  # CAMERA_STATE.version is not STATE_VERSION (e.g. v1 pickles)
+RESET_UNENCODABLE = "unencodable"  # the in-memory state could not be serialised
+RESET_REPEATED_ERRORS = "repeated_errors"  # MAX_ERROR_STREAK frames in a row failed processing
+
+# Plausibility bounds of an ok row: beyond them a value is garbage, and would poison the state for good.
+_MAX_FRAME_INDEX = 2**53  # exact in float64 (pandas turns a nullable int column into floats)
+_MAX_PTS_S = 1e10  # ~300 years of stream
+_MAX_TS = 1e11  # unix seconds, year 5138
+_INT64 = 2**63
+
+
+class GroupState(Protocol):
+    """What ``track_camera`` uses of pyspark's ``GroupState``."""
+
+    @property
+    def exists(self) -> bool: ...
+
+    @property
+    def get(self) -> tuple: ...
+
+    def update(self, newValue: tuple) -> None: ...  # pyspark's parameter name
 
 
 @dataclass
@@ -49,6 +115,17 @@ class TrackMeta:
     n_frames: int = 0
     counted_minute: float | None = None
 
+    def to_list(self, track_id: int) -> list[Any]:
+        return [track_id, self.first_frame, self.first_ts, self.last_frame, self.last_ts, self.n_frames,
+                self.counted_minute, [[c, n] for c, n in self.class_votes.items()]]  # order breaks vote ties
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> tuple[int, TrackMeta]:
+        tid, first_frame, first_ts, last_frame, last_ts, n_frames, counted, votes = v
+        return int(tid), cls(int(first_frame), float(first_ts), int(last_frame), float(last_ts),
+                             Counter({str(c): int(n) for c, n in votes}), int(n_frames),
+                             None if counted is None else float(counted))
+
 
 @dataclass
 class CameraState:
@@ -57,28 +134,141 @@ class CameraState:
     tracker: VehicleTracker
     kinematics: TrackKinematics
     violations: ViolationRule
+    fps: float  # what the tracker's max age in frames was derived with (camera.fps, else estimated once)
     tracks: dict[int, TrackMeta] = field(default_factory=dict)
     flow: dict[float, Counter] = field(default_factory=dict)  # minute start (unix s) -> class -> vehicles
     last_frame_index: int = -1
+    last_pts_s: float | None = None
+    error_streak: int = 0  # frames in a row whose processing raised
+    resets: int = 0  # times this camera's state was thrown away (kept in the blob's envelope)
+
+    @property
+    def next_track_id(self) -> int:
+        return self.tracker.next_track_id
+
+    def to_doc(self) -> dict[str, Any]:
+        """The ``camera`` document of ``models/state_codec.py``."""
+        return {
+            "fps": self.fps,
+            "last_frame_index": self.last_frame_index,
+            "last_pts_s": self.last_pts_s,
+            "error_streak": self.error_streak,
+            "tracks": [meta.to_list(tid) for tid, meta in self.tracks.items()],
+            "flow": [[minute, [[c, n] for c, n in counts.items()]] for minute, counts in self.flow.items()],
+            "tracker": self.tracker.to_state(),
+            "kinematics": self.kinematics.to_dict(),
+            "violations": self.violations.to_dict(),
+        }
 
     def to_bytes(self) -> bytes:
-        parts = (self.tracker.to_bytes(), self.kinematics.to_bytes(), self.violations.to_bytes(),
-                 self.tracks, self.flow, self.last_frame_index)
-        return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+        # next_id in the envelope: the high-water mark that survives a body this or a later build can't read
+        return state_codec.encode(STATE_KIND, self.to_doc(), next_id=self.next_track_id, resets=self.resets)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, plane: RoadPlane | None) -> "CameraState":
-        tracker, kin, vio, tracks, flow, last = pickle.loads(blob)
-        return cls(VehicleTracker.from_bytes(tracker), TrackKinematics.from_bytes(kin, plane),
-                   ViolationRule.from_bytes(vio), tracks, flow, last)
+    def from_bytes(cls, blob: bytes, settings: Settings, camera: Camera, plane: RoadPlane | None) -> CameraState:
+        """Restore the dynamic contents of ``blob`` under the current ``settings`` / ``camera`` parameters.
+
+        Raises:
+            ValueError / KeyError / TypeError: the blob is unreadable (``state_codec.StateFormatError``) or
+                its document malformed; the caller resets the camera.
+        """
+        env, doc = state_codec.decode(blob, STATE_KIND)
+        fps = camera.fps or _checked_fps(doc["fps"])
+        tracker = VehicleTracker.from_state(
+            doc["tracker"], params=VehicleTracker.params_from_settings(settings.tracker, fps)
+        )
+        kinematics = TrackKinematics.from_settings(settings.tracker, plane=plane).restore_tracks(doc["kinematics"])
+        violations = ViolationRule.from_camera(camera).restore_tracks(doc["violations"])
+        for name, now in (("kinematics", kinematics.params()), ("violations", violations.params())):
+            old = doc[name]["params"]
+            changed = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+            if changed:
+                log.info("camera %s: %s restored with changed parameters (old, new): %s", camera.id, name, changed)
+        tracks = dict(TrackMeta.from_list(v) for v in doc["tracks"])
+        flow = {float(minute): Counter({str(c): int(n) for c, n in counts}) for minute, counts in doc["flow"]}
+        last_pts = doc["last_pts_s"]
+        return cls(tracker, kinematics, violations, fps, tracks, flow, int(doc["last_frame_index"]),
+                   None if last_pts is None else float(last_pts), int(doc["error_streak"]), env.resets)
 
 
-def new_state(settings: Settings, camera: Camera, fps: float, plane: RoadPlane | None) -> CameraState:
+def new_state(
+    settings: Settings,
+    camera: Camera,
+    fps: float,
+    plane: RoadPlane | None,
+    *,
+    first_track_id: int = 1,
+    resets: int = 0,
+) -> CameraState:
     return CameraState(
-        tracker=VehicleTracker.from_settings(settings.tracker, fps),
+        tracker=VehicleTracker.from_settings(settings.tracker, fps, first_track_id=first_track_id),
         kinematics=TrackKinematics.from_settings(settings.tracker, plane=plane),
         violations=ViolationRule.from_camera(camera),
+        fps=fps,
+        resets=resets,
     )
+
+
+def clock_floor(now: float | None = None) -> int:
+    """First track id after a reset that lost every high-water mark: microseconds since the epoch."""
+    return int((time.time() if now is None else now) * CLOCK_IDS_PER_SECOND)
+
+
+def _reset_event(cause: str, detail: str, st: CameraState, id_floor_from: str, version: Any = None) -> dict[str, Any]:
+    """``HEALTH_PAYLOAD`` of a state reset."""
+    return {
+        "event": EVENT_STATE_RESET, "cause": cause, "detail": detail[:2000],
+        "state_version": v if (v := _opt_int(version)) is not None and abs(v) < 2**31 else None,  # IntegerType
+        "next_track_id": st.next_track_id, "id_floor_from": id_floor_from, "resets": st.resets,
+    }
+
+
+def restore_state(
+    stored: tuple | None,
+    settings: Settings,
+    camera: Camera,
+    plane: RoadPlane | None,
+    fps_hint: float,
+    now: float | None = None,
+) -> tuple[CameraState, dict[str, Any] | None]:
+    """The camera's state from its ``CAMERA_STATE`` value (``None``: a new camera), and the reset event when the
+    stored state was unusable and a fresh one, with ids above every id already issued, replaces it."""
+    if stored is None:
+        return new_state(settings, camera, fps_hint, plane), None
+    version, blob = stored[0], stored[1]
+    if version == STATE_VERSION:
+        try:
+            return CameraState.from_bytes(blob, settings, camera, plane), None
+        except Exception as exc:  # noqa: BLE001 - anything unreadable is a reset, never a failed task
+            cause, detail = RESET_CORRUPT, f"{type(exc).__name__}: {exc}"
+    else:
+        cause, detail = RESET_UNKNOWN_VERSION, f"state version {version!r}; this build reads {STATE_VERSION}"
+    env = state_codec.read_envelope(blob)
+    if env is not None and env.kind == STATE_KIND and env.next_id >= 1:
+        first, source, resets = env.next_id, "envelope", env.resets + 1
+    else:
+        first, source, resets = clock_floor(now), "clock", 1
+    fresh = new_state(settings, camera, fps_hint, plane, first_track_id=first, resets=resets)
+    log.warning("camera %s: tracking state reset (%s: %s); track ids go on at %d (from the %s), reset #%d",
+                camera.id, cause, detail, first, source, resets)
+    return fresh, _reset_event(cause, detail, fresh, source, version)
+
+
+def reset_in_memory(
+    st: CameraState, settings: Settings, camera: Camera, plane: RoadPlane | None, cause: str, detail: str
+) -> tuple[CameraState, dict[str, Any]]:
+    """A fresh state replacing a live one that went bad: ids go on from its counter; dedup marks and the flow
+    counts carry over (the counts are upserted per minute, so restarting them would lower published values;
+    vehicles in view get new ids and may be counted twice)."""
+    try:
+        first, source = max(1, st.next_track_id), "memory"
+    except Exception:  # noqa: BLE001 - the tracker is what broke
+        first, source = clock_floor(), "clock"
+    fresh = new_state(settings, camera, st.fps, plane, first_track_id=first, resets=st.resets + 1)
+    fresh.flow, fresh.last_frame_index, fresh.last_pts_s = st.flow, st.last_frame_index, st.last_pts_s
+    log.warning("camera %s: tracking state reset (%s: %s); track ids go on at %d, reset #%d",
+                camera.id, cause, detail, first, fresh.resets)
+    return fresh, _reset_event(cause, detail, fresh, source)
 
 
 @lru_cache(maxsize=4)
@@ -92,12 +282,21 @@ def _road_plane(settings_json: str, camera_id: str) -> RoadPlane | None:
     return RoadPlane.from_calibration(cam.calibration) if cam.calibration else None
 
 
+def _checked_fps(fps: Any) -> float:
+    fps = float(fps)
+    if not 0 < fps <= 1000:
+        raise ValueError(f"implausible fps {fps!r}")
+    return fps
+
+
 def _estimate_fps(pts: np.ndarray, camera: Camera) -> float:
     if camera.fps:
         return camera.fps
-    d = np.diff(np.sort(pts))
+    p = np.sort(pts[np.isfinite(pts)])
+    d = np.diff(p)
     d = d[d > 0]
-    return float(1.0 / np.median(d)) if len(d) else 25.0
+    fps = float(1.0 / np.median(d)) if len(d) else DEFAULT_FPS
+    return min(max(fps, 1.0), 240.0)  # a burst of near-equal timestamps must not make a 1e6 fps tracker
 
 
 def _minute(ts: float) -> float:
@@ -111,12 +310,14 @@ def _round(x: float | None, nd: int = 2) -> float | None:
 class CameraProcessor:
     """Runs one camera's micro-batch through the tracking state; collects output rows."""
 
-    def __init__(self, settings_json: str, camera: Camera, state: CameraState) -> None:
+    def __init__(
+        self, settings_json: str, camera: Camera, state: CameraState, rows: list[dict[str, Any]] | None = None
+    ) -> None:
         self.settings_json = settings_json
         self.camera = camera
         self.state = state
         self.plane = _road_plane(settings_json, camera.id)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = [] if rows is None else rows
         self.touched: set[int] = set()
         self.flow_touched: set[tuple[float, str]] = set()
 
@@ -195,7 +396,7 @@ class CameraProcessor:
             )
         self._end_tracks()
         t2 = time.perf_counter()
-        st.last_frame_index = int(row.frame_index)
+        st.last_frame_index, st.last_pts_s = int(row.frame_index), ts
         minute = _minute(float(row.capture_ts))
         flow_now = {"minute": minute, **dict(st.flow.get(minute, {}))}
         timings = {
@@ -261,6 +462,13 @@ class CameraProcessor:
             st.kinematics.evict(track_id)
             st.violations.evict(track_id)
 
+    def end_all_tracks(self) -> None:
+        """Report every open track as ended (its state is about to be thrown away)."""
+        for track_id in list(self.state.tracks):
+            self.emit(KIND_TRACK, None, self._summary(track_id, ended=True))
+            del self.state.tracks[track_id]
+            self.touched.discard(track_id)
+
     def finish_batch(self) -> None:
         st = self.state
         for track_id in sorted(self.touched):
@@ -272,23 +480,77 @@ class CameraProcessor:
             del st.flow[minute]
 
 
-def _dead_row(camera_id: str, row: pd.Series, reason: str | None = None, detail: str | None = None) -> dict[str, Any]:
+def _finite(x: Any) -> float | None:
+    """``x`` as a finite float, else ``None`` (null, NaN, inf, or not a number at all)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _opt_int(x: Any) -> int | None:
+    v = _finite(x)
+    return int(v) if v is not None and -_INT64 <= v < _INT64 else None
+
+
+def _size(x: Any) -> int:
+    return 0 if x is None else len(x)
+
+
+def _invalid(row: Any) -> str | None:
+    """Why an ``ok`` stage-1 row must not reach the state, or ``None``."""
+    fi, pts, cts = _finite(row.frame_index), _finite(row.pts_s), _finite(row.capture_ts)
+    if fi is None or not 0 <= fi < _MAX_FRAME_INDEX or fi != int(fi):
+        return f"frame_index={row.frame_index!r}"
+    if pts is None or not 0 <= pts < _MAX_PTS_S:
+        return f"pts_s={row.pts_s!r}"
+    if cts is None or not 0 <= cts < _MAX_TS:
+        return f"capture_ts={row.capture_ts!r}"
+    n = _size(row.scores)
+    if _size(row.boxes) != 4 * n or _size(row.classes) != n:
+        return f"{n} scores, {_size(row.boxes)} box values, {_size(row.classes)} classes"
+    if n:
+        dim = _opt_int(row.embedding_dim)
+        if not dim or dim < 0 or _size(row.embeddings) != n * dim * 2:  # float16
+            return f"{_size(row.embeddings)} embedding bytes for {n} x {row.embedding_dim!r} float16"
+    return None
+
+
+def _not_after_last(row: Any, st: CameraState) -> str | None:
+    """Why a valid row is a repeat of what the camera already processed, or ``None``."""
+    fi, pts = int(row.frame_index), float(row.pts_s)
+    if fi <= st.last_frame_index:
+        return f"frame {fi} <= last processed {st.last_frame_index}"
+    if st.last_pts_s is not None and pts <= st.last_pts_s:
+        return f"frame {fi} at pts {pts} not after last processed pts {st.last_pts_s} (frame {st.last_frame_index})"
+    return None
+
+
+def _dead_row(camera_id: str, row: Any, reason: str | None = None, detail: str | None = None) -> dict[str, Any]:
     payload = {
         "reason": reason or row.reason, "detail": detail or row.detail, "payload": row.payload,
-        "kafka_topic": row.kafka_topic, "kafka_partition": int(row.kafka_partition),
-        "kafka_offset": int(row.kafka_offset),
+        "kafka_topic": row.kafka_topic, "kafka_partition": _opt_int(row.kafka_partition),
+        "kafka_offset": _opt_int(row.kafka_offset),
     }
-    fi = None if row.frame_index is None or pd.isna(row.frame_index) else int(row.frame_index)
+    fi = _opt_int(row.frame_index)
     now = time.time()
     message = dead_letter(
-        payload["reason"], payload["detail"] or "", row.payload, camera_id=camera_id or None, frame_index=fi,
-        topic=row.kafka_topic, partition=payload["kafka_partition"], offset=payload["kafka_offset"], ts=now,
+        str(payload["reason"]), str(payload["detail"] or ""), row.payload, camera_id=camera_id or None,
+        frame_index=fi, topic=row.kafka_topic, partition=payload["kafka_partition"],
+        offset=payload["kafka_offset"], ts=now,
     ).decode("utf-8")
+    pts, cts = _finite(row.pts_s), _finite(row.capture_ts)
     return {
-        "kind": KIND_DEAD, "camera_id": camera_id or None, "frame_index": fi,
-        "pts_s": None if pd.isna(row.pts_s) else float(row.pts_s),
-        "capture_ts": None if pd.isna(row.capture_ts) else float(row.capture_ts),
+        "kind": KIND_DEAD, "camera_id": camera_id or None, "frame_index": fi, "pts_s": pts, "capture_ts": cts,
         "processed_ts": now, "payload": json.dumps(payload, separators=(",", ":")), "message": message,
+    }
+
+
+def _health_row(camera_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": KIND_HEALTH, "camera_id": camera_id, "frame_index": None, "pts_s": None, "capture_ts": None,
+        "processed_ts": time.time(), "payload": json.dumps(payload, separators=(",", ":")), "message": None,
     }
 
 
@@ -302,36 +564,108 @@ def _annotate_state_size(rows: list[dict[str, Any]], size: int) -> None:
             return
 
 
-def track_camera(settings_json: str, key: tuple, pdfs: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
-    """``applyInPandasWithState`` body for one camera's rows of one micro-batch."""
-    camera_id = key[0]
-    frames = pd.concat(list(pdfs), ignore_index=True)
-    settings = _settings(settings_json)
-    dead = frames[frames.status != "ok"]
-    ok = frames[frames.status == "ok"].sort_values("frame_index", kind="stable")
-    out: list[dict[str, Any]] = [_dead_row(camera_id, r) for r in dead.itertuples(index=False)]
-    if len(ok):
-        camera = settings.camera(camera_id)  # stage 1 dead-letters unknown cameras, so it exists
-        plane = _road_plane(settings_json, camera_id)
-        if state.exists:
-            version, blob = state.get
-            cam_state = CameraState.from_bytes(blob, plane) if version == STATE_VERSION else None
-            if cam_state is None:
-                log.warning("camera %s: dropping tracking state of unknown version %s", camera_id, version)
-        else:
-            cam_state = None
-        if cam_state is None:
-            cam_state = new_state(settings, camera, _estimate_fps(ok.pts_s.to_numpy(), camera), plane)
-        proc = CameraProcessor(settings_json, camera, cam_state)
-        for r in ok.itertuples(index=False):
-            if r.frame_index <= cam_state.last_frame_index:
-                out.append(_dead_row(camera_id, r, REASON_DUPLICATE_FRAME,
-                                     f"frame {r.frame_index} <= last processed {cam_state.last_frame_index}"))
-                continue
-            proc.process_frame(r)
+def _finish(proc: CameraProcessor, *, end_tracks: bool = False) -> None:
+    """Emit the batch's track / flow rows (first ending every open track when the state is about to go)."""
+    try:
+        if end_tracks:
+            proc.end_all_tracks()
         proc.finish_batch()
-        blob = cam_state.to_bytes()
-        state.update((STATE_VERSION, blob))
-        _annotate_state_size(proc.rows, len(blob))
-        out.extend(proc.rows)
+    except Exception:  # summaries are re-emitted from the state next time; the frames are already out
+        log.exception("camera %s: finishing the batch failed", proc.camera.id)
+
+
+def _frame_order(ok: pd.DataFrame) -> pd.DataFrame:
+    index = pd.to_numeric(ok["frame_index"], errors="coerce").to_numpy(dtype=np.float64)
+    return ok.iloc[np.argsort(index, kind="stable")]  # NaN last (dead-lettered as invalid anyway)
+
+
+def _dead_all(camera_id: str, rows: pd.DataFrame, reason: str, detail: str) -> list[dict[str, Any]]:
+    return [_dead_row(camera_id, r, reason, detail) for r in rows.itertuples(index=False)]
+
+
+def _track_ok_rows(settings_json: str, camera_id: str, ok: pd.DataFrame, state: GroupState) -> list[dict[str, Any]]:
+    """Run a camera's ``ok`` rows through its state; never raises for a bad row or a bad state."""
+    try:
+        settings = _settings(settings_json)
+    except Exception as exc:  # the driver validated the same JSON: an executor-side problem (e.g. a secret file)
+        log.exception("stage 2: settings unreadable on this executor")
+        return _dead_all(camera_id, ok, REASON_PROCESSING_ERROR, f"settings unreadable: {type(exc).__name__}: {exc}")
+    try:
+        camera = settings.camera(camera_id)
+    except ConfigError:
+        # stage 1 dead-letters unknown cameras, but the config may have changed in between: keep the stored
+        # state (the camera may come back), dead-letter the frames
+        log.warning("camera %r is not configured: dead-lettering %d frame(s)", camera_id, len(ok))
+        return _dead_all(camera_id, ok, REASON_UNKNOWN_CAMERA, f"camera {camera_id!r} is not configured")
+    try:
+        plane = _road_plane(settings_json, camera_id)
+        pts = pd.to_numeric(ok["pts_s"], errors="coerce").to_numpy(dtype=np.float64)
+        stored = tuple(state.get) if state.exists else None
+        st, reset = restore_state(stored, settings, camera, plane, _estimate_fps(pts, camera))
+    except Exception as exc:  # nothing processed and the stored state untouched: the frames are dead letters
+        log.exception("camera %s: stage 2 setup failed", camera_id)
+        return _dead_all(camera_id, ok, REASON_PROCESSING_ERROR, f"stage 2 setup failed: {type(exc).__name__}: {exc}")
+
+    rows: list[dict[str, Any]] = [] if reset is None else [_health_row(camera_id, reset)]
+    proc = CameraProcessor(settings_json, camera, st, rows)
+    for r in _frame_order(ok).itertuples(index=False):
+        problem = _invalid(r)
+        if problem is not None:
+            rows.append(_dead_row(camera_id, r, REASON_PROCESSING_ERROR, f"invalid stage-1 row: {problem}"))
+            continue
+        repeat = _not_after_last(r, proc.state)
+        if repeat is not None:
+            rows.append(_dead_row(camera_id, r, REASON_DUPLICATE_FRAME, repeat))
+            continue
+        try:
+            proc.process_frame(r)
+            proc.state.error_streak = 0
+        except Exception as exc:
+            st = proc.state
+            st.error_streak += 1
+            log.warning("camera %s frame %s: processing failed (%d in a row): %r", camera_id, r.frame_index,
+                        st.error_streak, exc, exc_info=st.error_streak == 1)
+            rows.append(_dead_row(camera_id, r, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
+            if st.error_streak >= MAX_ERROR_STREAK:
+                _finish(proc, end_tracks=True)
+                st, event = reset_in_memory(st, settings, camera, plane, RESET_REPEATED_ERRORS,
+                                            f"{st.error_streak} frames in a row failed; last: {exc!r}")
+                rows.append(_health_row(camera_id, event))
+                proc = CameraProcessor(settings_json, camera, st, rows)
+    _finish(proc)
+    try:
+        blob = proc.state.to_bytes()
+    except Exception as exc:  # e.g. a NaN that slipped into the state: start over rather than fail every batch
+        log.exception("camera %s: tracking state not serialisable", camera_id)
+        try:
+            proc.end_all_tracks()
+        except Exception:
+            log.exception("camera %s: ending the tracks of an unserialisable state failed", camera_id)
+        st, event = reset_in_memory(proc.state, settings, camera, plane, RESET_UNENCODABLE,
+                                    f"{type(exc).__name__}: {exc}")
+        rows.append(_health_row(camera_id, event))
+        try:
+            blob = st.to_bytes()
+        except Exception:  # last resort: an envelope with the id mark; the next batch resets from it
+            log.exception("camera %s: even a fresh tracking state is not serialisable", camera_id)
+            blob = state_codec.encode(STATE_KIND, None, next_id=event["next_track_id"], resets=st.resets)
+    state.update((STATE_VERSION, blob))
+    _annotate_state_size(rows, len(blob))
+    return rows
+
+
+def track_camera(
+    settings_json: str, key: tuple, pdfs: Iterator[pd.DataFrame], state: GroupState
+) -> Iterator[pd.DataFrame]:
+    """``applyInPandasWithState`` body for one camera's rows of one micro-batch."""
+    camera_id = key[0] or ""
+    parts = list(pdfs)
+    if not parts:
+        yield pd.DataFrame([], columns=COLUMNS)
+        return
+    frames = pd.concat(parts, ignore_index=True)
+    is_ok = (frames["status"] == "ok").to_numpy()
+    out: list[dict[str, Any]] = [_dead_row(camera_id, r) for r in frames[~is_ok].itertuples(index=False)]
+    if is_ok.any():
+        out.extend(_track_ok_rows(settings_json, camera_id, frames[is_ok], state))
     yield pd.DataFrame(out, columns=COLUMNS)

@@ -173,3 +173,22 @@ def test_state_size_is_bounded() -> None:
         feed(kin, t[:40], xy[:40], track_id=k)
     assert kin.evict_older_than(float(t[-1])) == list(range(2, 50))
     assert kin.track_ids() == [1]
+
+
+def test_restore_takes_the_current_parameters() -> None:
+    t = timestamps(60, seed=3)
+    xy = np.stack([np.zeros_like(t), 30.0 * t], axis=1)  # 108 km/h
+    kin = TrackKinematics(0.8, 250)
+    feed(kin, t[:40], xy[:40], track_id=5)
+    state = json.loads(json.dumps(kin.to_dict()))
+    strict = TrackKinematics(0.8, 100).restore_tracks(state)
+    assert strict.max_plausible_kmh == 100 and strict.track_ids() == [5]
+    same = TrackKinematics.from_dict(state)
+    expected = feed(same, t[40:], xy[40:], track_id=5)
+    assert all(e is not None and e.flag is None for e in expected[-5:])
+    # the restored history is the same, judged against the new plausibility limit
+    got = feed(strict, t[40:], xy[40:], track_id=5)
+    assert [g.kmh for g in got if g] == pytest.approx([e.kmh for e in expected if e])
+    assert all(g is not None and g.flag == FLAG_IMPLAUSIBLE_SPEED for g in got[-5:])
+    with pytest.raises(ValueError, match="version"):
+        TrackKinematics().restore_tracks({**state, "v": 2})

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import state_codec
 from models.tracker import TrackedVehicle, TrackerStateError, VehicleTracker
 
 D = 1280  # MobileNetV2 embedding size
@@ -164,7 +165,7 @@ def run(
 
 
 def new_tracker(**kw) -> VehicleTracker:
-    params = dict(max_age_frames=10, n_init=3, max_cosine_distance=0.3, max_iou_distance=0.7, nn_budget=20)
+    params = {"max_age_frames": 10, "n_init": 3, "max_cosine_distance": 0.3, "max_iou_distance": 0.7, "nn_budget": 20}
     params.update(kw)
     return VehicleTracker(**params)
 
@@ -453,21 +454,78 @@ def _busy_state() -> bytes:
 
 def test_corrupt_or_foreign_state_is_rejected() -> None:
     blob = _busy_state()
-    header = struct.Struct("<4sHI")
-    _, version, crc = header.unpack_from(blob)
-    body = blob[header.size :]
+    env = state_codec.read_envelope(blob)
+    assert env is not None and env.kind == "tracker" and env.version == state_codec.FORMAT_VERSION
     with pytest.raises(TrackerStateError, match="truncated"):
         VehicleTracker.from_bytes(blob[:5])
     with pytest.raises(TrackerStateError, match="magic"):
         VehicleTracker.from_bytes(b"XXXX" + blob[4:])
-    with pytest.raises(TrackerStateError, match="format v99"):
-        VehicleTracker.from_bytes(header.pack(b"TSVT", 99, crc) + body)
     with pytest.raises(TrackerStateError, match="CRC"):
         VehicleTracker.from_bytes(blob[:-10] + bytes(10))
-    # a well-formed blob that smuggles a global (here os.system) must not be unpickled
-    evil = pickle.dumps(os.system, protocol=5)
-    with pytest.raises(TrackerStateError, match="may not reference"):
-        VehicleTracker.from_bytes(header.pack(b"TSVT", version, zlib.crc32(evil)) + evil)
+    # another format version (envelope re-signed, so only the version is wrong) or another kind of state
+    future = _resign(blob, version=99)
+    with pytest.raises(TrackerStateError, match="format v99"):
+        VehicleTracker.from_bytes(future)
+    assert state_codec.read_envelope(future).next_id == env.next_id  # the id mark survives any version
+    with pytest.raises(TrackerStateError, match="expected a tracker state"):
+        VehicleTracker.from_bytes(_resign(blob, tag=state_codec.KINDS["violations"]))
+    # a pickle is not a state, however well-formed (the format has no pickle anywhere)
+    with pytest.raises(TrackerStateError, match="magic"):
+        VehicleTracker.from_bytes(pickle.dumps(os.system, protocol=5))
+    # a well-formed envelope around a body that is not a tracker document
+    odd = state_codec.encode("tracker", {"params": {}, "tracks": "nonsense"})
+    with pytest.raises(TrackerStateError, match="unreadable"):
+        VehicleTracker.from_bytes(odd)
+
+
+def _resign(blob: bytes, *, version: int | None = None, tag: bytes | None = None) -> bytes:
+    """The blob with its envelope's version / kind tag replaced and the envelope CRC recomputed."""
+    head = struct.Struct("<4s4sHqII")
+    magic, kind, ver, next_id, resets, body_crc = head.unpack_from(blob)
+    new = head.pack(magic, tag or kind, ver if version is None else version, next_id, resets, body_crc)
+    return new + struct.pack("<I", zlib.crc32(new)) + blob[state_codec.ENVELOPE_SIZE :]
+
+
+def test_state_is_deterministic_and_gallery_is_float16_when_lossless() -> None:
+    frames = make_scene(steady_vehicles(), 20, seed=17)
+    f16 = [Frame(f.xyxy, f.confidence, f.class_id, f.embeddings.astype(np.float16).astype(np.float32), f.vehicle)
+           for f in frames]
+    a, b, half = new_tracker(), new_tracker(), new_tracker()
+    for f, g in zip(frames, f16):
+        update(a, f)
+        update(b, f)
+        update(half, g)
+    assert a.to_bytes() == b.to_bytes()
+    _, doc = state_codec.decode(a.to_bytes(), "tracker")
+    assert doc["pool"].dtype == np.float32  # float32 embeddings: kept exactly
+    _, doc16 = state_codec.decode(half.to_bytes(), "tracker")
+    assert doc16["pool"].dtype == np.float16 and doc16["pool"].shape[1] == D
+    assert half.state_size_bytes() < 0.6 * a.state_size_bytes()
+    restored = VehicleTracker.from_bytes(half.to_bytes())
+    for g in f16[:5]:
+        assert update(restored, g, include_all=True) == update(half, g, include_all=True)
+    assert restored.to_bytes() == half.to_bytes()
+
+
+def test_from_state_takes_the_current_parameters() -> None:
+    tracker = new_tracker(max_age_frames=10, n_init=3)
+    frames = make_scene(steady_vehicles()[:3], 30, seed=20, miss_prob=0.0)
+    for f in frames[:10]:
+        update(tracker, f)
+    live = {tv.track_id for tv in update(tracker, frames[10])}
+    params = {**tracker.params, "max_age_frames": 2, "nn_budget": 4, "max_cosine_distance": 0.2}
+    restored = VehicleTracker.from_state(tracker.to_state(), params=params)
+    assert restored.params == params and restored.next_track_id == tracker.next_track_id
+    assert VehicleTracker.from_state(tracker.to_state()).params == tracker.params  # None: as written
+    ds = restored._deepsort.tracker
+    assert ds.max_age == 2 and ds.metric.budget == 4 and ds.metric.matching_threshold == 0.2
+    assert all(t._max_age == 2 for t in ds.tracks)
+    update(restored, frames[11])
+    assert all(len(s) <= 4 for s in ds.metric.samples.values())
+    empty = empty_frame()
+    for _ in range(3):  # missed for more than the new max age: ended, where the old max age (10) would coast
+        update(restored, empty)
+    assert restored.num_tracks == 0 and sorted(restored.ended_track_ids()) == sorted(live)
 
 
 def test_state_survives_bytes_like_input_and_keeps_params() -> None:

@@ -95,3 +95,35 @@ def test_state_round_trip_mid_span() -> None:
     assert rule.state_size_bytes() < 400
     with pytest.raises(ValueError, match="magic"):
         ViolationRule.from_bytes(b"xx")
+
+
+def test_restore_takes_the_current_limit_and_keeps_the_passage() -> None:
+    old = ViolationRule(120.0, 0.5)
+    run(old, [130.0] * 10)  # 0.3 s into a span over 120
+    run(old, [150.0] * 30, track_id=2)  # reported under the old limit
+    state = json.loads(json.dumps(old.to_dict()))
+    lowered = ViolationRule(100.0, 0.5).restore_tracks(state)
+    assert lowered.limit_kmh == 100.0 and lowered.track_ids() == [1, 2]
+    # the open span (all above 100 as well) continues: due 0.5 s after it started, reported at the new limit
+    (v,) = run(lowered, [110.0] * 10, t0=10 / 30)
+    assert v.limit_kmh == 100.0 and v.t_start == 0.0 and v.over_s == pytest.approx(0.5)
+    assert run(lowered, [150.0] * 30, track_id=2, t0=5.0) == []  # still reported once per passage
+    # a raised limit: the speeds kept in the span were not all over 135, so the span starts afresh
+    raised = ViolationRule(135.0, 0.5).restore_tracks(state)
+    (v,) = run(raised, [140.0] * 20, t0=10 / 30)
+    assert v.limit_kmh == 135.0 and v.t_start == pytest.approx(10 / 30) and v.over_s == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="version"):
+        ViolationRule(100.0).restore_tracks({**state, "v": 99})
+
+
+def test_bytes_are_the_shared_state_format() -> None:
+    from models import state_codec
+
+    rule = ViolationRule(100.0, 0.5)
+    run(rule, [120.0] * 10)
+    blob = rule.to_bytes()
+    assert blob == rule.to_bytes() and state_codec.read_envelope(blob).kind == "violations"
+    with pytest.raises(ValueError, match="expected a violations state"):
+        ViolationRule.from_bytes(state_codec.encode("kinematics", rule.to_dict()))
+    with pytest.raises(ValueError, match="CRC"):
+        ViolationRule.from_bytes(blob[:-3] + b"abc")
