@@ -23,7 +23,7 @@ from dashboards.history import HistoryStore
 from dashboards.layout import build_layout
 from dashboards.live import LiveBuffers, ResultsConsumer
 from dashboards.video import MjpegStreamer, register_routes
-from trafficstream.config import Settings, add_config_arguments, settings_from_args
+from trafficstream.config import Settings, add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 
@@ -63,8 +63,8 @@ def create_app(
     )
     app.layout = build_layout(settings)
     app.server.extensions[CONTEXT_KEY] = ctx
-    configure_auth(app.server, settings)  # before any route is hit; covers video and snapshots too
-    register_routes(app.server, settings, ctx.streamer)
+    private = configure_auth(app.server, settings)  # before any route is hit; covers video and snapshots too
+    register_routes(app.server, settings, ctx.streamer, private=private)
     register_callbacks(app, ctx)
     if consumer is not None:
         consumer.start()
@@ -136,12 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
+        setup_logging(settings.log_level)
+        # ROIs drawn on the video must fit its frames; the videos themselves may be elsewhere (a warning).
+        check_cameras_against_sources(settings, require_sources=False)
     except ConfigError as exc:
         parser.exit(2, f"error: {exc}\n")
-    setup_logging(settings.log_level)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per callback request otherwise
-    if not settings.cameras:
-        log.warning("no cameras configured: the dashboard will be empty")
     try:
         app = create_app(settings)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ import flask
 
 from trafficstream.config import Settings
 from trafficstream.errors import ConfigError
+from trafficstream.secrets import reveal
 
 log = logging.getLogger(__name__)
 REALM = "trafficstream"
@@ -43,7 +44,7 @@ def install_basic_auth(server: flask.Flask, user: str, password: str) -> None:
 
 def configure_auth(server: flask.Flask, settings: Settings) -> bool:
     """Install basic auth when both dashboard.basic_auth_user and _password are set; True if installed."""
-    user, password = settings.dashboard.basic_auth_user, settings.dashboard.basic_auth_password
+    user, password = settings.dashboard.basic_auth_user, reveal(settings.dashboard.basic_auth_password)
     if not user and not password:
         return False
     if not user or not password:

@@ -1,6 +1,7 @@
 """Pure figure builders: plain data (lists, dicts, Polars frames) in, ``go.Figure`` out. No I/O, no state.
 
 Times arrive as Unix seconds or timezone-aware datetimes and are shown in the dashboard host's local time.
+Rows whose time is not a plausible wall-clock time (dashboards.times) are left out rather than raising.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import plotly.graph_objects as go
 import polars as pl
+
+from dashboards.times import MAX_KMH, finite, integer, local_datetime
 
 CLASS_COLORS = {"car": "#1f77b4", "truck": "#ff7f0e", "bus": "#2ca02c", "motorcycle": "#9467bd"}
 CLASS_ORDER = ("car", "truck", "bus", "motorcycle")
@@ -25,11 +28,24 @@ def _class_sort_key(cls: str) -> tuple[int, str]:
 
 
 def local_time(value: float | datetime) -> datetime:
-    """Naive local datetime (what Plotly should display) from Unix seconds or an aware datetime."""
+    """Naive local datetime (what Plotly should display) from Unix seconds or an aware datetime.
+
+    Raises ``ValueError`` for Unix seconds that are not a plausible wall-clock time (see dashboards.times).
+    """
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return aware.astimezone().replace(tzinfo=None)
-    return datetime.fromtimestamp(value)
+    when = local_datetime(value)
+    if when is None:
+        raise ValueError(f"not a plausible wall-clock time: {value!r:.40}")
+    return when
+
+
+def _safe_local_time(value: object) -> datetime | None:
+    try:
+        return local_time(value)  # type: ignore[arg-type]
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
 
 
 def _base_layout(fig: go.Figure, title: str | None, *, uirevision: str | None = None) -> go.Figure:
@@ -64,14 +80,14 @@ def speed_histogram(
 
     ``speeds``: (class, km/h) pairs or {class: [km/h, ...]}.
     """
+    pairs = (
+        [(cls, v) for cls, values in speeds.items() for v in values] if isinstance(speeds, Mapping) else speeds
+    )
     by_class: dict[str, list[float]] = {}
-    items = speeds.items() if isinstance(speeds, Mapping) else None
-    if items is not None:
-        for cls, values in items:
-            by_class.setdefault(cls, []).extend(float(v) for v in values)
-    else:
-        for cls, kmh in speeds:  # type: ignore[misc]
-            by_class.setdefault(cls, []).append(float(kmh))
+    for cls, kmh in pairs:  # nulls, NaN and absurd values are left out (they would break the binning)
+        value = finite(kmh, 0.0, MAX_KMH)
+        if value is not None:
+            by_class.setdefault(str(cls), []).append(value)
     n = sum(len(v) for v in by_class.values())
     if n == 0:
         return empty_figure("No speed estimates yet", title)
@@ -93,12 +109,16 @@ def speed_histogram(
 
 
 def flow_frame(rows: Sequence[tuple[float | datetime, str, int]]) -> pl.DataFrame:
-    """(minute, class, vehicles) rows -> Polars frame with a local ``minute`` datetime column."""
+    """(minute, class, vehicles) rows -> Polars frame with a local ``minute`` datetime column.
+
+    Rows with an implausible minute or count are left out (one bad message must not break the chart)."""
+    kept = [(when, str(c), n) for m, c, n in rows
+            if (when := _safe_local_time(m)) is not None and integer(n, 0, 2**53) is not None]
     return pl.DataFrame(
         {
-            "minute": [local_time(m) for m, _, _ in rows],
-            "class_name": [c for _, c, _ in rows],
-            "vehicles": [int(n) for _, _, n in rows],
+            "minute": [when for when, _, _ in kept],
+            "class_name": [c for _, c, _ in kept],
+            "vehicles": [n for _, _, n in kept],
         },
         schema={"minute": pl.Datetime("us"), "class_name": pl.String, "vehicles": pl.Int64},
     )
@@ -150,14 +170,14 @@ def flow_chart(
 
 def health_chart(health: Sequence[Mapping[str, object]], *, uirevision: str | None = None) -> go.Figure:
     """Micro-batch duration (bars, left axis) and frames/s processed (line, right axis) over time."""
-    rows = [h for h in health if isinstance(h.get("ts"), (int, float))]
-    if not rows:
+    points = [(when, h) for h in health if (when := _safe_local_time(h.get("ts"))) is not None]
+    if not points:
         return empty_figure("No pipeline health reports yet", "Pipeline")
-    times = [local_time(h["ts"]) for h in rows]  # type: ignore[arg-type]
+    times = [when for when, _ in points]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=times, y=[h.get("batch_ms") for h in rows], name="batch ms",
+    fig.add_trace(go.Bar(x=times, y=[h.get("batch_ms") for _, h in points], name="batch ms",
                          marker_color="#aec7e8"))
-    fig.add_trace(go.Scatter(x=times, y=[h.get("fps") for h in rows], name="frames/s", yaxis="y2",
+    fig.add_trace(go.Scatter(x=times, y=[h.get("fps") for _, h in points], name="frames/s", yaxis="y2",
                              mode="lines+markers", line={"color": "#1f77b4"}))
     fig.update_layout(
         yaxis={"title": {"text": "batch ms"}, "rangemode": "tozero"},

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from dash import dcc, html
 
 from dashboards.figures import empty_figure
 from dashboards.live import Kpis
+from dashboards.times import clock
 from trafficstream.config import Settings
 
 # -- component ids ----------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def stream_status(last_message_wall: float | None, last_error: str | None, now: 
 
 
 def violation_row(v: Mapping[str, Any], snapshot_href: str | None) -> html.Div:
-    when = datetime.fromtimestamp(v["capture_ts"]).strftime("%H:%M:%S")
+    when = clock(v.get("capture_ts"))
     kmh = "?" if v.get("kmh") is None else f"{v['kmh']:.0f}"
     if v.get("kmh") is not None and v.get("limit_kmh") is not None and round(v["kmh"]) <= v["limit_kmh"]:
         kmh = f"{v['kmh']:.1f}"  # 100.4 in a 100 zone: do not show "100 km/h (limit 100)"
@@ -153,7 +154,7 @@ def health_panel(latest: Mapping[str, Any] | None, camera_ids: list[str], video_
         html.Table(className="lag-table", children=[
             html.Thead(html.Tr([html.Th("camera"), html.Th("consumer lag (frames)")])), html.Tbody(rows),
         ]),
-        html.Div(f"batch {latest.get('batch_id')} at {datetime.fromtimestamp(latest['ts']):%H:%M:%S}",
+        html.Div(f"batch {latest.get('batch_id')} at {clock(latest.get('ts'))}",
                  className="kpi-sub"),
     ]
 

@@ -8,6 +8,10 @@ Duplicates (a replayed Spark micro-batch re-emits the same results) are dropped:
 (camera, frame index, capture time) and a violation by (camera, track id, frame index). Keying frames on
 the capture time too keeps a restarted source (frame indices from 0 again, new capture times) live instead
 of being mistaken for a replay.
+
+Every message is checked for plausibility first (dashboards.times): implausible times, indices, counts and
+boxes are dropped and counted as invalid (logged at debug), so one absurd message cannot break a figure,
+a callback or the video renderer.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from dashboards.times import MAX_FRAME_INDEX, MAX_KMH, PTS_RANGE, finite, integer, wall_ts
 from trafficstream.config import Settings
 from trafficstream.errors import MessageError
 from trafficstream.messages import RESULT_FRAME, RESULT_HEALTH, RESULT_VIOLATION, parse_result
@@ -61,6 +66,8 @@ MAX_HEALTH = 600  # micro-batch health records (all cameras share one stream)
 MAX_TRACKS = 5000  # per-track speed summaries per camera
 TRACK_RETENTION_S = 15 * 60  # longest KPI window offered in the UI
 MAX_FLOW_MINUTES = 24 * 60
+MAX_COUNT = 10**9  # per-minute vehicle counts above this are garbage (and would overflow Int64 sums)
+MAX_BOX_PX = 1e6  # box coordinates beyond this are garbage (OpenCV draws with int32)
 FrameKey = tuple[float, int]  # (capture_ts, frame_index): buffer order and identity
 
 
@@ -119,17 +126,6 @@ def speed_stats(speeds: Sequence[float]) -> tuple[float | None, float | None]:
     return float(arr.mean()), float(np.percentile(arr, 85))
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 class _CameraBuffer:
     """State of one camera; not thread-safe (LiveBuffers holds the lock)."""
 
@@ -147,7 +143,7 @@ class _CameraBuffer:
         self.version = 0
 
     # -- frames -------------------------------------------------------------------------------------
-    def add_frame(self, frame: LiveFrame, flow: Mapping[str, Any] | None) -> bool:
+    def add_frame(self, frame: LiveFrame, flow: Mapping[str, Any] | None, now: float | None = None) -> bool:
         key = frame.key
         if key in self.frame_keys:
             return False
@@ -168,20 +164,20 @@ class _CameraBuffer:
         self.frame_keys.add(key)
         self._update_tracks(frame)
         if flow:
-            self._update_flow(flow)
+            self._update_flow(flow, now)
         self.version += 1
         return True
 
     def _update_tracks(self, frame: LiveFrame) -> None:
         for v in frame.vehicles:
-            track_id = _int(v.get("id"))
+            track_id = integer(v.get("id"))
             if track_id is None:
                 continue
             stat = self.tracks.pop(track_id, None)
             if stat is None:
                 stat = _TrackStat(cls=str(v.get("cls") or "vehicle"), last_seen_ts=frame.capture_ts)
             stat.last_seen_ts = max(stat.last_seen_ts, frame.capture_ts)
-            kmh = _num(v.get("kmh"))
+            kmh = finite(v.get("kmh"), 0.0, MAX_KMH)
             if kmh is not None:
                 stat.speed_sum += kmh
                 stat.speed_n += 1
@@ -193,9 +189,11 @@ class _CameraBuffer:
                 break
             self.tracks.popitem(last=False)
 
-    def _update_flow(self, flow: Mapping[str, Any]) -> None:
-        minute = _num(flow.get("minute"))
+    def _update_flow(self, flow: Mapping[str, Any], now: float | None = None) -> None:
+        minute = wall_ts(flow.get("minute"), now)
         if minute is None:
+            log.debug("camera %s: ignoring flow counts of an implausible minute %.40r", self.camera_id,
+                      flow.get("minute"))
             return
         counts = self.flow.get(minute)
         if counts is None:
@@ -209,7 +207,7 @@ class _CameraBuffer:
                 _, dropped = self.flow.popitem(last=False)
                 self.flow_evicted.update(dropped)
         for cls, n in flow.items():
-            n = _int(n)
+            n = integer(n, 0, MAX_COUNT)
             # Counts are cumulative within their minute: keep the highest seen (robust to reordering).
             if cls != "minute" and n is not None and n > counts[cls]:
                 counts[cls] = n
@@ -275,24 +273,26 @@ class LiveBuffers:
     def add(self, msg: Mapping[str, Any]) -> bool:
         """Add one parsed results message; returns False when it was a duplicate, invalid or unknown."""
         kind = msg.get("type")
+        now = time.time()
         with self._lock:
             self.counters["received"] += 1
-            self.last_message_wall = time.time()
+            self.last_message_wall = now
             if kind == RESULT_HEALTH:
-                return self._add_health(msg)
-            buf = self._cameras.get(msg.get("camera_id"))  # type: ignore[arg-type]
+                return self._add_health(msg, now)
+            camera_id = msg.get("camera_id")
+            buf = self._cameras.get(camera_id) if isinstance(camera_id, str) else None
             if buf is None:
                 self.counters["unknown_camera"] += 1
                 return False
             if kind == RESULT_FRAME:
-                frame = _frame_from_msg(msg)
+                frame = _frame_from_msg(msg, now)
                 if frame is None:
                     self.counters["invalid"] += 1
                     return False
                 flow = msg.get("flow")
-                added = buf.add_frame(frame, flow if isinstance(flow, Mapping) else None)
+                added = buf.add_frame(frame, flow if isinstance(flow, Mapping) else None, now)
             elif kind == RESULT_VIOLATION:
-                v = _violation_from_msg(msg)
+                v = _violation_from_msg(msg, now)
                 if v is None:
                     self.counters["invalid"] += 1
                     return False
@@ -304,10 +304,12 @@ class LiveBuffers:
                 self.counters["duplicates"] += 1
             return added
 
-    def _add_health(self, msg: Mapping[str, Any]) -> bool:
+    def _add_health(self, msg: Mapping[str, Any], now: float | None = None) -> bool:
         key = (msg.get("batch_id"), msg.get("ts"))
-        if _num(msg.get("ts")) is None:
+        ts = wall_ts(msg.get("ts"), now)
+        if ts is None:
             self.counters["invalid"] += 1
+            log.debug("dropping health message with an implausible ts %.40r", msg.get("ts"))
             return False
         if key in self._health_keys:
             self.counters["duplicates"] += 1
@@ -316,12 +318,13 @@ class LiveBuffers:
         lag = msg.get("lag")
         self._health.append(
             {
-                "ts": float(msg["ts"]),
-                "batch_id": msg.get("batch_id"),
-                "batch_ms": _num(msg.get("batch_ms")),
-                "frames": _int(msg.get("frames")),
-                "fps": _num(msg.get("fps")),
-                "lag": {str(k): n for k, n in lag.items() if _int(n) is not None} if isinstance(lag, Mapping) else {},
+                "ts": ts,
+                "batch_id": msg.get("batch_id") if isinstance(msg.get("batch_id"), (int, str)) else None,
+                "batch_ms": finite(msg.get("batch_ms"), 0.0),
+                "frames": integer(msg.get("frames"), 0),
+                "fps": finite(msg.get("fps"), 0.0),
+                "lag": {str(k): n for k, n in lag.items() if integer(n, 0, MAX_COUNT) is not None}
+                if isinstance(lag, Mapping) else {},
             }
         )
         self.health_version += 1
@@ -418,41 +421,67 @@ class LiveBuffers:
             )
 
 
-def _frame_from_msg(msg: Mapping[str, Any]) -> LiveFrame | None:
-    frame_index = _int(msg.get("frame_index"))
-    pts_s = _num(msg.get("pts_s"))
-    capture_ts = _num(msg.get("capture_ts"))
-    if frame_index is None or frame_index < 0 or pts_s is None or capture_ts is None:
+def _box(value: Any) -> list[float] | None:
+    """[x1, y1, x2, y2] of finite, sane numbers, else None (the overlay then draws no box)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    coords = [finite(c, -MAX_BOX_PX, MAX_BOX_PX) for c in value]
+    return None if any(c is None for c in coords) else coords  # type: ignore[return-value]
+
+
+def _vehicle(v: Mapping[str, Any]) -> dict[str, Any]:
+    """A vehicle entry with the fields figures and overlays use made safe (others passed through)."""
+    out = dict(v)
+    if "box" in out:
+        out["box"] = _box(out["box"])
+    if "kmh" in out:
+        out["kmh"] = finite(out["kmh"], 0.0, MAX_KMH)
+    if "id" in out and integer(out["id"]) is None:
+        del out["id"]  # labelled "#?"
+    if "cls" in out and not isinstance(out["cls"], str):
+        out["cls"] = str(out["cls"])[:40]
+    return out
+
+
+def _frame_from_msg(msg: Mapping[str, Any], now: float | None = None) -> LiveFrame | None:
+    frame_index = integer(msg.get("frame_index"), 0, MAX_FRAME_INDEX)
+    pts_s = finite(msg.get("pts_s"), *PTS_RANGE)
+    capture_ts = wall_ts(msg.get("capture_ts"), now)
+    if frame_index is None or pts_s is None or capture_ts is None:
+        log.debug("dropping frame result of %s: implausible frame_index / pts_s / capture_ts (%.40r, %.40r, %.40r)",
+                  msg.get("camera_id"), msg.get("frame_index"), msg.get("pts_s"), msg.get("capture_ts"))
         return None
     vehicles = msg.get("vehicles")
-    vehicles = tuple(v for v in vehicles if isinstance(v, dict)) if isinstance(vehicles, list) else ()
+    vehicles = tuple(_vehicle(v) for v in vehicles if isinstance(v, dict)) if isinstance(vehicles, list) else ()
     counts = msg.get("counts")
-    in_roi = _int(counts.get("in_roi")) if isinstance(counts, Mapping) else None
+    in_roi = integer(counts.get("in_roi"), 0, MAX_COUNT) if isinstance(counts, Mapping) else None
     return LiveFrame(
         camera_id=str(msg["camera_id"]),
         frame_index=frame_index,
         pts_s=pts_s,
         capture_ts=capture_ts,
-        processed_ts=_num(msg.get("processed_ts")),
+        processed_ts=wall_ts(msg.get("processed_ts"), now),
         vehicles=vehicles,
         in_roi=len(vehicles) if in_roi is None else in_roi,
     )
 
 
-def _violation_from_msg(msg: Mapping[str, Any]) -> dict[str, Any] | None:
-    track_id, frame_index = _int(msg.get("track_id")), _int(msg.get("frame_index"))
-    capture_ts = _num(msg.get("capture_ts"))
+def _violation_from_msg(msg: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    track_id, frame_index = integer(msg.get("track_id")), integer(msg.get("frame_index"), 0, MAX_FRAME_INDEX)
+    capture_ts = wall_ts(msg.get("capture_ts"), now)
     if track_id is None or frame_index is None or capture_ts is None:
+        log.debug("dropping violation of %s: implausible track_id / frame_index / capture_ts (%.40r, %.40r, %.40r)",
+                  msg.get("camera_id"), msg.get("track_id"), msg.get("frame_index"), msg.get("capture_ts"))
         return None
     return {
         "camera_id": str(msg["camera_id"]),
         "track_id": track_id,
         "frame_index": frame_index,
         "capture_ts": capture_ts,
-        "cls": str(msg.get("cls") or "vehicle"),
-        "kmh": _num(msg.get("kmh")),
-        "limit_kmh": _num(msg.get("limit_kmh")),
-        "over_s": _num(msg.get("over_s")),
+        "cls": str(msg.get("cls") or "vehicle")[:40],
+        "kmh": finite(msg.get("kmh"), 0.0, MAX_KMH),
+        "limit_kmh": finite(msg.get("limit_kmh"), 0.0, MAX_KMH),
+        "over_s": finite(msg.get("over_s"), 0.0, 1e6),
         "evidence_uri": msg.get("evidence_uri") if isinstance(msg.get("evidence_uri"), str) else None,
     }
 

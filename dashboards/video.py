@@ -13,7 +13,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from werkzeug.exceptions import NotFound
 
 from dashboards.live import FrameKey, LiveBuffers, LiveFrame
+from dashboards.times import clock, finite
 from ingest.sources import FrameReader, SourceError, is_under_roots, uri_to_path
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
@@ -40,16 +40,17 @@ SNAPSHOT_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 # -- drawing (pure) -------------------------------------------------------------------------------------
 def is_speeding(vehicle: Mapping[str, Any], limit_kmh: float | None) -> bool:
-    kmh = vehicle.get("kmh")
-    if vehicle.get("over"):
+    kmh = finite(vehicle.get("kmh"))
+    over = vehicle.get("over")
+    if isinstance(over, (bool, np.bool_)) and over:  # the job's verdict; a stray "false" string is not one
         return True
-    return limit_kmh is not None and isinstance(kmh, (int, float)) and kmh > limit_kmh
+    return limit_kmh is not None and kmh is not None and kmh > limit_kmh
 
 
 def vehicle_label(vehicle: Mapping[str, Any]) -> str:
-    label = f"#{vehicle.get('id', '?')} {vehicle.get('cls', '')}".rstrip()
-    kmh = vehicle.get("kmh")
-    if isinstance(kmh, (int, float)):
+    label = f"#{vehicle.get('id', '?')} {vehicle.get('cls', '')}".rstrip()[:60]
+    kmh = finite(vehicle.get("kmh"))
+    if kmh is not None:
         label += f" {kmh:.0f} km/h"
     return label
 
@@ -78,9 +79,10 @@ def draw_overlays(
         cv2.polylines(out, [pts], isClosed=True, color=YELLOW, thickness=1, lineType=cv2.LINE_AA)
     for v in vehicles:
         box = v.get("box")
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            continue
-        x1, y1, x2, y2 = (int(round(float(c) * scale)) for c in box)
+        coords = [finite(c, -1e6, 1e6) for c in box] if isinstance(box, (list, tuple)) and len(box) == 4 else []
+        if len(coords) != 4 or None in coords:
+            continue  # no box, or not four sane numbers: nothing to draw
+        x1, y1, x2, y2 = (round(c * scale) for c in coords)  # type: ignore[operator]
         x1, x2 = sorted((max(0, min(w - 1, x1)), max(0, min(w - 1, x2))))
         y1, y2 = sorted((max(0, min(h - 1, y1)), max(0, min(h - 1, y2))))
         color = RED if is_speeding(v, limit_kmh) else GREEN
@@ -283,7 +285,7 @@ class CameraRenderer:
             last_key = frame.key
             try:
                 image = reader.read(frame.frame_index, frame.pts_s)
-            except SourceError as exc:
+            except (SourceError, ValueError, OverflowError, OSError) as exc:  # absurd index / pts: skip, go on
                 log.debug("camera %s: frame %d not decodable: %s", self.camera.id, frame.frame_index, exc)
                 self.stats.skipped += 1
                 continue
@@ -293,8 +295,7 @@ class CameraRenderer:
                 scale = self.max_width / image.shape[1]
                 size = (self.max_width, round(image.shape[0] * scale))
                 image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            when = datetime.fromtimestamp(frame.capture_ts)
-            caption = f"{self.camera.id}  frame {frame.frame_index}  {when:%H:%M:%S}"
+            caption = f"{self.camera.id}  frame {frame.frame_index}  {clock(frame.capture_ts)}"
             drawn = draw_overlays(image, frame.vehicles, self.camera.speed_limit_kmh, roi=self.camera.roi,
                                   caption=caption, scale=scale)
             self._publish(mjpeg_part(
@@ -377,7 +378,13 @@ def resolve_snapshot(relpath: str, evidence_root: Path) -> Path:
     return candidate.resolve()
 
 
-def register_routes(server: flask.Flask, settings: Settings, streamer: MjpegStreamer) -> None:
+def snapshot_cache_control(private: bool) -> str:
+    """Evidence shows number plates: behind auth no shared cache (proxy, CDN) and no disk cache may keep it."""
+    return "private, no-store" if private else "public, max-age=3600"
+
+
+def register_routes(server: flask.Flask, settings: Settings, streamer: MjpegStreamer, *, private: bool = False) -> None:
+    """Video and snapshot routes. ``private``: the dashboard requires auth (responses must not be cached)."""
     cameras = {c.id: c for c in settings.cameras}
 
     @server.get("/video/<camera_id>.mjpg")
@@ -388,13 +395,15 @@ def register_routes(server: flask.Flask, settings: Settings, streamer: MjpegStre
         return flask.Response(
             streamer.stream(camera),
             mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-            headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "private, no-cache, no-store" if private else "no-cache, no-store",
+                     "X-Accel-Buffering": "no"},
             direct_passthrough=True,
         )
 
     @server.get("/snapshot/<path:relpath>")
     def snapshot(relpath: str) -> flask.Response:
         path = resolve_snapshot(relpath, settings.evidence_root)
-        response = flask.send_file(path, max_age=3600)
+        response = flask.send_file(path, max_age=None if private else 3600, etag=not private)
+        response.headers["Cache-Control"] = snapshot_cache_control(private)
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response

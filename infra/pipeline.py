@@ -24,17 +24,36 @@ from tqdm import tqdm
 
 from infra.jars import spark_jars_csv
 from trafficstream import tables
-from trafficstream.config import PROJECT_ROOT, Settings
+from trafficstream.config import PROJECT_ROOT, Settings, secret_environ, settings_to_dict
 
 log = logging.getLogger(__name__)
 JOB_FILE = PROJECT_ROOT / "streaming_jobs" / "vehicle_pipeline.py"
 
 
 def write_settings(settings: Settings, path: Path) -> Path:
-    """Materialise effective settings as a deployment file the job can be submitted with."""
+    """Materialise effective settings as a deployment file the job can be submitted with.
+
+    No secret goes into the file (the job gets them through its environment, see :func:`job_environ`), and
+    the file is private to this user all the same (0600): it still tells where everything lives.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    text = yaml.safe_dump(settings_to_dict(settings), sort_keys=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+        f.write(text)
     return path
+
+
+def job_environ(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the spark-submit child: ``base`` (default: ours) plus the settings' secrets as
+    ``TRAFFICSTREAM_...`` variables, which the job's load_settings reads (they never touch the disk)."""
+    env = dict(os.environ if base is None else base)
+    env.update(secret_environ(settings))
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def spark_submit_command(config: Path, checkpoint: Path, stop_file: Path, master: str = "local[2]") -> list[str]:
@@ -70,10 +89,7 @@ class JobProcess:
 
     def start(self) -> "JobProcess":
         self.stop_file.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env.setdefault("PYSPARK_PYTHON", sys.executable)
-        env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        env = job_environ(self.settings)
         cmd = spark_submit_command(self.config, self.checkpoint, self.stop_file, self.master)
         log.info("starting the vehicle job: %s", " ".join(cmd[:3] + ["..."] + cmd[-7:]))
         self._log = self.log_path.open("ab")

@@ -6,24 +6,49 @@ field, e.g. ``cameras[1].calibration.image_points: List should have at least 4 i
 
 The special token ``{data_dir}`` in paths expands to ``storage.data_dir`` (default: ``../shared/data``
 beside the project, or ``TRAFFICSTREAM_DATA_DIR``).
+
+Secrets (Kafka credentials, the dashboard password) may be given as file references (``file:/run/secrets/x``)
+and are never printed: see :mod:`trafficstream.secrets`. Deployment files must name at least one camera.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
-from trafficstream.cameras import Camera
+from trafficstream.cameras import Camera, frame_problems, probe_frame_size
 from trafficstream.errors import ConfigError
+from trafficstream.secrets import (
+    SecretMap,
+    SecretsMode,
+    is_secret_key,
+    property_text,
+    resolve_reference,
+    serialize_map,
+    serialize_secret,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "infra" / "config" / "demo.yaml"
 ENV_PREFIX = "TRAFFICSTREAM_"
+log = logging.getLogger(__name__)
 
 
 def default_data_dir() -> Path:
@@ -31,7 +56,35 @@ def default_data_dir() -> Path:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _property_map_input(value: Any) -> Any:
+    """Scalars to the strings clients expect; ``file:`` references of secret keys to the file content."""
+    if not isinstance(value, Mapping):
+        return value  # pydantic reports the type error
+    out = {}
+    for key, item in value.items():
+        item = property_text(item)
+        if isinstance(key, str) and is_secret_key(key):
+            try:
+                item = resolve_reference(item)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        out[key] = item
+    return out
+
+
+# Client / Spark property maps: real values inside (the clients need them), secret entries masked when
+# printed or dumped, left out of what is shipped to Spark tasks (see trafficstream.secrets).
+PropertyMap = Annotated[
+    dict[str, str], BeforeValidator(_property_map_input), AfterValidator(SecretMap), PlainSerializer(serialize_map)
+]
+Secret = Annotated[
+    SecretStr | None,
+    BeforeValidator(lambda v: resolve_reference(property_text(v))),
+    PlainSerializer(serialize_secret),
+]
 
 
 class KafkaSettings(_Section):
@@ -45,17 +98,20 @@ class KafkaSettings(_Section):
     # security.protocol, sasl.mechanism, ...); ``client_python`` only to the Python clients (librdkafka:
     # sasl.username, ssl.ca.location, ...); ``client_spark`` only to Spark's Java clients (sasl.jaas.config,
     # ssl.truststore.location, ...), which get them prefixed with "kafka.".
-    client: dict[str, str] = Field(default_factory=dict)
-    client_python: dict[str, str] = Field(default_factory=dict)
-    client_spark: dict[str, str] = Field(default_factory=dict)
+    # Secret properties (sasl.password, sasl.jaas.config, ssl.*.password, ...) may be ``file:PATH`` references.
+    client: PropertyMap = Field(default_factory=SecretMap)
+    client_python: PropertyMap = Field(default_factory=SecretMap)
+    client_spark: PropertyMap = Field(default_factory=SecretMap)
 
-    def python_config(self, **extra: str | int | bool) -> dict:
-        """confluent-kafka configuration: bootstrap servers + shared + Python-only properties + ``extra``."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client, **self.client_python, **extra}
+    def python_config(self, **extra: Any) -> dict:
+        """confluent-kafka configuration: bootstrap servers + shared + Python-only properties + ``extra``.
+
+        Real values (a :class:`SecretMap`: logging it by mistake shows the secrets masked)."""
+        return SecretMap({"bootstrap.servers": self.bootstrap_servers, **self.client, **self.client_python, **extra})
 
     def spark_options(self) -> dict[str, str]:
-        """Options for Spark's Kafka source / sink (``kafka.``-prefixed Java client properties)."""
-        opts = {"kafka.bootstrap.servers": self.bootstrap_servers}
+        """Options for Spark's Kafka source / sink (``kafka.``-prefixed Java client properties), real values."""
+        opts = SecretMap({"kafka.bootstrap.servers": self.bootstrap_servers})
         opts.update({f"kafka.{k}": v for k, v in {**self.client, **self.client_spark}.items()})
         return opts
 
@@ -72,7 +128,7 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(default=2, ge=1)
     # Extra Spark SQL conf set on the session. Delta's default of 50 partitions for rebuilding a table's
     # snapshot costs seconds per commit on small local tables; clusters with big tables raise it.
-    conf: dict[str, str] = Field(default_factory=lambda: {"spark.databricks.delta.snapshotPartitions": "2"})
+    conf: PropertyMap = Field(default_factory=lambda: SecretMap({"spark.databricks.delta.snapshotPartitions": "2"}))
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
     stop_after_idle_s: float | None = Field(default=None, gt=0)
 
@@ -118,7 +174,7 @@ class DashboardSettings(_Section):
     port: int = Field(default=8050, ge=1, le=65535)
     buffer_frames: int = Field(default=600, ge=10, description="live results kept per camera")
     basic_auth_user: str | None = None
-    basic_auth_password: str | None = None
+    basic_auth_password: Secret = None  # plain value: trafficstream.secrets.reveal()
 
 
 class Settings(_Section):
@@ -132,24 +188,86 @@ class Settings(_Section):
     cameras: list[Camera] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_cameras(self) -> "Settings":
-        seen: set[str] = set()
-        for i, cam in enumerate(self.cameras):
-            if cam.id in seen:
-                raise ValueError(f"cameras[{i}].id: duplicate camera id {cam.id!r}")
-            seen.add(cam.id)
+    def _consistent(self) -> Settings:
+        # Messages name their own field (the error's location is the root): see _format_errors.
+        problems = self._camera_id_problems() + self._template_problems()
+        if not problems:
+            problems = self._root_problems()
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
+    def _camera_id_problems(self) -> list[str]:
+        seen: set[str] = set()
+        out = []
+        for i, cam in enumerate(self.cameras):
+            if cam.id in seen:
+                out.append(f"cameras[{i}].id: duplicate camera id {cam.id!r}")
+            seen.add(cam.id)
+        return out
+
+    def _template_problems(self) -> list[str]:
+        """Unknown ``{placeholders}`` fail here, not when the path is first used hours later."""
+        fields = {
+            "detector.model_path": self.detector.model_path,
+            "tracker.embedder_path": self.tracker.embedder_path,
+            "storage.delta_root": self.storage.delta_root,
+            "storage.checkpoint_root": self.storage.checkpoint_root,
+            "storage.evidence_root": self.storage.evidence_root,
+            **{f"storage.allowed_roots[{i}]": r for i, r in enumerate(self.storage.allowed_roots)},
+        }
+        out = []
+        for name, template in fields.items():
+            try:
+                self._expand(template)
+            except (KeyError, IndexError, ValueError) as exc:
+                out.append(f"{name}: {template!r} has a bad placeholder ({type(exc).__name__}: {exc}); "
+                           "known: {data_dir}, {var_dir}")
+        return out
+
+    def _root_problems(self) -> list[str]:
+        out = []
+        for i, root in enumerate(self.storage.allowed_roots):
+            name = f"storage.allowed_roots[{i}]"
+            if not root.strip():
+                out.append(f"{name}: empty; name the directory the camera videos are stored under")
+            elif "://" in root:
+                out.append(f"{name}: {root!r}: roots are local directories (frame references are file paths)")
+            elif (p := self.path(root)).parent == p:
+                out.append(f"{name}: {root!r} is the filesystem root {p}: frame references could then name any "
+                           "file; name the directory the camera videos are stored under")
+        return out
+
+    def source_problems(self) -> list[str]:
+        """Cameras whose source lies outside the allowed roots (the job would dead-letter all their frames).
+
+        Checked at start-up by :func:`check_cameras_against_sources`, not at load: tools such as the
+        calibration CLI work on a camera wherever its video is.
+        """
+        roots = self.allowed_roots
+        out = []
+        for i, cam in enumerate(self.cameras):
+            try:
+                src = self.path(str(cam.source_path()))  # resolves symlinks, like the job's check
+            except (KeyError, IndexError, ValueError) as exc:
+                out.append(f"cameras[{i}].source: bad placeholder ({type(exc).__name__}: {exc})")
+                continue
+            if not any(src == root or root in src.parents for root in roots):
+                out.append(f"cameras[{i}].source: {src} is outside storage.allowed_roots "
+                           f"({', '.join(map(str, roots))}); the job would dead-letter every frame of it")
+        return out
+
     # -- resolved paths ---------------------------------------------------------------------------
+    def _expand(self, template: str) -> str:
+        return template.format(data_dir=self.storage.data_dir, var_dir=self.storage.var_dir)
+
     def path(self, template: str) -> Path:
         """Expand ``{data_dir}`` / ``{var_dir}`` and make absolute."""
-        return Path(
-            template.format(data_dir=self.storage.data_dir, var_dir=self.storage.var_dir)
-        ).expanduser().resolve()
+        return Path(self._expand(template)).expanduser().resolve()
 
     def location(self, template: str, *parts: str) -> str:
         """Like :meth:`path`, but keeps URIs (s3a://, abfss://, hdfs://) as URIs: for Spark's storage."""
-        expanded = template.format(data_dir=self.storage.data_dir, var_dir=self.storage.var_dir)
+        expanded = self._expand(template)
         if "://" in expanded:
             return "/".join([expanded.rstrip("/"), *parts])
         return str(Path(expanded, *parts).expanduser().resolve())
@@ -187,9 +305,10 @@ class Settings(_Section):
 
 def _expand_cameras(raw: dict[str, Any]) -> None:
     """Expand ``{data_dir}`` in camera sources before validation (so the source check sees real paths)."""
-    storage = raw.get("storage") or {}
+    storage = raw.get("storage") if isinstance(raw.get("storage"), dict) else {}
     data_dir = storage.get("data_dir") or default_data_dir()
-    for cam in raw.get("cameras") or []:
+    cameras = raw.get("cameras")
+    for cam in cameras if isinstance(cameras, list) else []:
         if isinstance(cam, dict) and isinstance(cam.get("source"), str):
             cam["source"] = cam["source"].replace("{data_dir}", str(data_dir))
 
@@ -203,7 +322,8 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     if len(keys) > 3 and tuple(keys[:2]) in _MAP_SECTIONS:
         keys = [*keys[:2], ".".join(keys[2:])]
     if keys[0] == "cameras" and len(keys) >= 3:  # cameras.<id>.field=value: cameras are a list keyed by id
-        cams = [c for c in target.get("cameras") or [] if isinstance(c, dict) and c.get("id") == keys[1]]
+        listed = target.get("cameras") if isinstance(target.get("cameras"), list) else []
+        cams = [c for c in listed if isinstance(c, dict) and c.get("id") == keys[1]]
         if not cams:
             raise ConfigError(f"{dotted}: no camera with id {keys[1]!r}")
         target, keys = cams[0], keys[2:]
@@ -215,19 +335,57 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _parse_scalar(text: str) -> Any:
-    """CLI / env values: YAML scalars ("3" -> 3, "true" -> True, "[a, b]" -> list)."""
+def _is_secret_path(dotted: str) -> bool:
+    return is_secret_key(dotted.rsplit(".", 1)[-1]) or (
+        tuple(dotted.split(".")[:2]) in _MAP_SECTIONS and is_secret_key(".".join(dotted.split(".")[2:]))
+    )
+
+
+def _parse_scalar(text: str, secret: bool = False) -> Any:
+    """CLI / env values: YAML scalars ("3" -> 3, "true" -> True, "[a, b]" -> list). Secrets stay text:
+    a password "1234", "yes" or "[x" is the password, not an int, a bool or a parse error."""
+    if secret:
+        return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
 
-def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+def _env_path(name: str) -> str:
+    """``KAFKA__CLIENT_SPARK__SASL.JAAS.CONFIG`` -> ``kafka.client_spark.sasl.jaas.config``.
+
+    Section names are case-insensitive; a property name keeps its case unless written all in capitals
+    (``spark.ssl.keyPassword`` must stay camel-cased, ``SASL.PASSWORD`` is the shell's way of writing it).
+    """
+    parts = name.split("__")
+    head = [p.lower() for p in parts[:2]]
+    if len(parts) > 2 and tuple(head) in _MAP_SECTIONS:
+        key = ".".join(parts[2:])
+        return ".".join([*head, key.lower() if key == key.upper() else key])
+    return ".".join(p.lower() for p in parts)
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and "__" in key:
-            dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
-            _set_dotted(raw, dotted, _parse_scalar(environ[key]))
+            dotted = _env_path(key[len(ENV_PREFIX):])
+            _set_dotted(raw, dotted, _parse_scalar(environ[key], _is_secret_path(dotted)))
+
+
+def secret_environ(settings: Settings) -> dict[str, str]:
+    """The settings' Kafka / Spark secrets as ``TRAFFICSTREAM_...`` variables for a child process.
+
+    Lets a parent start a job with a settings file that holds no secret (infra/pipeline.py): the child's
+    :func:`load_settings` reads them back from its environment (names keep their case, see _env_path).
+    """
+    out = {}
+    for section, name in sorted(_MAP_SECTIONS):
+        props = getattr(getattr(settings, section), name)
+        for key, value in props.items():
+            if is_secret_key(key):
+                out[f"{ENV_PREFIX}{section.upper()}__{name.upper()}__{key}"] = value
+    return out
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
@@ -237,16 +395,30 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         for part in err["loc"]:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc or '<root>'}: {msg}")
+        # Whole-settings checks name their own fields ("cameras[1].source: ..."); the others get their location.
+        lines.append(f"{loc}: {msg}" if loc else msg)
     return f"invalid configuration ({source}):\n  " + "\n  ".join(lines)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    """Where the YAML is broken, never what is there: the offending line may hold a password."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"{path}: not valid YAML{where} (the text there is not shown: it may hold a secret)")
 
 
 def load_settings(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_cameras: bool = True,
 ) -> Settings:
-    """Load file + env + CLI overrides (``section.key=value``) into validated :class:`Settings`."""
+    """Load file + env + CLI overrides (``section.key=value``) into validated :class:`Settings`.
+
+    A deployment must configure at least one camera (every consumer needs one); tools that only need the
+    Kafka or storage sections pass ``require_cameras=False``. The bare model (``Settings()``) allows none.
+    """
     environ = dict(os.environ if environ is None else environ)
     path = Path(config_file) if config_file else Path(environ.get("TRAFFICSTREAM_CONFIG", DEFAULT_CONFIG))
     if not path.is_file():
@@ -254,20 +426,26 @@ def load_settings(
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise _yaml_error(path, exc) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {type(exc).__name__}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     _apply_env(raw, environ)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
+    for n, item in enumerate(overrides or [], 1):
+        if "=" not in item:  # not echoed: it may be a mistyped "key:secret"
+            raise ConfigError(f"--set #{n}: expected section.key=value")
         key, _, value = item.partition("=")
-        _set_dotted(raw, key.strip(), _parse_scalar(value))
+        _set_dotted(raw, key.strip(), _parse_scalar(value, _is_secret_path(key.strip())))
     _expand_cameras(raw)
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path))) from None
+    if require_cameras and not settings.cameras:
+        raise ConfigError(f"invalid configuration ({path}):\n  cameras: no camera configured; a deployment "
+                          "needs at least one (id, source, speed_limit_kmh)")
+    return settings
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,14 +456,51 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, args.overrides)
+def settings_from_args(args: argparse.Namespace, *, require_cameras: bool = True) -> Settings:
+    return load_settings(args.config, args.overrides, require_cameras=require_cameras)
 
 
-def settings_to_json(settings: Settings) -> str:
-    """Serialise for shipping to Spark executors (they re-validate on load)."""
-    return settings.model_dump_json()
+def settings_to_dict(settings: Settings, *, include_secrets: bool = False) -> dict[str, Any]:
+    """JSON-compatible settings; secrets left out unless ``include_secrets`` (real values then)."""
+    mode = SecretsMode.INCLUDE if include_secrets else SecretsMode.OMIT
+    return settings.model_dump(mode="json", context={"secrets": mode.value})
+
+
+def settings_to_json(settings: Settings, *, include_secrets: bool = False) -> str:
+    """Serialise for shipping to Spark tasks (they re-validate on load). The tasks use no Kafka client and
+    no dashboard, so by default no secret is in it (Spark ships task closures in the clear)."""
+    return json.dumps(settings_to_dict(settings, include_secrets=include_secrets), separators=(",", ":"))
 
 
 def settings_from_json(text: str) -> Settings:
     return Settings.model_validate(json.loads(text))
+
+
+def check_cameras_against_sources(settings: Settings, *, require_sources: bool = True) -> dict[str, tuple[int, int]]:
+    """Start-up check of the cameras against their videos; call it once in every process that uses them.
+
+    Checks that each source lies below ``storage.allowed_roots`` (symlinks resolved), then reads each video's
+    header (PyAV, no decoding) and checks ROI, detect tiles and calibration image points against the frame
+    size. Raises one :class:`ConfigError` naming every bad field (``cameras[0].roi: ...``). A source that
+    cannot be opened is an error naming ``cameras[i].source`` when ``require_sources`` (the ingest worker must
+    read it); the Spark driver passes False, since on a cluster only the executors may see the video storage.
+    Returns {camera id: (width, height)} of the sources it read.
+    """
+    problems = settings.source_problems()
+    sizes: dict[str, tuple[int, int]] = {}
+    for i, cam in enumerate(settings.cameras):
+        path = cam.source_path()
+        try:
+            width, height, frames = probe_frame_size(path)
+        except ValueError as exc:
+            reason = f"cannot read the video header of {path}: {exc}"
+            if require_sources:
+                problems.append(f"cameras[{i}].source: {reason}")
+            else:
+                log.warning("camera %s: %s (not checked against its frame size here)", cam.id, reason)
+            continue
+        sizes[cam.id] = (width, height)
+        problems += frame_problems(cam, width, height, frames, prefix=f"cameras[{i}].")
+    if problems:
+        raise ConfigError("invalid configuration (cameras against their sources):\n  " + "\n  ".join(problems))
+    return sizes

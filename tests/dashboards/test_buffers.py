@@ -12,6 +12,7 @@ from dashboards.live import LiveBuffers, speed_stats
 
 CAM = "cam-a"
 T0 = 1_700_000_000.0
+M0 = 60 * (T0 // 60)  # a wall-clock minute (flow minutes before 2000 are dropped as implausible)
 
 
 def frame(index: int, ts: float | None = None, vehicles=(), in_roi=None, flow=None, camera=CAM) -> dict:
@@ -172,7 +173,7 @@ def test_track_and_flow_state_stays_bounded(monkeypatch):
     monkeypatch.setattr(live, "MAX_FLOW_MINUTES", 30)
     b = LiveBuffers([CAM], max_frames=10)
     for i in range(3000):  # 3000 frames, a new vehicle in each, one minute apart every 30 frames
-        b.add(frame(i, ts=T0 + i * 2, vehicles=[veh(i, 90.0)], flow={"minute": 60 * (i // 30), "car": i % 30 + 1}))
+        b.add(frame(i, ts=T0 + i * 2, vehicles=[veh(i, 90.0)], flow={"minute": M0 + 60 * (i // 30), "car": i % 30 + 1}))
     cam = b._cameras[CAM]
     assert len(cam.tracks) <= 100
     assert len(cam.flow) == 30
@@ -208,8 +209,8 @@ def test_concurrent_writers_and_readers():
 
 
 def test_flow_minutes_stay_in_time_order(buffers):
-    buffers.add(frame(1, flow={"minute": 120.0, "car": 2}))
-    buffers.add(frame(2, flow={"minute": 60.0, "bus": 1}))  # a late frame of the previous minute
-    buffers.add(frame(3, flow={"minute": 180.0, "car": 1}))
-    assert buffers.flow(CAM) == [(60.0, "bus", 1), (120.0, "car", 2), (180.0, "car", 1)]
-    assert buffers.flow(CAM, minutes=2) == [(120.0, "car", 2), (180.0, "car", 1)]
+    buffers.add(frame(1, flow={"minute": M0 + 120.0, "car": 2}))
+    buffers.add(frame(2, flow={"minute": M0 + 60.0, "bus": 1}))  # a late frame of the previous minute
+    buffers.add(frame(3, flow={"minute": M0 + 180.0, "car": 1}))
+    assert buffers.flow(CAM) == [(M0 + 60.0, "bus", 1), (M0 + 120.0, "car", 2), (M0 + 180.0, "car", 1)]
+    assert buffers.flow(CAM, minutes=2) == [(M0 + 120.0, "car", 2), (M0 + 180.0, "car", 1)]
