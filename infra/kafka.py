@@ -594,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running pid {broker.pid} on {broker.bootstrap_servers} ({state})")
             return 0 if healthy else 1
         else:
-            settings = settings_from_args(args)
+            settings = settings_from_args(args, require_cameras=False)  # topics need no cameras
             k = settings.kafka
             topics = [k.frames_topic, k.results_topic, k.dead_letter_topic]
             if not broker_ready(k.bootstrap_servers, timeout_s=10, client_config={**k.client, **k.client_python}):

@@ -13,7 +13,7 @@ import sys
 
 from ingest.publisher import DeliveryError
 from ingest.worker import run_ingest
-from trafficstream.config import add_config_arguments, settings_from_args
+from trafficstream.config import add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
+        check_cameras_against_sources(settings)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

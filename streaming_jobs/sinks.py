@@ -45,9 +45,11 @@ from streaming_jobs.schemas import (
     DEAD_PAYLOAD,
     FLOW_PAYLOAD,
     FRAME_PAYLOAD,
+    HEALTH_PAYLOAD,
     KIND_DEAD,
     KIND_FLOW,
     KIND_FRAME,
+    KIND_HEALTH,
     KIND_TRACK,
     KIND_VIOLATION,
     TRACK_PAYLOAD,
@@ -173,15 +175,20 @@ class BatchWriter:
             (df.write.format("delta").mode("append")
              .option("txnAppId", self.app_id).option("txnVersion", batch_id).save(self.paths[table]))
 
-    def _merge(self, df: DataFrame, table: str, keys: list[str]) -> None:
+    def _merge(self, df: DataFrame, table: str, keys: list[str], set_: dict[str, str] | None = None) -> None:
         """Upsert absolute values; the ``updated_batch`` guard makes a replayed batch a no-op and keeps a
-        late replay from overwriting newer rows (no session-wide txn confs: sinks run concurrently)."""
+        late replay from overwriting newer rows (no session-wide txn confs: sinks run concurrently).
+        ``set_`` overrides the update expression of some columns."""
         cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        guard = "s.updated_batch > t.updated_batch"
         with self._timed(table):
-            (DeltaTable.forPath(self.spark, self.paths[table]).alias("t")
-             .merge(df.alias("s"), cond)
-             .whenMatchedUpdateAll(condition="s.updated_batch > t.updated_batch")
-             .whenNotMatchedInsertAll().execute())
+            merge = DeltaTable.forPath(self.spark, self.paths[table]).alias("t").merge(df.alias("s"), cond)
+            if set_:
+                columns = {c: f"s.{c}" for c in df.columns} | set_
+                merge = merge.whenMatchedUpdate(condition=guard, set=columns)
+            else:
+                merge = merge.whenMatchedUpdateAll(condition=guard)
+            merge.whenNotMatchedInsertAll().execute()
 
     def _to_kafka(self, df: DataFrame, topic: str) -> None:
         writer = df.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").write.format("kafka")
@@ -217,7 +224,8 @@ class BatchWriter:
 
     def _write(self, df: DataFrame, batch_id: int, counts: dict[str, int]) -> None:
         tasks = {KIND_FRAME: self._write_frames, KIND_DEAD: self._write_dead, KIND_TRACK: self._write_tracks,
-                 KIND_FLOW: self._write_flow, KIND_VIOLATION: self._write_violations}
+                 KIND_FLOW: self._write_flow, KIND_VIOLATION: self._write_violations,
+                 KIND_HEALTH: self._write_camera_events}
         futures = [self._pool.submit(fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)]
         errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
         for exc in errors:
@@ -271,8 +279,24 @@ class BatchWriter:
         fl = df.where(F.col("kind") == KIND_FLOW).withColumn("p", F.from_json("payload", FLOW_PAYLOAD))
         fl = fl.groupBy("camera_id", F.timestamp_seconds("p.minute_ts").alias("minute"), "p.class_name").agg(
             F.max("p.vehicles").alias("vehicles"))
+        # A camera whose tracking state was reset counts its current minute again from 0: never lower a
+        # count already published.
         self._merge(fl.withColumn("updated_batch", F.lit(batch_id).cast("long")), tables.FLOW,
-                    ["camera_id", "minute", "class_name"])
+                    ["camera_id", "minute", "class_name"], set_={"vehicles": "greatest(t.vehicles, s.vehicles)"})
+
+    def _write_camera_events(self, df: DataFrame, batch_id: int) -> None:
+        """Camera events that are not about one frame (a tracking-state reset): logged, and on the results
+        topic as ``health`` messages with the camera id, so operators see them next to the batch health."""
+        ev = df.where(F.col("kind") == KIND_HEALTH).withColumn("p", F.from_json("payload", HEALTH_PAYLOAD))
+        msg = F.to_json(F.struct(
+            F.lit(RESULT_VERSION).alias("v"), F.lit(RESULT_HEALTH).alias("type"), "camera_id",
+            F.lit(batch_id).cast("long").alias("batch_id"), F.round("processed_ts", 3).alias("ts"),
+            F.col("p.event").alias("event"), F.col("p.cause").alias("cause"), F.col("p.detail").alias("detail"),
+            F.col("p.next_track_id").alias("next_track_id"), F.col("p.resets").alias("resets")))
+        events = ev.select(F.col("camera_id").alias("key"), msg.alias("value"))
+        for row in events.collect():  # a handful at most: one per camera whose state was reset
+            log.warning("camera event in batch %d: %s", batch_id, row["value"])
+        self._to_kafka(events, self.settings.kafka.results_topic)
 
     def _write_violations(self, df: DataFrame, batch_id: int) -> None:
         vio = df.where(F.col("kind") == KIND_VIOLATION)

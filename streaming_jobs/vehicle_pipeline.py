@@ -38,7 +38,13 @@ from streaming_jobs.perception import perceive_batches  # noqa: E402
 from streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED  # noqa: E402
 from streaming_jobs.sinks import BatchWriter  # noqa: E402
 from streaming_jobs.tracking import track_camera  # noqa: E402
-from trafficstream.config import Settings, add_config_arguments, settings_from_args, settings_to_json  # noqa: E402
+from trafficstream.config import (  # noqa: E402
+    Settings,
+    add_config_arguments,
+    check_cameras_against_sources,
+    settings_from_args,
+    settings_to_json,
+)
 from trafficstream.errors import ConfigError  # noqa: E402
 from trafficstream.logs import setup_logging  # noqa: E402
 
@@ -181,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
+        # Executors may see the videos where the driver cannot (a cluster): unreadable sources only warn here.
+        check_cameras_against_sources(settings, require_sources=False)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

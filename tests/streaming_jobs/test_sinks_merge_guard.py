@@ -1,0 +1,55 @@
+"""The sinks' MERGE guard on a real Delta table (shared SparkSession): a replayed batch changes nothing, a late
+replay of an older batch never overwrites newer rows, and a flow count is never lowered."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import polars as pl
+import pytest
+
+from streaming_jobs.sinks import BatchWriter
+from trafficstream import tables
+from trafficstream.config import settings_to_json
+
+pytestmark = pytest.mark.integration
+MINUTE = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def writer(spark, settings_factory, tmp_path):
+    s = settings_factory(create_topics=False, name="merge")
+    w = BatchWriter(spark, s, settings_to_json(s), str(tmp_path / "chk"))
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _flow(spark, batch: int, vehicles: int):
+    return spark.createDataFrame(
+        [("cam", MINUTE, "car", vehicles, batch)],
+        "camera_id string, minute timestamp, class_name string, vehicles long, updated_batch long",
+    )
+
+
+def _read(writer) -> list[tuple[int, int]]:
+    df = pl.read_delta(writer.paths[tables.FLOW])
+    return [(r["vehicles"], r["updated_batch"]) for r in df.to_dicts()]
+
+
+def test_merge_guard(writer, spark):
+    keys = ["camera_id", "minute", "class_name"]
+    writer._sink_ms = {}
+    writer._merge(_flow(spark, 1, 3), tables.FLOW, keys)
+    assert _read(writer) == [(3, 1)]
+    writer._merge(_flow(spark, 2, 5), tables.FLOW, keys)
+    assert _read(writer) == [(5, 2)]
+    writer._merge(_flow(spark, 2, 9), tables.FLOW, keys)  # the same batch again (a replay): no change
+    assert _read(writer) == [(5, 2)]
+    writer._merge(_flow(spark, 1, 3), tables.FLOW, keys)  # an older batch, late: never overwrites
+    assert _read(writer) == [(5, 2)]
+    greatest = {"vehicles": "greatest(t.vehicles, s.vehicles)"}
+    writer._merge(_flow(spark, 3, 1), tables.FLOW, keys, set_=greatest)  # a reset camera recounting from 0
+    assert _read(writer) == [(5, 3)]
+    writer._merge(_flow(spark, 4, 7), tables.FLOW, keys, set_=greatest)
+    assert _read(writer) == [(7, 4)]
