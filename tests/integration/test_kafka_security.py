@@ -96,5 +96,5 @@ def test_spark_with_a_wrong_password_is_refused(sasl_broker, settings_factory, t
     bad = good.model_copy(deep=True)
     wrong = _settings(settings_factory, sasl_broker, tmp_path_factory, credentials=True, password="wrong")
     bad.kafka.client_spark = wrong.kafka.client_spark
-    with pytest.raises(AssertionError, match="(?i)authentication|sasl"):
+    with pytest.raises(Exception, match="SaslAuthenticationException"):  # the query stops, naming why
         run_available_now(spark, bad)
