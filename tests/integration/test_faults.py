@@ -26,7 +26,7 @@ from trafficstream import tables
 
 pytestmark = pytest.mark.integration
 CAMERA = "motorway-overpass"
-START, FRAMES, PER_BATCH = 200, 150, 30
+START, FRAMES, PER_BATCH = 150, 150, 30  # frames 150-299 of the 335-frame motorway clip
 
 
 # -- where is the job? -------------------------------------------------------------------------------------
