@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) jars
 
 jars: $(STAMP)
-	$(PY) -m infra.jars resolve
+	$(PY) -m trafficstream.infra.jars resolve
 
 # Headless Chromium + driver for the dashboard's browser test (Debian packages; needs root or sudo).
 browser-deps:
@@ -44,27 +44,27 @@ test-unit: install
 	$(PY) -m pytest tests -m "not integration and not browser" $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m infra.demo --config $(CONFIG) $(DEMO_ARGS)
+	$(PY) -m trafficstream.infra.demo --config $(CONFIG) $(DEMO_ARGS)
 
 dashboard: install
-	$(PY) -m dashboards --config $(CONFIG)
+	$(PY) -m trafficstream.dashboards --config $(CONFIG)
 
 eval: install
-	$(PY) -m bench.evaluate $(EVAL_ARGS)
+	$(PY) -m trafficstream.bench.evaluate $(EVAL_ARGS)
 
 bench: install
-	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m trafficstream.bench.run $(BENCH_ARGS)
 
 # Long run (default 20 min, outside `make test`): memory and checkpoint growth; bench/results/soak.json.
 soak: install
-	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m bench.soak $(SOAK_ARGS)
+	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m trafficstream.bench.soak $(SOAK_ARGS)
 
 kafka-start: install
-	$(PY) -m infra.kafka start --data-dir var/kafka --port 9092
-	$(PY) -m infra.kafka create-topics --config $(CONFIG)
+	$(PY) -m trafficstream.infra.kafka start --data-dir var/kafka --port 9092
+	$(PY) -m trafficstream.infra.kafka create-topics --config $(CONFIG)
 
 kafka-stop:
-	$(PY) -m infra.kafka stop --data-dir var/kafka
+	$(PY) -m trafficstream.infra.kafka stop --data-dir var/kafka
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,6 +1,6 @@
 """Detector and embedder latency on a real clip.
 
-    python -m bench.detector_bench [--frames N] [--threads T] [--video PATH] [--out var/bench/detector.json]
+    python -m trafficstream.bench.detector_bench [--frames N] [--threads T] [--video PATH] [--out var/bench/detector.json]
 
 Times ``YoloOnnxDetector`` end to end per frame (letterbox, inference, decode, NMS) at 384x640 and 640x640
 float32 and with the int8 model (static 640x640), then the appearance embedder on each frame's detected
@@ -22,12 +22,12 @@ import av
 import numpy as np
 import onnxruntime as ort
 
-from models.detector import YoloOnnxDetector
-from models.embedder import AppearanceEmbedder
+from trafficstream.models.detector import YoloOnnxDetector
+from trafficstream.models.embedder import AppearanceEmbedder
 from trafficstream.config import default_data_dir
 from trafficstream.logs import setup_logging
 
-log = logging.getLogger("bench.detector")
+log = logging.getLogger("trafficstream.bench.detector")
 WARMUP = 2  # first runs pay for allocator growth and kernel selection
 
 
@@ -121,7 +121,7 @@ def bench_embedder(
 
 def main(argv: list[str] | None = None) -> int:
     data = default_data_dir()
-    parser = argparse.ArgumentParser(prog="python -m bench.detector_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.detector_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=data / "videos" / "highway_overpass_1280x720.mp4")
     parser.add_argument("--model", type=Path, default=data / "models" / "yolov8n.onnx")
     parser.add_argument("--int8-model", type=Path, default=data / "models" / "yolov8n_int8_dynamic.onnx")

@@ -5,7 +5,7 @@ submits the vehicle job with ``spark-submit``, ingests the clip, waits until eve
 then compares the ``detections`` Delta table with the ground truth (bench/metrics.py). The last line of
 output is one JSON object (mean/median absolute speed error, share within 3 km/h, identity metrics, ...)::
 
-    python -m bench.evaluate --seed 11 [--vehicles 14 --duration 12 --out var/eval]
+    python -m trafficstream.bench.evaluate --seed 11 [--vehicles 14 --duration 12 --out var/eval]
 """
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from typing import Any
 
 import polars as pl
 
-from bench.metrics import evaluate
-from bench.synthetic import SceneParams, SyntheticClip, generate
+from trafficstream.bench.metrics import evaluate
+from trafficstream.bench.synthetic import SceneParams, SyntheticClip, generate
 from trafficstream import tables
 from trafficstream.config import PROJECT_ROOT, Settings, load_settings
 from trafficstream.logs import setup_logging
 
-log = logging.getLogger("bench.evaluate")
+log = logging.getLogger("trafficstream.bench.evaluate")
 HEADLINE = ("mean_abs_speed_error_kmh", "median_abs_speed_error_kmh", "share_within_3kmh", "true_vehicles",
             "vehicles_with_one_id", "id_switches", "idf1")
 
@@ -51,7 +51,7 @@ def score(settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--vehicles", type=int, default=14)
     parser.add_argument("--duration", type=float, default=12.0)
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     setup_logging("INFO")
-    from infra.kafka import KafkaBroker
-    from infra.pipeline import JobProcess, wait_processed
-    from ingest.worker import run_ingest
+    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.pipeline import JobProcess, wait_processed
+    from trafficstream.ingest.worker import run_ingest
 
     t0 = time.time()
     out = args.out.resolve()

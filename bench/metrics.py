@@ -8,7 +8,7 @@ and ``track_id`` may be null). Frame indices are the clip's decode order, 0-base
 Ground-truth boxes that are mostly hidden, tiny, or whose contact point is outside the region of interest are
 "don't care": a detection on one is neither a hit nor a false positive, and missing one costs nothing::
 
-    python -m bench.metrics --ground-truth var/synthetic/seed1/ground_truth.json --detections rows.parquet
+    python -m trafficstream.bench.metrics --ground-truth var/synthetic/seed1/ground_truth.json --detections rows.parquet
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-from models.nms import box_iou
+from trafficstream.models.nms import box_iou
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def read_detections(path: str | Path) -> pl.DataFrame:
 def main(argv: Sequence[str] | None = None) -> int:
     from trafficstream.logs import setup_logging
 
-    parser = argparse.ArgumentParser(prog="python -m bench.metrics", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.metrics", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ground-truth", required=True, help="ground_truth.json of a synthetic clip")
     parser.add_argument("--detections", required=True, help="pipeline rows: Delta folder, .parquet, .csv, .jsonl")
     parser.add_argument("--camera-id", default=None)

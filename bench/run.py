@@ -6,7 +6,7 @@
    micro-batch compute vs sink time, tracking-state bytes per camera, message sizes, peak memory (RSS) of
    the job's process tree.
 
-    python -m bench.run [--frames 40] [--config infra/config/demo.yaml] [--skip-models]
+    python -m trafficstream.bench.run [--frames 40] [--config infra/config/demo.yaml] [--skip-models]
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def stateful_figures(delta_root: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.run", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument("--frames", type=int, default=40, help="frames per model configuration")
     parser.add_argument("--skip-models", action="store_true")
@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"ts": time.time()}
 
     if not args.skip_models:
-        from bench import detector_bench
+        from trafficstream.bench import detector_bench
 
         detector_bench.main(["--frames", str(args.frames), "--out", str(OUT / "detector.json")])
         summary["models"] = json.loads((OUT / "detector.json").read_text())
 
-    from infra.demo import run_pipeline
+    from trafficstream.infra.demo import run_pipeline
 
     workdir = OUT / "pipeline"
     shutil.rmtree(workdir, ignore_errors=True)

@@ -7,7 +7,7 @@ sampled (driver JVM, driver Python, Python workers), every 30 s the checkpoint a
 report (``bench/results/soak.json``) has the curves, the least-squares slope of each over the second half of
 the run (MB/min; growth = a leak), and every frame accounted for.
 
-    python -m bench.soak --minutes 20 [--cameras 3] [--rate 1.5]
+    python -m trafficstream.bench.soak --minutes 20 [--cameras 3] [--rate 1.5]
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def soak_settings(workdir: Path, clip: Path, cameras: int, bootstrap: str, overr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1.5, help="frames/s published per camera")
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging("INFO")
 
-    from infra.kafka import KafkaBroker
-    from infra.pipeline import JobProcess, processed_counts, wait_processed
-    from ingest.worker import run_ingest
+    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
+    from trafficstream.ingest.worker import run_ingest
 
     workdir = PROJECT_ROOT / "var" / "soak"
     shutil.rmtree(workdir / "run", ignore_errors=True)

@@ -9,7 +9,7 @@ lane, an entry time, an initial speed, maybe an acceleration and maybe a lane ch
 frame and vehicle: box, world position, true speed) and ``camera.yaml`` (a deployment config whose one camera
 ``synthetic`` plays the clip, calibrated with point pairs taken from the known homography)::
 
-    python -m bench.synthetic --out var/synthetic/seed1 --seed 1 [--vehicles 14 --min-kmh 60 ...]
+    python -m trafficstream.bench.synthetic --out var/synthetic/seed1 --seed 1 [--vehicles 14 --min-kmh 60 ...]
 
 World frame: metres on the road plane, x across the road (lanes from x=0 rightwards), y along the road away
 from the camera (which stands at y=0), z up. All vehicles drive towards the camera (y decreasing).
@@ -36,9 +36,9 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from models.classes import VEHICLE_CLASSES
-from models.detector import Detections, YoloOnnxDetector
-from models.nms import box_iou
+from trafficstream.models.classes import VEHICLE_CLASSES
+from trafficstream.models.detector import Detections, YoloOnnxDetector
+from trafficstream.models.nms import box_iou
 from trafficstream.config import DEFAULT_CONFIG, default_data_dir, load_settings
 from trafficstream.logs import setup_logging
 
@@ -949,7 +949,7 @@ def generate(out_dir: str | Path, scene: SceneParams | None = None, seed: int = 
     gt_path.write_text(json.dumps(ground_truth, separators=(",", ":")))
     config = deployment_config(video_path, camera, scene, roi)
     header = (f"# Synthetic known-speed clip (bench.synthetic, seed {seed}); ground truth: {gt_path.name}\n"
-              f"# python -m bench.synthetic --out {out} --seed {seed}\n")
+              f"# python -m trafficstream.bench.synthetic --out {out} --seed {seed}\n")
     config_path.write_text(header + yaml.safe_dump(config, sort_keys=False))
     load_settings(config_path, environ={})  # the config must load as a deployment, or fail here
     log.info("synthetic clip: %d frames, %d vehicles, seed %d in %.1f s -> %s", scene.n_frames, len(plans), seed,
@@ -967,7 +967,7 @@ def _scene_from_args(args: argparse.Namespace) -> SceneParams:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="sample data folder (default: the configured data_dir)")

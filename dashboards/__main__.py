@@ -1,6 +1,6 @@
-"""``python -m dashboards --config FILE [--set dashboard.port=8051]``."""
+"""``python -m trafficstream.dashboards --config FILE [--set dashboard.port=8051]``."""
 import sys
 
-from dashboards.app import main
+from trafficstream.dashboards.app import main
 
 sys.exit(main())

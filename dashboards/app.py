@@ -1,6 +1,6 @@
 """The traffic staff dashboard: app factory, a stoppable background server, and the CLI entry point.
 
-    python -m dashboards --config infra/config/demo.yaml [--set dashboard.port=8051]
+    python -m trafficstream.dashboards --config infra/config/demo.yaml [--set dashboard.port=8051]
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from pathlib import Path
 import dash
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from dashboards.auth import configure_auth
-from dashboards.callbacks import register_callbacks
-from dashboards.context import DashboardContext
-from dashboards.history import HistoryStore
-from dashboards.layout import build_layout
-from dashboards.live import LiveBuffers, ResultsConsumer
-from dashboards.video import MjpegStreamer, register_routes
+from trafficstream.dashboards.auth import configure_auth
+from trafficstream.dashboards.callbacks import register_callbacks
+from trafficstream.dashboards.context import DashboardContext
+from trafficstream.dashboards.history import HistoryStore
+from trafficstream.dashboards.layout import build_layout
+from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
+from trafficstream.dashboards.video import MjpegStreamer, register_routes
 from trafficstream.config import Settings, add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
@@ -131,7 +131,7 @@ def serve_in_thread(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dashboards", description="TrafficStream live dashboard")
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.dashboards", description="TrafficStream live dashboard")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -15,12 +15,12 @@ import dash
 from dash import Input, Output, Patch, State, html
 from dash.exceptions import PreventUpdate
 
-from dashboards import figures
-from dashboards import layout as L
-from dashboards.context import DashboardContext
-from dashboards.history import BINS, choose_bin, local_range, resample_flow
-from dashboards.live import speed_stats
-from dashboards.video import snapshot_url
+from trafficstream.dashboards import figures
+from trafficstream.dashboards import layout as L
+from trafficstream.dashboards.context import DashboardContext
+from trafficstream.dashboards.history import BINS, choose_bin, local_range, resample_flow
+from trafficstream.dashboards.live import speed_stats
+from trafficstream.dashboards.video import snapshot_url
 from trafficstream import tables
 
 log = logging.getLogger(__name__)

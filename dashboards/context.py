@@ -5,9 +5,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from dashboards.history import HistoryStore
-from dashboards.live import LiveBuffers, ResultsConsumer
-from dashboards.video import MjpegStreamer
+from trafficstream.dashboards.history import HistoryStore
+from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
+from trafficstream.dashboards.video import MjpegStreamer
 from trafficstream.config import Settings
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import plotly.graph_objects as go
 import polars as pl
 
-from dashboards.times import MAX_KMH, finite, integer, local_datetime
+from trafficstream.dashboards.times import MAX_KMH, finite, integer, local_datetime
 
 CLASS_COLORS = {"car": "#1f77b4", "truck": "#ff7f0e", "bus": "#2ca02c", "motorcycle": "#9467bd"}
 CLASS_ORDER = ("car", "truck", "bus", "motorcycle")

@@ -8,9 +8,9 @@ from typing import Any
 
 from dash import dcc, html
 
-from dashboards.figures import empty_figure
-from dashboards.live import Kpis
-from dashboards.times import clock
+from trafficstream.dashboards.figures import empty_figure
+from trafficstream.dashboards.live import Kpis
+from trafficstream.dashboards.times import clock
 from trafficstream.config import Settings
 
 # -- component ids ----------------------------------------------------------------------------------------

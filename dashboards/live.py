@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from dashboards.times import MAX_FRAME_INDEX, MAX_KMH, PTS_RANGE, finite, integer, wall_ts
+from trafficstream.dashboards.times import MAX_FRAME_INDEX, MAX_KMH, PTS_RANGE, finite, integer, wall_ts
 from trafficstream.config import Settings
 from trafficstream.errors import MessageError
 from trafficstream.messages import RESULT_FRAME, RESULT_HEALTH, RESULT_VIOLATION, parse_result

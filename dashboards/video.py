@@ -21,9 +21,9 @@ import flask
 import numpy as np
 from werkzeug.exceptions import NotFound
 
-from dashboards.live import FrameKey, LiveBuffers, LiveFrame
-from dashboards.times import clock, finite
-from ingest.sources import FrameReader, SourceError, is_under_roots, uri_to_path
+from trafficstream.dashboards.live import FrameKey, LiveBuffers, LiveFrame
+from trafficstream.dashboards.times import clock, finite
+from trafficstream.ingest.sources import FrameReader, SourceError, is_under_roots, uri_to_path
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
 

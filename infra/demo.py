@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.kafka import KafkaBroker
-from infra.pipeline import JobProcess, pipeline_stats, wait_processed
-from ingest.worker import run_ingest
+from trafficstream.infra.kafka import KafkaBroker
+from trafficstream.infra.pipeline import JobProcess, pipeline_stats, wait_processed
+from trafficstream.ingest.worker import run_ingest
 from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
@@ -40,7 +40,7 @@ def run_pipeline(base: Settings, workdir: Path, *, cameras: list[str] | None = N
         broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
         log.info("Kafka broker on %s (pid %s)", broker.bootstrap_servers, broker.pid)
         if dashboard:
-            from dashboards.app import serve_in_thread
+            from trafficstream.dashboards.app import serve_in_thread
 
             board = serve_in_thread(settings)
             print(f"Dashboard: {board.url}  (watch the clips being processed live)", flush=True)
@@ -79,7 +79,7 @@ def run_pipeline(base: Settings, workdir: Path, *, cameras: list[str] | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.infra.demo", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "var" / "demo",
                         help="broker data, Delta tables, checkpoints, logs (wiped at start)")

@@ -6,8 +6,8 @@
 
 CLI::
 
-    python -m infra.jars resolve [--force]   # what `make jars` runs; a no-op when already resolved
-    python -m infra.jars list [kafka|spark]  # one absolute jar path per line
+    python -m trafficstream.infra.jars resolve [--force]   # what `make jars` runs; a no-op when already resolved
+    python -m trafficstream.infra.jars list [kafka|spark]  # one absolute jar path per line
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _jars(which: str) -> list[Path]:
     lib = lib_dir(which)
     if missing := _missing(which):
         raise JarsMissingError(f"{lib} has no {', '.join(p + '*.jar' for p in missing)}: run `make jars` "
-                               f"(python -m infra.jars resolve)")
+                               f"(python -m trafficstream.infra.jars resolve)")
     return sorted(lib.glob("*.jar"))
 
 
@@ -123,7 +123,7 @@ def spark_jars_csv() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.jars", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.infra.jars", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_resolve = sub.add_parser("resolve", help="resolve the jars with Maven (skipped when already resolved)")
     p_resolve.add_argument("--force", action="store_true", help="run Maven even if the jars are present")

@@ -17,9 +17,9 @@ In code::
 
 From the shell (the broker outlives the command)::
 
-    python -m infra.kafka start [--data-dir var/kafka] [--port 9092]
-    python -m infra.kafka create-topics [--config FILE] [--set kafka.partitions=8]
-    python -m infra.kafka status | stop | delete-topics
+    python -m trafficstream.infra.kafka start [--data-dir var/kafka] [--port 9092]
+    python -m trafficstream.infra.kafka create-topics [--config FILE] [--set kafka.partitions=8]
+    python -m trafficstream.infra.kafka status | stop | delete-topics
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from types import TracebackType
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.jars import JarsMissingError, kafka_jars
+from trafficstream.infra.jars import JarsMissingError, kafka_jars
 from trafficstream.config import PROJECT_ROOT, add_config_arguments, settings_from_args
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
@@ -552,7 +552,7 @@ def stop_broker(data_dir: Path | str = DEFAULT_DATA_DIR, timeout_s: float = 30) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.kafka",
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.infra.kafka",
                                      description="Local single-node Kafka (KRaft) broker and topic management.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             topics = [k.frames_topic, k.results_topic, k.dead_letter_topic]
             if not broker_ready(k.bootstrap_servers, timeout_s=10, client_config={**k.client, **k.client_python}):
                 raise BrokerError(f"no Kafka broker answers at {k.bootstrap_servers} "
-                                  f"(local: python -m infra.kafka start)")
+                                  f"(local: python -m trafficstream.infra.kafka start)")
             if args.command == "create-topics":
                 created = create_topics(k.bootstrap_servers, topics, k.partitions, k.replication_factor, {**k.client, **k.client_python})
                 for topic, new in created.items():

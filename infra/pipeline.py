@@ -22,7 +22,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
-from infra.jars import spark_jars_csv
+from trafficstream.infra.jars import spark_jars_csv
 from trafficstream import tables
 from trafficstream.config import PROJECT_ROOT, Settings, secret_environ, settings_to_dict
 

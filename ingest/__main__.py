@@ -1,4 +1,4 @@
-"""CLI: ``python -m ingest --config infra/config/demo.yaml [--camera ID ...] [--realtime]``.
+"""CLI: ``python -m trafficstream.ingest --config infra/config/demo.yaml [--camera ID ...] [--realtime]``.
 
 Publishes one frame reference per frame of each camera's source to the frames topic and exits when every
 reference is delivered (exit 1 if any camera failed or any delivery failed). The last line of output is a
@@ -11,8 +11,8 @@ import json
 import logging
 import sys
 
-from ingest.publisher import DeliveryError
-from ingest.worker import run_ingest
+from trafficstream.ingest.publisher import DeliveryError
+from trafficstream.ingest.worker import run_ingest
 from trafficstream.config import add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
@@ -21,7 +21,7 @@ log = logging.getLogger("ingest")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.ingest", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument("--camera", action="append", help="camera id to ingest (repeatable; default all)")
     parser.add_argument("--realtime", action="store_true", help="pace frames by their timestamps")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ingest.publisher import FramePublisher
-from ingest.sources import VideoFileSource
+from trafficstream.ingest.publisher import FramePublisher
+from trafficstream.ingest.sources import VideoFileSource
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
 from trafficstream.messages import FrameRef

@@ -1,7 +1,7 @@
 """Check a camera's road-plane calibration: reprojection error, scale, and a picture of the fitted road grid.
 
-    python -m models.calibrate --config infra/config/demo.yaml --camera motorway-overpass --png var/calibration/m.png
-    python -m models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." [--video clip.mp4 --png out.png]
+    python -m trafficstream.models.calibrate --config infra/config/demo.yaml --camera motorway-overpass --png var/calibration/m.png
+    python -m trafficstream.models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." [--video clip.mp4 --png out.png]
 
 Prints the reprojection error (metres on the road and pixels in the image) and each pair's residual, the
 metres-per-pixel at a few image points, and with ``--png`` draws on the chosen frame the point pairs (red: the
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.homography import RoadPlane
+from trafficstream.models.homography import RoadPlane
 from trafficstream.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
 def build_parser() -> argparse.ArgumentParser:
     from trafficstream.config import add_config_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trafficstream.models.calibrate", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--camera", help="camera id in the config")
     parser.add_argument("--points", help='ad-hoc pairs "x,y:X,Y;..." (pixels:metres); overrides the config pairs')
@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = read_frame(inp.video, inp.frame)
             drawn_plane = plane
             if inp.reference_frame is not None:
-                from models.registration import estimate_drift
+                from trafficstream.models.registration import estimate_drift
 
                 reference = cv2.cvtColor(read_frame(inp.video, inp.reference_frame), cv2.COLOR_BGR2GRAY)
                 drift = estimate_drift(reference, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))

@@ -14,10 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from models.classes import COCO_CLASSES, VEHICLE_CLASS_IDS, class_mask, class_name, parse_names
-from models.letterbox import LetterboxResult, letterbox, unletterbox
-from models.nms import batched_nms
-from models.session import ModelLoadError, check_model_path, create_session
+from trafficstream.models.classes import COCO_CLASSES, VEHICLE_CLASS_IDS, class_mask, class_name, parse_names
+from trafficstream.models.letterbox import LetterboxResult, letterbox, unletterbox
+from trafficstream.models.nms import batched_nms
+from trafficstream.models.session import ModelLoadError, check_model_path, create_session
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.session import ModelLoadError, create_session
+from trafficstream.models.session import ModelLoadError, create_session
 
 EMBED_INPUT = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

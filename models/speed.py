@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models import state_codec
+from trafficstream.models import state_codec
 
 if TYPE_CHECKING:
-    from models.homography import RoadPlane
+    from trafficstream.models.homography import RoadPlane
     from trafficstream.config import TrackerSettings
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.detector import Detections, Detector
-from models.nms import nms
+from trafficstream.models.detector import Detections, Detector
+from trafficstream.models.nms import nms
 
 Tile = tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
-from models import state_codec
+from trafficstream.models import state_codec
 
 if TYPE_CHECKING:
     from trafficstream.config import TrackerSettings

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models import state_codec
-from models.speed import SpeedEstimate, TrackId
+from trafficstream.models import state_codec
+from trafficstream.models.speed import SpeedEstimate, TrackId
 
 if TYPE_CHECKING:
     from trafficstream.cameras import Camera

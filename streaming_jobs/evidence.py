@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ingest.sources import ReaderPool, SourceError, uri_to_path
+from trafficstream.ingest.sources import ReaderPool, SourceError, uri_to_path
 from trafficstream.config import settings_from_json
 
 log = logging.getLogger(__name__)

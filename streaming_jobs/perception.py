@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ingest.sources import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
-from models.detector import build_detector
-from models.embedder import AppearanceEmbedder
-from models.roi import bottom_centre, points_in_polygon
-from models.tiling import detect_tiled
-from streaming_jobs.schemas import PERCEPTION
+from trafficstream.ingest.sources import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
+from trafficstream.models.detector import build_detector
+from trafficstream.models.embedder import AppearanceEmbedder
+from trafficstream.models.roi import bottom_centre, points_in_polygon
+from trafficstream.models.tiling import detect_tiled
+from trafficstream.streaming_jobs.schemas import PERCEPTION
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import MessageError
 from trafficstream.messages import (
@@ -85,7 +85,7 @@ class Runtime:
         """
         import cv2
 
-        from models.registration import prepare_reference
+        from trafficstream.models.registration import prepare_reference
 
         if camera_id not in self._references:
             cam = self.cameras[camera_id]
@@ -184,7 +184,7 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str
 def _drift(rt: Runtime, camera_id: str, image: np.ndarray) -> list[float] | None:
     import cv2
 
-    from models.registration import estimate_drift
+    from trafficstream.models.registration import estimate_drift
 
     ref = rt.reference(camera_id)
     if ref is None:

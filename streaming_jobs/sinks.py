@@ -40,8 +40,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from streaming_jobs.evidence import render_evidence
-from streaming_jobs.schemas import (
+from trafficstream.streaming_jobs.evidence import render_evidence
+from trafficstream.streaming_jobs.schemas import (
     DEAD_PAYLOAD,
     FLOW_PAYLOAD,
     FRAME_PAYLOAD,

@@ -42,14 +42,14 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from models import state_codec
-from models.classes import VEHICLE_CLASSES
-from models.homography import RoadPlane
-from models.roi import bottom_centre
-from models.speed import TrackKinematics
-from models.tracker import VehicleTracker
-from models.violations import ViolationRule
-from streaming_jobs.schemas import (
+from trafficstream.models import state_codec
+from trafficstream.models.classes import VEHICLE_CLASSES
+from trafficstream.models.homography import RoadPlane
+from trafficstream.models.roi import bottom_centre
+from trafficstream.models.speed import TrackKinematics
+from trafficstream.models.tracker import VehicleTracker
+from trafficstream.models.violations import ViolationRule
+from trafficstream.streaming_jobs.schemas import (
     KIND_DEAD,
     KIND_FLOW,
     KIND_FRAME,

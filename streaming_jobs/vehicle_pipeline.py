@@ -3,7 +3,7 @@
 Submit (local, jars resolved by ``make jars`` into infra/lib/spark)::
 
     spark-submit --master local[2] \\
-      --jars "$(python -m infra.jars list --csv)" \\
+      --jars "$(python -m trafficstream.infra.jars list --csv)" \\
       --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
       streaming_jobs/vehicle_pipeline.py --config infra/config/demo.yaml
@@ -31,22 +31,19 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
-if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from streaming_jobs.perception import perceive_batches  # noqa: E402
-from streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED  # noqa: E402
-from streaming_jobs.sinks import BatchWriter  # noqa: E402
-from streaming_jobs.tracking import track_camera  # noqa: E402
-from trafficstream.config import (  # noqa: E402
+from trafficstream.streaming_jobs.perception import perceive_batches
+from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
+from trafficstream.streaming_jobs.sinks import BatchWriter
+from trafficstream.streaming_jobs.tracking import track_camera
+from trafficstream.config import (
     Settings,
     add_config_arguments,
     check_cameras_against_sources,
     settings_from_args,
     settings_to_json,
 )
-from trafficstream.errors import ConfigError  # noqa: E402
-from trafficstream.logs import setup_logging  # noqa: E402
+from trafficstream.errors import ConfigError
+from trafficstream.logs import setup_logging
 
 log = logging.getLogger("vehicle_pipeline")
 QUERY_NAME = "vehicles"

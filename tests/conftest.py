@@ -35,7 +35,7 @@ def test_output() -> Path:
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> Iterator["KafkaBroker"]:  # noqa: F821
-    from infra.kafka import KafkaBroker
+    from trafficstream.infra.kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
     broker.start()
@@ -48,8 +48,8 @@ def kafka_broker(tmp_path_factory) -> Iterator["KafkaBroker"]:  # noqa: F821
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory, kafka_broker):  # the broker outlives Spark: its cached producers close first
-    from infra.jars import spark_jars_csv
-    from streaming_jobs.vehicle_pipeline import spark_session
+    from trafficstream.infra.jars import spark_jars_csv
+    from trafficstream.streaming_jobs.vehicle_pipeline import spark_session
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     settings = Settings()

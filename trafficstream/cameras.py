@@ -118,7 +118,7 @@ def homography_problem(image_points: Sequence[Point], world_points: Sequence[Poi
 @lru_cache(maxsize=256)  # every Spark task re-validates the settings it is shipped: fit each calibration once
 def _homography_problem(image_points: tuple[Point, ...], world_points: tuple[Point, ...]) -> str | None:
     # Imported here: cv2 / scipy load only when a calibration is validated.
-    from models.homography import RoadPlane
+    from trafficstream.models.homography import RoadPlane
 
     img, wld = np.asarray(image_points, dtype=float), np.asarray(world_points, dtype=float)
     try:

@@ -12,7 +12,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from bench.metrics import evaluate, load_ground_truth, match_frame, trailing_mean_speed
+from trafficstream.bench.metrics import evaluate, load_ground_truth, match_frame, trailing_mean_speed
 from trafficstream.config import PROJECT_ROOT
 
 FPS = 25.0
@@ -184,7 +184,7 @@ def test_hungarian_matching_finds_the_most_matches() -> None:
 def test_cli_on_a_parquet_file(tmp_path: Path) -> None:
     (tmp_path / "gt.json").write_text(json.dumps(GT))
     _perfect().write_parquet(tmp_path / "rows.parquet")
-    done = subprocess.run([sys.executable, "-m", "bench.metrics", "--ground-truth", str(tmp_path / "gt.json"),
+    done = subprocess.run([sys.executable, "-m", "trafficstream.bench.metrics", "--ground-truth", str(tmp_path / "gt.json"),
                            "--detections", str(tmp_path / "rows.parquet")],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

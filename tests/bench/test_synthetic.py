@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from bench.synthetic import (
+from trafficstream.bench.synthetic import (
     Body,
     LaneChange,
     SceneParams,
@@ -23,7 +23,7 @@ from bench.synthetic import (
     lateral,
     longitudinal,
 )
-from models.detector import YoloOnnxDetector
+from trafficstream.models.detector import YoloOnnxDetector
 from trafficstream.config import PROJECT_ROOT, load_settings
 
 # Small scenes keep the module fast; the main clip keeps the default camera and image size, so its vehicles
@@ -202,7 +202,7 @@ def test_invalid_scene_parameters_are_rejected() -> None:
 def test_cli_prints_the_three_paths(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.synthetic", "--out", str(out), "--seed", "3", "--vehicles", "2",
+        [sys.executable, "-m", "trafficstream.bench.synthetic", "--out", str(out), "--seed", "3", "--vehicles", "2",
          "--duration", "0.4", "--width", "320", "--height", "180", "--data-dir", str(data_dir), "--no-progress"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )

@@ -54,7 +54,7 @@ class PipelineFeed:
         self.query = self.writer = None
 
     def start(self) -> "PipelineFeed":
-        from streaming_jobs.vehicle_pipeline import start_query
+        from trafficstream.streaming_jobs.vehicle_pipeline import start_query
 
         self.query, self.writer = start_query(self.spark, self.settings)
         self._thread = threading.Thread(target=self._ingest, daemon=True)
@@ -62,7 +62,7 @@ class PipelineFeed:
         return self
 
     def _ingest(self) -> None:
-        from ingest.worker import run_ingest
+        from trafficstream.ingest.worker import run_ingest
 
         self.frames_published = run_ingest(self.settings, ["motorway-overpass"], realtime=True, stop=self._stop).total
 

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 from confluent_kafka import Producer
 
-from ingest.sources import FrameReader, VideoFileSource
+from trafficstream.ingest.sources import FrameReader, VideoFileSource
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from synthetic_results import write_history_tables
 
-from dashboards import layout as L
-from dashboards.app import serve_in_thread
+from trafficstream.dashboards import layout as L
+from trafficstream.dashboards.app import serve_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from dashboards import live
-from dashboards.live import LiveBuffers, speed_stats
+from trafficstream.dashboards import live
+from trafficstream.dashboards.live import LiveBuffers, speed_stats
 
 CAM = "cam-a"
 T0 = 1_700_000_000.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashboards.app import main
+from trafficstream.dashboards.app import main
 
 
 def test_cli_exits_naming_the_roi_outside_the_frame(tmp_path, data_dir, capsys):

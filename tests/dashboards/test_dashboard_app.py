@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from synthetic_results import synthetic_messages
 
-from dashboards import layout as L
-from dashboards.app import create_app, get_context, serve_in_thread
-from dashboards.live import LiveBuffers
-from dashboards.video import resolve_snapshot, snapshot_url
+from trafficstream.dashboards import layout as L
+from trafficstream.dashboards.app import create_app, get_context, serve_in_thread
+from trafficstream.dashboards.live import LiveBuffers
+from trafficstream.dashboards.video import resolve_snapshot, snapshot_url
 from trafficstream.config import PROJECT_ROOT
 from trafficstream.errors import ConfigError
 
@@ -287,12 +287,12 @@ def test_basic_auth_protects_every_route(demo_settings, filled):
 
 
 def test_cli_serves_without_a_broker_and_stops_on_sigterm(demo_settings, tmp_path):
-    from infra.kafka import free_port
+    from trafficstream.infra.kafka import free_port
 
     port = free_port()
     env = {**os.environ, "TRAFFICSTREAM_STORAGE__VAR_DIR": str(tmp_path / "var")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboards", "--config", str(PROJECT_ROOT / "infra/config/demo.yaml"),
+        [sys.executable, "-m", "trafficstream.dashboards", "--config", str(PROJECT_ROOT / "infra/config/demo.yaml"),
          "--set", f"dashboard.port={port}", "--set", "kafka.bootstrap_servers=127.0.0.1:9"],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -321,7 +321,7 @@ def test_cli_serves_without_a_broker_and_stops_on_sigterm(demo_settings, tmp_pat
 def test_cli_rejects_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dashboard: {port: 0}\n")
-    proc = subprocess.run([sys.executable, "-m", "dashboards", "--config", str(bad)], cwd=PROJECT_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "trafficstream.dashboards", "--config", str(bad)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "dashboard.port" in proc.stderr

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from dashboards import figures
+from trafficstream.dashboards import figures
 
 T0 = 1_700_000_000.0
 

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from deltalake import write_deltalake
 
-from dashboards.history import BINS, HistoryStore, choose_bin, local_range, resample_flow
+from trafficstream.dashboards.history import BINS, HistoryStore, choose_bin, local_range, resample_flow
 from trafficstream import tables
 
 UTC = timezone.utc

@@ -1,8 +1,8 @@
 """Presentation helpers: KPI texts, status badge, violation rows."""
 from __future__ import annotations
 
-from dashboards import layout as L
-from dashboards.live import Kpis
+from trafficstream.dashboards import layout as L
+from trafficstream.dashboards.live import Kpis
 
 T0 = 1_700_000_000.0
 

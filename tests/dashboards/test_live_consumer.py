@@ -8,8 +8,8 @@ import pytest
 from confluent_kafka import Producer
 from synthetic_results import encode, health_message, synthetic_messages
 
-from dashboards.live import LiveBuffers, ResultsConsumer
-from infra.kafka import KafkaBroker
+from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
+from trafficstream.infra.kafka import KafkaBroker
 from trafficstream.config import Settings
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dashboards.video import GREEN, RED, draw_overlays, encode_jpeg, mjpeg_part, placeholder_image, vehicle_label
-from ingest.sources import FrameReader
+from trafficstream.dashboards.video import GREEN, RED, draw_overlays, encode_jpeg, mjpeg_part, placeholder_image, vehicle_label
+from trafficstream.ingest.sources import FrameReader
 
 
 @pytest.fixture(scope="module")

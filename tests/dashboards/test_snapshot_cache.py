@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dashboards.app import create_app, get_context
+from trafficstream.dashboards.app import create_app, get_context
 from trafficstream.config import DEFAULT_CONFIG, load_settings
 
 PASSWORD = "pl4te-s3cret"

@@ -7,8 +7,8 @@ import time
 import pytest
 from synthetic_results import synthetic_messages
 
-from dashboards.live import LiveBuffers
-from dashboards.video import MjpegStreamer
+from trafficstream.dashboards.live import LiveBuffers
+from trafficstream.dashboards.video import MjpegStreamer
 
 MOTORWAY = "motorway-overpass"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from infra.jars import JarsMissingError, kafka_jars, spark_jars, spark_jars_csv
+from trafficstream.infra.jars import JarsMissingError, kafka_jars, spark_jars, spark_jars_csv
 
 PYSPARK_JARS = Path(pyspark.__file__).parent / "jars"
 # artifactId-version.jar; the version is the last "-<digits>.<digits>..." part (artifactIds hold digits too,
@@ -84,7 +84,7 @@ def test_broker_classpath_is_resolved() -> None:
 
 
 def test_missing_jars_say_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import infra.jars as jars_mod
+    import trafficstream.infra.jars as jars_mod
     monkeypatch.setattr(jars_mod, "SPARK_LIB", tmp_path / "spark")
     with pytest.raises(JarsMissingError, match="run `make jars`"):
         jars_mod.spark_jars()

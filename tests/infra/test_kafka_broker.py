@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from infra import kafka as kafka_cli
-from infra.kafka import BrokerError, KafkaBroker, broker_ready
+from trafficstream.infra import kafka as kafka_cli
+from trafficstream.infra.kafka import BrokerError, KafkaBroker, broker_ready
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ingest.sources import (
+from trafficstream.ingest.sources import (
     FrameNotFound,
     FrameReader,
     ReaderPool,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming_jobs.vehicle_pipeline import QUERY_NAME, start_query
+from trafficstream.streaming_jobs.vehicle_pipeline import QUERY_NAME, start_query
 from trafficstream.config import Settings
 
 

@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from dashboards.live import LiveBuffers
+from trafficstream.dashboards.live import LiveBuffers
 from e2e_helpers import table
-from infra.pipeline import JobProcess, processed_counts, wait_processed
-from ingest.worker import run_ingest
-from streaming_jobs.sinks import FAULT_ENV
+from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
+from trafficstream.ingest.worker import run_ingest
+from trafficstream.streaming_jobs.sinks import FAULT_ENV
 from trafficstream import tables
 
 pytestmark = pytest.mark.integration
@@ -206,7 +206,7 @@ def test_sigkill_at_three_points_then_exactly_once(settings_factory, tmp_path_fa
 # -- broker restart under load ---------------------------------------------------------------------------------
 @pytest.fixture
 def own_broker(tmp_path_factory):
-    from infra.kafka import KafkaBroker
+    from trafficstream.infra.kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka-restart"))
     broker.start()

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from dashboards.live import LiveBuffers, ResultsConsumer
+from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
 from e2e_helpers import run_available_now, table
-from infra.pipeline import topic_summary
-from ingest.publisher import DeliveryError
-from ingest.worker import run_ingest
+from trafficstream.infra.pipeline import topic_summary
+from trafficstream.ingest.publisher import DeliveryError
+from trafficstream.ingest.worker import run_ingest
 from trafficstream import tables
 from trafficstream.config import settings_to_json
 
@@ -23,7 +23,7 @@ USER, PASSWORD = "pipeline", "s3cr3t-pipeline-password"
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
-    from infra.kafka import KafkaBroker
+    from trafficstream.infra.kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka-sasl"), sasl_users={USER: PASSWORD})
     broker.start()

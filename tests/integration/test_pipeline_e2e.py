@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from infra.pipeline import topic_summary
-from ingest.publisher import FramePublisher
-from ingest.sources import VideoFileSource
-from ingest.worker import run_ingest
+from trafficstream.infra.pipeline import topic_summary
+from trafficstream.ingest.publisher import FramePublisher
+from trafficstream.ingest.sources import VideoFileSource
+from trafficstream.ingest.worker import run_ingest
 from e2e_helpers import forget_last_commit, run_available_now, table
 from trafficstream import tables
 
@@ -195,3 +195,18 @@ def test_analyst_notebook_runs_on_the_tables(run):
     assert ns["quality"]["frames"].sum() == run["ingested"]
     assert set(ns["dead_by_reason"]["reason"]) == {name.split(":")[0] for name in run["bad"]}
     assert ns["speeds"]["vehicles"].sum() > 0
+
+
+@pytest.mark.parametrize("notebook", ["01_traffic_flow.ipynb", "02_speeds.ipynb", "03_violations_review.ipynb"])
+def test_notebooks_run_on_the_pipeline_tables(run, notebook):
+    """Each analyst notebook runs top to bottom (a real Jupyter kernel) on tables the real job wrote."""
+    import sys
+
+    from trafficstream.config import PROJECT_ROOT
+
+    pytest.importorskip("nbclient")
+    sys.path.insert(0, str(PROJECT_ROOT / "tests" / "notebooks"))
+    from nbrun import execute_notebook
+
+    nb = execute_notebook(PROJECT_ROOT / "notebooks" / notebook, run["settings"].delta_root)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")

@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bench.evaluate import score
-from bench.metrics import load_ground_truth, match_frame
-from bench.synthetic import SceneParams, generate
+from trafficstream.bench.evaluate import score
+from trafficstream.bench.metrics import load_ground_truth, match_frame
+from trafficstream.bench.synthetic import SceneParams, generate
 from e2e_helpers import run_available_now, table
-from ingest.sources import uri_to_path
-from ingest.worker import run_ingest
+from trafficstream.ingest.sources import uri_to_path
+from trafficstream.ingest.worker import run_ingest
 from trafficstream import tables
 
 pytestmark = pytest.mark.integration

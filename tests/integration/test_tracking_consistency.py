@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from e2e_helpers import run_available_now, table
-from infra.pipeline import JobProcess, processed_counts, wait_processed
-from ingest.worker import run_ingest
+from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
+from trafficstream.ingest.worker import run_ingest
 from trafficstream import tables
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from models.detector import YoloOnnxDetector
-from models.embedder import AppearanceEmbedder
+from trafficstream.models.detector import YoloOnnxDetector
+from trafficstream.models.embedder import AppearanceEmbedder
 from trafficstream.config import default_data_dir
 
 DATA_DIR = default_data_dir()

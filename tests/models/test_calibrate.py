@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.calibrate import main, parse_points
+from trafficstream.models.calibrate import main, parse_points
 from trafficstream.config import PROJECT_ROOT, load_settings
 
 DEMO = PROJECT_ROOT / "infra" / "config" / "demo.yaml"
@@ -33,7 +33,7 @@ def test_drifting_camera_is_registered_before_drawing(tmp_path: Path, capsys) ->
 
 @pytest.mark.parametrize("camera", ["motorway-overpass", "dual-carriageway", "urban-cctv"])
 def test_sample_calibrations_are_tight(camera: str) -> None:
-    from models.homography import RoadPlane
+    from trafficstream.models.homography import RoadPlane
 
     cam = load_settings(SAMPLES).camera(camera)
     assert cam.calibration is not None and cam.roi is not None

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.classes import VEHICLE_CLASS_IDS, VEHICLE_CLASSES
-from models.detector import Detections, Detector, YoloOnnxDetector, build_detector
-from models.nms import box_iou
-from models.session import ModelLoadError, ModelNotFoundError
+from trafficstream.models.classes import VEHICLE_CLASS_IDS, VEHICLE_CLASSES
+from trafficstream.models.detector import Detections, Detector, YoloOnnxDetector, build_detector
+from trafficstream.models.nms import box_iou
+from trafficstream.models.session import ModelLoadError, ModelNotFoundError
 
 FrameReader = Callable[..., list[np.ndarray]]
 DataFile = Callable[[str], Path]

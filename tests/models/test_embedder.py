@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.detector import YoloOnnxDetector
-from models.embedder import AppearanceEmbedder, crop_boxes
-from models.nms import box_iou
-from models.session import ModelLoadError, ModelNotFoundError
+from trafficstream.models.detector import YoloOnnxDetector
+from trafficstream.models.embedder import AppearanceEmbedder, crop_boxes
+from trafficstream.models.nms import box_iou
+from trafficstream.models.session import ModelLoadError, ModelNotFoundError
 
 FrameReader = Callable[..., list[np.ndarray]]
 HIGHWAY = "highway_640x360.mp4"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.homography import RoadPlane, fit_homography, project, reprojection_error
+from trafficstream.models.homography import RoadPlane, fit_homography, project, reprojection_error
 from trafficstream.cameras import Calibration
 
 

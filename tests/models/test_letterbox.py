@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.letterbox import letterbox, to_letterbox, unletterbox
+from trafficstream.models.letterbox import letterbox, to_letterbox, unletterbox
 
 
 def test_wide_frame_fills_width_and_pads_rows_evenly() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.nms import batched_nms, box_iou, nms
+from trafficstream.models.nms import batched_nms, box_iou, nms
 
 
 def test_box_iou_matrix() -> None:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.registration import estimate_drift, prepare_reference, warp_to_reference
+from trafficstream.models.registration import estimate_drift, prepare_reference, warp_to_reference
 
 CLIP = "highway_overpass_1280x720.mp4"
 # The carriageway, where vehicles move: excluded when comparing "static" parts of the image.
@@ -62,7 +62,7 @@ def test_same_frame_is_identity_and_fast(grey) -> None:
 
 def test_failure_falls_back_to_identity_with_a_warning(grey, caplog) -> None:
     reference, _ = grey
-    with caplog.at_level(logging.WARNING, logger="models.registration"):
+    with caplog.at_level(logging.WARNING, logger="trafficstream.models.registration"):
         drift = estimate_drift(reference, np.full_like(reference, 128))
     np.testing.assert_array_equal(drift, np.eye(3))
     assert "identity" in caplog.text

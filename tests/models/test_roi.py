@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.roi import bottom_centre, points_in_polygon
+from trafficstream.models.roi import bottom_centre, points_in_polygon
 
 
 def test_bottom_centre() -> None:

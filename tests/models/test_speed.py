@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from models.homography import RoadPlane
-from models.speed import (
+from trafficstream.models.homography import RoadPlane
+from trafficstream.models.speed import (
     FLAG_IMPLAUSIBLE_ACCELERATION,
     FLAG_IMPLAUSIBLE_SPEED,
     FLAG_INSUFFICIENT_HISTORY,

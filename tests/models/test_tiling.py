@@ -1,7 +1,7 @@
 import numpy as np
 
-from models.detector import Detections
-from models.tiling import cut_by_tile_edge, detect_tiled, merge
+from trafficstream.models.detector import Detections
+from trafficstream.models.tiling import cut_by_tile_edge, detect_tiled, merge
 
 
 class ScriptedDetector:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import state_codec
-from models.tracker import TrackedVehicle, TrackerStateError, VehicleTracker
+from trafficstream.models import state_codec
+from trafficstream.models.tracker import TrackedVehicle, TrackerStateError, VehicleTracker
 
 D = 1280  # MobileNetV2 embedding size
 W, H = 1280, 720
@@ -305,7 +305,7 @@ def test_restore_in_another_process(tmp_path: Path) -> None:
         import pickle, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_tracker as T
-        from models.tracker import VehicleTracker
+        from trafficstream.models.tracker import VehicleTracker
         tracker = VehicleTracker.from_bytes(open({str(tmp_path / 'state.bin')!r}, 'rb').read())
         log, _ = T.run(T.roundtrip_scene()[150:], tracker)
         pickle.dump(log, open({str(tmp_path / 'log.pkl')!r}, 'wb'))

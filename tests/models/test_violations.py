@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from models.speed import FLAG_IMPLAUSIBLE_SPEED, FLAG_LARGE_RESIDUAL, SpeedEstimate
-from models.violations import Violation, ViolationRule
+from trafficstream.models.speed import FLAG_IMPLAUSIBLE_SPEED, FLAG_LARGE_RESIDUAL, SpeedEstimate
+from trafficstream.models.violations import Violation, ViolationRule
 from trafficstream.cameras import Camera
 
 
@@ -117,7 +117,7 @@ def test_restore_takes_the_current_limit_and_keeps_the_passage() -> None:
 
 
 def test_bytes_are_the_shared_state_format() -> None:
-    from models import state_codec
+    from trafficstream.models import state_codec
 
     rule = ViolationRule(100.0, 0.5)
     run(rule, [120.0] * 10)

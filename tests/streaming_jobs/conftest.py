@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from streaming_jobs.schemas import PERCEPTION, TRACKED
+from trafficstream.streaming_jobs.schemas import PERCEPTION, TRACKED
 from trafficstream.cameras import Calibration, Camera
 from trafficstream.config import Settings, default_data_dir, settings_to_json
 
@@ -105,7 +105,7 @@ def frame_df(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def run_batch(settings: Settings | str, rows: pd.DataFrame, state: FakeGroupState,
               camera_id: str = CAMERA_ID) -> pd.DataFrame:
     """One micro-batch of one camera through ``track_camera``; checks the output fits ``TRACKED``."""
-    from streaming_jobs.tracking import track_camera
+    from trafficstream.streaming_jobs.tracking import track_camera
 
     settings_json = settings if isinstance(settings, str) else settings_to_json(settings)
     (out,) = list(track_camera(settings_json, (camera_id,), iter([rows]), state))

@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from ingest.sources import VideoFileSource
-from streaming_jobs.perception import Runtime, perceive_one, to_record_batch
+from trafficstream.ingest.sources import VideoFileSource
+from trafficstream.streaming_jobs.perception import Runtime, perceive_one, to_record_batch
 from trafficstream.config import DEFAULT_CONFIG, default_data_dir, load_settings
 from trafficstream.messages import FrameRef
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from streaming_jobs.sinks import BatchWriter
+from trafficstream.streaming_jobs.sinks import BatchWriter
 from trafficstream import tables
 from trafficstream.config import settings_to_json
 

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models import state_codec
-from models.homography import RoadPlane
-from models.state_codec import ENVELOPE_SIZE, FORMAT_VERSION, StateFormatError, decode, encode, read_envelope
-from streaming_jobs.tracking import STATE_VERSION, CameraState
+from trafficstream.models import state_codec
+from trafficstream.models.homography import RoadPlane
+from trafficstream.models.state_codec import ENVELOPE_SIZE, FORMAT_VERSION, StateFormatError, decode, encode, read_envelope
+from trafficstream.streaming_jobs.tracking import STATE_VERSION, CameraState
 
 
 def _doc() -> dict[str, Any]:

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import state_codec
-from models.speed import FLAG_IMPLAUSIBLE_SPEED, TrackKinematics
-from models.tracker import VehicleTracker
-from streaming_jobs.schemas import KIND_DEAD, KIND_FLOW, KIND_FRAME, KIND_HEALTH, KIND_TRACK, KIND_VIOLATION
-from streaming_jobs.tracking import (
+from trafficstream.models import state_codec
+from trafficstream.models.speed import FLAG_IMPLAUSIBLE_SPEED, TrackKinematics
+from trafficstream.models.tracker import VehicleTracker
+from trafficstream.streaming_jobs.schemas import KIND_DEAD, KIND_FLOW, KIND_FRAME, KIND_HEALTH, KIND_TRACK, KIND_VIOLATION
+from trafficstream.streaming_jobs.tracking import (
     CLOCK_IDS_PER_SECOND,
     EVENT_STATE_RESET,
     MAX_ERROR_STREAK,

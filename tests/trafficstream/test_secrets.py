@@ -162,7 +162,7 @@ def test_secret_map_is_a_plain_dict_for_clients():
 
 
 def test_settings_file_for_spark_submit_is_private_and_secret_free(secret_settings, tmp_path):
-    from infra.pipeline import job_environ, write_settings
+    from trafficstream.infra.pipeline import job_environ, write_settings
 
     path = tmp_path / "job" / "job-settings.yaml"
     path.parent.mkdir()
