@@ -8,7 +8,7 @@ CONFIG ?= infra/config/demo.yaml
 # Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
 TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 
-.PHONY: install jars browser-deps test test-unit demo dashboard eval bench soak kafka-start kafka-stop clean help
+.PHONY: install jars browser-deps test test-unit demo dashboard eval bench soak package kafka-start kafka-stop clean help
 
 help:
 	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
@@ -16,6 +16,7 @@ help:
 	@echo "make dashboard  start the Dash app on 127.0.0.1:8050 (CONFIG=...)"
 	@echo "make eval       synthetic known-speed clip through the real pipeline; accuracy JSON"
 	@echo "make bench      measure detector / pipeline throughput into var/bench/"
+	@echo "make package    wheel + --py-files zip + entry file for spark-submit on a cluster (dist/)"
 	@echo "make soak       20-minute run of the job, memory and checkpoint growth into bench/results/soak.json"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,10 @@ bench: install
 # Long run (default 20 min, outside `make test`): memory and checkpoint growth; bench/results/soak.json.
 soak: install
 	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m trafficstream.bench.soak $(SOAK_ARGS)
+
+# What spark-submit needs on a cluster: wheel, --py-files zip, entry file (dist/); see infra/README.md.
+package: install
+	$(PY) -m trafficstream.infra.package --dist dist
 
 kafka-start: install
 	$(PY) -m trafficstream.infra.kafka start --data-dir var/kafka --port 9092

@@ -448,11 +448,21 @@ def load_settings(
     return settings
 
 
+PRECEDENCE_HELP = (
+    "Settings precedence (lowest first): built-in defaults < the --config file < environment variables "
+    "TRAFFICSTREAM_SECTION__KEY (e.g. TRAFFICSTREAM_KAFKA__BOOTSTRAP_SERVERS) < --set section.key=value. "
+    "Cameras by id: --set cameras.ID.speed_limit_kmh=80. Secrets may be file:/path references."
+)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", default=None, help=f"deployment YAML (default: {DEFAULT_CONFIG})")
-    parser.add_argument(
+    """``--config`` / ``--set`` for every CLI, with the precedence in ``--help``."""
+    group = parser.add_argument_group("configuration", PRECEDENCE_HELP)
+    group.add_argument("--config", "-c", default=None,
+                       help=f"deployment YAML (default: $TRAFFICSTREAM_CONFIG or {DEFAULT_CONFIG})")
+    group.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override one setting, e.g. --set kafka.bootstrap_servers=broker:9092 (repeatable)",
+        help="override one setting, e.g. --set kafka.bootstrap_servers=broker:9092 (repeatable; wins over all)",
     )
 
 
