@@ -8,7 +8,7 @@ CONFIG ?= infra/config/demo.yaml
 # Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
 TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 
-.PHONY: install jars browser-deps test test-unit demo dashboard eval bench soak package kafka-start kafka-stop clean help
+.PHONY: install jars browser-deps test test-unit demo dashboard eval bench soak package maintenance stats kafka-start kafka-stop clean help
 
 help:
 	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
@@ -16,6 +16,8 @@ help:
 	@echo "make dashboard  start the Dash app on 127.0.0.1:8050 (CONFIG=...)"
 	@echo "make eval       synthetic known-speed clip through the real pipeline; accuracy JSON"
 	@echo "make bench      measure detector / pipeline throughput into var/bench/"
+	@echo "make stats      traffic statistics table (1/15-min bins, p85) from the Delta tables (spark-submit)"
+	@echo "make maintenance  Delta compaction, Z-order, VACUUM, checkpoints (delta-rs, no JVM)"
 	@echo "make package    wheel + --py-files zip + entry file for spark-submit on a cluster (dist/)"
 	@echo "make soak       20-minute run of the job, memory and checkpoint growth into bench/results/soak.json"
 
@@ -59,6 +61,18 @@ bench: install
 # Long run (default 20 min, outside `make test`): memory and checkpoint growth; bench/results/soak.json.
 soak: install
 	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m trafficstream.bench.soak $(SOAK_ARGS)
+
+# Delta table care (compaction, Z-order, VACUUM >= 24 h, checkpoints) with delta-rs: MAINT_ARGS=--dry-run
+maintenance: install
+	$(PY) -m trafficstream.maintenance --config $(CONFIG) $(MAINT_ARGS)
+
+# Traffic statistics table (1/15-min bins, p85 speeds): the scheduled batch job, as spark-submit runs it.
+stats: install
+	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(VENV)/bin/spark-submit --master local[2] \
+	  --jars "$$($(PY) -m trafficstream.infra.jars list --csv)" \
+	  --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
+	  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+	  streaming_jobs/traffic_statistics.py --config $(CONFIG) $(STATS_ARGS)
 
 # What spark-submit needs on a cluster: wheel, --py-files zip, entry file (dist/); see infra/README.md.
 package: install

@@ -1,6 +1,6 @@
 """``make eval``: score speed and identity on a synthetic known-speed clip run through the REAL pipeline.
 
-Generates a clip (bench/synthetic.py) for a seed nobody tuned on, starts a Kafka broker on 127.0.0.1,
+Generates a clip (bench/synthetic/) for a seed nobody tuned on, starts a Kafka broker on 127.0.0.1,
 submits the vehicle job with ``spark-submit``, ingests the clip, waits until every frame is processed,
 then compares the ``detections`` Delta table with the ground truth (bench/metrics.py). The last line of
 output is one JSON object (mean/median absolute speed error, share within 3 km/h, identity metrics, ...)::
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     setup_logging("INFO")
-    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.local_kafka import KafkaBroker
     from trafficstream.infra.pipeline import JobProcess, wait_processed
     from trafficstream.ingest.worker import run_ingest
 

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging("INFO")
 
-    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.local_kafka import KafkaBroker
     from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
     from trafficstream.ingest.worker import run_ingest
 

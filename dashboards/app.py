@@ -17,11 +17,12 @@ import dash
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from trafficstream.dashboards.auth import configure_auth
+from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.callbacks import register_callbacks
+from trafficstream.dashboards.consumer import ResultsConsumer
 from trafficstream.dashboards.context import DashboardContext
 from trafficstream.dashboards.history import HistoryStore
 from trafficstream.dashboards.layout import build_layout
-from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
 from trafficstream.dashboards.video import MjpegStreamer, register_routes
 from trafficstream.config import Settings, add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError

@@ -17,9 +17,9 @@ from dash.exceptions import PreventUpdate
 
 from trafficstream.dashboards import figures
 from trafficstream.dashboards import layout as L
+from trafficstream.dashboards.buffers import speed_stats
 from trafficstream.dashboards.context import DashboardContext
 from trafficstream.dashboards.history import BINS, choose_bin, local_range, resample_flow
-from trafficstream.dashboards.live import speed_stats
 from trafficstream.dashboards.video import snapshot_url
 from trafficstream import tables
 

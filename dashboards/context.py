@@ -5,8 +5,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from trafficstream.dashboards.buffers import LiveBuffers
+from trafficstream.dashboards.consumer import ResultsConsumer
 from trafficstream.dashboards.history import HistoryStore
-from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
 from trafficstream.dashboards.video import MjpegStreamer
 from trafficstream.config import Settings
 

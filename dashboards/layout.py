@@ -8,8 +8,8 @@ from typing import Any
 
 from dash import dcc, html
 
+from trafficstream.dashboards.buffers import Kpis
 from trafficstream.dashboards.figures import empty_figure
-from trafficstream.dashboards.live import Kpis
 from trafficstream.dashboards.times import clock
 from trafficstream.config import Settings
 

@@ -1,7 +1,7 @@
 """Live video with overlays as MJPEG, and evidence snapshots, served by the dashboard's Flask server.
 
 The results topic carries metadata only, so the pixels come from the camera source itself: a camera's
-renderer opens one sequential :class:`~ingest.sources.FrameReader`, decodes exactly the frames the
+renderer opens one sequential :class:`~trafficstream.video.FrameReader`, decodes exactly the frames the
 pipeline has processed (matched by frame index / pts), draws the boxes, track ids and speeds, and plays
 them out at the source frame rate to every viewer of that camera (decoded and encoded once, not per viewer).
 """
@@ -21,11 +21,11 @@ import flask
 import numpy as np
 from werkzeug.exceptions import NotFound
 
-from trafficstream.dashboards.live import FrameKey, LiveBuffers, LiveFrame
+from trafficstream.dashboards.buffers import FrameKey, LiveBuffers, LiveFrame
 from trafficstream.dashboards.times import clock, finite
-from trafficstream.ingest.sources import FrameReader, SourceError, is_under_roots, uri_to_path
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
+from trafficstream.video import FrameReader, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Local infrastructure: Maven-resolved jars (infra.jars) and a single-node Kafka broker (infra.kafka)."""
+"""Local infrastructure: jars, the local Kafka broker and topic administration, a Spark standalone cluster, packaging."""

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trafficstream.infra.kafka import KafkaBroker
+from trafficstream.infra.local_kafka import KafkaBroker
 from trafficstream.infra.pipeline import JobProcess, pipeline_stats, wait_processed
 from trafficstream.ingest.worker import run_ingest
 from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings

@@ -1,6 +1,6 @@
 """JVM artifacts for local runs, resolved from Maven Central by ``infra/pom.xml``.
 
-* ``infra/lib/kafka/``: the Kafka 4.1.1 broker classpath (used by :mod:`infra.kafka`).
+* ``infra/lib/kafka/``: the Kafka 4.1.1 broker classpath (used by :mod:`infra.local_kafka`).
 * ``infra/lib/spark/``: what ``spark-submit --packages spark-sql-kafka-0-10_2.13:4.2.0,delta-spark_2.13:4.4.0``
   would add, minus the jars pyspark already ships; pass :func:`spark_jars_csv` as ``--jars`` / ``spark.jars``.
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from trafficstream.ingest.publisher import FramePublisher
-from trafficstream.ingest.sources import VideoFileSource
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
 from trafficstream.messages import FrameRef
+from trafficstream.video import VideoFileSource
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Evidence snapshots for violations: the frame as JPEG with the vehicle boxed and labelled.
 
 Runs on executors (``mapInPandas`` over the few violation rows of a micro-batch): it re-reads the one frame
-from the source. File names are deterministic, so a replayed micro-batch rewrites the same file.
+from the source. File names are deterministic, so a replayed micro-batch rewrites the same file. The
+violation's results-topic message is built here too, once its evidence URI is known.
 """
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import logging
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from trafficstream.ingest.sources import ReaderPool, SourceError, uri_to_path
 from trafficstream.config import settings_from_json
+from trafficstream.results import encode, violation_message
+from trafficstream.video import ReaderPool, SourceError, uri_to_path
 
 log = logging.getLogger(__name__)
 _pool = ReaderPool(max_open=4)
@@ -30,7 +33,7 @@ def _evidence_root(settings_json: str) -> Path:
 def draw_violation(image: np.ndarray, box: tuple[float, float, float, float], label: str) -> np.ndarray:
     """Copy of ``image`` with a red box and a label above it (pure)."""
     out = image.copy()
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = (int(round(v)) for v in box)  # noqa: RUF046 - a numpy scalar may round to a numpy float
     thickness = max(2, image.shape[1] // 400)
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 255), thickness)
     scale = max(0.5, image.shape[1] / 1600)
@@ -45,11 +48,23 @@ def evidence_path(root: Path, camera_id: str, track_id: int, frame_index: int) -
     return root / camera_id / f"track{track_id}_frame{frame_index}.jpg"
 
 
+def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None) -> str:
+    """The results-topic message of a violation row (``VIOLATION_PAYLOAD`` ``payload``)."""
+    p = payload
+    return encode(violation_message(
+        camera_id=row.camera_id, track_id=p["track_id"], frame_index=row.frame_index, capture_ts=row.capture_ts,
+        class_name=p["class_name"], speed_kmh=p["speed_kmh"], limit_kmh=p["limit_kmh"], over_s=p["over_s"],
+        evidence_uri=evidence_uri, box=(p["x1"], p["y1"], p["x2"], p["y2"]),
+    )).decode("utf-8")
+
+
 def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless)."""
+    """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless) and sets
+    ``message`` to the violation's results-topic message."""
     root = _evidence_root(settings_json)
     for pdf in pdfs:
         uris: list[str | None] = []
+        messages: list[str] = []
         for row in pdf.itertuples(index=False):
             p = json.loads(row.payload)
             target = evidence_path(root, row.camera_id, int(p["track_id"]), int(row.frame_index))
@@ -63,4 +78,5 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
             except (SourceError, OSError) as exc:
                 log.warning("no evidence for %s track %s: %s", row.camera_id, p["track_id"], exc)
                 uris.append(None)
-        yield pdf.assign(evidence_uri=uris)
+            messages.append(violation_result(row, p, uris[-1]))
+        yield pdf.assign(evidence_uri=uris, message=messages)

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from trafficstream.ingest.sources import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
 from trafficstream.models.detector import build_detector
 from trafficstream.models.embedder import AppearanceEmbedder
 from trafficstream.models.roi import bottom_centre, points_in_polygon
@@ -39,6 +38,7 @@ from trafficstream.messages import (
     payload_text,
     safe_text,
 )
+from trafficstream.video import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,19 @@
-"""Spark schemas of the job's intermediate rows and of the Delta tables it writes."""
+"""Spark schemas of the job's intermediate rows and of the Delta tables it writes.
+
+Table schemas and the payload fields that carry table columns are derived from the declarations in
+:mod:`trafficstream.tables`; what is written here is only what no table declares (stage-1 rows, the tagged
+stage-2 row, payload-only fields).
+"""
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
+    BooleanType,
+    DataType,
+    DateType,
     DoubleType,
     FloatType,
     IntegerType,
@@ -13,6 +23,47 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from trafficstream import tables
+
+_SPARK_TYPES: dict[str, type[DataType]] = {
+    "string": StringType, "long": LongType, "int": IntegerType, "double": DoubleType, "float": FloatType,
+    "boolean": BooleanType, "timestamp": TimestampType, "date": DateType,
+}
+# In the JSON payloads of stage-2 rows a timestamp travels as unix seconds (double) and a boolean as
+# "true"/"false" (string keeps JSON parsing lenient); from_payload turns them back.
+_PAYLOAD_TYPES: dict[str, str] = {"timestamp": "double", "boolean": "string"}
+
+
+def spark_type(column_type: str) -> DataType:
+    """The Spark type of a declared column type (:data:`trafficstream.tables.COLUMN_TYPES`)."""
+    return _SPARK_TYPES[column_type]()
+
+
+def spark_schema(table: tables.Table | str) -> StructType:
+    """The Delta table's schema, in declared column order."""
+    t = tables.table(table) if isinstance(table, str) else table
+    return StructType([StructField(c.name, spark_type(c.type)) for c in t.columns])
+
+
+def payload_type(column: tables.Column) -> DataType:
+    """How ``column`` travels in a stage-2 JSON payload."""
+    return spark_type(_PAYLOAD_TYPES.get(column.type, column.type))
+
+
+def payload_fields(table: str, names: Iterable[str]) -> list[StructField]:
+    """Payload fields carrying the named columns of ``table`` (same names, :func:`payload_type`)."""
+    return [StructField(c.name, payload_type(c)) for c in tables.table(table).select(*names)]
+
+
+def from_payload(column: tables.Column, ref: str) -> str:
+    """Spark SQL turning the payload field ``ref`` (e.g. ``p.first_seen_ts``) back into the column's value."""
+    if column.type == "timestamp":
+        return f"timestamp_seconds({ref})"
+    if column.type == "boolean":
+        return f"({ref} = 'true')"
+    return ref
+
 
 # -- stage 1 (stateless, per partition): one row per frame reference ------------------------------------
 PERCEPTION = StructType(
@@ -71,90 +122,39 @@ TRACKED = StructType(
 CAMERA_STATE = StructType([StructField("version", IntegerType()), StructField("blob", BinaryType())])
 
 # -- JSON payloads of stage-2 rows ----------------------------------------------------------------------
-VEHICLE = StructType(
-    [
-        StructField("track_id", LongType()),
-        StructField("class_name", StringType()),
-        StructField("confidence", FloatType()),
-        StructField("x1", FloatType()),
-        StructField("y1", FloatType()),
-        StructField("x2", FloatType()),
-        StructField("y2", FloatType()),
-        StructField("world_x_m", DoubleType()),
-        StructField("world_y_m", DoubleType()),
-        StructField("speed_kmh", DoubleType()),
-        StructField("speed_flag", StringType()),
-        StructField("over_limit", StringType()),  # "true"/"false"; string keeps JSON parsing lenient
-    ]
-)
+# Where a payload carries a table's columns, its fields are derived from the declaration (payload_fields);
+# only the payload-only fields are written here.
+VEHICLE = StructType(payload_fields(tables.DETECTIONS, (
+    "track_id", "class_name", "confidence", "x1", "y1", "x2", "y2", "world_x_m", "world_y_m", "speed_kmh",
+    "speed_flag", "over_limit")))
 
 FRAME_PAYLOAD = StructType(
-    [
-        StructField("ingest_ts", DoubleType()),
-        StructField("kafka_partition", IntegerType()),
-        StructField("kafka_offset", LongType()),
-        StructField("raw_detections", IntegerType()),
+    payload_fields(tables.FRAMES, ("ingest_ts", "kafka_partition", "kafka_offset", "raw_detections"))
+    + [
         StructField("vehicles", ArrayType(VEHICLE)),
         StructField("counts", StringType()),  # JSON object class -> n, kept as text for the results message
         StructField("flow", StringType()),
-        StructField("decode_ms", DoubleType()),
-        StructField("detect_ms", DoubleType()),
-        StructField("embed_ms", DoubleType()),
-        StructField("track_ms", DoubleType()),
-        StructField("speed_ms", DoubleType()),
-        StructField("state_bytes", LongType()),  # tracking state size, on a camera's last frame of a batch
     ]
+    # state_bytes: the tracking state's size, on a camera's last frame of a batch only
+    + payload_fields(tables.FRAMES, ("decode_ms", "detect_ms", "embed_ms", "track_ms", "speed_ms", "state_bytes"))
 )
 
-DEAD_PAYLOAD = StructType(
-    [
-        StructField("reason", StringType()),
-        StructField("detail", StringType()),
-        StructField("payload", StringType()),
-        StructField("kafka_topic", StringType()),
-        StructField("kafka_partition", IntegerType()),
-        StructField("kafka_offset", LongType()),
-    ]
-)
+DEAD_PAYLOAD = StructType(payload_fields(
+    tables.DEAD_LETTERS, ("reason", "detail", "payload", "kafka_topic", "kafka_partition", "kafka_offset")))
 
-TRACK_PAYLOAD = StructType(
-    [
-        StructField("track_id", LongType()),
-        StructField("class_name", StringType()),
-        StructField("first_frame", LongType()),
-        StructField("last_frame", LongType()),
-        StructField("first_seen_ts", DoubleType()),
-        StructField("last_seen_ts", DoubleType()),
-        StructField("n_frames", IntegerType()),
-        StructField("median_speed_kmh", DoubleType()),
-        StructField("max_speed_kmh", DoubleType()),
-        StructField("distance_m", DoubleType()),
-        StructField("direction_deg", DoubleType()),
-        StructField("ended", StringType()),
-    ]
-)
+TRACK_PAYLOAD = StructType(payload_fields(tables.TRACKS, (
+    "track_id", "class_name", "first_frame", "last_frame", "first_seen_ts", "last_seen_ts", "n_frames",
+    "median_speed_kmh", "max_speed_kmh", "distance_m", "direction_deg", "ended")))
 
 VIOLATION_PAYLOAD = StructType(
-    [
-        StructField("track_id", LongType()),
-        StructField("class_name", StringType()),
-        StructField("speed_kmh", DoubleType()),
-        StructField("limit_kmh", DoubleType()),
-        StructField("over_s", DoubleType()),
-        StructField("source_uri", StringType()),
-        StructField("x1", FloatType()),
-        StructField("y1", FloatType()),
-        StructField("x2", FloatType()),
-        StructField("y2", FloatType()),
-    ]
+    payload_fields(tables.VIOLATIONS, ("track_id", "class_name", "speed_kmh", "limit_kmh", "over_s"))
+    + [StructField("source_uri", StringType())]  # the evidence step re-reads the frame from it
+    + payload_fields(tables.VIOLATIONS, ("x1", "y1", "x2", "y2"))
 )
 
 FLOW_PAYLOAD = StructType(
-    [
-        StructField("minute_ts", DoubleType()),
-        StructField("class_name", StringType()),
-        StructField("vehicles", LongType()),
-    ]
+    [StructField("minute_ts", DoubleType())]  # the table's `minute` (unix seconds, start of the minute)
+    + payload_fields(tables.FLOW, ("class_name", "vehicles"))
 )
 
 HEALTH_PAYLOAD = StructType(
@@ -169,4 +169,3 @@ HEALTH_PAYLOAD = StructType(
     ]
 )
 
-TS = TimestampType()

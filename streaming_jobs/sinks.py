@@ -17,9 +17,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,19 +28,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    BooleanType,
-    DateType,
-    DoubleType,
-    FloatType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
-
+from pyspark.sql.types import StringType, StructField, StructType
 from trafficstream.streaming_jobs.evidence import render_evidence
 from trafficstream.streaming_jobs.schemas import (
     DEAD_PAYLOAD,
@@ -54,47 +43,68 @@ from trafficstream.streaming_jobs.schemas import (
     KIND_VIOLATION,
     TRACK_PAYLOAD,
     TRACKED,
+    VEHICLE,
     VIOLATION_PAYLOAD,
+    from_payload,
+    spark_schema,
+    spark_type,
 )
+
 from trafficstream import tables
 from trafficstream.config import Settings
-from trafficstream.messages import RESULT_HEALTH, RESULT_VERSION, RESULT_VIOLATION
+from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
 
 log = logging.getLogger(__name__)
 
-S, L, I, D, Fl, B, TS, DT = StringType(), LongType(), IntegerType(), DoubleType(), FloatType(), BooleanType(), TimestampType(), DateType()
-
-
-def _schema(*cols: tuple[str, Any]) -> StructType:
-    return StructType([StructField(n, t) for n, t in cols])
-
-
+# The vehicle job's tables: (schema, partition columns), derived from the declarations in trafficstream.tables.
 TABLE_SCHEMAS: dict[str, tuple[StructType, list[str]]] = {
-    tables.FRAMES: (_schema(
-        ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("ingest_ts", TS),
-        ("processed_ts", TS), ("kafka_partition", I), ("kafka_offset", L), ("raw_detections", I), ("vehicles", I),
-        ("decode_ms", D), ("detect_ms", D), ("embed_ms", D), ("track_ms", D), ("speed_ms", D),
-        ("state_bytes", L), ("batch_id", L), ("event_date", DT)), ["camera_id", "event_date"]),
-    tables.DETECTIONS: (_schema(
-        ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("track_id", L), ("class_name", S),
-        ("confidence", Fl), ("x1", Fl), ("y1", Fl), ("x2", Fl), ("y2", Fl), ("world_x_m", D), ("world_y_m", D),
-        ("speed_kmh", D), ("speed_flag", S), ("over_limit", B), ("batch_id", L), ("event_date", DT)),
-        ["camera_id", "event_date"]),
-    tables.TRACKS: (_schema(
-        ("camera_id", S), ("track_id", L), ("class_name", S), ("first_frame", L), ("last_frame", L),
-        ("first_seen_ts", TS), ("last_seen_ts", TS), ("n_frames", I), ("median_speed_kmh", D),
-        ("max_speed_kmh", D), ("distance_m", D), ("direction_deg", D), ("ended", B), ("updated_batch", L)),
-        ["camera_id"]),
-    tables.VIOLATIONS: (_schema(
-        ("camera_id", S), ("track_id", L), ("class_name", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS),
-        ("speed_kmh", D), ("limit_kmh", D), ("over_s", D), ("x1", Fl), ("y1", Fl), ("x2", Fl), ("y2", Fl),
-        ("evidence_uri", S), ("batch_id", L), ("event_date", DT)), ["camera_id"]),
-    tables.FLOW: (_schema(
-        ("camera_id", S), ("minute", TS), ("class_name", S), ("vehicles", L), ("updated_batch", L)), ["camera_id"]),
-    tables.DEAD_LETTERS: (_schema(
-        ("reason", S), ("detail", S), ("camera_id", S), ("frame_index", L), ("payload", S), ("kafka_topic", S),
-        ("kafka_partition", I), ("kafka_offset", L), ("dead_ts", TS), ("batch_id", L)), []),
+    t.name: (spark_schema(t), list(t.partition_by)) for t in tables.tables_of(tables.VEHICLE_JOB)
 }
+
+
+@dataclass(frozen=True)
+class ColumnSources:
+    """How a sink computes each declared column of its table from a stage-2 row: a Spark SQL expression in
+    ``exprs``, else the payload field of the same name (``{prefix}.{column}``, of struct ``payload``, turned
+    back by :func:`from_payload`). Plain data, so the contract test checks it against the declarations."""
+
+    payload: StructType
+    prefix: str
+    exprs: dict[str, str]
+
+
+_ROW_KEYS = {"camera_id": "camera_id", "frame_index": "frame_index", "pts_s": "pts_s"}  # the stage-2 row's own
+_EVENT_DATE = "to_date(timestamp_seconds(capture_ts))"
+COLUMN_SOURCES: dict[str, ColumnSources] = {
+    tables.FRAMES: ColumnSources(FRAME_PAYLOAD, "p", {
+        **_ROW_KEYS, "capture_ts": "timestamp_seconds(capture_ts)", "processed_ts": "timestamp_seconds(processed_ts)",
+        "vehicles": "size(p.vehicles)", "batch_id": "batch_id", "event_date": _EVENT_DATE}),
+    tables.DETECTIONS: ColumnSources(VEHICLE, "v", {  # v: one vehicle of the frame's payload
+        **_ROW_KEYS, "capture_ts": "timestamp_seconds(capture_ts)", "batch_id": "batch_id",
+        "event_date": _EVENT_DATE}),
+    tables.TRACKS: ColumnSources(TRACK_PAYLOAD, "p", {"camera_id": "camera_id", "updated_batch": "batch_id"}),
+    tables.VIOLATIONS: ColumnSources(VIOLATION_PAYLOAD, "p", {
+        **_ROW_KEYS, "capture_ts": "timestamp_seconds(capture_ts)", "evidence_uri": "evidence_uri",
+        "batch_id": "batch_id", "event_date": _EVENT_DATE}),
+    tables.FLOW: ColumnSources(FLOW_PAYLOAD, "p", {
+        "camera_id": "camera_id", "minute": "timestamp_seconds(p.minute_ts)", "updated_batch": "batch_id"}),
+    tables.DEAD_LETTERS: ColumnSources(DEAD_PAYLOAD, "p", {
+        "camera_id": "camera_id", "frame_index": "frame_index", "dead_ts": "timestamp_seconds(processed_ts)",
+        "batch_id": "batch_id"}),
+}
+
+
+def column_exprs(table: str) -> list[tuple[str, str, str]]:
+    """(column, Spark SQL expression, declared type) of every declared column of ``table``, in order."""
+    src = COLUMN_SOURCES[table]
+    return [(c.name, src.exprs.get(c.name) or from_payload(c, f"{src.prefix}.{c.name}"), c.type)
+            for c in tables.table(table).columns]
+
+
+def table_rows(df: DataFrame, table: str) -> DataFrame:
+    """``df`` (stage-2 rows with ``batch_id`` and the parsed payload) as rows of ``table``: exactly its declared
+    columns, in order, with their declared types."""
+    return df.select(*[F.expr(expr).cast(spark_type(typ)).alias(name) for name, expr, typ in column_exprs(table)])
 
 
 def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
@@ -125,8 +135,13 @@ def inject_fault(point: str, batch_id: int) -> None:
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def _ts(col: str) -> Any:
-    return F.timestamp_seconds(F.col(col))
+def camera_event_result(row: Mapping[str, Any], batch_id: int) -> str:
+    """The results-topic message of a stage-2 ``KIND_HEALTH`` row: ``camera_id``, ``processed_ts`` and the
+    ``HEALTH_PAYLOAD`` fields."""
+    return encode(camera_event_message(
+        camera_id=row["camera_id"], batch_id=batch_id, ts=row["processed_ts"], event=row["event"],
+        cause=row.get("cause"), detail=row.get("detail"), next_track_id=row.get("next_track_id"),
+        resets=row.get("resets"))).decode("utf-8")
 
 
 class BatchWriter:
@@ -232,90 +247,64 @@ class BatchWriter:
             if exc is not None:
                 raise exc
 
+    def _stage2(self, df: DataFrame, kind: str, payload: StructType, batch_id: int) -> DataFrame:
+        """The batch's rows of ``kind`` with their payload parsed (``p``) and ``batch_id``."""
+        return (df.where(F.col("kind") == kind).withColumn("p", F.from_json("payload", payload))
+                .withColumn("batch_id", F.lit(batch_id).cast("long")))
+
     def _write_frames(self, df: DataFrame, batch_id: int) -> None:
-        bid = F.lit(batch_id).cast("long")
-        fr = df.where(F.col("kind") == KIND_FRAME).withColumn("p", F.from_json("payload", FRAME_PAYLOAD))
-        fr = fr.withColumn("event_date", F.to_date(_ts("capture_ts")))
-        self._append(fr.select(
-            "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"),
-            F.timestamp_seconds("p.ingest_ts").alias("ingest_ts"), _ts("processed_ts").alias("processed_ts"),
-            "p.kafka_partition", "p.kafka_offset", "p.raw_detections", F.size("p.vehicles").alias("vehicles"),
-            "p.decode_ms", "p.detect_ms", "p.embed_ms", "p.track_ms", "p.speed_ms", "p.state_bytes",
-            bid.alias("batch_id"), "event_date"), tables.FRAMES, batch_id)
-        det = fr.select("camera_id", "frame_index", "pts_s", "capture_ts", "event_date",
-                        F.explode("p.vehicles").alias("v"))
-        self._append(det.select(
-            "camera_id", "frame_index", "pts_s", _ts("capture_ts").alias("capture_ts"), "v.track_id",
-            "v.class_name", "v.confidence", "v.x1", "v.y1", "v.x2", "v.y2", "v.world_x_m", "v.world_y_m",
-            "v.speed_kmh", "v.speed_flag", (F.col("v.over_limit") == "true").alias("over_limit"),
-            bid.alias("batch_id"), "event_date"), tables.DETECTIONS, batch_id)
+        fr = self._stage2(df, KIND_FRAME, FRAME_PAYLOAD, batch_id)
+        self._append(table_rows(fr, tables.FRAMES), tables.FRAMES, batch_id)
+        det = fr.select("camera_id", "frame_index", "pts_s", "capture_ts", "batch_id", F.explode("p.vehicles").alias("v"))
+        self._append(table_rows(det, tables.DETECTIONS), tables.DETECTIONS, batch_id)
         # Results after Delta: a consumer that sees a frame can already find it in the tables.
         self._to_kafka(fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
                        self.settings.kafka.results_topic)
 
     def _write_dead(self, df: DataFrame, batch_id: int) -> None:
-        dead = df.where(F.col("kind") == KIND_DEAD).withColumn("p", F.from_json("payload", DEAD_PAYLOAD))
-        self._append(dead.select(
-            "p.reason", "p.detail", "camera_id", "frame_index", "p.payload", "p.kafka_topic", "p.kafka_partition",
-            "p.kafka_offset", _ts("processed_ts").alias("dead_ts"), F.lit(batch_id).cast("long").alias("batch_id")),
-            tables.DEAD_LETTERS, batch_id)
+        dead = self._stage2(df, KIND_DEAD, DEAD_PAYLOAD, batch_id)
+        self._append(table_rows(dead, tables.DEAD_LETTERS), tables.DEAD_LETTERS, batch_id)
         self._to_kafka(dead.select(F.coalesce("camera_id", F.lit("")).alias("key"), F.col("message").alias("value")),
                        self.settings.kafka.dead_letter_topic)
 
     def _write_tracks(self, df: DataFrame, batch_id: int) -> None:
-        tr = df.where(F.col("kind") == KIND_TRACK).withColumn("p", F.from_json("payload", TRACK_PAYLOAD))
-        tr = tr.select(
-            "camera_id", "p.track_id", "p.class_name", "p.first_frame", "p.last_frame",
-            F.timestamp_seconds("p.first_seen_ts").alias("first_seen_ts"),
-            F.timestamp_seconds("p.last_seen_ts").alias("last_seen_ts"), "p.n_frames", "p.median_speed_kmh",
-            "p.max_speed_kmh", "p.distance_m", "p.direction_deg", (F.col("p.ended") == "true").alias("ended"),
-            F.lit(batch_id).cast("long").alias("updated_batch"))
+        tr = table_rows(self._stage2(df, KIND_TRACK, TRACK_PAYLOAD, batch_id), tables.TRACKS)
+        keys = list(tables.table(tables.TRACKS).keys)
         # A live summary and the ended one of the same track can meet in one batch: keep the latest.
-        latest = Window.partitionBy("camera_id", "track_id").orderBy(F.col("ended").desc(), F.col("last_frame").desc())
+        latest = Window.partitionBy(*keys).orderBy(F.col("ended").desc(), F.col("last_frame").desc())
         tr = tr.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
-        self._merge(tr, tables.TRACKS, ["camera_id", "track_id"])
+        self._merge(tr, tables.TRACKS, keys)
 
     def _write_flow(self, df: DataFrame, batch_id: int) -> None:
-        fl = df.where(F.col("kind") == KIND_FLOW).withColumn("p", F.from_json("payload", FLOW_PAYLOAD))
-        fl = fl.groupBy("camera_id", F.timestamp_seconds("p.minute_ts").alias("minute"), "p.class_name").agg(
-            F.max("p.vehicles").alias("vehicles"))
+        fl = table_rows(self._stage2(df, KIND_FLOW, FLOW_PAYLOAD, batch_id), tables.FLOW)
+        keys = list(tables.table(tables.FLOW).keys)
+        fl = fl.groupBy(*keys, "updated_batch").agg(F.max("vehicles").alias("vehicles")).select(*fl.columns)
         # A camera whose tracking state was reset counts its current minute again from 0: never lower a
         # count already published.
-        self._merge(fl.withColumn("updated_batch", F.lit(batch_id).cast("long")), tables.FLOW,
-                    ["camera_id", "minute", "class_name"], set_={"vehicles": "greatest(t.vehicles, s.vehicles)"})
+        self._merge(fl, tables.FLOW, keys, set_={"vehicles": "greatest(t.vehicles, s.vehicles)"})
 
     def _write_camera_events(self, df: DataFrame, batch_id: int) -> None:
         """Camera events that are not about one frame (a tracking-state reset): logged, and on the results
         topic as ``health`` messages with the camera id, so operators see them next to the batch health."""
         ev = df.where(F.col("kind") == KIND_HEALTH).withColumn("p", F.from_json("payload", HEALTH_PAYLOAD))
-        msg = F.to_json(F.struct(
-            F.lit(RESULT_VERSION).alias("v"), F.lit(RESULT_HEALTH).alias("type"), "camera_id",
-            F.lit(batch_id).cast("long").alias("batch_id"), F.round("processed_ts", 3).alias("ts"),
-            F.col("p.event").alias("event"), F.col("p.cause").alias("cause"), F.col("p.detail").alias("detail"),
-            F.col("p.next_track_id").alias("next_track_id"), F.col("p.resets").alias("resets")))
-        events = ev.select(F.col("camera_id").alias("key"), msg.alias("value"))
-        for row in events.collect():  # a handful at most: one per camera whose state was reset
-            log.warning("camera event in batch %d: %s", batch_id, row["value"])
-        self._to_kafka(events, self.settings.kafka.results_topic)
+        events = []
+        for r in ev.select("camera_id", "processed_ts", "p.*").collect():  # a handful: one per camera reset
+            value = camera_event_result(r.asDict(), batch_id)
+            log.warning("camera event in batch %d: %s", batch_id, value)
+            events.append((r["camera_id"], value))
+        self._to_kafka(self.spark.createDataFrame(events, "key string, value string"),
+                       self.settings.kafka.results_topic)
 
     def _write_violations(self, df: DataFrame, batch_id: int) -> None:
         vio = df.where(F.col("kind") == KIND_VIOLATION)
-        out_schema = StructType(TRACKED.fields + [StructField("evidence_uri", S)])
+        # The evidence step adds evidence_uri and fills `message` (the results-topic violation message).
+        out_schema = StructType(TRACKED.fields + [StructField("evidence_uri", StringType())])
         vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
         try:
-            v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))
-            self._append(v.select(
-                "camera_id", "p.track_id", "p.class_name", "frame_index", "pts_s",
-                _ts("capture_ts").alias("capture_ts"), "p.speed_kmh", "p.limit_kmh", "p.over_s", "p.x1", "p.y1",
-                "p.x2", "p.y2", "evidence_uri", F.lit(batch_id).cast("long").alias("batch_id"),
-                F.to_date(_ts("capture_ts")).alias("event_date")), tables.VIOLATIONS, batch_id)
-            msg = F.to_json(F.struct(
-                F.lit(RESULT_VERSION).alias("v"), F.lit(RESULT_VIOLATION).alias("type"), "camera_id",
-                F.col("p.track_id").alias("track_id"), "frame_index", "capture_ts",
-                F.col("p.class_name").alias("cls"), F.round("p.speed_kmh", 1).alias("kmh"),
-                F.col("p.limit_kmh").alias("limit_kmh"), F.round("p.over_s", 2).alias("over_s"), "evidence_uri",
-                F.array(F.round("p.x1"), F.round("p.y1"), F.round("p.x2"), F.round("p.y2")).alias("box")))
-            self._to_kafka(v.select(F.col("camera_id").alias("key"), msg.alias("value")),
+            v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD)).withColumn(
+                "batch_id", F.lit(batch_id).cast("long"))
+            self._append(table_rows(v, tables.VIOLATIONS), tables.VIOLATIONS, batch_id)
+            self._to_kafka(v.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
                            self.settings.kafka.results_topic)
         finally:
             vio.unpersist()
@@ -343,12 +332,9 @@ class BatchWriter:
                 lag[cam] = max(lag.get(cam, 0), high - (off + 1))  # references published, not yet processed
                 if cap is not None:
                     delay[cam] = round(now - cap, 3)
-            msg = {
-                "v": RESULT_VERSION, "type": RESULT_HEALTH, "batch_id": batch_id, "batch_ms": round(batch_ms, 1),
-                "frames": n_frames, "fps": round(n_frames / (batch_ms / 1e3), 2) if batch_ms else None,
-                "ts": round(now, 3), "lag": lag, "delay_s": delay, "counts": counts,
-            }
-            self._producer.produce(self.settings.kafka.results_topic, key=b"health", value=json.dumps(msg).encode())
+            msg = batch_health_message(batch_id=batch_id, batch_ms=batch_ms, frames=n_frames, ts=now, lag=lag,
+                                       delay_s=delay, counts=counts)
+            self._producer.produce(self.settings.kafka.results_topic, key=HEALTH_KEY, value=encode(msg))
             self._producer.poll(0)
-        except Exception as exc:  # health is best effort; never fail a batch for it
+        except Exception as exc:  # noqa: BLE001 - health is best effort; never fail a batch for it
             log.warning("health message for batch %d not sent: %s", batch_id, exc)

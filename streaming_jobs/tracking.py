@@ -65,10 +65,9 @@ from trafficstream.messages import (
     REASON_DUPLICATE_FRAME,
     REASON_PROCESSING_ERROR,
     REASON_UNKNOWN_CAMERA,
-    RESULT_FRAME,
-    RESULT_VERSION,
     dead_letter,
 )
+from trafficstream.results import encode, frame_message, frame_vehicle
 
 log = logging.getLogger(__name__)
 STATE_VERSION = state_codec.FORMAT_VERSION  # CAMERA_STATE.version this build writes and reads
@@ -410,21 +409,18 @@ class CameraProcessor:
             "decode_ms": timings["decode"], "detect_ms": timings["detect"], "embed_ms": timings["embed"],
             "track_ms": timings["track"], "speed_ms": timings["speed"],
         }
-        message = {
-            "v": RESULT_VERSION, "type": RESULT_FRAME, "camera_id": self.camera.id,
-            "frame_index": int(row.frame_index), "pts_s": _round(ts, 4), "capture_ts": _round(row.capture_ts, 3),
-            "processed_ts": _round(time.time(), 3),
-            "vehicles": [
-                {"id": x["track_id"], "cls": x["class_name"], "conf": _round(x["confidence"], 2),
-                 "box": [round(x["x1"]), round(x["y1"]), round(x["x2"]), round(x["y2"])],
-                 "kmh": _round(x["speed_kmh"], 1), "over": x["over_limit"] == "true"}
+        message = frame_message(
+            camera_id=self.camera.id, frame_index=int(row.frame_index), pts_s=ts, capture_ts=row.capture_ts,
+            processed_ts=time.time(),
+            vehicles=[
+                frame_vehicle(track_id=x["track_id"], class_name=x["class_name"], confidence=x["confidence"],
+                              box=(x["x1"], x["y1"], x["x2"], x["y2"]), speed_kmh=x["speed_kmh"],
+                              over_limit=x["over_limit"] == "true")
                 for x in vehicles
             ],
-            "counts": {"in_roi": len(vehicles), **dict(counts)},
-            "flow": flow_now,
-            "ms": timings,
-        }
-        self.emit(KIND_FRAME, row, payload, message=json.dumps(message, separators=(",", ":")))
+            class_counts=counts, flow_minute=minute, flow_counts=st.flow.get(minute, {}), ms=timings,
+        )
+        self.emit(KIND_FRAME, row, payload, message=encode(message).decode("utf-8"))
 
     def _emit_violation(self, row: pd.Series, v: Any, cls: str, violation: Any) -> None:
         self.emit(

@@ -35,7 +35,7 @@ def test_output() -> Path:
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> Iterator["KafkaBroker"]:  # noqa: F821
-    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.local_kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
     broker.start()

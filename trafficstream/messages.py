@@ -1,7 +1,8 @@
-"""Kafka message schemas: frame references (ingest -> job), results and dead letters (job -> consumers).
+"""Kafka message schemas: frame references (ingest -> job) and dead letters (job -> consumers).
 
 All messages are UTF-8 JSON objects carrying ``v`` (schema version). Frame references are keyed by camera id
-so one camera's frames stay ordered in one partition. No pixels ever travel through Kafka.
+so one camera's frames stay ordered in one partition. No pixels ever travel through Kafka. The results topic's
+messages are declared in :mod:`trafficstream.results`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import Any
 from trafficstream.errors import MessageError
 
 FRAME_REF_VERSION = 1
-RESULT_VERSION = 1
 DEAD_LETTER_VERSION = 1
 CAMERA_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -193,38 +193,3 @@ def dead_letter(
             "ts": ts,
         }
     )
-
-
-# -- results topic -------------------------------------------------------------------------------------
-# The results topic carries three message types, all keyed by camera id:
-#
-# {"v":1,"type":"frame","camera_id":"motorway","frame_index":12,"pts_s":0.403,"capture_ts":1.7e9,
-#  "processed_ts":1.7e9,
-#  "vehicles":[{"id":3,"cls":"car","conf":0.87,"box":[x1,y1,x2,y2],"kmh":97.3,"over":false}],
-#  "counts":{"in_roi":5,"car":4,"truck":1},
-#  "flow":{"minute":1.7e9,"car":12,"truck":2},          # vehicles counted in the current minute
-#  "ms":{"decode":3.1,"detect":52.0,"embed":20.1,"track":1.2,"speed":0.1}}
-#
-# {"v":1,"type":"violation","camera_id":...,"track_id":3,"frame_index":40,"capture_ts":...,"cls":"car",
-#  "kmh":131.2,"limit_kmh":100,"over_s":0.9,"evidence_uri":"file:///.../motorway/3_40.jpg"}
-#
-# {"v":1,"type":"health","batch_id":7,"batch_ms":812.0,"frames":64,"fps":78.8,"ts":1.7e9,
-#  "lag":{"motorway":12}}                                  # frames published but not yet processed
-RESULT_FRAME = "frame"
-RESULT_VIOLATION = "violation"
-RESULT_HEALTH = "health"
-
-
-def parse_result(raw: bytes | str) -> dict[str, Any]:
-    """Parse a results-topic message; raises MessageError if it is not a v1 object with a known type."""
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
-    except (RecursionError, ValueError, MemoryError) as exc:
-        raise MessageError(REASON_MALFORMED, f"not parseable: {type(exc).__name__}") from None
-    if not isinstance(obj, dict) or obj.get("v") != RESULT_VERSION:
-        raise MessageError(REASON_UNSUPPORTED_VERSION, "not a v1 results message")
-    if obj.get("type") not in (RESULT_FRAME, RESULT_VIOLATION, RESULT_HEALTH):
-        raise MessageError(REASON_MALFORMED, f"unknown results type {safe_text(obj.get('type'), 40)}")
-    return obj

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
-
 from trafficstream.bench.metrics import evaluate, load_ground_truth, match_frame, trailing_mean_speed
+
 from trafficstream.config import PROJECT_ROOT
 
 FPS = 25.0
@@ -106,9 +105,9 @@ def test_speed_reference_is_the_estimator_window_mean() -> None:
     # mean it reads high by half the speed gained over the window: 2 m/s^2 * 0.4 s = 2.88 km/h once warmed up.
     instantaneous = _perfect(window_s=0.0)
     m = evaluate(GT, instantaneous, window_s=0.8)
-    truck = [v for v in m["per_vehicle"] if v["vehicle_id"] == 2][0]
+    truck = next(v for v in m["per_vehicle"] if v["vehicle_id"] == 2)
     assert truck["mean_speed_error_kmh"] > 2.0
-    assert [v for v in m["per_vehicle"] if v["vehicle_id"] == 1][0]["mean_abs_speed_error_kmh"] == pytest.approx(0)
+    assert next(v for v in m["per_vehicle"] if v["vehicle_id"] == 1)["mean_abs_speed_error_kmh"] == pytest.approx(0)
     assert evaluate(GT, instantaneous, window_s=0.0)["mean_abs_speed_error_kmh"] == pytest.approx(0, abs=1e-9)
     late = trailing_mean_speed(np.arange(50), np.arange(50, dtype=float), 20)
     assert late[49] == pytest.approx(np.mean(np.arange(29, 50))) and late[0] == 0.0 and late[5] == 2.5

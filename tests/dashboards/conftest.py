@@ -53,7 +53,7 @@ class PipelineFeed:
         self._thread: threading.Thread | None = None
         self.query = self.writer = None
 
-    def start(self) -> "PipelineFeed":
+    def start(self) -> PipelineFeed:
         from trafficstream.streaming_jobs.vehicle_pipeline import start_query
 
         self.query, self.writer = start_query(self.spark, self.settings)

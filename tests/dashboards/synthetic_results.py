@@ -4,11 +4,11 @@ Frame indices and pts come from the real clips (decoded once with VideoFileSourc
 synthetic but follow the schema and the physics of the real thing: tracks enter at the horizon, approach
 along lanes with perspective, carry smoothed speeds (unknown for their first frames), get counted once
 per minute bucket, and sustained speeding produces one violation with an evidence JPEG of the real frame.
+Every message is built by the job's own builders (:mod:`trafficstream.results`).
 """
 from __future__ import annotations
 
 import functools
-import json
 import math
 import random
 import threading
@@ -21,9 +21,18 @@ from typing import Any
 import cv2
 from confluent_kafka import Producer
 
-from trafficstream.ingest.sources import FrameReader, VideoFileSource
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
+from trafficstream.results import (
+    HEALTH_KEY,
+    RESULT_VIOLATION,
+    batch_health_message,
+    encode,
+    frame_message,
+    frame_vehicle,
+    violation_message,
+)
+from trafficstream.video import FrameReader, VideoFileSource
 
 CLASSES = (("car", 0.8), ("truck", 0.12), ("bus", 0.04), ("motorcycle", 0.04))
 BOX_SIZE = {"car": (1.0, 0.8), "truck": (1.2, 1.4), "bus": (1.25, 1.5), "motorcycle": (0.45, 0.7)}  # w, h factors
@@ -130,24 +139,22 @@ class SyntheticCamera:
             over = kmh is not None and kmh > cam.speed_limit_kmh
             if over and v.over_since is None:
                 v.over_since = feed_t
-            vehicle = {"id": v.track_id, "cls": v.cls, "conf": round(self._rng.uniform(0.55, 0.95), 2),
-                       "box": self._box(v, p), "kmh": kmh, "over": over}
+            vehicle = frame_vehicle(track_id=v.track_id, class_name=v.cls, confidence=self._rng.uniform(0.55, 0.95),
+                                    box=self._box(v, p), speed_kmh=kmh, over_limit=over)
             vehicles.append(vehicle)
             if over and not v.violated and v.over_since is not None and feed_t - v.over_since >= cam.min_violation_s:
                 v.violated = True
                 violations.append(self._violation(v, vehicle, frame_index, pts_s, capture_ts,
                                                   feed_t - v.over_since, evidence_root))
         self._vehicles = alive
-        counts: dict[str, int] = {"in_roi": len(vehicles)}
+        counts: dict[str, int] = {}
         for veh in vehicles:
             counts[veh["cls"]] = counts.get(veh["cls"], 0) + 1
-        frame = {
-            "v": 1, "type": "frame", "camera_id": cam.id, "frame_index": frame_index, "pts_s": round(pts_s, 6),
-            "capture_ts": round(capture_ts, 6), "processed_ts": round(processed_ts, 6), "vehicles": vehicles,
-            "counts": counts, "flow": {"minute": minute, **flow},
-            "ms": {"decode": 3.1, "detect": round(self._rng.uniform(40, 60), 1), "embed": 18.0, "track": 1.2,
-                   "speed": 0.1},
-        }
+        frame = frame_message(
+            camera_id=cam.id, frame_index=frame_index, pts_s=pts_s, capture_ts=capture_ts, processed_ts=processed_ts,
+            vehicles=vehicles, class_counts=counts, flow_minute=minute, flow_counts=flow,
+            ms={"decode": 3.1, "detect": self._rng.uniform(40, 60), "embed": 18.0, "track": 1.2, "speed": 0.1},
+        )
         return [frame, *violations]
 
     def _violation(self, v: _Vehicle, vehicle: dict[str, Any], frame_index: int, pts_s: float, capture_ts: float,
@@ -161,12 +168,11 @@ class SyntheticCamera:
             cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 3)
             cv2.imwrite(str(path), image)
             uri = path.resolve().as_uri()
-        return {
-            "v": 1, "type": "violation", "camera_id": self.camera.id, "track_id": v.track_id,
-            "frame_index": frame_index, "capture_ts": round(capture_ts, 6), "cls": v.cls,
-            "kmh": vehicle["kmh"], "limit_kmh": self.camera.speed_limit_kmh, "over_s": round(over_s, 2),
-            "evidence_uri": uri,
-        }
+        return violation_message(
+            camera_id=self.camera.id, track_id=v.track_id, frame_index=frame_index, capture_ts=capture_ts,
+            class_name=v.cls, speed_kmh=vehicle["kmh"], limit_kmh=self.camera.speed_limit_kmh, over_s=over_s,
+            evidence_uri=uri, box=vehicle["box"],
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,12 +181,9 @@ def _reader(path: str, fps: float | None) -> FrameReader:
 
 
 def health_message(batch_id: int, batch_ms: float, frames: int, ts: float, lag: dict[str, int]) -> dict[str, Any]:
-    return {"v": 1, "type": "health", "batch_id": batch_id, "batch_ms": round(batch_ms, 1), "frames": frames,
-            "fps": round(frames / (batch_ms / 1000), 1) if batch_ms else 0.0, "ts": round(ts, 6), "lag": lag}
-
-
-def encode(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode()
+    """A batch health message as the job sends it (no delays measured)."""
+    return batch_health_message(batch_id=batch_id, batch_ms=batch_ms, frames=frames, ts=ts, lag=lag, delay_s={},
+                                counts={"frame": frames} if frames else {})
 
 
 class ResultsFeed:
@@ -203,7 +206,7 @@ class ResultsFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "ResultsFeed":
+    def start(self) -> ResultsFeed:
         self._thread = threading.Thread(target=self._run_safely, name="results-feed", daemon=True)
         self._thread.start()
         return self
@@ -242,7 +245,7 @@ class ResultsFeed:
                         break
                     for msg in s["synth"].frame_messages(index, pts, capture - start, capture, now, evidence_root):
                         producer.produce(topic, encode(msg), key=cam.id.encode())
-                        if msg["type"] == "violation":
+                        if msg["type"] == RESULT_VIOLATION:
                             self.violations_published += 1
                     n_frames += 1
                     s["pos"] += 1
@@ -254,7 +257,7 @@ class ResultsFeed:
             self.frames_published += n_frames
             batch_ms = (time.perf_counter() - t_batch) * 1000 + self.batch_interval_s * 1000
             producer.produce(topic, encode(health_message(self.batches, batch_ms, n_frames, time.time(), lag)),
-                             key=b"health")
+                             key=HEALTH_KEY)
             self.batches += 1
             producer.flush(10)
             self._stop.wait(self.batch_interval_s)

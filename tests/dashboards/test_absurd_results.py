@@ -17,10 +17,10 @@ from test_dashboard_app import dash_call, key_of
 from trafficstream.dashboards import figures
 from trafficstream.dashboards import layout as L
 from trafficstream.dashboards.app import create_app, get_context
-from trafficstream.dashboards.live import LiveBuffers, LiveFrame
+from trafficstream.dashboards.buffers import LiveBuffers, LiveFrame
 from trafficstream.dashboards.times import NO_TIME, clock, wall_ts
 from trafficstream.dashboards.video import MjpegStreamer, draw_overlays, vehicle_label
-from trafficstream.ingest.sources import FrameReader
+from trafficstream.video import FrameReader
 
 MOTORWAY = "motorway-overpass"
 HUGE = 10**400  # a valid JSON integer, too large for a float

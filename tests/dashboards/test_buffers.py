@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from trafficstream.dashboards import live
-from trafficstream.dashboards.live import LiveBuffers, speed_stats
+from trafficstream.dashboards import buffers as live_buffers
+from trafficstream.dashboards.buffers import LiveBuffers, speed_stats
 
 CAM = "cam-a"
 T0 = 1_700_000_000.0
@@ -169,8 +169,8 @@ def test_kpis_of_an_empty_camera(buffers):
 
 
 def test_track_and_flow_state_stays_bounded(monkeypatch):
-    monkeypatch.setattr(live, "MAX_TRACKS", 100)
-    monkeypatch.setattr(live, "MAX_FLOW_MINUTES", 30)
+    monkeypatch.setattr(live_buffers, "MAX_TRACKS", 100)
+    monkeypatch.setattr(live_buffers, "MAX_FLOW_MINUTES", 30)
     b = LiveBuffers([CAM], max_frames=10)
     for i in range(3000):  # 3000 frames, a new vehicle in each, one minute apart every 30 frames
         b.add(frame(i, ts=T0 + i * 2, vehicles=[veh(i, 90.0)], flow={"minute": M0 + 60 * (i // 30), "car": i % 30 + 1}))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from trafficstream.dashboards import layout as L
-from trafficstream.dashboards.live import Kpis
+from trafficstream.dashboards.buffers import Kpis
 
 T0 = 1_700_000_000.0
 

@@ -1,4 +1,4 @@
-"""The results consumer against a real Kafka broker (infra/kafka.py)."""
+"""The results consumer against a real Kafka broker (infra/local_kafka.py)."""
 from __future__ import annotations
 
 import time
@@ -8,8 +8,9 @@ import pytest
 from confluent_kafka import Producer
 from synthetic_results import encode, health_message, synthetic_messages
 
-from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
-from trafficstream.infra.kafka import KafkaBroker
+from trafficstream.dashboards.buffers import LiveBuffers
+from trafficstream.dashboards.consumer import ResultsConsumer
+from trafficstream.infra.local_kafka import KafkaBroker
 from trafficstream.config import Settings
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trafficstream.dashboards.video import GREEN, RED, draw_overlays, encode_jpeg, mjpeg_part, placeholder_image, vehicle_label
-from trafficstream.ingest.sources import FrameReader
+from trafficstream.video import FrameReader
 
 
 @pytest.fixture(scope="module")

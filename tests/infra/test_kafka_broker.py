@@ -1,6 +1,7 @@
 """A real single-node KRaft broker from infra/lib/kafka (needs `make jars` and Java 17+): one per module."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -9,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
-
 from trafficstream.infra import kafka as kafka_cli
-from trafficstream.infra.kafka import BrokerError, KafkaBroker, broker_ready
+from trafficstream.infra.local_kafka import KafkaBroker
+from trafficstream.infra.topics import BrokerError, broker_ready
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -39,11 +40,13 @@ def topics(broker: KafkaBroker) -> list[str]:
     return TOPICS
 
 
-def test_broker_is_healthy(broker: KafkaBroker) -> None:
+def test_broker_is_healthy(broker: KafkaBroker, test_output: Path) -> None:
     assert broker.is_running()
     assert isinstance(broker.pid, int)
     assert broker.bootstrap_servers == f"127.0.0.1:{broker.port}"
-    assert broker.startup_s is not None and broker.startup_s < 120
+    assert broker.startup_s is not None and broker.startup_s > 0  # measured until healthy
+    # A measurement (make bench reports it), not a pass/fail criterion on a shared machine.
+    (test_output / "kafka-broker.json").write_text(json.dumps({"cold_start_s": round(broker.startup_s, 1)}))
     assert broker_ready(broker.bootstrap_servers)
     assert broker.pidfile.read_text().strip() == str(broker.pid)
     assert broker.server_log.is_file()
@@ -77,7 +80,7 @@ def test_produce_and_consume_keyed_messages(broker: KafkaBroker, topics: list[st
     delivered: list[tuple[bytes, bytes, int, int]] = []
     errors: list[KafkaError] = []
 
-    def on_delivery(err: KafkaError | None, msg) -> None:  # noqa: ANN001 - confluent_kafka.Message
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             errors.append(err)
         else:

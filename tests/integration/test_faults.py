@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from trafficstream.dashboards.live import LiveBuffers
+from trafficstream.dashboards.buffers import LiveBuffers
 from e2e_helpers import table
 from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
 from trafficstream.ingest.worker import run_ingest
@@ -206,7 +206,7 @@ def test_sigkill_at_three_points_then_exactly_once(settings_factory, tmp_path_fa
 # -- broker restart under load ---------------------------------------------------------------------------------
 @pytest.fixture
 def own_broker(tmp_path_factory):
-    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.local_kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka-restart"))
     broker.start()

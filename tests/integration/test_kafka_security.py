@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from trafficstream.dashboards.live import LiveBuffers, ResultsConsumer
+from trafficstream.dashboards.buffers import LiveBuffers
+from trafficstream.dashboards.consumer import ResultsConsumer
 from e2e_helpers import run_available_now, table
 from trafficstream.infra.pipeline import topic_summary
 from trafficstream.ingest.publisher import DeliveryError
@@ -23,7 +24,7 @@ USER, PASSWORD = "pipeline", "s3cr3t-pipeline-password"
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
-    from trafficstream.infra.kafka import KafkaBroker
+    from trafficstream.infra.local_kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka-sasl"), sasl_users={USER: PASSWORD})
     broker.start()

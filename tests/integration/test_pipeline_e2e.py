@@ -10,7 +10,7 @@ import pytest
 
 from trafficstream.infra.pipeline import topic_summary
 from trafficstream.ingest.publisher import FramePublisher
-from trafficstream.ingest.sources import VideoFileSource
+from trafficstream.video import VideoFileSource
 from trafficstream.ingest.worker import run_ingest
 from e2e_helpers import forget_last_commit, run_available_now, table
 from trafficstream import tables

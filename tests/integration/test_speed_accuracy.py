@@ -13,7 +13,7 @@ from trafficstream.bench.evaluate import score
 from trafficstream.bench.metrics import load_ground_truth, match_frame
 from trafficstream.bench.synthetic import SceneParams, generate
 from e2e_helpers import run_available_now, table
-from trafficstream.ingest.sources import uri_to_path
+from trafficstream.video import uri_to_path
 from trafficstream.ingest.worker import run_ingest
 from trafficstream import tables
 

@@ -1,6 +1,7 @@
 """Camera-drift registration on the real overpass clip (which sways by up to ~20 px)."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -50,14 +51,17 @@ def test_a_known_shift_is_recovered_to_subpixel(grey) -> None:
     np.testing.assert_allclose(drift[:2, :2], np.eye(2), atol=5e-4)
 
 
-def test_same_frame_is_identity_and_fast(grey) -> None:
+def test_same_frame_is_identity_and_estimates_repeat(grey, test_output) -> None:
     reference, last = grey
     features = prepare_reference(reference)
     np.testing.assert_allclose(estimate_drift(features, reference), np.eye(3), atol=0.05)
     t0 = time.perf_counter()
-    for _ in range(3):
-        estimate_drift(features, last)
-    assert (time.perf_counter() - t0) / 3 < 0.5  # ~40 ms on one core; generous for a shared CI box
+    drifts = [estimate_drift(features, last) for _ in range(3)]
+    ms_per_call = (time.perf_counter() - t0) / 3 * 1000
+    # The prepared reference is reused, not consumed: every call on the same frame gives the same drift.
+    assert all(np.array_equal(d, drifts[0]) for d in drifts)
+    # A measurement (make bench reports it), not a pass/fail criterion on a shared machine.
+    (test_output / "registration.json").write_text(json.dumps({"estimate_drift_ms": round(ms_per_call, 1)}))
 
 
 def test_failure_falls_back_to_identity_with_a_warning(grey, caplog) -> None:

@@ -8,8 +8,8 @@ from trafficstream.messages import (
     REASON_UNSUPPORTED_VERSION,
     FrameRef,
     dead_letter,
-    parse_result,
 )
+from trafficstream.results import parse_result
 
 
 def _ref(**kw) -> FrameRef:

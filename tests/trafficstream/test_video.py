@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trafficstream.ingest.sources import (
+from trafficstream.video import (
     FrameNotFound,
     FrameReader,
     ReaderPool,

@@ -1,12 +1,14 @@
-"""Camera sources: decode a video in presentation order, with container timestamps.
+"""Video decoding shared by ingest, the streaming job and the dashboard: frames in presentation order, with
+container timestamps.
 
 Two access patterns:
 - :class:`VideoFileSource` walks a whole source once (the ingest worker: one frame reference per frame).
-- :class:`FrameReader` serves "give me the frame at this timestamp" to the streaming job with one open
-  decoder per source reading consecutive frames sequentially; it seeks only when asked to go backwards or
-  far ahead (a replayed micro-batch, a new worker), never per frame.
+- :class:`FrameReader` serves "give me the frame at this timestamp" to the streaming job and the dashboard with
+  one open decoder per source reading consecutive frames sequentially; it seeks only when asked to go backwards
+  or far ahead (a replayed micro-batch, a new worker), never per frame.
 
-RTSP / live sources can implement the same iterator contract later.
+Failures are :class:`SourceError` subclasses whose ``reason`` is the dead-letter reason code. RTSP / live
+sources can implement the same iterator contract later.
 """
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ class VideoFileSource:
         )
         self._t0: float | None = None
 
-    def __enter__(self) -> "VideoFileSource":
+    def __enter__(self) -> VideoFileSource:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:
