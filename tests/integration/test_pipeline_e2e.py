@@ -166,6 +166,34 @@ def test_one_results_message_per_processed_frame(run):
     assert summary["mean_bytes"]["frame"] <= 1024
 
 
+def test_every_results_message_of_a_real_run_meets_the_contract(run):
+    """Contract test: every message the real job put on the results topic validates against the declared
+    schema (docs/results-topic.schema.json), whatever its type."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from trafficstream.results import validate_message
+
+    s = run["settings"]
+    topic = s.kafka.results_topic
+    consumer = Consumer(s.kafka.python_config(**{"group.id": "contract", "enable.auto.commit": False}))
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in ends.items()])
+        remaining, seen = sum(hi - lo for lo, hi in ends.values()), {}
+        while remaining > 0:
+            msgs = consumer.consume(500, timeout=5.0)
+            assert msgs, f"{remaining} results messages not read"
+            for m in msgs:
+                remaining -= 1
+                msg = json.loads(m.value())
+                validate_message(msg)
+                seen[msg["type"]] = seen.get(msg["type"], 0) + 1
+    finally:
+        consumer.close()
+    assert seen.get("frame") == run["ingested"] and seen.get("health", 0) >= 1, seen
+
+
 def test_replayed_batch_does_not_duplicate_delta_rows(run, spark):
     s = run["settings"]
     before = {t: table(s, t).height for t in tables.ALL_TABLES}
