@@ -1,6 +1,7 @@
 """Detector and embedder latency on a real clip.
 
-    python -m trafficstream.bench.detector_bench [--frames N] [--threads T] [--video PATH] [--out var/bench/detector.json]
+    python -m trafficstream.bench.detector_bench [--frames N] [--threads T] [--video PATH] \
+        [--out var/bench/detector.json]
 
 Times ``YoloOnnxDetector`` end to end per frame (letterbox, inference, decode, NMS) at 384x640 and 640x640
 float32 and with the int8 model (static 640x640), then the appearance embedder on each frame's detected
@@ -22,10 +23,10 @@ import av
 import numpy as np
 import onnxruntime as ort
 
-from trafficstream.models.detector import YoloOnnxDetector
-from trafficstream.models.embedder import AppearanceEmbedder
 from trafficstream.config import default_data_dir
 from trafficstream.logs import setup_logging
+from trafficstream.models.detector import YoloOnnxDetector
+from trafficstream.models.embedder import AppearanceEmbedder
 
 log = logging.getLogger("trafficstream.bench.detector")
 WARMUP = 2  # first runs pay for allocator growth and kernel selection
@@ -104,7 +105,7 @@ def bench_embedder(
     frames: list[np.ndarray], detections: list[Any], embedder_path: Path, threads: int
 ) -> dict[str, Any]:
     embedder = AppearanceEmbedder(embedder_path, threads=threads)
-    pairs = [(f, d.xyxy) for f, d in zip(frames, detections) if len(d)]
+    pairs = [(f, d.xyxy) for f, d in zip(frames, detections, strict=True) if len(d)]
     if not pairs:
         return {"batches": 0}
     for frame, boxes in pairs[:WARMUP]:

@@ -20,9 +20,9 @@ from typing import Any
 
 import polars as pl
 
+from trafficstream import tables
 from trafficstream.bench.metrics import evaluate
 from trafficstream.bench.synthetic import SceneParams, SyntheticClip, generate
-from trafficstream import tables
 from trafficstream.config import PROJECT_ROOT, Settings, load_settings
 from trafficstream.logs import setup_logging
 

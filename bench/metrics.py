@@ -109,7 +109,7 @@ def match_frame(gt_boxes: np.ndarray, det_boxes: np.ndarray, iou_threshold: floa
     iou = box_iou(gt_boxes, det_boxes)
     cost = np.where(iou >= iou_threshold, 1.0 - iou, 1e6)  # forbidden pairs are never worth taking
     rows, cols = linear_sum_assignment(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= iou_threshold]
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= iou_threshold]
 
 
 def trailing_mean_speed(frames: np.ndarray, speeds: np.ndarray, window_frames: int) -> dict[int, float]:
@@ -121,7 +121,7 @@ def trailing_mean_speed(frames: np.ndarray, speeds: np.ndarray, window_frames: i
     start = np.searchsorted(frames, frames - window_frames, side="left")
     idx = np.arange(len(frames))
     means = (csum[idx + 1] - csum[start]) / (idx + 1 - start)
-    return dict(zip(frames.tolist(), means.tolist()))
+    return dict(zip(frames.tolist(), means.tolist(), strict=True))
 
 
 def _rate(num: float, den: float) -> float | None:
@@ -183,8 +183,8 @@ def evaluate(
     n_care = care_boxes.height
     tp = sum(1 for m in matches if m[3])
     # Recall by box height: how far out the pipeline sees (small = far away).
-    heights = dict(zip(zip(care_boxes["frame_index"].to_list(), care_boxes["vehicle_id"].to_list()),
-                       (care_boxes["y2"] - care_boxes["y1"]).to_list()))
+    keys = zip(care_boxes["frame_index"].to_list(), care_boxes["vehicle_id"].to_list(), strict=True)
+    heights = dict(zip(keys, (care_boxes["y2"] - care_boxes["y1"]).to_list(), strict=True))
     hit_keys = {(frame, vid) for frame, vid, _, care in matches if care}
     recall_by_height: dict[str, float | None] = {}
     for lo, hi in HEIGHT_BINS:
@@ -197,8 +197,8 @@ def evaluate(
 
     # --- identity: per-vehicle id sequences, CLEAR-MOT switches, one-id vehicles -----------------------------
     care_frames = care_boxes.group_by("vehicle_id").agg(pl.len().alias("n"), pl.col("class_name").first())
-    frames_per_vehicle = dict(zip(care_frames["vehicle_id"].to_list(), care_frames["n"].to_list()))
-    class_of = dict(zip(care_frames["vehicle_id"].to_list(), care_frames["class_name"].to_list()))
+    frames_per_vehicle = dict(zip(care_frames["vehicle_id"].to_list(), care_frames["n"].to_list(), strict=True))
+    class_of = dict(zip(care_frames["vehicle_id"].to_list(), care_frames["class_name"].to_list(), strict=True))
     true_ids = sorted(v for v, n in frames_per_vehicle.items() if n >= min_frames)
     seq: dict[int, list[tuple[int, str | None]]] = defaultdict(list)
     for frame, vid, row, care in matches:
@@ -228,7 +228,7 @@ def evaluate(
             continue
         iou = box_iou(g.select(coords).to_numpy(), d.select(coords).to_numpy())
         g_vid, d_track = g["vehicle_id"].to_list(), d["track_id"].to_list()
-        for gi, di in zip(*np.nonzero(iou >= iou_threshold)):
+        for gi, di in zip(*np.nonzero(iou >= iou_threshold), strict=True):
             overlap[(g_vid[gi], d_track[di])] += 1
     gt_list = sorted({v for v, _ in overlap})
     tr_list = sorted({t for _, t in overlap})

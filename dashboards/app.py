@@ -16,6 +16,7 @@ from pathlib import Path
 import dash
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from trafficstream.config import Settings, add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.dashboards.auth import configure_auth
 from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.callbacks import register_callbacks
@@ -24,7 +25,6 @@ from trafficstream.dashboards.context import DashboardContext
 from trafficstream.dashboards.history import HistoryStore
 from trafficstream.dashboards.layout import build_layout
 from trafficstream.dashboards.video import MjpegStreamer, register_routes
-from trafficstream.config import Settings, add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 
@@ -98,7 +98,7 @@ class ServerHandle:
         self.thread.join(timeout_s)
         self.server.server_close()
 
-    def __enter__(self) -> "ServerHandle":
+    def __enter__(self) -> ServerHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from trafficstream.dashboards.times import MAX_FRAME_INDEX, MAX_KMH, PTS_RANGE, finite, integer, wall_ts
 
 from trafficstream.config import Settings
+from trafficstream.dashboards.times import MAX_FRAME_INDEX, MAX_KMH, PTS_RANGE, finite, integer, wall_ts
 from trafficstream.errors import MessageError
 from trafficstream.results import RESULT_FRAME, RESULT_HEALTH, RESULT_VIOLATION, parse_result
 

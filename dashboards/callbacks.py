@@ -15,13 +15,13 @@ import dash
 from dash import Input, Output, Patch, State, html
 from dash.exceptions import PreventUpdate
 
+from trafficstream import tables
 from trafficstream.dashboards import figures
 from trafficstream.dashboards import layout as L
 from trafficstream.dashboards.buffers import speed_stats
 from trafficstream.dashboards.context import DashboardContext
 from trafficstream.dashboards.history import BINS, choose_bin, local_range, resample_flow
 from trafficstream.dashboards.video import snapshot_url
-from trafficstream import tables
 
 log = logging.getLogger(__name__)
 LIVE_FLOW_MINUTES = 30

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
-from trafficstream.dashboards.buffers import LiveBuffers
 
 from trafficstream.config import Settings
+from trafficstream.dashboards.buffers import LiveBuffers
 
 log = logging.getLogger(__name__)
 

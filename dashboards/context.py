@@ -5,11 +5,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from trafficstream.config import Settings
 from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.consumer import ResultsConsumer
 from trafficstream.dashboards.history import HistoryStore
 from trafficstream.dashboards.video import MjpegStreamer
-from trafficstream.config import Settings
 
 log = logging.getLogger(__name__)
 

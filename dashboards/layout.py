@@ -8,10 +8,10 @@ from typing import Any
 
 from dash import dcc, html
 
+from trafficstream.config import Settings
 from trafficstream.dashboards.buffers import Kpis
 from trafficstream.dashboards.figures import empty_figure
 from trafficstream.dashboards.times import clock
-from trafficstream.config import Settings
 
 # -- component ids ----------------------------------------------------------------------------------------
 CAMERA = "camera"

@@ -21,10 +21,10 @@ import flask
 import numpy as np
 from werkzeug.exceptions import NotFound
 
-from trafficstream.dashboards.buffers import FrameKey, LiveBuffers, LiveFrame
-from trafficstream.dashboards.times import clock, finite
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
+from trafficstream.dashboards.buffers import FrameKey, LiveBuffers, LiveFrame
+from trafficstream.dashboards.times import clock, finite
 from trafficstream.video import FrameReader, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class CameraRenderer:
         try:
             while not self.stop_event.is_set():
                 with self._cond:
-                    self._cond.wait_for(lambda: self._seq != seen or self.stop_event.is_set(), timeout=keepalive_s)
+                    self._cond.wait_for(lambda last=seen: self._seq != last or self.stop_event.is_set(), timeout=keepalive_s)
                     part, seen = self._part, self._seq
                 if part is not None:
                     yield part  # raises GeneratorExit here when the client has gone

@@ -1,1 +1,2 @@
-"""Local infrastructure: jars, the local Kafka broker and topic administration, a Spark standalone cluster, packaging."""
+"""Local infrastructure: jars, the local Kafka broker and topic administration, a Spark standalone cluster,
+packaging."""

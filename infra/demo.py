@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings
+from trafficstream.errors import ConfigError
 from trafficstream.infra.local_kafka import KafkaBroker
 from trafficstream.infra.pipeline import JobProcess, pipeline_stats, wait_processed
 from trafficstream.ingest.worker import run_ingest
-from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings
-from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 
 log = logging.getLogger("demo")

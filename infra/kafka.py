@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from trafficstream.infra.jars import JarsMissingError
-from trafficstream.infra.local_kafka import DEFAULT_DATA_DIR, DEFAULT_PORT, KafkaBroker, start_broker, stop_broker
-from trafficstream.infra.topics import BrokerError, broker_ready, create_topics, delete_topics
 
 from trafficstream.config import add_config_arguments, settings_from_args
 from trafficstream.errors import ConfigError
+from trafficstream.infra.jars import JarsMissingError
+from trafficstream.infra.local_kafka import DEFAULT_DATA_DIR, DEFAULT_PORT, KafkaBroker, start_broker, stop_broker
+from trafficstream.infra.topics import BrokerError, broker_ready, create_topics, delete_topics
 from trafficstream.logs import setup_logging
 
 log = logging.getLogger(__name__)

@@ -36,10 +36,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from trafficstream.config import PROJECT_ROOT
 from trafficstream.infra.jars import kafka_jars
 from trafficstream.infra.topics import BrokerError, broker_ready, create_topics, delete_topics
-
-from trafficstream.config import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +374,7 @@ class KafkaBroker:
             time.sleep(0.1)
         return True
 
-    def __enter__(self) -> KafkaBroker:  # noqa: PYI034 - typing.Self needs Python 3.11
+    def __enter__(self) -> KafkaBroker:  # not typing.Self: that needs Python 3.11
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -22,9 +22,9 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
-from trafficstream.infra.jars import spark_jars_csv
 from trafficstream import tables
 from trafficstream.config import PROJECT_ROOT, Settings, secret_environ, settings_to_dict
+from trafficstream.infra.jars import spark_jars_csv
 
 log = logging.getLogger(__name__)
 JOB_FILE = PROJECT_ROOT / "streaming_jobs" / "vehicle_pipeline.py"
@@ -87,7 +87,7 @@ class JobProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self) -> "JobProcess":
+    def start(self) -> JobProcess:
         self.stop_file.unlink(missing_ok=True)
         env = job_environ(self.settings)
         cmd = spark_submit_command(self.config, self.checkpoint, self.stop_file, self.master)

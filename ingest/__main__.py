@@ -11,10 +11,10 @@ import json
 import logging
 import sys
 
-from trafficstream.ingest.publisher import DeliveryError
-from trafficstream.ingest.worker import run_ingest
 from trafficstream.config import add_config_arguments, check_cameras_against_sources, settings_from_args
 from trafficstream.errors import ConfigError
+from trafficstream.ingest.publisher import DeliveryError
+from trafficstream.ingest.worker import run_ingest
 from trafficstream.logs import setup_logging
 
 log = logging.getLogger("ingest")

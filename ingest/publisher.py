@@ -42,7 +42,7 @@ class FramePublisher:
         self.bytes = 0
         self.first_error: KafkaError | None = None
 
-    def __enter__(self) -> "FramePublisher":
+    def __enter__(self) -> FramePublisher:
         return self
 
     def __exit__(self, *exc) -> None:

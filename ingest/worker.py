@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from trafficstream.ingest.publisher import FramePublisher
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings
+from trafficstream.ingest.publisher import FramePublisher
 from trafficstream.messages import FrameRef
 from trafficstream.video import VideoFileSource
 

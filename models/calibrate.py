@@ -1,7 +1,9 @@
 """Check a camera's road-plane calibration: reprojection error, scale, and a picture of the fitted road grid.
 
-    python -m trafficstream.models.calibrate --config infra/config/demo.yaml --camera motorway-overpass --png var/calibration/m.png
-    python -m trafficstream.models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." [--video clip.mp4 --png out.png]
+    python -m trafficstream.models.calibrate --config infra/config/demo.yaml --camera motorway-overpass \
+        --png var/calibration/m.png
+    python -m trafficstream.models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." \
+        [--video clip.mp4 --png out.png]
 
 Prints the reprojection error (metres on the road and pixels in the image) and each pair's residual, the
 metres-per-pixel at a few image points, and with ``--png`` draws on the chosen frame the point pairs (red: the
@@ -22,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from trafficstream.models.homography import RoadPlane
 from trafficstream.errors import ConfigError
+from trafficstream.models.homography import RoadPlane
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def _polyline(image: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], 
     """Draw a projected world line; NaN points (behind the camera / beyond the horizon) split it."""
     ok = np.isfinite(pts).all(axis=1) & (np.abs(np.nan_to_num(pts)) < 1e5).all(axis=1)
     breaks = np.flatnonzero(np.diff(ok.astype(np.int8))) + 1
-    for run, good in zip(np.split(pts, breaks), np.split(ok, breaks)):
+    for run, good in zip(np.split(pts, breaks), np.split(ok, breaks), strict=True):
         if good[0] and len(run) > 1:
             cv2.polylines(image, [np.round(run * 16).astype(np.int32)], False, colour, thickness, cv2.LINE_AA, shift=4)
 
@@ -128,7 +130,7 @@ def draw_calibration(
     if roi is not None:
         cv2.polylines(out, [np.round(roi).astype(np.int32)], True, (0, 255, 255), 2, cv2.LINE_AA)
     back = plane.to_image(plane.world_points)
-    for i, (p, q) in enumerate(zip(plane.image_points, back), start=1):
+    for i, (p, q) in enumerate(zip(plane.image_points, back, strict=True), start=1):
         cv2.circle(out, (int(round(p[0])), int(round(p[1]))), 4, (0, 0, 255), 1, cv2.LINE_AA)
         if np.isfinite(q).all():
             cv2.drawMarker(out, (int(round(q[0])), int(round(q[1]))), (0, 255, 0), cv2.MARKER_CROSS, 7, 1)
@@ -147,7 +149,7 @@ def _row_span(polygon: np.ndarray, y: float) -> tuple[float, float] | None:
     a, b = polygon, np.roll(polygon, -1, axis=0)
     xs = [
         p[0] + (y - p[1]) * (q[0] - p[0]) / (q[1] - p[1])
-        for p, q in zip(a, b)
+        for p, q in zip(a, b, strict=True)
         if p[1] != q[1] and min(p[1], q[1]) <= y <= max(p[1], q[1])
     ]
     return (min(xs), max(xs)) if xs else None
@@ -172,11 +174,11 @@ def report_lines(plane: RoadPlane, roi: np.ndarray | None) -> list[str]:
     ]
     err_m = np.linalg.norm(plane.to_world(plane.image_points) - plane.world_points, axis=1)
     err_px = np.linalg.norm(plane.to_image(plane.world_points) - plane.image_points, axis=1)
-    for i, (p, w, em, ep) in enumerate(zip(plane.image_points, plane.world_points, err_m, err_px), start=1):
+    for i, (p, w, em, ep) in enumerate(zip(plane.image_points, plane.world_points, err_m, err_px, strict=True), start=1):
         lines.append(f"  {i:<3d} {p[0]:8.1f},{p[1]:<8.1f}  {w[0]:8.2f},{w[1]:<8.2f}  {em:6.3f}  {ep:6.2f}")
     lines.append("metres per pixel (moving 1 px along image x / image y):")
     probes = scale_probe_points(plane, roi)
-    for p, (mx, my) in zip(probes, plane.metres_per_pixel(probes)):
+    for p, (mx, my) in zip(probes, plane.metres_per_pixel(probes), strict=True):
         lines.append(f"  at ({p[0]:6.1f}, {p[1]:6.1f}): {mx:.4f} m/px x, {my:.4f} m/px y"
                      f"  ({1 / mx if mx > 0 else float('inf'):.1f} / {1 / my if my > 0 else float('inf'):.1f} px/m)")
     return lines

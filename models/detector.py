@@ -173,7 +173,10 @@ class YoloOnnxDetector:
             if self._static_batch and len(blob) < self._static_batch:
                 blob = np.concatenate([blob, np.zeros((self._static_batch - len(blob), *blob.shape[1:]), blob.dtype)])
             (raw,) = self.session.run([self._output_name], {self._input_name: blob})
-            results.extend(self._decode(pred, lb, im.shape) for pred, lb, im in zip(raw, boxes, chunk))
+            # A static-batch model returns padded rows past the real images: zip stops at the real ones.
+            results.extend(
+                self._decode(pred, lb, im.shape) for pred, lb, im in zip(raw[: len(chunk)], boxes, chunk, strict=True)
+            )
         return results
 
     def _decode(self, pred: np.ndarray, lb: LetterboxResult, image_shape: tuple[int, ...]) -> Detections:

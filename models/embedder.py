@@ -23,7 +23,7 @@ def crop_boxes(image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> list[np.ndarray
     y1 = np.floor(boxes[:, 1]).clip(0, h - 1).astype(int)
     x2 = np.maximum(np.ceil(boxes[:, 2]).clip(0, w).astype(int), x1 + 1)
     y2 = np.maximum(np.ceil(boxes[:, 3]).clip(0, h).astype(int), y1 + 1)
-    return [image_bgr[t:b, l:r] for l, t, r, b in zip(x1, y1, x2, y2)]
+    return [image_bgr[top:bottom, left:right] for left, top, right, bottom in zip(x1, y1, x2, y2, strict=True)]
 
 
 def preprocess_crops(crops: Sequence[np.ndarray]) -> np.ndarray:

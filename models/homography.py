@@ -75,7 +75,7 @@ def _dlt(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     s = project(Ts, src)
     d = project(Td, dst)
     rows = []
-    for (x, y), (u, v) in zip(s, d):
+    for (x, y), (u, v) in zip(s, d, strict=True):
         rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
         rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
     _, _, vt = np.linalg.svd(np.asarray(rows))

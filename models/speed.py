@@ -24,8 +24,8 @@ import numpy as np
 from trafficstream.models import state_codec
 
 if TYPE_CHECKING:
-    from trafficstream.models.homography import RoadPlane
     from trafficstream.config import TrackerSettings
+    from trafficstream.models.homography import RoadPlane
 
 log = logging.getLogger(__name__)
 

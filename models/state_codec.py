@@ -34,10 +34,11 @@ offset of its C-order data in the arena (its length follows from dtype and shape
 Documents (``[..]`` are lists; all ids are ints; times are seconds):
 
 * ``camera`` (``streaming_jobs/tracking.py`` ``CameraState``): ``fps`` (the rate the tracker's max age in
-  frames is derived at: ``camera.fps``, else estimated once), ``last_frame_index``, ``last_pts_s`` (or null), ``error_streak`` (consecutive
-  frames that failed processing), ``tracks``: [[track_id, first_frame, first_ts, last_frame, last_ts,
-  n_frames, counted_minute|null, [[class_name, votes], ..]], ..], ``flow``: [[minute_ts, [[class_name,
-  vehicles], ..]], ..], and the three documents below under ``tracker``, ``kinematics``, ``violations``.
+  frames is derived at: ``camera.fps``, else estimated once), ``last_frame_index``, ``last_pts_s`` (or null),
+  ``error_streak`` (consecutive frames that failed processing), ``tracks``: [[track_id, first_frame, first_ts,
+  last_frame, last_ts, n_frames, counted_minute|null, [[class_name, votes], ..]], ..], ``flow``: [[minute_ts,
+  [[class_name, vehicles], ..]], ..], and the three documents below under ``tracker``, ``kinematics``,
+  ``violations``.
 * ``tracker`` (``models/tracker.py``): ``params``, ``deepsort_version``, ``next_id``, ``frame_count``,
   ``embed_dim``, ``pool`` (array (rows, embed_dim): every distinct gallery / track feature once; ``<f2``
   when that is lossless, as for stage 1's float16 embeddings, else ``<f4``), ``tracks``: [{id, mean, cov,

@@ -52,7 +52,7 @@ def detect_tiled(detector: Detector, image: np.ndarray, tiles: Sequence[Sequence
     boxes = [t for t in boxes if t[2] - t[0] >= 32 and t[3] - t[1] >= 32]
     results = detector.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes])
     parts = [results[0]]
-    for tile, dets in zip(boxes, results[1:]):
+    for tile, dets in zip(boxes, results[1:], strict=True):
         if len(dets):
             dets = dets.filter(~cut_by_tile_edge(dets.xyxy, tile, w, h))
             shift = np.array([tile[0], tile[1], tile[0], tile[1]], dtype=np.float32)

@@ -33,7 +33,7 @@ def _evidence_root(settings_json: str) -> Path:
 def draw_violation(image: np.ndarray, box: tuple[float, float, float, float], label: str) -> np.ndarray:
     """Copy of ``image`` with a red box and a label above it (pure)."""
     out = image.copy()
-    x1, y1, x2, y2 = (int(round(v)) for v in box)  # noqa: RUF046 - a numpy scalar may round to a numpy float
+    x1, y1, x2, y2 = (int(round(v)) for v in box)  # int(): a numpy scalar may round to a numpy float
     thickness = max(2, image.shape[1] // 400)
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 255), thickness)
     scale = max(0.5, image.shape[1] / 1600)

@@ -19,11 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from trafficstream.models.detector import build_detector
-from trafficstream.models.embedder import AppearanceEmbedder
-from trafficstream.models.roi import bottom_centre, points_in_polygon
-from trafficstream.models.tiling import detect_tiled
-from trafficstream.streaming_jobs.schemas import PERCEPTION
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import MessageError
 from trafficstream.messages import (
@@ -38,6 +33,11 @@ from trafficstream.messages import (
     payload_text,
     safe_text,
 )
+from trafficstream.models.detector import build_detector
+from trafficstream.models.embedder import AppearanceEmbedder
+from trafficstream.models.roi import bottom_centre, points_in_polygon
+from trafficstream.models.tiling import detect_tiled
+from trafficstream.streaming_jobs.schemas import PERCEPTION
 from trafficstream.video import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,6 @@ def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> I
         cols = batch.to_pydict()
         rows = [
             perceive_one(rt, v, t, p, o)
-            for v, t, p, o in zip(cols["value"], cols["topic"], cols["partition"], cols["offset"])
+            for v, t, p, o in zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True)
         ]
         yield to_record_batch(rows, rt.schema)

@@ -29,6 +29,10 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
+
+from trafficstream import tables
+from trafficstream.config import Settings
+from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
 from trafficstream.streaming_jobs.evidence import render_evidence
 from trafficstream.streaming_jobs.schemas import (
     DEAD_PAYLOAD,
@@ -49,10 +53,6 @@ from trafficstream.streaming_jobs.schemas import (
     spark_schema,
     spark_type,
 )
-
-from trafficstream import tables
-from trafficstream.config import Settings
-from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
 
 log = logging.getLogger(__name__)
 
@@ -336,5 +336,5 @@ class BatchWriter:
                                        delay_s=delay, counts=counts)
             self._producer.produce(self.settings.kafka.results_topic, key=HEALTH_KEY, value=encode(msg))
             self._producer.poll(0)
-        except Exception as exc:  # noqa: BLE001 - health is best effort; never fail a batch for it
+        except Exception as exc:  # broad on purpose: health is best effort; never fail a batch for it
             log.warning("health message for batch %d not sent: %s", batch_id, exc)

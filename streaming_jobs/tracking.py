@@ -42,22 +42,6 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from trafficstream.models import state_codec
-from trafficstream.models.classes import VEHICLE_CLASSES
-from trafficstream.models.homography import RoadPlane
-from trafficstream.models.roi import bottom_centre
-from trafficstream.models.speed import TrackKinematics
-from trafficstream.models.tracker import VehicleTracker
-from trafficstream.models.violations import ViolationRule
-from trafficstream.streaming_jobs.schemas import (
-    KIND_DEAD,
-    KIND_FLOW,
-    KIND_FRAME,
-    KIND_HEALTH,
-    KIND_TRACK,
-    KIND_VIOLATION,
-    TRACKED,
-)
 from trafficstream.cameras import Camera
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import ConfigError
@@ -67,7 +51,23 @@ from trafficstream.messages import (
     REASON_UNKNOWN_CAMERA,
     dead_letter,
 )
+from trafficstream.models import state_codec
+from trafficstream.models.classes import VEHICLE_CLASSES
+from trafficstream.models.homography import RoadPlane
+from trafficstream.models.roi import bottom_centre
+from trafficstream.models.speed import TrackKinematics
+from trafficstream.models.tracker import VehicleTracker
+from trafficstream.models.violations import ViolationRule
 from trafficstream.results import encode, frame_message, frame_vehicle
+from trafficstream.streaming_jobs.schemas import (
+    KIND_DEAD,
+    KIND_FLOW,
+    KIND_FRAME,
+    KIND_HEALTH,
+    KIND_TRACK,
+    KIND_VIOLATION,
+    TRACKED,
+)
 
 log = logging.getLogger(__name__)
 STATE_VERSION = state_codec.FORMAT_VERSION  # CAMERA_STATE.version this build writes and reads
@@ -238,7 +238,7 @@ def restore_state(
     if version == STATE_VERSION:
         try:
             return CameraState.from_bytes(blob, settings, camera, plane), None
-        except Exception as exc:  # noqa: BLE001 - anything unreadable is a reset, never a failed task
+        except Exception as exc:  # broad on purpose: anything unreadable is a reset, never a failed task
             cause, detail = RESET_CORRUPT, f"{type(exc).__name__}: {exc}"
     else:
         cause, detail = RESET_UNKNOWN_VERSION, f"state version {version!r}; this build reads {STATE_VERSION}"
@@ -261,7 +261,7 @@ def reset_in_memory(
     vehicles in view get new ids and may be counted twice)."""
     try:
         first, source = max(1, st.next_track_id), "memory"
-    except Exception:  # noqa: BLE001 - the tracker is what broke
+    except Exception:  # broad on purpose: the tracker is what broke
         first, source = clock_floor(), "clock"
     fresh = new_state(settings, camera, st.fps, plane, first_track_id=first, resets=st.resets + 1)
     fresh.flow, fresh.last_frame_index, fresh.last_pts_s = st.flow, st.last_frame_index, st.last_pts_s

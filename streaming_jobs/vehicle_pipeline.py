@@ -31,10 +31,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
-from trafficstream.streaming_jobs.perception import perceive_batches
-from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
-from trafficstream.streaming_jobs.sinks import BatchWriter
-from trafficstream.streaming_jobs.tracking import track_camera
 from trafficstream.config import (
     Settings,
     add_config_arguments,
@@ -44,6 +40,10 @@ from trafficstream.config import (
 )
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
+from trafficstream.streaming_jobs.perception import perceive_batches
+from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
+from trafficstream.streaming_jobs.sinks import BatchWriter
+from trafficstream.streaming_jobs.tracking import track_camera
 
 log = logging.getLogger("vehicle_pipeline")
 QUERY_NAME = "vehicles"

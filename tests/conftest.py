@@ -10,10 +10,14 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from trafficstream.config import PROJECT_ROOT, Settings, load_settings
+
+if TYPE_CHECKING:  # imported lazily in the fixture: starting no broker costs no import
+    from trafficstream.infra.local_kafka import KafkaBroker
 
 DATA_DIR = Path(os.environ.get("TRAFFICSTREAM_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data")).resolve()
 DEMO_CONFIG = PROJECT_ROOT / "infra" / "config" / "demo.yaml"
@@ -34,7 +38,7 @@ def test_output() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory) -> Iterator["KafkaBroker"]:  # noqa: F821
+def kafka_broker(tmp_path_factory) -> Iterator[KafkaBroker]:
     from trafficstream.infra.local_kafka import KafkaBroker
 
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))

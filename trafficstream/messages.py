@@ -70,7 +70,7 @@ class FrameRef:
         return _compact(d)
 
     @classmethod
-    def from_json(cls, raw: bytes | str | None, max_bytes: int = MAX_FRAME_REF_BYTES) -> "FrameRef":
+    def from_json(cls, raw: bytes | str | None, max_bytes: int = MAX_FRAME_REF_BYTES) -> FrameRef:
         """Parse and validate; raises :class:`MessageError` with a dead-letter reason on any defect.
 
         Never raises anything else: deep nesting, huge integers, invalid UTF-8 or lone surrogates all become

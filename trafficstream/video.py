@@ -127,7 +127,7 @@ class VideoFileSource:
         )
         self._t0: float | None = None
 
-    def __enter__(self) -> VideoFileSource:  # noqa: PYI034 - typing.Self needs Python 3.11
+    def __enter__(self) -> VideoFileSource:  # not typing.Self: that needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,6 @@ from trafficstream.bench import synthetic
 from trafficstream.bench.synthetic.bank import default_cache_dir
 from trafficstream.bench.synthetic.clip import generate
 from trafficstream.bench.synthetic.scene import SceneParams
-
 from trafficstream.logs import setup_logging
 
 _CLI_NAMES = {"n_vehicles": "vehicles", "duration_s": "duration"}

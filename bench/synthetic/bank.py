@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from trafficstream.bench.synthetic.camera import PinholeCamera
 from trafficstream.bench.synthetic.renderer import paste_sprite, render_background
 from trafficstream.bench.synthetic.scene import SceneParams
@@ -59,7 +60,8 @@ def validate_sprites(detector: YoloOnnxDetector, sprites: Sequence[Sprite], para
         canvas, labels = background.copy(), np.zeros(background.shape[:2], dtype=np.int32)
         placed = []
         for r, y in enumerate(rows):
-            for x, idx in zip(lanes, chunks[(c + r) % len(chunks)]):
+            # The last chunk may hold fewer sprites than there are lanes: those lanes stay empty.
+            for x, idx in zip(lanes, chunks[(c + r) % len(chunks)], strict=False):
                 box = vehicle_box(camera, x, y, Body.nominal(sprites[idx].class_name), sprites[idx].aspect)
                 if box is not None:
                     paste_sprite(canvas, labels, sprites[idx].image, box, idx + 1)
@@ -72,7 +74,7 @@ def validate_sprites(detector: YoloOnnxDetector, sprites: Sequence[Sprite], para
             classes = set(dets.class_id[found].tolist())
             hits[idx, r] = bool(classes & set(VEHICLE_CLASSES))
             own_class[idx] |= sprites[idx].class_id in classes
-    return [s for s, ok in zip(sprites, hits.all(axis=1) & own_class) if ok]
+    return [s for s, ok in zip(sprites, hits.all(axis=1) & own_class, strict=True) if ok]
 
 
 def default_cache_dir() -> Path:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from trafficstream.bench.synthetic.scene import SceneParams
 
 

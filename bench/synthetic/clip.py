@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 import yaml
 from tqdm import tqdm
+
 from trafficstream.bench.synthetic.bank import default_cache_dir, sprite_bank
 from trafficstream.bench.synthetic.camera import PinholeCamera, normalised
 from trafficstream.bench.synthetic.renderer import render_background, render_frames
 from trafficstream.bench.synthetic.scene import DASH_M, GAP_M, SHOULDER_LEFT_M, SHOULDER_RIGHT_M, SceneParams
 from trafficstream.bench.synthetic.sprites import Sprite
 from trafficstream.bench.synthetic.traffic import VehiclePlan, plan_vehicles
-
 from trafficstream.config import DEFAULT_CONFIG, default_data_dir, load_settings
 
 log = logging.getLogger(__name__)

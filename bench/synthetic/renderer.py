@@ -9,6 +9,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from trafficstream.bench.synthetic.camera import PinholeCamera
 from trafficstream.bench.synthetic.scene import DASH_M, GAP_M, SHOULDER_LEFT_M, SHOULDER_RIGHT_M, SceneParams
 from trafficstream.bench.synthetic.sprites import Sprite
@@ -195,7 +196,7 @@ def render_frames(params: SceneParams, camera: PinholeCamera, plans: Sequence[Ve
         labels = np.zeros(background.shape[:2], dtype=np.int32)
         drawn: list[tuple[VehiclePlan, dict[str, float], np.ndarray]] = []
         present = [(p, {k: float(v[f]) for k, v in tr.items() if k != "present"})
-                   for p, tr in zip(plans, tracks) if tr["present"][f]]
+                   for p, tr in zip(plans, tracks, strict=True) if tr["present"][f]]
         for plan, state in sorted(present, key=lambda ps: -ps[1]["y"]):  # far to near: near ones occlude
             box = vehicle_box(camera, state["x"], state["y"], plan.body, sprites[plan.sprite].aspect)
             if box is None or box[2] <= 0 or box[0] >= params.width or box[3] <= 0 or box[1] >= params.height:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+
 from trafficstream.models.classes import VEHICLE_CLASSES
 from trafficstream.models.detector import Detections, YoloOnnxDetector
 from trafficstream.models.nms import box_iou
@@ -70,7 +71,7 @@ def isolated_boxes(dets: Detections, shape: tuple[int, ...], min_height_px: int,
     xyxy = dets.xyxy.astype(np.float64)
     areas = (xyxy[:, 2:] - xyxy[:, :2]).clip(0).prod(axis=1)
     keep = []
-    for i, (box, conf, cls) in enumerate(zip(xyxy, dets.confidence, dets.class_id)):
+    for i, (box, conf, cls) in enumerate(zip(xyxy, dets.confidence, dets.class_id, strict=True)):
         threshold = min_confidence if cls == 2 else min(min_confidence, 0.5)
         if cls not in SPRITE_CLASSES or conf < threshold or box[3] - box[1] < min_height_px:
             continue

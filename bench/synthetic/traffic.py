@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from trafficstream.bench.synthetic.camera import PinholeCamera
 from trafficstream.bench.synthetic.scene import SceneParams
 from trafficstream.bench.synthetic.sprites import Sprite
@@ -200,7 +201,7 @@ def plan_vehicles(params: SceneParams, rng: np.random.Generator, sprites: Sequen
         for _attempt in range(max_attempts):
             plan = _draw_plan(len(plans) + 1, rng, params, sprites, camera, exit_y)
             traj = trajectory(plan, t, params)
-            if not any(_conflict(traj, other, plan, p, params) for other, p in zip(tracks, plans)):
+            if not any(_conflict(traj, other, plan, p, params) for other, p in zip(tracks, plans, strict=True)):
                 plans.append(plan)
                 tracks.append(traj)
                 break

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from trafficstream.bench.metrics import evaluate, load_ground_truth, match_frame, trailing_mean_speed
 
+from trafficstream.bench.metrics import evaluate, load_ground_truth, match_frame, trailing_mean_speed
 from trafficstream.config import PROJECT_ROOT
 
 FPS = 25.0

@@ -12,11 +12,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from trafficstream.bench.synthetic import SceneParams, SyntheticClip, generate
 from trafficstream.bench.synthetic.traffic import Body, LaneChange, VehiclePlan, lateral, longitudinal
-from trafficstream.models.detector import YoloOnnxDetector
-
 from trafficstream.config import PROJECT_ROOT, load_settings
+from trafficstream.models.detector import YoloOnnxDetector
 
 # Small scenes keep the module fast; the main clip keeps the default camera and image size, so its vehicles
 # are exactly as large as in a full-size benchmark clip.

@@ -231,7 +231,7 @@ class ResultsFeed:
         start = time.time()  # after decoding the clips: "capture" starts now, not seconds ago
         streams = [{"cam": cam, "clip": clip, "synth": SyntheticCamera(cam, clip, seed=self.seed + i),
                     "loop_start": start, "pos": 0}
-                   for i, (cam, clip) in enumerate(zip(self.settings.cameras, clips))]
+                   for i, (cam, clip) in enumerate(zip(self.settings.cameras, clips, strict=True))]
         while not self._stop.is_set():
             now = time.time()
             t_batch = time.perf_counter()

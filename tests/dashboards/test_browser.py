@@ -242,11 +242,11 @@ def test_history_tab_in_a_browser(browser, demo_settings, test_output):
                            and t, 30, "the history summary")
         assert f"{n} vehicles counted" in summary and f"{n} with speeds" in summary
         traces = wait_for(lambda: browser.execute_script(
-            "const g = document.querySelector('#%s .js-plotly-plot'); return g && g.data && g.data.length" % L.H_FLOW),
+            f"const g = document.querySelector('#{L.H_FLOW} .js-plotly-plot'); return g && g.data && g.data.length"),
             20, "the flow chart")
         assert traces >= 2  # several classes stacked
         speed_traces = browser.execute_script(
-            "return document.querySelector('#%s .js-plotly-plot').data.map(t => t.type)" % L.H_SPEEDS)
+            f"return document.querySelector('#{L.H_SPEEDS} .js-plotly-plot').data.map(t => t.type)")
         assert set(speed_traces) == {"histogram"}
         time.sleep(0.5)
         assert browser.save_screenshot(str(test_output / "dashboard-history.png"))

@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 import pytest
 from synthetic_results import synthetic_messages
+from werkzeug.exceptions import NotFound
 
+from trafficstream.config import PROJECT_ROOT
 from trafficstream.dashboards import layout as L
 from trafficstream.dashboards.app import create_app, get_context, serve_in_thread
 from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.video import resolve_snapshot, snapshot_url
-from trafficstream.config import PROJECT_ROOT
 from trafficstream.errors import ConfigError
 
 MOTORWAY = "motorway-overpass"
@@ -271,7 +272,7 @@ def test_snapshot_route_serves_only_evidence(app, demo_settings, tmp_path):
         assert b"not for you" not in resp.data and b"root:" not in resp.data, bad
     assert snapshot_url(secret.as_uri(), root) is None
     assert snapshot_url(None, root) is None
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         resolve_snapshot("../secret.jpg", root)
 
 

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from deltalake import write_deltalake
 
-from trafficstream.dashboards.history import BINS, HistoryStore, choose_bin, local_range, resample_flow
 from trafficstream import tables
+from trafficstream.dashboards.history import BINS, HistoryStore, choose_bin, local_range, resample_flow
 
 UTC = timezone.utc
 DAY = datetime(2025, 11, 20, tzinfo=UTC)

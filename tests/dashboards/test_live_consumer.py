@@ -8,10 +8,10 @@ import pytest
 from confluent_kafka import Producer
 from synthetic_results import encode, health_message, synthetic_messages
 
+from trafficstream.config import Settings
 from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.consumer import ResultsConsumer
 from trafficstream.infra.local_kafka import KafkaBroker
-from trafficstream.config import Settings
 
 pytestmark = pytest.mark.integration
 MOTORWAY = "motorway-overpass"

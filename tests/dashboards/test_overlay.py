@@ -5,7 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from trafficstream.dashboards.video import GREEN, RED, draw_overlays, encode_jpeg, mjpeg_part, placeholder_image, vehicle_label
+from trafficstream.dashboards.video import (
+    GREEN,
+    RED,
+    draw_overlays,
+    encode_jpeg,
+    mjpeg_part,
+    placeholder_image,
+    vehicle_label,
+)
 from trafficstream.video import FrameReader
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from trafficstream.dashboards.app import create_app, get_context
 from trafficstream.config import DEFAULT_CONFIG, load_settings
+from trafficstream.dashboards.app import create_app, get_context
 
 PASSWORD = "pl4te-s3cret"
 

@@ -48,7 +48,7 @@ class BurstFeed:
                     i += 1
             self._stop.wait(self.batch_s)
 
-    def __enter__(self) -> "BurstFeed":
+    def __enter__(self) -> BurstFeed:
         self._thread.start()
         return self
 

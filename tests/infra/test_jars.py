@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
+
 from trafficstream.infra.jars import JarsMissingError, kafka_jars, spark_jars, spark_jars_csv
 
 PYSPARK_JARS = Path(pyspark.__file__).parent / "jars"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
+
 from trafficstream.infra import kafka as kafka_cli
 from trafficstream.infra.local_kafka import KafkaBroker
 from trafficstream.infra.topics import BrokerError, broker_ready

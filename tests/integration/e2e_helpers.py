@@ -5,8 +5,8 @@ from pathlib import Path
 
 import polars as pl
 
-from trafficstream.streaming_jobs.vehicle_pipeline import QUERY_NAME, start_query
 from trafficstream.config import Settings
+from trafficstream.streaming_jobs.vehicle_pipeline import QUERY_NAME, start_query
 
 
 def run_available_now(spark, settings: Settings) -> dict:

@@ -16,13 +16,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
-from trafficstream.dashboards.buffers import LiveBuffers
 from e2e_helpers import table
+
+from trafficstream import tables
+from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
 from trafficstream.ingest.worker import run_ingest
 from trafficstream.streaming_jobs.sinks import FAULT_ENV
-from trafficstream import tables
 
 pytestmark = pytest.mark.integration
 CAMERA = "motorway-overpass"

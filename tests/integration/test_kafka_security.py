@@ -7,15 +7,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from e2e_helpers import run_available_now, table
 
+from trafficstream import tables
+from trafficstream.config import settings_to_json
 from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.consumer import ResultsConsumer
-from e2e_helpers import run_available_now, table
 from trafficstream.infra.pipeline import topic_summary
 from trafficstream.ingest.publisher import DeliveryError
 from trafficstream.ingest.worker import run_ingest
-from trafficstream import tables
-from trafficstream.config import settings_to_json
 
 pytestmark = pytest.mark.integration
 CAMERA = "dual-carriageway"

@@ -11,8 +11,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from e2e_helpers import table
+
 from trafficstream import tables
 from trafficstream.infra.cluster import StandaloneCluster
 from trafficstream.infra.jars import spark_jars_csv

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from e2e_helpers import forget_last_commit, run_available_now, table
 
+from trafficstream import tables
 from trafficstream.infra.pipeline import topic_summary
 from trafficstream.ingest.publisher import FramePublisher
-from trafficstream.video import VideoFileSource
 from trafficstream.ingest.worker import run_ingest
-from e2e_helpers import forget_last_commit, run_available_now, table
-from trafficstream import tables
+from trafficstream.video import VideoFileSource
 
 pytestmark = pytest.mark.integration
 CAMERA = "motorway-overpass"
@@ -216,6 +216,7 @@ def test_tables_readable_without_jvm(run):
 
 def test_analyst_notebook_runs_on_the_tables(run):
     from e2e_helpers import run_notebook
+
     from trafficstream.config import PROJECT_ROOT
 
     ns = run_notebook(PROJECT_ROOT / "notebooks" / "traffic_analysis.ipynb",

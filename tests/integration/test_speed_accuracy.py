@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import polars as pl
 import pytest
+from e2e_helpers import run_available_now, table
 
+from trafficstream import tables
 from trafficstream.bench.evaluate import score
 from trafficstream.bench.metrics import load_ground_truth, match_frame
 from trafficstream.bench.synthetic import SceneParams, generate
-from e2e_helpers import run_available_now, table
-from trafficstream.video import uri_to_path
 from trafficstream.ingest.worker import run_ingest
-from trafficstream import tables
+from trafficstream.video import uri_to_path
 
 pytestmark = pytest.mark.integration
 SEED = 23  # not a seed anything was tuned on

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
 from e2e_helpers import run_available_now, table
+
+from trafficstream import tables
 from trafficstream.infra.pipeline import JobProcess, processed_counts, wait_processed
 from trafficstream.ingest.worker import run_ingest
-from trafficstream import tables
 
 pytestmark = pytest.mark.integration
 CAMERA = "motorway-overpass"

@@ -12,9 +12,9 @@ import av
 import numpy as np
 import pytest
 
+from trafficstream.config import default_data_dir
 from trafficstream.models.detector import YoloOnnxDetector
 from trafficstream.models.embedder import AppearanceEmbedder
-from trafficstream.config import default_data_dir
 
 DATA_DIR = default_data_dir()
 

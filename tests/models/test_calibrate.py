@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from trafficstream.models.calibrate import main, parse_points
 from trafficstream.config import PROJECT_ROOT, load_settings
+from trafficstream.models.calibrate import main, parse_points
 
 DEMO = PROJECT_ROOT / "infra" / "config" / "demo.yaml"
 SAMPLES = PROJECT_ROOT / "infra" / "config" / "samples.yaml"

@@ -64,7 +64,7 @@ def test_batch_equals_single_with_mixed_frame_sizes(detector: YoloOnnxDetector, 
     images = frames(OVERPASS, *OVERPASS_FRAMES) + frames(HIGHWAY, *HIGHWAY_FRAMES)
     batch = detector.detect_batch(images)
     assert len(batch) == len(images)
-    for frame, batched in zip(images, batch):
+    for frame, batched in zip(images, batch, strict=True):
         single = detector(frame)
         assert len(batched) == len(single) > 0
         np.testing.assert_array_equal(batched.class_id, single.class_id)
@@ -96,7 +96,7 @@ def test_static_int8_model_uses_its_own_input_size(data_file: DataFile, frames: 
     images = frames(HIGHWAY, HIGHWAY_FRAMES[1], HIGHWAY_FRAMES[0])
     results = detector.detect_batch(images)  # runs one frame at a time
     assert len(results) == 2
-    for frame, dets in zip(images, results):
+    for frame, dets in zip(images, results, strict=True):
         assert_valid(dets, frame)
         assert (dets.class_id == 2).sum() >= 5
 

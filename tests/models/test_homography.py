@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trafficstream.models.homography import RoadPlane, fit_homography, project, reprojection_error
 from trafficstream.cameras import Calibration
+from trafficstream.models.homography import RoadPlane, fit_homography, project, reprojection_error
 
 
 def camera_homography(f: float = 1000.0, height: float = 8.0, pitch_deg: float = 12.0, yaw_deg: float = 4.0,

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from trafficstream.config import TrackerSettings
 from trafficstream.models.homography import RoadPlane
 from trafficstream.models.speed import (
     FLAG_IMPLAUSIBLE_ACCELERATION,
@@ -17,7 +18,6 @@ from trafficstream.models.speed import (
     TrackKinematics,
     fit_line_motion,
 )
-from trafficstream.config import TrackerSettings
 
 
 def timestamps(n: int, fps: float = 30.0, jitter_s: float = 0.008, seed: int = 0) -> np.ndarray:
@@ -29,7 +29,7 @@ def timestamps(n: int, fps: float = 30.0, jitter_s: float = 0.008, seed: int = 0
 
 
 def feed(kin: TrackKinematics, t: np.ndarray, xy: np.ndarray, track_id: int = 1) -> list[SpeedEstimate | None]:
-    return [kin.update(track_id, float(ti), p) for ti, p in zip(t, xy)]
+    return [kin.update(track_id, float(ti), p) for ti, p in zip(t, xy, strict=True)]
 
 
 def test_constant_speed_is_exact_within_half_a_kmh() -> None:
@@ -50,7 +50,7 @@ def test_acceleration_is_tracked() -> None:
     v0, a = 15.0, 2.5
     truth = np.stack([np.zeros_like(t), v0 * t + 0.5 * a * t**2], axis=1)
     est = feed(TrackKinematics(0.8, 250), t, truth + rng.normal(0, 0.03, truth.shape))
-    pairs = [(ti, e) for ti, e in zip(t, est) if e is not None and e.flag is None]
+    pairs = [(ti, e) for ti, e in zip(t, est, strict=True) if e is not None and e.flag is None]
     assert len(pairs) > 90
     # A line fit over the window measures the speed at the mean time of the window's points.
     for ti, e in pairs:
@@ -94,7 +94,7 @@ def test_a_sudden_speed_change_is_flagged_as_implausible_acceleration() -> None:
     t = timestamps(120, seed=6)
     y = np.where(t < 2.0, 20.0 * t, 40.0 + 40.0 * (t - 2.0))  # 72 -> 144 km/h instantly
     est = feed(TrackKinematics(0.8, 250), t, np.stack([np.zeros_like(t), y], axis=1))
-    after = [e for ti, e in zip(t, est) if e is not None and 2.0 < ti < 2.8]
+    after = [e for ti, e in zip(t, est, strict=True) if e is not None and 2.0 < ti < 2.8]
     assert any(e.flag == FLAG_IMPLAUSIBLE_ACCELERATION for e in after)
     assert all(e.kmh < 72.0 + 8.0 * 3.6 * 0.9 for e in after if e.flag is None)
 
@@ -163,7 +163,7 @@ def test_state_size_is_bounded() -> None:
     t = timestamps(1800, fps=60.0)  # 30 s at 60 fps: far more than the window holds
     xy = np.stack([np.zeros_like(t), 20.0 * t], axis=1)
     sizes = []
-    for i, (ti, p) in enumerate(zip(t, xy)):
+    for i, (ti, p) in enumerate(zip(t, xy, strict=True)):
         kin.update(1, float(ti), p)
         if i in (300, 900, 1799):
             sizes.append(kin.state_size_bytes())

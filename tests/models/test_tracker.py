@@ -145,7 +145,7 @@ def traffic_vehicles(
 
 def ids_per_vehicle(frames: list[Frame], outputs: list[list[TrackedVehicle]]) -> dict[int, set[int]]:
     ids: dict[int, set[int]] = {}
-    for frame, vehicles in zip(frames, outputs):
+    for frame, vehicles in zip(frames, outputs, strict=True):
         for tv in vehicles:
             assert tv.detection_index is not None
             ids.setdefault(int(frame.vehicle[tv.detection_index]), set()).add(tv.track_id)
@@ -184,9 +184,9 @@ def test_steady_vehicles_keep_one_id_each() -> None:
     assert all(len(s) == 1 for s in ids.values()), ids
     assert len({next(iter(s)) for s in ids.values()}) == len(vehicles)  # no two vehicles share an id
     # every frame from the 10th on reports every detected vehicle (confirmed, matched this frame)
-    for frame, out in zip(frames[10:], outputs[10:]):
+    for frame, out in zip(frames[10:], outputs[10:], strict=True):
         assert sorted(tv.detection_index for tv in out) == list(range(len(frame.xyxy)))
-    for frame, out in zip(frames, outputs):
+    for frame, out in zip(frames, outputs, strict=True):
         for tv in out:
             assert tv.is_confirmed and tv.time_since_update == 0
             assert tv.xyxy == tuple(float(v) for v in frame.xyxy[tv.detection_index])  # exactly the input box
@@ -286,7 +286,7 @@ def test_restore_is_identical_to_one_pass(every: int, gallery_cap: int | None) -
     restored, rt_tracker = run(frames, new_tracker(gallery_cap=gallery_cap), restore_every=every)
     assert sum(len(out) for out, _ in reference) > 1000  # the scene is busy
     assert sum(len(ended) for _, ended in reference) > 5  # and tracks do end
-    for k, (a, b) in enumerate(zip(reference, restored)):
+    for k, (a, b) in enumerate(zip(reference, restored, strict=True)):
         assert a == b, f"frame {k} differs"
     assert ref_tracker.to_bytes() == rt_tracker.to_bytes()
 
@@ -491,7 +491,7 @@ def test_state_is_deterministic_and_gallery_is_float16_when_lossless() -> None:
     f16 = [Frame(f.xyxy, f.confidence, f.class_id, f.embeddings.astype(np.float16).astype(np.float32), f.vehicle)
            for f in frames]
     a, b, half = new_tracker(), new_tracker(), new_tracker()
-    for f, g in zip(frames, f16):
+    for f, g in zip(frames, f16, strict=True):
         update(a, f)
         update(b, f)
         update(half, g)

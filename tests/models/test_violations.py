@@ -7,9 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
+from trafficstream.cameras import Camera
 from trafficstream.models.speed import FLAG_IMPLAUSIBLE_SPEED, FLAG_LARGE_RESIDUAL, SpeedEstimate
 from trafficstream.models.violations import Violation, ViolationRule
-from trafficstream.cameras import Camera
 
 
 def est(kmh: float, flag: str | None = None) -> SpeedEstimate:

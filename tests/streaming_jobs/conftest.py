@@ -18,9 +18,9 @@ import pyarrow as pa
 import pytest
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from trafficstream.streaming_jobs.schemas import PERCEPTION, TRACKED
 from trafficstream.cameras import Calibration, Camera
 from trafficstream.config import Settings, default_data_dir, settings_to_json
+from trafficstream.streaming_jobs.schemas import PERCEPTION, TRACKED
 
 CAMERA_ID = "cam-1"
 FPS = 25.0

@@ -8,9 +8,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from trafficstream.streaming_jobs.perception import Runtime, perceive_one, to_record_batch
 from trafficstream.config import DEFAULT_CONFIG, default_data_dir, load_settings
 from trafficstream.messages import FrameRef
+from trafficstream.streaming_jobs.perception import Runtime, perceive_one, to_record_batch
 from trafficstream.video import VideoFileSource
 
 CAMERA = "motorway-overpass"

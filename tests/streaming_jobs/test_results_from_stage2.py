@@ -9,6 +9,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
+from trafficstream import results
+from trafficstream.config import settings_to_json
 from trafficstream.streaming_jobs import evidence, schemas
 from trafficstream.streaming_jobs.schemas import (
     KIND_DEAD,
@@ -19,9 +22,6 @@ from trafficstream.streaming_jobs.schemas import (
     KIND_VIOLATION,
 )
 from trafficstream.streaming_jobs.tracking import STATE_VERSION
-
-from trafficstream import results
-from trafficstream.config import settings_to_json
 
 jsonschema = pytest.importorskip("jsonschema")
 PAYLOADS = {KIND_FRAME: schemas.FRAME_PAYLOAD, KIND_TRACK: schemas.TRACK_PAYLOAD, KIND_FLOW: schemas.FLOW_PAYLOAD,

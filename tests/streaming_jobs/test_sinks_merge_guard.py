@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from trafficstream.streaming_jobs.sinks import BatchWriter
 from trafficstream import tables
 from trafficstream.config import settings_to_json
+from trafficstream.streaming_jobs.sinks import BatchWriter
 
 pytestmark = pytest.mark.integration
 MINUTE = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)

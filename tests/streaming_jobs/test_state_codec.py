@@ -11,7 +11,14 @@ import pytest
 
 from trafficstream.models import state_codec
 from trafficstream.models.homography import RoadPlane
-from trafficstream.models.state_codec import ENVELOPE_SIZE, FORMAT_VERSION, StateFormatError, decode, encode, read_envelope
+from trafficstream.models.state_codec import (
+    ENVELOPE_SIZE,
+    FORMAT_VERSION,
+    StateFormatError,
+    decode,
+    encode,
+    read_envelope,
+)
 from trafficstream.streaming_jobs.tracking import STATE_VERSION, CameraState
 
 
@@ -33,7 +40,7 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -78,7 +85,7 @@ def test_layout_is_the_documented_one() -> None:
 
 def _resign(blob: bytes, **fields: Any) -> bytes:
     names = ("magic", "kind", "version", "next_id", "resets", "body_crc")
-    values = dict(zip(names, struct.unpack_from("<4s4sHqII", blob)))
+    values = dict(zip(names, struct.unpack_from("<4s4sHqII", blob), strict=True))
     head = struct.pack("<4s4sHqII", *{**values, **fields}.values())
     return head + struct.pack("<I", zlib.crc32(head)) + blob[ENVELOPE_SIZE:]
 

@@ -13,10 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trafficstream.messages import REASON_DUPLICATE_FRAME, REASON_PROCESSING_ERROR, REASON_UNKNOWN_CAMERA
 from trafficstream.models import state_codec
 from trafficstream.models.speed import FLAG_IMPLAUSIBLE_SPEED, TrackKinematics
 from trafficstream.models.tracker import VehicleTracker
-from trafficstream.streaming_jobs.schemas import KIND_DEAD, KIND_FLOW, KIND_FRAME, KIND_HEALTH, KIND_TRACK, KIND_VIOLATION
+from trafficstream.streaming_jobs.schemas import (
+    KIND_DEAD,
+    KIND_FLOW,
+    KIND_FRAME,
+    KIND_HEALTH,
+    KIND_TRACK,
+    KIND_VIOLATION,
+)
 from trafficstream.streaming_jobs.tracking import (
     CLOCK_IDS_PER_SECOND,
     EVENT_STATE_RESET,
@@ -28,7 +36,6 @@ from trafficstream.streaming_jobs.tracking import (
     STATE_VERSION,
     CameraState,
 )
-from trafficstream.messages import REASON_DUPLICATE_FRAME, REASON_PROCESSING_ERROR, REASON_UNKNOWN_CAMERA
 
 CARS_KMH = (130.0, -80.0)
 
@@ -46,7 +53,7 @@ def track_ids(out: pd.DataFrame, synth) -> list[int]:
 def dead(out: pd.DataFrame, synth) -> list[tuple[int | None, str, str]]:
     rows = out[out.kind == KIND_DEAD]
     return [(None if pd.isna(fi) else int(fi), p["reason"], p["detail"])
-            for fi, p in zip(rows.frame_index, synth.payloads(out, KIND_DEAD))]
+            for fi, p in zip(rows.frame_index, synth.payloads(out, KIND_DEAD), strict=True)]
 
 
 def frames_of(out: pd.DataFrame) -> list[int]:

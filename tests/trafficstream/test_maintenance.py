@@ -140,7 +140,10 @@ def test_vacuum_removes_compacted_files_after_retention(delta_root: Path) -> Non
     first = maintenance.run(settings, maintenance.Options(tables=[tables.DETECTIONS], vacuum=False))[0]
     dry = maintenance.run(settings, maintenance.Options(tables=[tables.DETECTIONS], vacuum_hours=0,
                                                         force_short_retention=True, dry_run=True))[0]
-    data_files = lambda: [p for p in path.rglob("*.parquet") if "_delta_log" not in p.parts]
+
+    def data_files() -> list[Path]:
+        return [p for p in path.rglob("*.parquet") if "_delta_log" not in p.parts]
+
     assert dry["vacuum"]["files"] == first["files_before"] and len(data_files()) == n_parquet + 6
     real = maintenance.run(settings, maintenance.Options(tables=[tables.DETECTIONS], vacuum_hours=0,
                                                          force_short_retention=True, compact=False))[0]
