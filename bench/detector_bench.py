@@ -7,6 +7,7 @@ Times ``YoloOnnxDetector`` end to end per frame (letterbox, inference, decode, N
 float32 and with the int8 model (static 640x640), then the appearance embedder on each frame's detected
 crops (one batch per frame, as the tracker calls it). Writes the figures as JSON and logs a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,10 +93,15 @@ def bench_detectors(
     for name, path, size in configs:
         detector = YoloOnnxDetector(path, input_size=size, threads=threads)
         timer, dets = time_calls(detector, frames)
-        rows.append({
-            "name": name, "model": str(path), "input_size": list(detector.input_size),
-            "detections_per_frame": round(float(np.mean([len(d) for d in dets])), 2), **timer.summary(),
-        })
+        rows.append(
+            {
+                "name": name,
+                "model": str(path),
+                "input_size": list(detector.input_size),
+                "detections_per_frame": round(float(np.mean([len(d) for d in dets])), 2),
+                **timer.summary(),
+            }
+        )
         if not reference:
             reference = dets  # the default configuration's boxes feed the embedder bench
     return rows, reference
@@ -115,14 +121,18 @@ def bench_embedder(
         timer(embedder, frame, boxes)
     crops = [len(boxes) for _, boxes in pairs]
     return {
-        "batches": len(pairs), "median_crops_per_batch": float(np.median(crops)),
-        "ms_per_crop": round(float(np.sum(timer.wall_ms) / np.sum(crops)), 2), **timer.summary(),
+        "batches": len(pairs),
+        "median_crops_per_batch": float(np.median(crops)),
+        "ms_per_crop": round(float(np.sum(timer.wall_ms) / np.sum(crops)), 2),
+        **timer.summary(),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     data = default_data_dir()
-    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.detector_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.bench.detector_bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--video", type=Path, default=data / "videos" / "highway_overpass_1280x720.mp4")
     parser.add_argument("--model", type=Path, default=data / "models" / "yolov8n.onnx")
     parser.add_argument("--int8-model", type=Path, default=data / "models" / "yolov8n_int8_dynamic.onnx")
@@ -150,10 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     if max(load) > (os.cpu_count() or 1):
         log.warning("load average %s exceeds %d cores: figures are inflated by contention", load, os.cpu_count())
     report = {
-        "video": str(args.video), "frame_size": [h, w], "start": args.start, "frames": len(frames),
+        "video": str(args.video),
+        "frame_size": [h, w],
+        "start": args.start,
+        "frames": len(frames),
         "threads": args.threads,
-        "cpu_count": os.cpu_count(), "load_avg_1m_before_after": load, "machine": platform.machine(), "onnxruntime": ort.__version__,
-        "providers": ort.get_available_providers(), "detect": detect_rows, "embed": embed,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m_before_after": load,
+        "machine": platform.machine(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+        "detect": detect_rows,
+        "embed": embed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -161,12 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     row_format = "%-14s %10s %10s %10s %8s"
     log.info(row_format, "per frame", "median ms", "p90 ms", "cpu ms", "boxes")
     for row in detect_rows:
-        log.info(row_format, row["name"], f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
-                 f"{row['median_cpu_ms']:.1f}", f"{row['detections_per_frame']:.1f}")
+        log.info(
+            row_format,
+            row["name"],
+            f"{row['median_ms']:.1f}",
+            f"{row['p90_ms']:.1f}",
+            f"{row['median_cpu_ms']:.1f}",
+            f"{row['detections_per_frame']:.1f}",
+        )
     if embed.get("batches"):
-        log.info(row_format + "  (%.1f ms per crop)", "embed batch", f"{embed['median_ms']:.1f}",
-                 f"{embed['p90_ms']:.1f}", f"{embed['median_cpu_ms']:.1f}", f"{embed['median_crops_per_batch']:.0f}",
-                 embed["ms_per_crop"])
+        log.info(
+            row_format + "  (%.1f ms per crop)",
+            "embed batch",
+            f"{embed['median_ms']:.1f}",
+            f"{embed['p90_ms']:.1f}",
+            f"{embed['median_cpu_ms']:.1f}",
+            f"{embed['median_crops_per_batch']:.0f}",
+            embed["ms_per_crop"],
+        )
     log.info("wrote %s", args.out)
     return 0
 

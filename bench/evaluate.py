@@ -7,6 +7,7 @@ output is one JSON object (mean/median absolute speed error, share within 3 km/h
 
     python -m trafficstream.bench.evaluate --seed 11 [--vehicles 14 --duration 12 --out var/eval]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,15 @@ from trafficstream.config import PROJECT_ROOT, Settings, load_settings
 from trafficstream.logs import setup_logging
 
 log = logging.getLogger("trafficstream.bench.evaluate")
-HEADLINE = ("mean_abs_speed_error_kmh", "median_abs_speed_error_kmh", "share_within_3kmh", "true_vehicles",
-            "vehicles_with_one_id", "id_switches", "idf1")
+HEADLINE = (
+    "mean_abs_speed_error_kmh",
+    "median_abs_speed_error_kmh",
+    "share_within_3kmh",
+    "true_vehicles",
+    "vehicles_with_one_id",
+    "id_switches",
+    "idf1",
+)
 
 
 # A true vehicle counts once it is this tall: the 384x640 detector input finds 99% of vehicles of >= 40 px
@@ -44,8 +52,13 @@ def score(settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HE
     (too little history, outside the calibrated area, ...) is shown as untrusted, never acted on;
     ``speed_coverage`` says which share of matched detections carried a trusted speed."""
     detections = pl.read_delta(settings.table_uri(tables.DETECTIONS))
-    result = evaluate(clip.ground_truth_path, detections, window_s=settings.tracker.speed_window_s,
-                      exclude_flagged=True, min_height_px=min_height_px)
+    result = evaluate(
+        clip.ground_truth_path,
+        detections,
+        window_s=settings.tracker.speed_window_s,
+        exclude_flagged=True,
+        min_height_px=min_height_px,
+    )
     result.pop("per_vehicle", None)
     return result
 
@@ -68,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
-    scene = SceneParams(n_vehicles=args.vehicles, duration_s=args.duration, min_kmh=args.min_kmh,
-                        max_kmh=args.max_kmh)
+    scene = SceneParams(n_vehicles=args.vehicles, duration_s=args.duration, min_kmh=args.min_kmh, max_kmh=args.max_kmh)
     clip = generate(out / "clip", scene, seed=args.seed)
     log.info("synthetic clip %s (seed %d)", clip.video_path, args.seed)
     with KafkaBroker(out / "kafka") as broker:
-        settings = load_settings(clip.config_path, [f"kafka.bootstrap_servers={broker.bootstrap_servers}",
-                                                    f"storage.var_dir={out / 'run'}", *args.overrides])
+        settings = load_settings(
+            clip.config_path,
+            [f"kafka.bootstrap_servers={broker.bootstrap_servers}", f"storage.var_dir={out / 'run'}", *args.overrides],
+        )
         k = settings.kafka
         broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
         job = JobProcess(settings, out).start()
@@ -87,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             job.kill()
     result = score(settings, clip)
-    result.update(seed=args.seed, frames=ingested, seconds=round(time.time() - t0, 1),
-                  ground_truth=str(clip.ground_truth_path))
+    result.update(
+        seed=args.seed, frames=ingested, seconds=round(time.time() - t0, 1), ground_truth=str(clip.ground_truth_path)
+    )
     for key in HEADLINE:
         log.info("%-28s %s", key, result.get(key))
     print(json.dumps(result, default=str))

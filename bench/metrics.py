@@ -10,6 +10,7 @@ Ground-truth boxes that are mostly hidden, tiny, or whose contact point is outsi
 
     python -m trafficstream.bench.metrics --ground-truth var/synthetic/seed1/ground_truth.json --detections rows.parquet
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,18 @@ from trafficstream.models.nms import box_iou
 
 log = logging.getLogger(__name__)
 
-DETECTION_COLUMNS = ("camera_id", "frame_index", "track_id", "x1", "y1", "x2", "y2", "speed_kmh", "speed_flag",
-                     "class_name")
+DETECTION_COLUMNS = (
+    "camera_id",
+    "frame_index",
+    "track_id",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "speed_kmh",
+    "speed_flag",
+    "class_name",
+)
 _REQUIRED = ("frame_index", "x1", "y1", "x2", "y2")
 HEIGHT_BINS = ((0.0, 40.0), (40.0, 80.0), (80.0, math.inf))  # ground-truth box heights, px
 
@@ -59,20 +70,48 @@ def load_ground_truth(source: str | Path | Mapping[str, Any]) -> GroundTruth:
             if v.get("box") is None:  # fully hidden this frame
                 continue
             x1, y1, x2, y2 = v["box"]
-            rows.append({
-                "frame_index": int(frame["frame_index"]), "vehicle_id": int(v["vehicle_id"]),
-                "class_name": str(v["class_name"]), "x1": float(x1), "y1": float(y1), "x2": float(x2),
-                "y2": float(y2), "visibility": float(v.get("visibility", 1.0)), "in_roi": bool(v.get("in_roi", True)),
-                "world_x": float(v["world_x"]), "world_y": float(v["world_y"]), "speed_kmh": float(v["speed_kmh"]),
-            })
-    schema = {"frame_index": pl.Int64, "vehicle_id": pl.Int64, "class_name": pl.String, "x1": pl.Float64,
-              "y1": pl.Float64, "x2": pl.Float64, "y2": pl.Float64, "visibility": pl.Float64, "in_roi": pl.Boolean,
-              "world_x": pl.Float64, "world_y": pl.Float64, "speed_kmh": pl.Float64}
+            rows.append(
+                {
+                    "frame_index": int(frame["frame_index"]),
+                    "vehicle_id": int(v["vehicle_id"]),
+                    "class_name": str(v["class_name"]),
+                    "x1": float(x1),
+                    "y1": float(y1),
+                    "x2": float(x2),
+                    "y2": float(y2),
+                    "visibility": float(v.get("visibility", 1.0)),
+                    "in_roi": bool(v.get("in_roi", True)),
+                    "world_x": float(v["world_x"]),
+                    "world_y": float(v["world_y"]),
+                    "speed_kmh": float(v["speed_kmh"]),
+                }
+            )
+    schema = {
+        "frame_index": pl.Int64,
+        "vehicle_id": pl.Int64,
+        "class_name": pl.String,
+        "x1": pl.Float64,
+        "y1": pl.Float64,
+        "x2": pl.Float64,
+        "y2": pl.Float64,
+        "visibility": pl.Float64,
+        "in_roi": pl.Boolean,
+        "world_x": pl.Float64,
+        "world_y": pl.Float64,
+        "speed_kmh": pl.Float64,
+    }
     boxes = pl.DataFrame(rows, schema=schema).sort("frame_index", "vehicle_id")
-    speed_df = pl.DataFrame(speeds, schema={"frame_index": pl.Int64, "vehicle_id": pl.Int64, "speed_kmh": pl.Float64},
-                            orient="row")
-    return GroundTruth(str(raw.get("camera_id", "synthetic")), float(raw["fps"]),
-                       int(raw.get("n_frames", len(raw["frames"]))), boxes, speed_df, list(raw.get("vehicles", [])))
+    speed_df = pl.DataFrame(
+        speeds, schema={"frame_index": pl.Int64, "vehicle_id": pl.Int64, "speed_kmh": pl.Float64}, orient="row"
+    )
+    return GroundTruth(
+        str(raw.get("camera_id", "synthetic")),
+        float(raw["fps"]),
+        int(raw.get("n_frames", len(raw["frames"]))),
+        boxes,
+        speed_df,
+        list(raw.get("vehicles", [])),
+    )
 
 
 def as_polars(detections: Any) -> pl.DataFrame:
@@ -86,8 +125,13 @@ def as_polars(detections: Any) -> pl.DataFrame:
     missing = [c for c in _REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"detections lack column(s) {missing}; expected {list(DETECTION_COLUMNS)}")
-    for column, dtype in (("camera_id", pl.String), ("track_id", pl.String), ("speed_kmh", pl.Float64),
-                          ("speed_flag", pl.String), ("class_name", pl.String)):
+    for column, dtype in (
+        ("camera_id", pl.String),
+        ("track_id", pl.String),
+        ("speed_kmh", pl.Float64),
+        ("speed_flag", pl.String),
+        ("class_name", pl.String),
+    ):
         if column not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=dtype).alias(column))
     return df.select(
@@ -159,8 +203,10 @@ def evaluate(
     dets = dets.filter(pl.col("camera_id").is_null() | (pl.col("camera_id") == cam))
     dets = dets.drop_nulls(["frame_index", "x1", "y1", "x2", "y2"]).with_row_index("row")
     boxes = gt.boxes.with_columns(
-        ((pl.col("visibility") >= min_visibility) & (pl.col("y2") - pl.col("y1") >= min_height_px)
-         & pl.col("in_roi")).alias("care"))
+        (
+            (pl.col("visibility") >= min_visibility) & (pl.col("y2") - pl.col("y1") >= min_height_px) & pl.col("in_roi")
+        ).alias("care")
+    )
 
     # --- per-frame one-to-one matching ------------------------------------------------------------------
     gt_by_frame = boxes.partition_by("frame_index", as_dict=True)
@@ -190,7 +236,8 @@ def evaluate(
     for lo, hi in HEIGHT_BINS:
         keys = [k for k, h in heights.items() if lo <= h < hi]
         recall_by_height[f"{lo:g}-{hi:g}px" if math.isfinite(hi) else f">={lo:g}px"] = _rate(
-            sum(k in hit_keys for k in keys), len(keys))
+            sum(k in hit_keys for k in keys), len(keys)
+        )
     fp = dets.height - tp - len(ignored_rows)
     det_rows = dets.to_dicts()
     by_row = {r["row"]: r for r in det_rows}
@@ -248,8 +295,7 @@ def evaluate(
     window_frames = max(0, round(window_s * gt.fps))
     reference: dict[int, dict[int, float]] = {}
     for (vid,), g in gt.speeds.partition_by("vehicle_id", as_dict=True).items():
-        reference[int(vid)] = trailing_mean_speed(g["frame_index"].to_numpy(), g["speed_kmh"].to_numpy(),
-                                                  window_frames)
+        reference[int(vid)] = trailing_mean_speed(g["frame_index"].to_numpy(), g["speed_kmh"].to_numpy(), window_frames)
     errors: list[float] = []
     per_vehicle_err: dict[int, list[float]] = defaultdict(list)
     with_speed = 0
@@ -267,23 +313,33 @@ def evaluate(
 
     # --- classes ----------------------------------------------------------------------------------------------
     true_by_class = Counter(class_of[v] for v in true_ids)
-    track_class = (dets.filter(pl.col("track_id").is_not_null())
-                   .group_by("track_id").agg(pl.col("class_name").drop_nulls().mode().first()))
+    track_class = (
+        dets.filter(pl.col("track_id").is_not_null())
+        .group_by("track_id")
+        .agg(pl.col("class_name").drop_nulls().mode().first())
+    )
     tracked_by_class = Counter(c if c is not None else "unknown" for c in track_class["class_name"].to_list())
-    class_hits = [by_row[row]["class_name"] == class_of.get(vid) for _, vid, row, care in matches
-                  if care and by_row[row]["class_name"] is not None]
+    class_hits = [
+        by_row[row]["class_name"] == class_of.get(vid)
+        for _, vid, row, care in matches
+        if care and by_row[row]["class_name"] is not None
+    ]
 
     matched_frames = Counter(vid for _, vid, _, care in matches if care)
     per_vehicle = []
     for v in sorted(frames_per_vehicle):
         errs = per_vehicle_err.get(v, [])
-        per_vehicle.append({
-            "vehicle_id": v, "class_name": class_of[v], "care_frames": frames_per_vehicle[v],
-            "matched_frames": matched_frames[v],
-            "track_ids": sorted(ids_of.get(v, ())),
-            "mean_abs_speed_error_kmh": _stat(np.abs(errs), np.mean),
-            "mean_speed_error_kmh": _stat(errs, np.mean),
-        })
+        per_vehicle.append(
+            {
+                "vehicle_id": v,
+                "class_name": class_of[v],
+                "care_frames": frames_per_vehicle[v],
+                "matched_frames": matched_frames[v],
+                "track_ids": sorted(ids_of.get(v, ())),
+                "mean_abs_speed_error_kmh": _stat(np.abs(errs), np.mean),
+                "mean_speed_error_kmh": _stat(errs, np.mean),
+            }
+        )
 
     return {
         "mean_abs_speed_error_kmh": _stat(abs_err, np.mean),
@@ -317,9 +373,15 @@ def evaluate(
         "true_by_class": dict(sorted(true_by_class.items())),
         "tracked_by_class": dict(sorted(tracked_by_class.items())),
         "tracks": int(track_class.height),
-        "params": {"camera_id": cam, "iou_threshold": iou_threshold, "window_s": window_s,
-                   "min_visibility": min_visibility, "min_height_px": min_height_px, "min_frames": min_frames,
-                   "exclude_flagged": exclude_flagged},
+        "params": {
+            "camera_id": cam,
+            "iou_threshold": iou_threshold,
+            "window_s": window_s,
+            "min_visibility": min_visibility,
+            "min_height_px": min_height_px,
+            "min_frames": min_frames,
+            "exclude_flagged": exclude_flagged,
+        },
         "per_vehicle": per_vehicle,
     }
 
@@ -351,8 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    result = evaluate(args.ground_truth, read_detections(args.detections), camera_id=args.camera_id,
-                      window_s=args.window_s, iou_threshold=args.iou)
+    result = evaluate(
+        args.ground_truth,
+        read_detections(args.detections),
+        camera_id=args.camera_id,
+        window_s=args.window_s,
+        iou_threshold=args.iou,
+    )
     if not args.per_vehicle:
         result.pop("per_vehicle")
     print(json.dumps(result))

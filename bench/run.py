@@ -8,6 +8,7 @@
 
     python -m trafficstream.bench.run [--frames 40] [--config infra/config/demo.yaml] [--skip-models]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,11 @@ class RssSampler(threading.Thread):
 
 def stateful_figures(delta_root: Path) -> dict[str, Any]:
     frames = pl.read_delta(str(delta_root / tables.FRAMES))
-    state = frames.drop_nulls("state_bytes").group_by("camera_id").agg(
-        pl.col("state_bytes").mean().round(0).alias("mean"), pl.col("state_bytes").max().alias("max"))
+    state = (
+        frames.drop_nulls("state_bytes")
+        .group_by("camera_id")
+        .agg(pl.col("state_bytes").mean().round(0).alias("mean"), pl.col("state_bytes").max().alias("max"))
+    )
     return {
         "state_bytes_per_camera": {r["camera_id"]: {"mean": r["mean"], "max": r["max"]} for r in state.to_dicts()},
         "stateful_ms_per_frame": round((frames["track_ms"] + frames["speed_ms"]).mean(), 2),
@@ -101,9 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "pipeline.json").write_text(json.dumps(stats, indent=2, default=str))
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("wrote %s", OUT / "summary.json")
-    print(json.dumps({k: stats.get(k) for k in (
-        "frames_processed", "pipeline_fps", "stage_ms_per_frame", "stateful_ms_per_frame", "state_bytes_per_camera",
-        "avg_frame_ref_bytes", "avg_results_message_bytes", "peak_rss_mb_job", "seconds")}, default=str))
+    print(
+        json.dumps(
+            {
+                k: stats.get(k)
+                for k in (
+                    "frames_processed",
+                    "pipeline_fps",
+                    "stage_ms_per_frame",
+                    "stateful_ms_per_frame",
+                    "state_bytes_per_camera",
+                    "avg_frame_ref_bytes",
+                    "avg_results_message_bytes",
+                    "peak_rss_mb_job",
+                    "seconds",
+                )
+            },
+            default=str,
+        )
+    )
     return 0
 
 

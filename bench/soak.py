@@ -9,6 +9,7 @@ the run (MB/min; growth = a leak), and every frame accounted for.
 
     python -m trafficstream.bench.soak --minutes 20 [--cameras 3] [--rate 1.5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,16 +81,23 @@ class TreeSampler(threading.Thread):
                 if pgrp != self.pgid:
                     continue
                 comm = (proc / "comm").read_text().strip()
-                kb = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-                          if line.startswith("VmRSS:"))
+                kb = next(
+                    int(line.split()[1])
+                    for line in (proc / "status").read_text().splitlines()
+                    if line.startswith("VmRSS:")
+                )
             except (OSError, StopIteration, ValueError, IndexError):
                 continue
             if comm == "java":
                 jvm += kb
             else:
                 py += kb
-        return {"t_s": round(time.time() - self._t0, 1), "jvm_mb": round(jvm / 1024, 1),
-                "python_mb": round(py / 1024, 1), "total_mb": round((jvm + py) / 1024, 1)}
+        return {
+            "t_s": round(time.time() - self._t0, 1),
+            "jvm_mb": round(jvm / 1024, 1),
+            "python_mb": round(py / 1024, 1),
+            "total_mb": round((jvm + py) / 1024, 1),
+        }
 
     def _du(self, path: Path) -> float:
         return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 2) if path.exists() else 0.0
@@ -99,8 +107,13 @@ class TreeSampler(threading.Thread):
         while not self._halt.wait(self.every_s):
             self.samples.append(self._rss())
             if time.time() >= next_storage:
-                self.storage.append({"t_s": round(time.time() - self._t0, 1), "checkpoint_mb": self._du(self.checkpoint),
-                                     "state_mb": self._du(self.checkpoint / "state")})
+                self.storage.append(
+                    {
+                        "t_s": round(time.time() - self._t0, 1),
+                        "checkpoint_mb": self._du(self.checkpoint),
+                        "state_mb": self._du(self.checkpoint / "state"),
+                    }
+                )
                 next_storage = time.time() + 30
 
     def stop(self) -> None:
@@ -110,7 +123,7 @@ class TreeSampler(threading.Thread):
 
 def slope_per_min(points: list[dict[str, float]], key: str) -> float | None:
     """Least-squares slope of ``key`` over the second half of the run, per minute."""
-    half = points[len(points) // 2:]
+    half = points[len(points) // 2 :]
     if len(half) < 3:
         return None
     t = np.array([p["t_s"] for p in half]) / 60.0
@@ -130,8 +143,15 @@ def soak_settings(workdir: Path, clip: Path, cameras: int, bootstrap: str, overr
     raw["storage"]["allowed_roots"] = ["{data_dir}", str(clip.parent)]
     config = workdir / "soak.yaml"
     config.write_text(yaml.safe_dump(raw))
-    return load_settings(config, [f"kafka.bootstrap_servers={bootstrap}", f"storage.var_dir={workdir}",
-                                  "spark.max_offsets_per_trigger=48", *overrides])
+    return load_settings(
+        config,
+        [
+            f"kafka.bootstrap_servers={bootstrap}",
+            f"storage.var_dir={workdir}",
+            "spark.max_offsets_per_trigger=48",
+            *overrides,
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     frames_needed = int(args.minutes * 60 * args.rate) + 1
     with av.open(str(src)) as c:
         per_pass = c.streams.video[0].frames or 341
-    clip = loop_clip(src, workdir / "clips" / f"dual-carriageway-x{frames_needed // per_pass + 1}.mp4",
-                     frames_needed // per_pass + 1)
+    clip = loop_clip(
+        src, workdir / "clips" / f"dual-carriageway-x{frames_needed // per_pass + 1}.mp4", frames_needed // per_pass + 1
+    )
 
     report: dict[str, Any] = {"minutes": args.minutes, "cameras": args.cameras, "rate_fps_per_camera": args.rate}
     with KafkaBroker(workdir / "run" / "kafka") as broker:
@@ -182,16 +203,23 @@ def main(argv: list[str] | None = None) -> int:
             sampler.stop()
             job.stop()
         report.update(
-            seconds=round(time.time() - t0, 1), frames_ingested=ingested, frames_processed=done,
-            frames_dead_lettered=dead, accounted=done + dead == ingested,
-            rss_slope_mb_per_min={key: slope_per_min(sampler.samples, key)
-                                  for key in ("total_mb", "jvm_mb", "python_mb")},
-            rss_mb={"first": sampler.samples[0] if sampler.samples else None,
-                    "max": max((p["total_mb"] for p in sampler.samples), default=None),
-                    "last": sampler.samples[-1] if sampler.samples else None},
+            seconds=round(time.time() - t0, 1),
+            frames_ingested=ingested,
+            frames_processed=done,
+            frames_dead_lettered=dead,
+            accounted=done + dead == ingested,
+            rss_slope_mb_per_min={
+                key: slope_per_min(sampler.samples, key) for key in ("total_mb", "jvm_mb", "python_mb")
+            },
+            rss_mb={
+                "first": sampler.samples[0] if sampler.samples else None,
+                "max": max((p["total_mb"] for p in sampler.samples), default=None),
+                "last": sampler.samples[-1] if sampler.samples else None,
+            },
             checkpoint_slope_mb_per_min=slope_per_min(sampler.storage, "checkpoint_mb"),
             state_slope_mb_per_min=slope_per_min(sampler.storage, "state_mb"),
-            storage=sampler.storage, rss=sampler.samples,
+            storage=sampler.storage,
+            rss=sampler.samples,
         )
         done2, dead2 = processed_counts(s)
         report["frames_processed"], report["frames_dead_lettered"] = done2, dead2

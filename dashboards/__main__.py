@@ -1,4 +1,5 @@
 """``python -m trafficstream.dashboards --config FILE [--set dashboard.port=8051]``."""
+
 import sys
 
 from trafficstream.dashboards.app import main

@@ -1,7 +1,8 @@
 """The traffic staff dashboard: app factory, a stoppable background server, and the CLI entry point.
 
-    python -m trafficstream.dashboards --config infra/config/demo.yaml [--set dashboard.port=8051]
+python -m trafficstream.dashboards --config infra/config/demo.yaml [--set dashboard.port=8051]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -132,7 +133,9 @@ def serve_in_thread(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trafficstream.dashboards", description="TrafficStream live dashboard")
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.dashboards", description="TrafficStream live dashboard"
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -161,8 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _terminate)
-    log.info("dashboard on http://%s:%d (results topic %r at %s)", settings.dashboard.host, server.server_port,
-             settings.kafka.results_topic, settings.kafka.bootstrap_servers)
+    log.info(
+        "dashboard on http://%s:%d (results topic %r at %s)",
+        settings.dashboard.host,
+        server.server_port,
+        settings.kafka.results_topic,
+        settings.kafka.bootstrap_servers,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 Basic auth sends the password in every request: put the dashboard behind TLS (a reverse proxy) when it
 leaves localhost.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -37,7 +38,9 @@ def install_basic_auth(server: flask.Flask, user: str, password: str) -> None:
         if ok:
             return None
         return flask.Response(
-            "authentication required\n", 401, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+            "authentication required\n",
+            401,
+            {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
             mimetype="text/plain",
         )
 

@@ -13,6 +13,7 @@ Every message is checked for plausibility first (dashboards.times): implausible 
 boxes are dropped and counted as invalid (logged at debug), so one absurd message cannot break a figure,
 a callback or the video renderer.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -165,8 +166,9 @@ class _CameraBuffer:
     def _update_flow(self, flow: Mapping[str, Any], now: float | None = None) -> None:
         minute = wall_ts(flow.get("minute"), now)
         if minute is None:
-            log.debug("camera %s: ignoring flow counts of an implausible minute %.40r", self.camera_id,
-                      flow.get("minute"))
+            log.debug(
+                "camera %s: ignoring flow counts of an implausible minute %.40r", self.camera_id, flow.get("minute")
+            )
             return
         counts = self.flow.get(minute)
         if counts is None:
@@ -297,7 +299,8 @@ class LiveBuffers:
                 "frames": integer(msg.get("frames"), 0),
                 "fps": finite(msg.get("fps"), 0.0),
                 "lag": {str(k): n for k, n in lag.items() if integer(n, 0, MAX_COUNT) is not None}
-                if isinstance(lag, Mapping) else {},
+                if isinstance(lag, Mapping)
+                else {},
             }
         )
         self.health_version += 1
@@ -421,8 +424,13 @@ def _frame_from_msg(msg: Mapping[str, Any], now: float | None = None) -> LiveFra
     pts_s = finite(msg.get("pts_s"), *PTS_RANGE)
     capture_ts = wall_ts(msg.get("capture_ts"), now)
     if frame_index is None or pts_s is None or capture_ts is None:
-        log.debug("dropping frame result of %s: implausible frame_index / pts_s / capture_ts (%.40r, %.40r, %.40r)",
-                  msg.get("camera_id"), msg.get("frame_index"), msg.get("pts_s"), msg.get("capture_ts"))
+        log.debug(
+            "dropping frame result of %s: implausible frame_index / pts_s / capture_ts (%.40r, %.40r, %.40r)",
+            msg.get("camera_id"),
+            msg.get("frame_index"),
+            msg.get("pts_s"),
+            msg.get("capture_ts"),
+        )
         return None
     vehicles = msg.get("vehicles")
     vehicles = tuple(_vehicle(v) for v in vehicles if isinstance(v, dict)) if isinstance(vehicles, list) else ()
@@ -443,8 +451,13 @@ def _violation_from_msg(msg: Mapping[str, Any], now: float | None = None) -> dic
     track_id, frame_index = integer(msg.get("track_id")), integer(msg.get("frame_index"), 0, MAX_FRAME_INDEX)
     capture_ts = wall_ts(msg.get("capture_ts"), now)
     if track_id is None or frame_index is None or capture_ts is None:
-        log.debug("dropping violation of %s: implausible track_id / frame_index / capture_ts (%.40r, %.40r, %.40r)",
-                  msg.get("camera_id"), msg.get("track_id"), msg.get("frame_index"), msg.get("capture_ts"))
+        log.debug(
+            "dropping violation of %s: implausible track_id / frame_index / capture_ts (%.40r, %.40r, %.40r)",
+            msg.get("camera_id"),
+            msg.get("track_id"),
+            msg.get("frame_index"),
+            msg.get("capture_ts"),
+        )
         return None
     return {
         "camera_id": str(msg["camera_id"]),

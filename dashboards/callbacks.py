@@ -4,6 +4,7 @@ Every live callback runs on the 1 s interval and writes only its own components;
 graph are rebuilt only when their data changed (a version number kept in a Store) and at most every
 CHART_REFRESH_S, and new violations are prepended with a Patch instead of re-sending the log.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,12 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
         return [formatted[k][0] for k in L.KPI_KEYS] + [formatted[k][1] for k in L.KPI_KEYS]
 
     @app.callback(
-        Output(L.SPEED_HIST, "figure"), Output(L.FLOW, "figure"), Output(L.CHARTS_STATE, "data"),
-        Input(L.TICK, "n_intervals"), Input(L.CAMERA, "value"), Input(L.WINDOW, "value"),
+        Output(L.SPEED_HIST, "figure"),
+        Output(L.FLOW, "figure"),
+        Output(L.CHARTS_STATE, "data"),
+        Input(L.TICK, "n_intervals"),
+        Input(L.CAMERA, "value"),
+        Input(L.WINDOW, "value"),
         State(L.CHARTS_STATE, "data"),
     )
     def charts(_n: int | None, camera_id: str | None, window_min: float | None, state: dict | None):
@@ -70,20 +75,30 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
         window_min = window_min or 5
         version = buffers.version(camera_id)  # type: ignore[arg-type]
         now = time.time()
-        if state and state.get("camera") == camera_id and state.get("window") == window_min and (
-            state.get("version") == version or now - state.get("at", 0) < CHART_REFRESH_S
+        if (
+            state
+            and state.get("camera") == camera_id
+            and state.get("window") == window_min
+            and (state.get("version") == version or now - state.get("at", 0) < CHART_REFRESH_S)
         ):
             raise PreventUpdate  # nothing new, or redrawn moments ago: leave the graphs alone
         speeds = buffers.vehicle_speeds(camera.id, window_min * 60)
-        hist = figures.speed_histogram(speeds, camera.speed_limit_kmh,
-                                       title=f"Vehicle speeds, last {window_min:g} min", uirevision=camera.id)
-        flow = figures.flow_chart(figures.flow_frame(buffers.flow(camera.id, LIVE_FLOW_MINUTES)),
-                                  title=f"Flow per minute, last {LIVE_FLOW_MINUTES} min", uirevision=camera.id)
+        hist = figures.speed_histogram(
+            speeds, camera.speed_limit_kmh, title=f"Vehicle speeds, last {window_min:g} min", uirevision=camera.id
+        )
+        flow = figures.flow_chart(
+            figures.flow_frame(buffers.flow(camera.id, LIVE_FLOW_MINUTES)),
+            title=f"Flow per minute, last {LIVE_FLOW_MINUTES} min",
+            uirevision=camera.id,
+        )
         return hist, flow, {"camera": camera_id, "window": window_min, "version": version, "at": now}
 
     @app.callback(
-        Output(L.VIOLATIONS, "children"), Output(L.VIOLATIONS_STATE, "data"),
-        Input(L.TICK, "n_intervals"), Input(L.CAMERA, "value"), State(L.VIOLATIONS_STATE, "data"),
+        Output(L.VIOLATIONS, "children"),
+        Output(L.VIOLATIONS_STATE, "data"),
+        Input(L.TICK, "n_intervals"),
+        Input(L.CAMERA, "value"),
+        State(L.VIOLATIONS_STATE, "data"),
     )
     def violations(_n: int | None, camera_id: str | None, state: dict | None):
         camera_or_stop(camera_id)
@@ -113,15 +128,24 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
         return patch, {"camera": camera_id, "newest": newest, "count": min(count, L.VIOLATION_LOG_SIZE)}
 
     @app.callback(
-        Output(L.HEALTH, "children"), Output(L.HEALTH_CHART, "figure"), Output(L.HEALTH_STATE, "data"),
-        Output(L.STREAM_STATUS, "children"), Output(L.STREAM_STATUS, "className"),
-        Input(L.TICK, "n_intervals"), Input(L.CAMERA, "value"), State(L.HEALTH_STATE, "data"),
+        Output(L.HEALTH, "children"),
+        Output(L.HEALTH_CHART, "figure"),
+        Output(L.HEALTH_STATE, "data"),
+        Output(L.STREAM_STATUS, "children"),
+        Output(L.STREAM_STATUS, "className"),
+        Input(L.TICK, "n_intervals"),
+        Input(L.CAMERA, "value"),
+        State(L.HEALTH_STATE, "data"),
     )
     def health(_n: int | None, camera_id: str | None, state: dict | None):
         history = buffers.health(limit=120)
         video = next((s for s in ctx.streamer.active_streams() if s.camera_id == camera_id), None)
-        panel = L.health_panel(history[-1] if history else None, list(cameras),
-                               video.fps() if video else None, video.playout_delay_s if video else None)
+        panel = L.health_panel(
+            history[-1] if history else None,
+            list(cameras),
+            video.fps() if video else None,
+            video.playout_delay_s if video else None,
+        )
         error = ctx.consumer.status.last_error if ctx.consumer else None
         status_text, status_class = L.stream_status(buffers.last_message_wall, error)
         version, now = buffers.health_version, time.time()
@@ -131,13 +155,26 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
         return panel, chart, {"version": version, "at": now}, status_text, status_class
 
     @app.callback(
-        Output(L.H_SUMMARY, "children"), Output(L.H_FLOW, "figure"), Output(L.H_SPEEDS, "figure"),
-        Input(L.H_LOAD, "n_clicks"), Input(L.TABS, "value"), Input(L.CAMERA, "value"),
-        State(L.H_DATES, "start_date"), State(L.H_DATES, "end_date"),
-        State(L.H_START_TIME, "value"), State(L.H_END_TIME, "value"),
+        Output(L.H_SUMMARY, "children"),
+        Output(L.H_FLOW, "figure"),
+        Output(L.H_SPEEDS, "figure"),
+        Input(L.H_LOAD, "n_clicks"),
+        Input(L.TABS, "value"),
+        Input(L.CAMERA, "value"),
+        State(L.H_DATES, "start_date"),
+        State(L.H_DATES, "end_date"),
+        State(L.H_START_TIME, "value"),
+        State(L.H_END_TIME, "value"),
     )
-    def history(_clicks: int, tab: str, camera_id: str | None, start_date: str | None, end_date: str | None,
-                start_time: str | None, end_time: str | None):
+    def history(
+        _clicks: int,
+        tab: str,
+        camera_id: str | None,
+        start_date: str | None,
+        end_date: str | None,
+        start_time: str | None,
+        end_time: str | None,
+    ):
         if tab != "history":
             raise PreventUpdate  # Delta reads only when somebody looks at them
         camera = camera_or_stop(camera_id)
@@ -161,15 +198,19 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
             empty = figures.empty_figure("No data yet")
             return html.Div(note, className="empty-note"), empty, empty
         flow_fig = (
-            figures.empty_figure("No data yet (flow table missing)") if tables.FLOW in result.missing
+            figures.empty_figure("No data yet (flow table missing)")
+            if tables.FLOW in result.missing
             else figures.flow_chart(flow, title=f"Flow per {label}", bin_label=label, bin_s=bin_s)
         )
         speeds = result.speeds
         speed_fig = (
-            figures.empty_figure("No data yet (tracks table missing)") if tables.TRACKS in result.missing
+            figures.empty_figure("No data yet (tracks table missing)")
+            if tables.TRACKS in result.missing
             else figures.speed_histogram(
                 {cls: grp["speed_kmh"].to_list() for (cls,), grp in speeds.group_by("class_name")},
-                camera.speed_limit_kmh, title="Speed distribution (one speed per vehicle)")
+                camera.speed_limit_kmh,
+                title="Speed distribution (one speed per vehicle)",
+            )
         )
         mean, p85 = speed_stats(speeds["speed_kmh"].to_list())
         speed_text = "" if mean is None else f", mean {mean:.0f} km/h, 85th percentile {p85:.0f} km/h"
@@ -183,4 +224,3 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
             parts.append("missing tables: " + ", ".join(result.missing))
         log.info("history %s %s..%s in %.0f ms", camera.id, start, end, (time.perf_counter() - t0) * 1000)
         return html.Div(" · ".join(parts)), flow_fig, speed_fig
-

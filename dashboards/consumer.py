@@ -4,6 +4,7 @@ Every dashboard process reads the whole stream from the moment it starts (own co
 librdkafka's own log lines go to the ``<this module>.rdkafka`` logger, throttled: a broker outage would
 otherwise repeat the same refused connect several times a second.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,19 +85,21 @@ class ResultsConsumer:
 
     def _config(self) -> dict[str, Any]:
         # Deployment client properties (security, ...) first; what this consumer relies on wins.
-        return self.settings.kafka.python_config(**{
-            "group.id": self.group_id,
-            "client.id": "trafficstream-dashboard",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "latest",
-            # Notice a results topic created after the dashboard started within seconds, not minutes.
-            "topic.metadata.refresh.interval.ms": 5000,
-            "reconnect.backoff.ms": 500,
-            "reconnect.backoff.max.ms": 5000,
-            "error_cb": self._on_error,
-            "logger": _rdkafka_log,
-        })
+        return self.settings.kafka.python_config(
+            **{
+                "group.id": self.group_id,
+                "client.id": "trafficstream-dashboard",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "latest",
+                # Notice a results topic created after the dashboard started within seconds, not minutes.
+                "topic.metadata.refresh.interval.ms": 5000,
+                "reconnect.backoff.ms": 500,
+                "reconnect.backoff.max.ms": 5000,
+                "error_cb": self._on_error,
+                "logger": _rdkafka_log,
+            }
+        )
 
     def start(self) -> ResultsConsumer:
         if self._thread is None:
@@ -141,8 +144,9 @@ class ResultsConsumer:
                 _, high = consumer.get_watermark_offsets(p, timeout=5, cached=False)
                 p.offset = high
             except KafkaException as exc:
-                log.warning("results consumer: no watermark for %s[%d] (%s); starting at its end",
-                            p.topic, p.partition, exc)
+                log.warning(
+                    "results consumer: no watermark for %s[%d] (%s); starting at its end", p.topic, p.partition, exc
+                )
                 p.offset = OFFSET_END
         consumer.assign(partitions)
         self.status.assigned = True

@@ -1,4 +1,5 @@
 """What a running dashboard holds: settings, live buffers, the consumer, history and video services."""
+
 from __future__ import annotations
 
 import logging

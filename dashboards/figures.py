@@ -3,6 +3,7 @@
 Times arrive as Unix seconds or timezone-aware datetimes and are shown in the dashboard host's local time.
 Rows whose time is not a plausible wall-clock time (dashboards.times) are left out rather than raising.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -62,8 +63,9 @@ def _base_layout(fig: go.Figure, title: str | None, *, uirevision: str | None = 
 
 def empty_figure(message: str, title: str | None = None) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
-                       font={"size": 15, "color": "#666"})
+    fig.add_annotation(
+        text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 15, "color": "#666"}
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _base_layout(fig, title)
@@ -80,9 +82,7 @@ def speed_histogram(
 
     ``speeds``: (class, km/h) pairs or {class: [km/h, ...]}.
     """
-    pairs = (
-        [(cls, v) for cls, values in speeds.items() for v in values] if isinstance(speeds, Mapping) else speeds
-    )
+    pairs = [(cls, v) for cls, values in speeds.items() for v in values] if isinstance(speeds, Mapping) else speeds
     by_class: dict[str, list[float]] = {}
     for cls, kmh in pairs:  # nulls, NaN and absurd values are left out (they would break the binning)
         value = finite(kmh, 0.0, MAX_KMH)
@@ -95,14 +95,21 @@ def speed_histogram(
     for cls in sorted(by_class, key=_class_sort_key):
         fig.add_trace(
             go.Histogram(
-                x=by_class[cls], name=cls, marker_color=class_color(cls),
-                xbins={"size": SPEED_BIN_KMH}, hovertemplate="%{x} km/h: %{y} vehicles<extra>" + cls + "</extra>",
+                x=by_class[cls],
+                name=cls,
+                marker_color=class_color(cls),
+                xbins={"size": SPEED_BIN_KMH},
+                hovertemplate="%{x} km/h: %{y} vehicles<extra>" + cls + "</extra>",
             )
         )
     fig.update_layout(barmode="stack", bargap=0.05)
     if limit_kmh is not None:
-        fig.add_vline(x=limit_kmh, line={"color": "#d62728", "dash": "dash", "width": 2},
-                      annotation_text=f"limit {limit_kmh:g}", annotation_position="top right")
+        fig.add_vline(
+            x=limit_kmh,
+            line={"color": "#d62728", "dash": "dash", "width": 2},
+            annotation_text=f"limit {limit_kmh:g}",
+            annotation_position="top right",
+        )
     fig.update_xaxes(title_text="km/h")
     fig.update_yaxes(title_text="vehicles", rangemode="tozero")
     return _base_layout(fig, f"{title} ({n} vehicles)", uirevision=uirevision)
@@ -112,8 +119,11 @@ def flow_frame(rows: Sequence[tuple[float | datetime, str, int]]) -> pl.DataFram
     """(minute, class, vehicles) rows -> Polars frame with a local ``minute`` datetime column.
 
     Rows with an implausible minute or count are left out (one bad message must not break the chart)."""
-    kept = [(when, str(c), n) for m, c, n in rows
-            if (when := _safe_local_time(m)) is not None and integer(n, 0, 2**53) is not None]
+    kept = [
+        (when, str(c), n)
+        for m, c, n in rows
+        if (when := _safe_local_time(m)) is not None and integer(n, 0, 2**53) is not None
+    ]
     return pl.DataFrame(
         {
             "minute": [when for when, _, _ in kept],
@@ -148,7 +158,8 @@ def flow_chart(
         fig.add_trace(
             go.Bar(
                 x=[local_time(m) if m.tzinfo else m for m in part["minute"].to_list()],
-                y=part["vehicles"].to_list(), name=cls,
+                y=part["vehicles"].to_list(),
+                name=cls,
                 # Explicit width (date axes count in ms): with a single bin, e.g. the live view's current
                 # minute, Plotly would otherwise draw 1 ms wide, invisible bars.
                 width=bin_s * 1000 * (1 - BAR_GAP),
@@ -161,8 +172,7 @@ def flow_chart(
     xs = [x for trace in fig.data for x in trace.x]
     last, first = max(xs), min(xs)
     half, span = timedelta(seconds=bin_s / 2), timedelta(seconds=bin_s * 10)
-    fig.update_xaxes(title_text=None, tickformat="%H:%M\n%b %d",
-                     range=[min(first, last - span) - half, last + half])
+    fig.update_xaxes(title_text=None, tickformat="%H:%M\n%b %d", range=[min(first, last - span) - half, last + half])
     fig.update_yaxes(title_text=f"vehicles / {bin_label}", rangemode="tozero")
     total = int(agg["vehicles"].sum())
     return _base_layout(fig, f"{title} ({total} vehicles)", uirevision=uirevision)
@@ -175,10 +185,17 @@ def health_chart(health: Sequence[Mapping[str, object]], *, uirevision: str | No
         return empty_figure("No pipeline health reports yet", "Pipeline")
     times = [when for when, _ in points]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=times, y=[h.get("batch_ms") for _, h in points], name="batch ms",
-                         marker_color="#aec7e8"))
-    fig.add_trace(go.Scatter(x=times, y=[h.get("fps") for _, h in points], name="frames/s", yaxis="y2",
-                             mode="lines+markers", line={"color": "#1f77b4"}))
+    fig.add_trace(go.Bar(x=times, y=[h.get("batch_ms") for _, h in points], name="batch ms", marker_color="#aec7e8"))
+    fig.add_trace(
+        go.Scatter(
+            x=times,
+            y=[h.get("fps") for _, h in points],
+            name="frames/s",
+            yaxis="y2",
+            mode="lines+markers",
+            line={"color": "#1f77b4"},
+        )
+    )
     fig.update_layout(
         yaxis={"title": {"text": "batch ms"}, "rangemode": "tozero"},
         yaxis2={"title": {"text": "frames/s"}, "overlaying": "y", "side": "right", "rangemode": "tozero"},

@@ -4,6 +4,7 @@ Reads with Polars over delta-rs (no JVM, no Spark); ``camera_id`` is a partition
 touches only that camera's files. A table that does not exist yet (pipeline never ran) is reported as
 missing rather than raised, so the UI can say "no data yet".
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ a 400-digit integer) would otherwise make ``datetime.fromtimestamp`` raise on ev
 times must fall in 2000..2100 (the range frame references are validated against) and not lie far in the
 future: a frame "from 2099" would stay the newest frame of its camera and freeze the live view.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ renderer opens one sequential :class:`~trafficstream.video.FrameReader`, decodes
 pipeline has processed (matched by frame index / pts), draws the boxes, track ids and speeds, and plays
 them out at the source frame rate to every viewer of that camera (decoded and encoded once, not per viewer).
 """
+
 from __future__ import annotations
 
 import logging
@@ -194,7 +195,9 @@ class CameraRenderer:
         try:
             while not self.stop_event.is_set():
                 with self._cond:
-                    self._cond.wait_for(lambda last=seen: self._seq != last or self.stop_event.is_set(), timeout=keepalive_s)
+                    self._cond.wait_for(
+                        lambda last=seen: self._seq != last or self.stop_event.is_set(), timeout=keepalive_s
+                    )
                     part, seen = self._part, self._seq
                 if part is not None:
                     yield part  # raises GeneratorExit here when the client has gone
@@ -296,12 +299,15 @@ class CameraRenderer:
                 size = (self.max_width, round(image.shape[0] * scale))
                 image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             caption = f"{self.camera.id}  frame {frame.frame_index}  {clock(frame.capture_ts)}"
-            drawn = draw_overlays(image, frame.vehicles, self.camera.speed_limit_kmh, roi=self.camera.roi,
-                                  caption=caption, scale=scale)
-            self._publish(mjpeg_part(
-                encode_jpeg(drawn, self.jpeg_quality),
-                {"X-Frame-Index": str(frame.frame_index), "X-Capture-Ts": f"{frame.capture_ts:.6f}"},
-            ))
+            drawn = draw_overlays(
+                image, frame.vehicles, self.camera.speed_limit_kmh, roi=self.camera.roi, caption=caption, scale=scale
+            )
+            self._publish(
+                mjpeg_part(
+                    encode_jpeg(drawn, self.jpeg_quality),
+                    {"X-Frame-Index": str(frame.frame_index), "X-Capture-Ts": f"{frame.capture_ts:.6f}"},
+                )
+            )
             self.stats.record(frame, time.time())
 
 
@@ -322,8 +328,9 @@ class MjpegStreamer:
         with self._lock:
             r = self._renderers.get(camera.id)
             if r is None:
-                r = self._renderers[camera.id] = CameraRenderer(camera, self.buffers, self.stop_event,
-                                                                **self.renderer_options)
+                r = self._renderers[camera.id] = CameraRenderer(
+                    camera, self.buffers, self.stop_event, **self.renderer_options
+                )
             return r
 
     def stream(self, camera: Camera) -> Iterator[bytes]:
@@ -395,8 +402,10 @@ def register_routes(server: flask.Flask, settings: Settings, streamer: MjpegStre
         return flask.Response(
             streamer.stream(camera),
             mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-            headers={"Cache-Control": "private, no-cache, no-store" if private else "no-cache, no-store",
-                     "X-Accel-Buffering": "no"},
+            headers={
+                "Cache-Control": "private, no-cache, no-store" if private else "no-cache, no-store",
+                "X-Accel-Buffering": "no",
+            },
             direct_passthrough=True,
         )
 

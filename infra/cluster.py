@@ -7,6 +7,7 @@ Processes run in their own sessions and are stopped by process id.
 
     python -m trafficstream.infra.cluster start --workers 2 --cores 1   # prints the master URL; Ctrl-C stops
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,29 +59,54 @@ class StandaloneCluster:
         return f"spark://127.0.0.1:{self.port}"
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP="127.0.0.1",
-                   SPARK_LOG_DIR=str(self.workdir / "logs"), SPARK_WORKER_DIR=str(self.workdir / "work"))
+        env = dict(
+            os.environ,
+            SPARK_HOME=str(spark_home()),
+            SPARK_LOCAL_IP="127.0.0.1",
+            SPARK_LOG_DIR=str(self.workdir / "logs"),
+            SPARK_WORKER_DIR=str(self.workdir / "work"),
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         out = (self.workdir / f"{name}.log").open("ab")
         cmd = [str(spark_home() / "bin" / "spark-class"), *args]
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
         out.close()
         self.procs.append(proc)
         return proc
 
     def start(self, timeout_s: float = 120) -> StandaloneCluster:
         ui = free_port()
-        self._spawn("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--webui-port", str(ui))
+        self._spawn(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--webui-port",
+            str(ui),
+        )
         self._wait(lambda: _port_open(self.port), timeout_s, "master")
         for i in range(self.workers):
-            self._spawn(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                        "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(free_port()),
-                        "--work-dir", str(self.workdir / f"work-{i}"), self.master_url)
+            self._spawn(
+                f"worker-{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(self.cores),
+                "--memory",
+                self.memory,
+                "--webui-port",
+                str(free_port()),
+                "--work-dir",
+                str(self.workdir / f"work-{i}"),
+                self.master_url,
+            )
         self._wait(lambda: self.registered_workers() >= self.workers, timeout_s, "workers")
-        log.info("spark standalone cluster at %s: %d worker(s) x %d core(s)", self.master_url, self.workers,
-                 self.cores)
+        log.info("spark standalone cluster at %s: %d worker(s) x %d core(s)", self.master_url, self.workers, self.cores)
         return self
 
     def registered_workers(self) -> int:
@@ -113,8 +139,9 @@ class StandaloneCluster:
     def __enter__(self) -> StandaloneCluster:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -5,6 +5,7 @@ before processing begins), submits the vehicle job with ``spark-submit``, ingest
 waits until every frame is processed or dead-lettered, stops what it started and prints ONE JSON line last.
 From a terminal the dashboard and broker keep serving after that line until Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,25 @@ from trafficstream.logs import setup_logging
 log = logging.getLogger("demo")
 
 
-def run_pipeline(base: Settings, workdir: Path, *, cameras: list[str] | None = None, max_frames: int | None = None,
-                 realtime: bool = False, dashboard: bool = True, keep_serving: bool = False) -> dict[str, Any]:
+def run_pipeline(
+    base: Settings,
+    workdir: Path,
+    *,
+    cameras: list[str] | None = None,
+    max_frames: int | None = None,
+    realtime: bool = False,
+    dashboard: bool = True,
+    keep_serving: bool = False,
+) -> dict[str, Any]:
     """Broker -> topics -> (dashboard) -> spark-submit job -> ingest -> wait -> stop; returns the figures."""
     t_start = time.time()
     broker = KafkaBroker(workdir / "kafka")
     broker.start()
     board = job = None
     try:
-        settings = base.model_copy(update={"kafka": base.kafka.model_copy(
-            update={"bootstrap_servers": broker.bootstrap_servers})})
+        settings = base.model_copy(
+            update={"kafka": base.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})}
+        )
         k = settings.kafka
         broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
         log.info("Kafka broker on %s (pid %s)", broker.bootstrap_servers, broker.pid)
@@ -81,14 +91,22 @@ def run_pipeline(base: Settings, workdir: Path, *, cameras: list[str] | None = N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trafficstream.infra.demo", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
-    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "var" / "demo",
-                        help="broker data, Delta tables, checkpoints, logs (wiped at start)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=PROJECT_ROOT / "var" / "demo",
+        help="broker data, Delta tables, checkpoints, logs (wiped at start)",
+    )
     parser.add_argument("--camera", action="append", help="only these cameras (default: all configured)")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per camera (default: whole clip)")
     parser.add_argument("--realtime", action="store_true", help="ingest at the clips' own frame rate")
     parser.add_argument("--no-dashboard", action="store_true")
-    parser.add_argument("--keep-serving", choices=["auto", "yes", "no"], default="auto",
-                        help="keep dashboard + broker up after the JSON line (auto: when run from a terminal)")
+    parser.add_argument(
+        "--keep-serving",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="keep dashboard + broker up after the JSON line (auto: when run from a terminal)",
+    )
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
     if workdir.exists():
@@ -101,8 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(base.log_level)
     keep = args.keep_serving == "yes" or (args.keep_serving == "auto" and sys.stdin.isatty())
-    stats = run_pipeline(base, workdir, cameras=args.camera, max_frames=args.max_frames, realtime=args.realtime,
-                         dashboard=not args.no_dashboard, keep_serving=keep)
+    stats = run_pipeline(
+        base,
+        workdir,
+        cameras=args.camera,
+        max_frames=args.max_frames,
+        realtime=args.realtime,
+        dashboard=not args.no_dashboard,
+        keep_serving=keep,
+    )
     if not (keep and not args.no_dashboard):
         print(json.dumps(stats), flush=True)  # the last line of output (logs go to stderr)
     return 0

@@ -9,6 +9,7 @@ CLI::
     python -m trafficstream.infra.jars resolve [--force]   # what `make jars` runs; a no-op when already resolved
     python -m trafficstream.infra.jars list [kafka|spark]  # one absolute jar path per line
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,14 @@ MAVEN_ARGS = ("-B", "-q", "-Dstyle.color=never", "-f", "infra/pom.xml", "package
 # One jar per artifact must be present for a set to count as resolved (names without version).
 _REQUIRED = {
     "kafka": ("kafka_2.13-", "kafka-server-", "kafka-clients-", "log4j-slf4j-impl-"),
-    "spark": ("spark-sql-kafka-0-10_2.13-", "spark-token-provider-kafka-0-10_2.13-", "kafka-clients-",
-              "commons-pool2-", "delta-spark_2.13-", "delta-storage-"),
+    "spark": (
+        "spark-sql-kafka-0-10_2.13-",
+        "spark-token-provider-kafka-0-10_2.13-",
+        "kafka-clients-",
+        "commons-pool2-",
+        "delta-spark_2.13-",
+        "delta-storage-",
+    ),
 }
 
 
@@ -95,15 +102,22 @@ def resolve(force: bool = False) -> None:
         if missing := _missing(which):
             raise JarsMissingError(f"Maven succeeded but {lib_dir(which)} lacks {missing}")
     STAMP.write_text(_pom_digest() + "\n")
-    log.info("resolved %d broker jars into %s, %d Spark jars into %s",
-             len(list(KAFKA_LIB.glob("*.jar"))), KAFKA_LIB, len(list(SPARK_LIB.glob("*.jar"))), SPARK_LIB)
+    log.info(
+        "resolved %d broker jars into %s, %d Spark jars into %s",
+        len(list(KAFKA_LIB.glob("*.jar"))),
+        KAFKA_LIB,
+        len(list(SPARK_LIB.glob("*.jar"))),
+        SPARK_LIB,
+    )
 
 
 def _jars(which: str) -> list[Path]:
     lib = lib_dir(which)
     if missing := _missing(which):
-        raise JarsMissingError(f"{lib} has no {', '.join(p + '*.jar' for p in missing)}: run `make jars` "
-                               f"(python -m trafficstream.infra.jars resolve)")
+        raise JarsMissingError(
+            f"{lib} has no {', '.join(p + '*.jar' for p in missing)}: run `make jars` "
+            f"(python -m trafficstream.infra.jars resolve)"
+        )
     return sorted(lib.glob("*.jar"))
 
 

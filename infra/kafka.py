@@ -8,6 +8,7 @@
 command); ``create-topics`` / ``delete-topics`` use :mod:`infra.topics` on the cluster of the settings
 (``kafka.bootstrap_servers`` and its security settings), local or real.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trafficstream.infra.kafka",
-                                     description="Local single-node Kafka (KRaft) broker and topic management.")
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.infra.kafka",
+        description="Local single-node Kafka (KRaft) broker and topic management.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -47,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=30)
     p = sub.add_parser("status", help="print whether the broker of --data-dir runs (exit 1 if not)")
     data_dir_arg(p)
-    for name, text in (("create-topics", "create the frames / results / dead-letter topics of the settings"),
-                       ("delete-topics", "delete the frames / results / dead-letter topics of the settings")):
+    for name, text in (
+        ("create-topics", "create the frames / results / dead-letter topics of the settings"),
+        ("delete-topics", "delete the frames / results / dead-letter topics of the settings"),
+    ):
         add_config_arguments(sub.add_parser(name, help=text))
     args = parser.parse_args(argv)
     setup_logging("INFO")
@@ -74,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             k = settings.kafka
             topics = [k.frames_topic, k.results_topic, k.dead_letter_topic]
             if not broker_ready(k.bootstrap_servers, timeout_s=10, client_config={**k.client, **k.client_python}):
-                raise BrokerError(f"no Kafka broker answers at {k.bootstrap_servers} "
-                                  f"(local: python -m trafficstream.infra.kafka start)")
+                raise BrokerError(
+                    f"no Kafka broker answers at {k.bootstrap_servers} "
+                    f"(local: python -m trafficstream.infra.kafka start)"
+                )
             if args.command == "create-topics":
-                created = create_topics(k.bootstrap_servers, topics, k.partitions, k.replication_factor, {**k.client, **k.client_python})
+                created = create_topics(
+                    k.bootstrap_servers, topics, k.partitions, k.replication_factor, {**k.client, **k.client_python}
+                )
                 for topic, new in created.items():
                     print(f"{topic}: {'created' if new else 'exists'} ({k.bootstrap_servers})")
             else:

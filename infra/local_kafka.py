@@ -19,6 +19,7 @@ A detached broker that outlives the caller: :func:`start_broker` / :func:`stop_b
 ``python -m trafficstream.infra.kafka start | stop | status`` (:mod:`infra.kafka`). Topic administration, for
 this broker and real clusters alike, is :mod:`infra.topics`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,8 +49,7 @@ MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 NODE_ID = 1
 # C1 only + serial GC: the broker is healthy in a few seconds on 2 shared cores; throughput is ample for a demo.
-JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
-             "-Djava.awt.headless=true")
+JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")
 
 _LISTENER = re.compile(r"(PLAINTEXT|SASL|CONTROLLER)://([^:,\s]+):(\d+)")
 
@@ -181,16 +181,25 @@ class KafkaBroker:
         """librdkafka properties this broker's own admin client needs (empty without SASL)."""
         if not self.sasl_users:
             return {}
-        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "admin",
-                "sasl.password": self._admin_password}
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": "admin",
+            "sasl.password": self._admin_password,
+        }
 
     def _sasl_properties(self) -> dict[str, str]:
         users = {"admin": self._admin_password, **self.sasl_users}
         accounts = " ".join(f'user_{u}="{pw}"' for u, pw in users.items())
-        jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
-                f'username="admin" password="{self._admin_password}" {accounts};')
-        return {"sasl.enabled.mechanisms": "PLAIN", "sasl.mechanism.inter.broker.protocol": "PLAIN",
-                "listener.name.sasl.plain.sasl.jaas.config": jaas}
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="admin" password="{self._admin_password}" {accounts};'
+        )
+        return {
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "listener.name.sasl.plain.sasl.jaas.config": jaas,
+        }
 
     def broker_properties(self) -> dict[str, str]:
         hp, cp = f"{self.host}:{self.port}", f"{self.host}:{self.controller_port}"
@@ -247,9 +256,18 @@ class KafkaBroker:
 
     def _jvm(self, main_class: str, *args: str) -> list[str]:
         classpath = os.pathsep.join(str(p) for p in kafka_jars())
-        return [_java(), f"-Xms{self.heap}", f"-Xmx{self.heap}", *JVM_FLAGS,
-                f"-Dlog4j2.configurationFile={self.log4j_file}", f"-Dkafka.logs.dir={self.log_dir}",
-                "-cp", classpath, main_class, *args]
+        return [
+            _java(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            *JVM_FLAGS,
+            f"-Dlog4j2.configurationFile={self.log4j_file}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            "-cp",
+            classpath,
+            main_class,
+            *args,
+        ]
 
     @property
     def is_formatted(self) -> bool:
@@ -257,12 +275,20 @@ class KafkaBroker:
 
     def format_storage(self) -> None:
         """Give the metadata log a fresh cluster id and a single-voter quorum (once per data dir)."""
-        cmd = self._jvm(STORAGE_TOOL, "format", "--config", str(self.properties_file),
-                        "--cluster-id", _random_cluster_id(), "--standalone")
+        cmd = self._jvm(
+            STORAGE_TOOL,
+            "format",
+            "--config",
+            str(self.properties_file),
+            "--cluster-id",
+            _random_cluster_id(),
+            "--standalone",
+        )
         proc = subprocess.run(cmd, cwd=self.data_dir, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
-            raise BrokerError(f"formatting {self.kafka_logs} failed (exit {proc.returncode}):\n"
-                              f"{(proc.stdout + proc.stderr).strip()}")
+            raise BrokerError(
+                f"formatting {self.kafka_logs} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr).strip()}"
+            )
         log.info("formatted %s", self.kafka_logs)
 
     # -- process ------------------------------------------------------------------------------------
@@ -320,8 +346,14 @@ class KafkaBroker:
             self.format_storage()
         cmd = self._jvm(MAIN_CLASS, str(self.properties_file))
         with self.console_log.open("ab") as out:
-            self._proc = subprocess.Popen(cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.pidfile.write_text(f"{self._proc.pid}\n")
         log.info("kafka broker pid %d starting on %s (data %s)", self._proc.pid, self.bootstrap_servers, self.data_dir)
         try:
@@ -336,11 +368,13 @@ class KafkaBroker:
     def _wait_healthy(self, deadline: float) -> None:
         while True:
             if self._proc is not None and self._proc.poll() is not None:
-                raise BrokerError(f"kafka broker exited with {self._proc.returncode} during start-up\n"
-                                  f"{self.log_tail()}")
+                raise BrokerError(
+                    f"kafka broker exited with {self._proc.returncode} during start-up\n{self.log_tail()}"
+                )
             # Only ask librdkafka once the port accepts connections: it would log every refused connect.
-            if _port_open(self.host, self.port) and broker_ready(self.bootstrap_servers, timeout_s=2,
-                                                                 client_config=self.client_config):
+            if _port_open(self.host, self.port) and broker_ready(
+                self.bootstrap_servers, timeout_s=2, client_config=self.client_config
+            ):
                 return
             if time.monotonic() > deadline:
                 raise BrokerError(f"kafka broker not healthy on {self.bootstrap_servers} in time\n{self.log_tail()}")
@@ -377,19 +411,31 @@ class KafkaBroker:
     def __enter__(self) -> KafkaBroker:  # not typing.Self: that needs Python 3.11
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- topics (infra.topics on this broker, with its own admin credentials) -----------------------
-    def create_topics(self, names: Iterable[str], partitions: int, replication_factor: int = 1,
-                      client_config: Mapping[str, str] | None = None) -> dict[str, bool]:
-        return create_topics(self.bootstrap_servers, names, partitions, replication_factor,
-                             client_config if client_config is not None else self.client_config)
+    def create_topics(
+        self,
+        names: Iterable[str],
+        partitions: int,
+        replication_factor: int = 1,
+        client_config: Mapping[str, str] | None = None,
+    ) -> dict[str, bool]:
+        return create_topics(
+            self.bootstrap_servers,
+            names,
+            partitions,
+            replication_factor,
+            client_config if client_config is not None else self.client_config,
+        )
 
     def delete_topics(self, names: Iterable[str], client_config: Mapping[str, str] | None = None) -> dict[str, bool]:
-        return delete_topics(self.bootstrap_servers, names,
-                             client_config if client_config is not None else self.client_config)
+        return delete_topics(
+            self.bootstrap_servers, names, client_config if client_config is not None else self.client_config
+        )
 
 
 _LOG4J_TEMPLATE = """\
@@ -416,8 +462,14 @@ logger.state.level = WARN
 
 
 # -- a detached broker (outlives the caller: the CLI's start / stop) -------------------------------------------
-def start_broker(data_dir: Path | str = DEFAULT_DATA_DIR, host: str = "127.0.0.1", port: int | None = DEFAULT_PORT,
-                 controller_port: int | None = None, heap: str = "512m", timeout_s: float = 90) -> KafkaBroker:
+def start_broker(
+    data_dir: Path | str = DEFAULT_DATA_DIR,
+    host: str = "127.0.0.1",
+    port: int | None = DEFAULT_PORT,
+    controller_port: int | None = None,
+    heap: str = "512m",
+    timeout_s: float = 90,
+) -> KafkaBroker:
     """Start a broker that outlives the caller (pidfile in ``data_dir``); returns the running one if any."""
     running = KafkaBroker(data_dir, host=host)  # ports as saved in data_dir
     if running.is_running():

@@ -12,6 +12,7 @@ the executors: in the executor image, or as a packed virtualenv/conda env shippe
 
     python -m trafficstream.infra.package [--dist dist]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ def build(dist: Path) -> dict[str, Path]:
     dist.mkdir(parents=True, exist_ok=True)
     for old in dist.glob("trafficstream-*"):
         old.unlink()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
-                    str(PROJECT_ROOT)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(PROJECT_ROOT)], check=True
+    )
     wheel = next(dist.glob("trafficstream-*.whl"))
     version = wheel.name.split("-")[1]
     zip_path = dist / f"trafficstream-{version}.zip"

@@ -3,6 +3,7 @@
 Used by ``make demo`` (infra/demo.py), ``make eval``, ``make bench`` and the end-to-end tests, so they all
 exercise the job exactly as a data engineer submits it.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,14 +60,28 @@ def job_environ(settings: Settings, base: dict[str, str] | None = None) -> dict[
 def spark_submit_command(config: Path, checkpoint: Path, stop_file: Path, master: str = "local[2]") -> list[str]:
     spark_submit = Path(sys.executable).parent / "spark-submit"
     return [
-        str(spark_submit), "--master", master,
-        "--jars", spark_jars_csv(),
-        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-        "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", "spark.driver.host=127.0.0.1",
-        "--conf", "spark.driver.bindAddress=127.0.0.1",
-        str(JOB_FILE), "--config", str(config), "--checkpoint", str(checkpoint), "--stop-file", str(stop_file),
+        str(spark_submit),
+        "--master",
+        master,
+        "--jars",
+        spark_jars_csv(),
+        "--conf",
+        "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+        "--conf",
+        "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        str(JOB_FILE),
+        "--config",
+        str(config),
+        "--checkpoint",
+        str(checkpoint),
+        "--stop-file",
+        str(stop_file),
     ]
 
 
@@ -93,8 +108,9 @@ class JobProcess:
         cmd = spark_submit_command(self.config, self.checkpoint, self.stop_file, self.master)
         log.info("starting the vehicle job: %s", " ".join(cmd[:3] + ["..."] + cmd[-7:]))
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=PROJECT_ROOT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True
+        )
         return self
 
     def wait_started(self, timeout_s: float = 180) -> None:
@@ -161,8 +177,9 @@ def processed_counts(settings: Settings) -> tuple[int, int]:
     return delta_count(settings, tables.FRAMES), delta_count(settings, tables.DEAD_LETTERS)
 
 
-def wait_processed(settings: Settings, expected: int, job: JobProcess | None = None, timeout_s: float = 1800,
-                   progress: bool = True) -> tuple[int, int]:
+def wait_processed(
+    settings: Settings, expected: int, job: JobProcess | None = None, timeout_s: float = 1800, progress: bool = True
+) -> tuple[int, int]:
     """Block until frames processed + dead-lettered reaches ``expected`` (every ingested reference)."""
     deadline = time.time() + timeout_s
     bar = tqdm(total=expected, desc="processed", unit="frame", disable=not progress, mininterval=1.0)
@@ -228,8 +245,10 @@ def pipeline_stats(settings: Settings, job: JobProcess | None = None) -> dict[st
         "delta_rows": {t: delta_count(settings, t) for t in tables.ALL_TABLES},
     }
     if frames.height:
-        stage = {c.removesuffix("_ms"): round(frames[c].mean(), 2) for c in
-                 ("decode_ms", "detect_ms", "embed_ms", "track_ms", "speed_ms")}
+        stage = {
+            c.removesuffix("_ms"): round(frames[c].mean(), 2)
+            for c in ("decode_ms", "detect_ms", "embed_ms", "track_ms", "speed_ms")
+        }
         span = (frames["processed_ts"].max() - frames["ingest_ts"].min()).total_seconds()
         stats["pipeline_fps"] = round(frames.height / span, 2) if span > 0 else None
         stats["stage_ms_per_frame"] = stage
@@ -242,8 +261,9 @@ def pipeline_stats(settings: Settings, job: JobProcess | None = None) -> dict[st
         stats["speed_kmh"] = _speed_summary(det)
         stats["per_camera"] = {
             r["camera_id"]: {"frames": r["frames"], "frames_with_vehicles": r["with_vehicles"]}
-            for r in frames.group_by("camera_id").agg(
-                pl.len().alias("frames"), (pl.col("vehicles") > 0).sum().alias("with_vehicles")).to_dicts()
+            for r in frames.group_by("camera_id")
+            .agg(pl.len().alias("frames"), (pl.col("vehicles") > 0).sum().alias("with_vehicles"))
+            .to_dicts()
         }
     results = topic_summary(settings, settings.kafka.results_topic)
     stats["results_messages"] = results["messages"].get("frame", 0)
@@ -261,9 +281,14 @@ def _speed_summary(det) -> dict[str, Any]:
     if not ok.height:
         return {}
     s = ok["speed_kmh"]
-    return {"n": ok.height, "median": round(s.median(), 1), "p10": round(s.quantile(0.1), 1),
-            "p90": round(s.quantile(0.9), 1), "share_40_160": round(((s >= 40) & (s <= 160)).mean(), 3),
-            "flagged": det.filter(pl.col("speed_flag").is_not_null()).height}
+    return {
+        "n": ok.height,
+        "median": round(s.median(), 1),
+        "p10": round(s.quantile(0.1), 1),
+        "p90": round(s.quantile(0.9), 1),
+        "share_40_160": round(((s >= 40) & (s <= 160)).mean(), 3),
+        "flagged": det.filter(pl.col("speed_flag").is_not_null()).height,
+    }
 
 
 def _job_metrics(settings: Settings) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ shows the result, so a caller can use a topic as soon as :func:`create_topics` r
         create_topics("b1:9093", ["frames", "results", "dead-letter"], partitions=8, replication_factor=3,
                       client_config=conf)
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,9 @@ class BrokerError(RuntimeError):
     message carries the broker log's tail where there is one."""
 
 
-def _admin_config(bootstrap_servers: str, client_config: Mapping[str, str] | None) -> dict[str, str | int | float | bool]:
+def _admin_config(
+    bootstrap_servers: str, client_config: Mapping[str, str] | None
+) -> dict[str, str | int | float | bool]:
     return {**dict(client_config or {}), "bootstrap.servers": bootstrap_servers}
 
 
@@ -40,8 +43,9 @@ def broker_ready(bootstrap_servers: str, timeout_s: float = 5, client_config: Ma
         return False
 
 
-def _wait_metadata(admin: AdminClient, names: list[str], present: bool, deadline: float,
-                   partitions: Mapping[str, int] | None = None) -> None:
+def _wait_metadata(
+    admin: AdminClient, names: list[str], present: bool, deadline: float, partitions: Mapping[str, int] | None = None
+) -> None:
     """Until every topic is (present: with all partitions led) / is gone from the cluster metadata."""
     pending = list(names)
     while pending:
@@ -54,8 +58,9 @@ def _wait_metadata(admin: AdminClient, names: list[str], present: bool, deadline
                     still.append(name)
             elif not present:
                 still.append(name)
-            elif (any(p.leader < 0 for p in topic.partitions.values())
-                  or len(topic.partitions) < (partitions or {}).get(name, 1)):
+            elif any(p.leader < 0 for p in topic.partitions.values()) or len(topic.partitions) < (partitions or {}).get(
+                name, 1
+            ):
                 still.append(name)  # a partition without a leader, or not all partitions yet
         pending = still
         if pending:
@@ -82,7 +87,9 @@ def create_topics(
     with AdminClient(_admin_config(bootstrap_servers, client_config)) as admin:
         futures = admin.create_topics(
             [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in names],
-            operation_timeout=timeout_s, request_timeout=timeout_s)
+            operation_timeout=timeout_s,
+            request_timeout=timeout_s,
+        )
         for name, future in futures.items():
             try:
                 future.result(timeout=timeout_s)
@@ -92,14 +99,16 @@ def create_topics(
                     raise BrokerError(f"creating topic {name!r} failed: {exc.args[0].str()}") from None
                 result[name] = False
         # A pre-existing topic only needs to be there; a new one, all of its partitions.
-        _wait_metadata(admin, names, present=True, deadline=deadline,
-                       partitions={n: partitions for n in names if result[n]})
+        _wait_metadata(
+            admin, names, present=True, deadline=deadline, partitions={n: partitions for n in names if result[n]}
+        )
         md = admin.list_topics(timeout=timeout_s)
         for name in names:
             have = len(md.topics[name].partitions)
             if not result[name] and have != partitions:
-                log.warning("topic %s already exists with %d partitions (wanted %d); left unchanged",
-                            name, have, partitions)
+                log.warning(
+                    "topic %s already exists with %d partitions (wanted %d); left unchanged", name, have, partitions
+                )
     return result
 
 
@@ -114,8 +123,7 @@ def delete_topics(
     deadline = time.monotonic() + timeout_s
     result: dict[str, bool] = {}
     with AdminClient(_admin_config(bootstrap_servers, client_config)) as admin:
-        for name, future in admin.delete_topics(names, operation_timeout=timeout_s,
-                                                request_timeout=timeout_s).items():
+        for name, future in admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s).items():
             try:
                 future.result(timeout=timeout_s)
                 result[name] = True

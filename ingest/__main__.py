@@ -4,6 +4,7 @@ Publishes one frame reference per frame of each camera's source to the frames to
 reference is delivered (exit 1 if any camera failed or any delivery failed). The last line of output is a
 JSON summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         stats = run_ingest(
-            settings, args.camera, realtime=args.realtime, max_frames=args.max_frames, start_frame=args.start_frame,
+            settings,
+            args.camera,
+            realtime=args.realtime,
+            max_frames=args.max_frames,
+            start_frame=args.start_frame,
             max_rate_fps=args.max_rate,
         )
     except (ConfigError, DeliveryError) as exc:

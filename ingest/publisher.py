@@ -4,6 +4,7 @@ Idempotent producer (``enable.idempotence``: no duplicates or reordering from re
 ``acks=all``, every delivery report checked, flushed on close. Keyed by camera id so one camera's frames
 stay ordered in one partition.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ One thread per camera (cameras are independent streams); one shared, thread-safe
 ``realtime`` paces publication by the container timestamps, as a live camera would deliver frames;
 otherwise frames are published as fast as they decode.
 """
+
 from __future__ import annotations
 
 import logging
@@ -112,8 +113,14 @@ def run_ingest(
         def work(i: int, cam: Camera) -> None:
             try:
                 stats.frames[cam.id] = ingest_camera(
-                    cam, pub, realtime=realtime, max_frames=max_frames, start_frame=start_frame, stop=stop,
-                    position=i, max_rate_fps=max_rate_fps,
+                    cam,
+                    pub,
+                    realtime=realtime,
+                    max_frames=max_frames,
+                    start_frame=start_frame,
+                    stop=stop,
+                    position=i,
+                    max_rate_fps=max_rate_fps,
                 )
             except Exception as exc:  # one broken camera must not stop the others
                 log.error("camera %s: ingest failed: %s", cam.id, exc)

@@ -12,6 +12,7 @@ lines every ``--grid-across`` m across, every ``--grid-along`` m along the road)
 it lies on the road. For a drifting camera (``register_frames``) a frame other than the reference is first
 registered onto the reference frame, and the grid follows the drift.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,12 +121,21 @@ def draw_calibration(
         line = plane.to_image(np.stack([xs, np.full_like(xs, Y)], axis=1))
         _polyline(overlay, line, (255, 200, 0), 2 if abs(Y % (2 * along_m)) < 1e-9 else 1)
         finite = line[np.isfinite(line).all(axis=1)]
-        inside = finite[(finite[:, 0] >= 0) & (finite[:, 0] < out.shape[1]) & (finite[:, 1] >= 0)
-                        & (finite[:, 1] < out.shape[0])]
+        inside = finite[
+            (finite[:, 0] >= 0) & (finite[:, 0] < out.shape[1]) & (finite[:, 1] >= 0) & (finite[:, 1] < out.shape[0])
+        ]
         if len(inside) and abs(Y % (2 * along_m)) < 1e-9:
             x, y = inside[0]
-            cv2.putText(overlay, f"{Y:g} m", (int(x) + 3, int(y) - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1,
-                        cv2.LINE_AA)
+            cv2.putText(
+                overlay,
+                f"{Y:g} m",
+                (int(x) + 3, int(y) - 3),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                (255, 255, 0),
+                1,
+                cv2.LINE_AA,
+            )
     cv2.addWeighted(overlay, 0.7, out, 0.3, 0, dst=out)
     if roi is not None:
         cv2.polylines(out, [np.round(roi).astype(np.int32)], True, (0, 255, 255), 2, cv2.LINE_AA)
@@ -134,8 +144,9 @@ def draw_calibration(
         cv2.circle(out, (int(round(p[0])), int(round(p[1]))), 4, (0, 0, 255), 1, cv2.LINE_AA)
         if np.isfinite(q).all():
             cv2.drawMarker(out, (int(round(q[0])), int(round(q[1]))), (0, 255, 0), cv2.MARKER_CROSS, 7, 1)
-        cv2.putText(out, str(i), (int(p[0]) + 5, int(p[1]) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            out, str(i), (int(p[0]) + 5, int(p[1]) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 255), 1, cv2.LINE_AA
+        )
     e = plane.error
     text = f"{title}  rms {e.rms_m:.2f} m / {e.rms_px:.2f} px  max {e.max_m:.2f} m / {e.max_px:.2f} px"
     (w, h), base = cv2.getTextSize(text.strip(), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
@@ -174,13 +185,17 @@ def report_lines(plane: RoadPlane, roi: np.ndarray | None) -> list[str]:
     ]
     err_m = np.linalg.norm(plane.to_world(plane.image_points) - plane.world_points, axis=1)
     err_px = np.linalg.norm(plane.to_image(plane.world_points) - plane.image_points, axis=1)
-    for i, (p, w, em, ep) in enumerate(zip(plane.image_points, plane.world_points, err_m, err_px, strict=True), start=1):
+    for i, (p, w, em, ep) in enumerate(
+        zip(plane.image_points, plane.world_points, err_m, err_px, strict=True), start=1
+    ):
         lines.append(f"  {i:<3d} {p[0]:8.1f},{p[1]:<8.1f}  {w[0]:8.2f},{w[1]:<8.2f}  {em:6.3f}  {ep:6.2f}")
     lines.append("metres per pixel (moving 1 px along image x / image y):")
     probes = scale_probe_points(plane, roi)
     for p, (mx, my) in zip(probes, plane.metres_per_pixel(probes), strict=True):
-        lines.append(f"  at ({p[0]:6.1f}, {p[1]:6.1f}): {mx:.4f} m/px x, {my:.4f} m/px y"
-                     f"  ({1 / mx if mx > 0 else float('inf'):.1f} / {1 / my if my > 0 else float('inf'):.1f} px/m)")
+        lines.append(
+            f"  at ({p[0]:6.1f}, {p[1]:6.1f}): {mx:.4f} m/px x, {my:.4f} m/px y"
+            f"  ({1 / mx if mx > 0 else float('inf'):.1f} / {1 / my if my > 0 else float('inf'):.1f} px/m)"
+        )
     return lines
 
 
@@ -231,13 +246,16 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
 def build_parser() -> argparse.ArgumentParser:
     from trafficstream.config import add_config_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m trafficstream.models.calibrate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.models.calibrate", description=__doc__.split("\n\n")[0]
+    )
     add_config_arguments(parser)
     parser.add_argument("--camera", help="camera id in the config")
     parser.add_argument("--points", help='ad-hoc pairs "x,y:X,Y;..." (pixels:metres); overrides the config pairs')
     parser.add_argument("--video", help="video to draw on (default: the camera's source)")
-    parser.add_argument("--frame", type=int, default=None,
-                        help="frame index to draw on (default: the reference frame, else 0)")
+    parser.add_argument(
+        "--frame", type=int, default=None, help="frame index to draw on (default: the reference frame, else 0)"
+    )
     parser.add_argument("--png", help="write the annotated frame here")
     parser.add_argument("--grid-across", type=float, default=1.0, help="grid spacing across the road, m (default 1)")
     parser.add_argument("--grid-along", type=float, default=5.0, help="grid spacing along the road, m (default 5)")
@@ -274,12 +292,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 reference = cv2.cvtColor(read_frame(inp.video, inp.reference_frame), cv2.COLOR_BGR2GRAY)
                 drift = estimate_drift(reference, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-                print(f"frame {inp.frame} registered onto reference frame {inp.reference_frame}: shift "
-                      f"{drift[0, 2]:+.1f},{drift[1, 2]:+.1f} px, rotation "
-                      f"{np.degrees(np.arctan2(drift[1, 0], drift[0, 0])):+.2f} deg")
+                print(
+                    f"frame {inp.frame} registered onto reference frame {inp.reference_frame}: shift "
+                    f"{drift[0, 2]:+.1f},{drift[1, 2]:+.1f} px, rotation "
+                    f"{np.degrees(np.arctan2(drift[1, 0], drift[0, 0])):+.2f} deg"
+                )
                 drawn_plane = plane.with_drift(drift)
-            out = draw_calibration(image, drawn_plane, inp.roi, across_m=args.grid_across, along_m=args.grid_along,
-                                   title=f"{inp.label} frame {inp.frame}")
+            out = draw_calibration(
+                image,
+                drawn_plane,
+                inp.roi,
+                across_m=args.grid_across,
+                along_m=args.grid_along,
+                title=f"{inp.label} frame {inp.frame}",
+            )
             path = Path(args.png)
             path.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(path), out):

@@ -4,6 +4,7 @@
 what Spark workers use. ``UltralyticsDetector`` hands the same job to ``ultralytics.YOLO`` for GPU hosts
 (``.pt``, ``.onnx`` or TensorRT ``.engine``). Both return boxes in source-image pixels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,7 @@ class Detections:
         confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
         class_id = np.asarray(self.class_id, dtype=np.int32).reshape(-1)
         if not len(xyxy) == len(confidence) == len(class_id):
-            raise ValueError(
-                f"Detections: {len(xyxy)} boxes, {len(confidence)} confidences, {len(class_id)} class ids"
-            )
+            raise ValueError(f"Detections: {len(xyxy)} boxes, {len(confidence)} confidences, {len(class_id)} class ids")
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "confidence", confidence)
         object.__setattr__(self, "class_id", class_id)
@@ -136,23 +135,31 @@ class YoloOnnxDetector:
 
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("end2end") == "True":
-            raise ModelLoadError(f"{self.model_path}: end-to-end (NMS inside) exports are not supported; "
-                                 "export with nms=False")
+            raise ModelLoadError(
+                f"{self.model_path}: end-to-end (NMS inside) exports are not supported; export with nms=False"
+            )
         self.names: dict[int, str] = parse_names(meta.get("names"))
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._input_name, self._output_name = inp.name, out.name
         if len(inp.shape) != 4 or (isinstance(inp.shape[1], int) and inp.shape[1] != 3):
             raise ModelLoadError(f"{self.model_path}: expected an image input [b, 3, h, w], got {inp.shape}")
         if len(out.shape) != 3 or (isinstance(out.shape[1], int) and out.shape[1] != 4 + len(self.names)):
-            raise ModelLoadError(f"{self.model_path}: output {out.shape} is not a YOLOv8 detect head for "
-                                 f"{len(self.names)} classes (expected [b, {4 + len(self.names)}, anchors])")
+            raise ModelLoadError(
+                f"{self.model_path}: output {out.shape} is not a YOLOv8 detect head for "
+                f"{len(self.names)} classes (expected [b, {4 + len(self.names)}, anchors])"
+            )
 
         batch, _, static_h, static_w = inp.shape
         stride = int(meta.get("stride", 32))
         if isinstance(static_h, int) and isinstance(static_w, int):
             if (static_h, static_w) != tuple(input_size):
-                log.warning("%s has a static input %dx%d; ignoring input_size %s",
-                            self.model_path.name, static_h, static_w, tuple(input_size))
+                log.warning(
+                    "%s has a static input %dx%d; ignoring input_size %s",
+                    self.model_path.name,
+                    static_h,
+                    static_w,
+                    tuple(input_size),
+                )
             input_size = (static_h, static_w)
         elif any(int(s) % stride for s in input_size):
             raise ValueError(f"input_size {tuple(input_size)} must be multiples of the model stride {stride}")
@@ -167,7 +174,7 @@ class YoloOnnxDetector:
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = [check_image(im) for im in images[start:start + self.batch_size]]
+            chunk = [check_image(im) for im in images[start : start + self.batch_size]]
             boxes = [letterbox(im, self.input_size) for im in chunk]
             blob = to_blob([b.image for b in boxes])
             if self._static_batch and len(blob) < self._static_batch:
@@ -231,9 +238,7 @@ class UltralyticsDetector:
         try:
             from ultralytics import YOLO  # heavy (torch): only imported when this backend is chosen
         except ImportError as exc:
-            raise ImportError(
-                "the 'ultralytics' detector backend needs the GPU extras: pip install '.[gpu]'"
-            ) from exc
+            raise ImportError("the 'ultralytics' detector backend needs the GPU extras: pip install '.[gpu]'") from exc
         try:
             self.model = YOLO(str(self.model_path), task="detect")
         except Exception as exc:
@@ -252,7 +257,7 @@ class UltralyticsDetector:
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = [check_image(im) for im in images[start:start + self.batch_size]]
+            chunk = [check_image(im) for im in images[start : start + self.batch_size]]
             predictions = self.model.predict(
                 chunk,  # numpy frames are taken as BGR, like ours
                 imgsz=list(self.input_size),

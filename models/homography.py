@@ -7,6 +7,7 @@ all pairs, :class:`RoadPlane` wraps it with its inverse and its reprojection err
 Pixels beyond the horizon have no place on the road plane; :meth:`RoadPlane.to_world` returns NaN for them
 instead of the huge, sign-flipped coordinates a bare homography gives (one source of "1000 km/h" speeds).
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,6 +114,7 @@ def fit_homography(image_points: PointsLike, world_points: PointsLike) -> np.nda
     img, wld = _check_pairs(image_points, world_points)
     G = _dlt(wld, img)  # world -> image
     if len(img) > 4:
+
         def residuals(h: np.ndarray) -> np.ndarray:
             return (project(np.append(h, 1.0).reshape(3, 3), wld) - img).ravel()
 

@@ -1,4 +1,5 @@
 """Letterboxing: resize keeping the aspect ratio and pad to the network input, and the inverse for boxes."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -31,8 +32,8 @@ def letterbox(
     scale = min(dst_h / src_h, dst_w / src_w)
     new_w = max(1, min(dst_w, round(src_w * scale)))
     new_h = max(1, min(dst_h, round(src_h * scale)))
-    resized = image if (new_w, new_h) == (src_w, src_h) else cv2.resize(
-        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR
+    resized = (
+        image if (new_w, new_h) == (src_w, src_h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     )
     pad_x = (dst_w - new_w) // 2
     pad_y = (dst_h - new_h) // 2

@@ -1,4 +1,5 @@
 """Non-maximum suppression in pure numpy (the ONNX export has no NMS inside)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,9 +49,7 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
     return np.asarray(keep, dtype=np.int64)
 
 
-def batched_nms(
-    boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float
-) -> np.ndarray:
+def batched_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Class-aware NMS: boxes only suppress boxes of the same class. Indices highest score first."""
     boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
     class_ids = np.asarray(class_ids).reshape(-1)

@@ -11,6 +11,7 @@ plain, unregistered homography, never a wild transform.
 
 Compose with the road plane as ``plane.with_drift(drift)`` (see :mod:`models.homography`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ def _orb(
     small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     small_mask = None
     if mask is not None:
-        small_mask = cv2.resize((mask > 0).astype(np.uint8) * 255, (small.shape[1], small.shape[0]),
-                                interpolation=cv2.INTER_NEAREST)
+        small_mask = cv2.resize(
+            (mask > 0).astype(np.uint8) * 255, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST
+        )
     orb = cv2.ORB_create(nfeatures=n_features, fastThreshold=10)
     kps, desc = orb.detectAndCompute(small, small_mask)
     pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
@@ -103,8 +105,10 @@ def estimate_drift(
     ``reference`` is the reference grey image or its :func:`prepare_reference` features (cheaper when
     registering many frames). Works at ``max_side`` pixels on the long side; the result is full resolution.
     """
-    ref = reference if isinstance(reference, ReferenceFeatures) else prepare_reference(
-        reference, max_side=max_side, n_features=n_features
+    ref = (
+        reference
+        if isinstance(reference, ReferenceFeatures)
+        else prepare_reference(reference, max_side=max_side, n_features=n_features)
     )
     if tuple(frame_gray.shape[:2]) != tuple(ref.shape):
         raise ValueError(f"frame is {frame_gray.shape[:2]} but the reference is {ref.shape}")
@@ -122,7 +126,12 @@ def estimate_drift(
     src = pts[[m.queryIdx for m in good]]
     dst = ref.points[[m.trainIdx for m in good]]
     A, inl = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px, maxIters=2000, confidence=0.995,
+        src,
+        dst,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=ransac_px,
+        maxIters=2000,
+        confidence=0.995,
         refineIters=20,
     )
     n_in = int(inl.sum()) if inl is not None else 0
@@ -147,15 +156,21 @@ def _refine(
     ref_pts = ref_pts.astype(np.float32).reshape(-1, 1, 2)
     guess = cv2.perspectiveTransform(ref_pts.astype(np.float64), np.linalg.inv(D)).astype(np.float32)
     found, status, _ = cv2.calcOpticalFlowPyrLK(
-        reference, frame, ref_pts, guess.copy(), winSize=(21, 21), maxLevel=2,
+        reference,
+        frame,
+        ref_pts,
+        guess.copy(),
+        winSize=(21, 21),
+        maxLevel=2,
         flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
         criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01),
     )
     ok = (status.ravel() == 1) & (np.linalg.norm((found - guess).reshape(-1, 2), axis=1) < 3 * ransac_px)
     if ok.sum() < 10:
         return D
-    A, inl = cv2.estimateAffinePartial2D(found[ok], ref_pts[ok], method=cv2.RANSAC, ransacReprojThreshold=1.0,
-                                         refineIters=20)
+    A, inl = cv2.estimateAffinePartial2D(
+        found[ok], ref_pts[ok], method=cv2.RANSAC, ransacReprojThreshold=1.0, refineIters=20
+    )
     if A is None or inl is None or int(inl.sum()) < 10:
         return D
     return np.vstack([A, [0.0, 0.0, 1.0]])

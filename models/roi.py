@@ -1,4 +1,5 @@
 """Region-of-interest tests: which detections stand inside a camera's counting polygon."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,9 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray | None) -> np.ndar
     scale = np.maximum(np.hypot(x2 - x1, y2 - y1), 1e-12)
     on_edge = (
         (np.abs(cross) / scale <= 1e-9)
-        & (px >= np.minimum(x1, x2) - 1e-9) & (px <= np.maximum(x1, x2) + 1e-9)
-        & (py >= np.minimum(y1, y2) - 1e-9) & (py <= np.maximum(y1, y2) + 1e-9)
+        & (px >= np.minimum(x1, x2) - 1e-9)
+        & (px <= np.maximum(x1, x2) + 1e-9)
+        & (py >= np.minimum(y1, y2) - 1e-9)
+        & (py <= np.maximum(y1, y2) + 1e-9)
     ).any(axis=1)
     return inside | on_edge

@@ -1,4 +1,5 @@
 """Loading ONNX models into ONNX Runtime sessions, with errors that name the file."""
+
 from __future__ import annotations
 
 import logging

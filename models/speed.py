@@ -11,6 +11,7 @@ estimate must not feed a violation, but an operator can still see what went wron
 :class:`TrackKinematics` keeps the bounded per-track history for all tracks of one camera and serialises to
 a plain dict (the ``kinematics`` document of ``models/state_codec.py``) / compact bytes for Spark's state store.
 """
+
 from __future__ import annotations
 
 import logging
@@ -115,9 +116,7 @@ def _weighted_line(tc: np.ndarray, xy: np.ndarray, w: np.ndarray) -> np.ndarray:
     return beta.T
 
 
-def fit_line_motion(
-    t: np.ndarray, xy: np.ndarray, *, min_noise_m: float = 0.05, iterations: int = 10
-) -> LineFit:
+def fit_line_motion(t: np.ndarray, xy: np.ndarray, *, min_noise_m: float = 0.05, iterations: int = 10) -> LineFit:
     """Fit x(t), y(t) with straight lines, robustly.
 
     Theil-Sen start, Huber IRLS on the 2-D residual distance (scale from the median residual, floored at
@@ -151,8 +150,12 @@ def fit_line_motion(
     dof = max(int(inliers.sum()) - 2, 1)
     residual = float(np.sqrt((r[inliers] ** 2).sum() / dof)) if len(t) > 2 else 0.0
     return LineFit(
-        x=float(coef[0, 0]), y=float(coef[1, 0]), vx=float(coef[0, 1]), vy=float(coef[1, 1]),
-        residual_m=residual, inliers=inliers,
+        x=float(coef[0, 0]),
+        y=float(coef[1, 0]),
+        vx=float(coef[0, 1]),
+        vy=float(coef[1, 1]),
+        residual_m=residual,
+        inliers=inliers,
     )
 
 
@@ -212,13 +215,39 @@ class _Track:
     noise_m: float | None = None  # the track's usual fit residual (slow running mean)
 
     def to_list(self) -> list[Any]:
-        return [self.t, self.x, self.y, self.last_ok, self.n_ok, self.max_kmh, self.sample_kmh, self.stride,
-                self.path_m, self.first_xy, self.last_xy, self.last_heading, self.noise_m]
+        return [
+            self.t,
+            self.x,
+            self.y,
+            self.last_ok,
+            self.n_ok,
+            self.max_kmh,
+            self.sample_kmh,
+            self.stride,
+            self.path_m,
+            self.first_xy,
+            self.last_xy,
+            self.last_heading,
+            self.noise_m,
+        ]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> _Track:
-        return cls(list(v[0]), list(v[1]), list(v[2]), v[3], int(v[4]), float(v[5]), list(v[6]), int(v[7]),
-                   float(v[8]), v[9], v[10], float(v[11]), v[12])
+        return cls(
+            list(v[0]),
+            list(v[1]),
+            list(v[2]),
+            v[3],
+            int(v[4]),
+            float(v[5]),
+            list(v[6]),
+            int(v[7]),
+            float(v[8]),
+            v[9],
+            v[10],
+            float(v[11]),
+            v[12],
+        )
 
 
 class TrackKinematics:
@@ -325,11 +354,20 @@ class TrackKinematics:
         if flag not in (FLAG_INSUFFICIENT_HISTORY, FLAG_OUTSIDE_CALIBRATION):
             # Slow running mean that may at most double in ~7 updates: a sustained change of jitter (a track
             # receding) is learnt within a second, a sub-second glitch stays "large".
-            tr.noise_m = fit.residual_m if tr.noise_m is None else (
-                tr.noise_m + _NOISE_ALPHA * (min(fit.residual_m, 2 * tr.noise_m) - tr.noise_m))
+            tr.noise_m = (
+                fit.residual_m
+                if tr.noise_m is None
+                else (tr.noise_m + _NOISE_ALPHA * (min(fit.residual_m, 2 * tr.noise_m) - tr.noise_m))
+            )
         return SpeedEstimate(
-            kmh=kmh, vx=fit.vx, vy=fit.vy, heading_deg=heading_deg(fit.vx, fit.vy), n_points=n_in,
-            residual_m=fit.residual_m, flag=flag, span_s=span,
+            kmh=kmh,
+            vx=fit.vx,
+            vy=fit.vy,
+            heading_deg=heading_deg(fit.vx, fit.vy),
+            n_points=n_in,
+            residual_m=fit.residual_m,
+            flag=flag,
+            span_s=span,
         ), fit
 
     def _flag(
@@ -388,8 +426,11 @@ class TrackKinematics:
             if math.hypot(dx, dy) >= 1.0:  # too short a displacement has no meaningful direction
                 direction = heading_deg(dx, dy)
         return TrackSummary(
-            median_kmh=float(np.median(tr.sample_kmh)), max_kmh=tr.max_kmh, distance_m=tr.path_m,
-            direction_deg=direction, n_estimates=tr.n_ok,
+            median_kmh=float(np.median(tr.sample_kmh)),
+            max_kmh=tr.max_kmh,
+            distance_m=tr.path_m,
+            direction_deg=direction,
+            n_estimates=tr.n_ok,
         )
 
     def evict(self, track_id: TrackId) -> None:
@@ -412,12 +453,17 @@ class TrackKinematics:
     # -- state --------------------------------------------------------------------------------------------
     def params(self) -> dict[str, float | int]:
         return {
-            "window_s": self.window_s, "max_plausible_kmh": self.max_plausible_kmh,
-            "max_accel_mps2": self.max_accel_mps2, "min_points": self.min_points,
-            "min_span_fraction": self.min_span_fraction, "max_residual_m": self.max_residual_m,
+            "window_s": self.window_s,
+            "max_plausible_kmh": self.max_plausible_kmh,
+            "max_accel_mps2": self.max_accel_mps2,
+            "min_points": self.min_points,
+            "min_span_fraction": self.min_span_fraction,
+            "max_residual_m": self.max_residual_m,
             "residual_ratio": self.residual_ratio,
-            "min_inlier_fraction": self.min_inlier_fraction, "calibration_margin_m": self.calibration_margin_m,
-            "max_points": self.max_points, "max_samples": self.max_samples,
+            "min_inlier_fraction": self.min_inlier_fraction,
+            "calibration_margin_m": self.calibration_margin_m,
+            "max_points": self.max_points,
+            "max_samples": self.max_samples,
         }
 
     def to_dict(self) -> dict[str, Any]:

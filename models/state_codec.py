@@ -55,6 +55,7 @@ the current configuration. Any change to the body layout or to any document bump
 reader treats every other version as unreadable (the caller then restarts the state above the envelope's
 ``next_id``). The envelope itself never changes.
 """
+
 from __future__ import annotations
 
 import json
@@ -205,6 +206,14 @@ def _array(obj: dict[str, Any], arena: memoryview) -> np.ndarray:
 
 
 __all__ = [
-    "DTYPES", "ENVELOPE_SIZE", "FORMAT_VERSION", "KINDS", "MAGIC", "Envelope", "StateFormatError", "decode",
-    "encode", "read_envelope",
+    "DTYPES",
+    "ENVELOPE_SIZE",
+    "FORMAT_VERSION",
+    "KINDS",
+    "MAGIC",
+    "Envelope",
+    "StateFormatError",
+    "decode",
+    "encode",
+    "read_envelope",
 ]

@@ -5,6 +5,7 @@ The full frame and the tiles run as one batch; tile boxes are shifted back to fr
 tile edge inside the frame are dropped (the full-frame pass sees that vehicle whole), and the union goes
 through class-agnostic NMS so a vehicle found twice is kept once.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,7 +44,9 @@ def merge(parts: Sequence[Detections], iou: float) -> Detections:
     return Detections(xyxy[keep], conf[keep], cls[keep], parts[0].names)
 
 
-def detect_tiled(detector: Detector, image: np.ndarray, tiles: Sequence[Sequence[int]], iou: float = 0.45) -> Detections:
+def detect_tiled(
+    detector: Detector, image: np.ndarray, tiles: Sequence[Sequence[int]], iou: float = 0.45
+) -> Detections:
     """Detections of ``image`` from the full frame plus ``tiles`` (no tiles: a plain full-frame pass)."""
     if not tiles:
         return detector(image)

@@ -21,6 +21,7 @@ Usage::
     state = tracker.to_bytes()  # ... next micro-batch, maybe another executor:
     tracker = VehicleTracker.from_bytes(state)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -249,7 +250,9 @@ class VehicleTracker:
         wh = boxes[:, 2:] - boxes[:, :2]
         # A NaN score would also end up in the track (and make the state unserialisable): dropped too.
         keep = np.flatnonzero(
-            (wh > 0).all(axis=1) & np.isfinite(boxes).all(axis=1) & np.isfinite(embeds).all(axis=1)
+            (wh > 0).all(axis=1)
+            & np.isfinite(boxes).all(axis=1)
+            & np.isfinite(embeds).all(axis=1)
             & np.isfinite(scores)
         )
         if len(keep) < len(boxes):

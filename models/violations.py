@@ -11,6 +11,7 @@ The rule keeps a small serialisable state per track (Spark's state store; the ``
 reported twice while it stays in view. A restored rule takes its limit and durations from the current camera
 configuration (:meth:`ViolationRule.restore_tracks`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,12 @@ class Violation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "track_id": self.track_id, "t_start": self.t_start, "t_detect": self.t_detect,
-            "speed_kmh": self.speed_kmh, "max_kmh": self.max_kmh, "limit_kmh": self.limit_kmh,
+            "track_id": self.track_id,
+            "t_start": self.t_start,
+            "t_detect": self.t_detect,
+            "speed_kmh": self.speed_kmh,
+            "max_kmh": self.max_kmh,
+            "limit_kmh": self.limit_kmh,
             "over_s": self.over_s,
         }
 
@@ -130,13 +135,17 @@ class ViolationRule:
         if over_s + 1e-9 < self.min_duration_s:
             return None
         violation = Violation(
-            track_id=track_id, t_start=st.start, t_detect=float(t), speed_kmh=float(np.median(st.speeds)),
-            max_kmh=max(st.speeds), limit_kmh=self.limit_kmh, over_s=over_s,
+            track_id=track_id,
+            t_start=st.start,
+            t_detect=float(t),
+            speed_kmh=float(np.median(st.speeds)),
+            max_kmh=max(st.speeds),
+            limit_kmh=self.limit_kmh,
+            over_s=over_s,
         )
         st.reset()
         st.reported = True
-        log.info("track %s: %.1f km/h over %.0f km/h for %.2f s", track_id, violation.speed_kmh,
-                 self.limit_kmh, over_s)
+        log.info("track %s: %.1f km/h over %.0f km/h for %.2f s", track_id, violation.speed_kmh, self.limit_kmh, over_s)
         return violation
 
     def evict(self, track_id: TrackId) -> None:
@@ -152,13 +161,19 @@ class ViolationRule:
     # -- state --------------------------------------------------------------------------------------------
     def params(self) -> dict[str, float | int]:
         return {
-            "limit_kmh": self.limit_kmh, "min_duration_s": self.min_duration_s, "margin_kmh": self.margin_kmh,
-            "max_gap_s": self.max_gap_s, "max_samples": self.max_samples,
+            "limit_kmh": self.limit_kmh,
+            "min_duration_s": self.min_duration_s,
+            "margin_kmh": self.margin_kmh,
+            "max_gap_s": self.max_gap_s,
+            "max_samples": self.max_samples,
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": _STATE_VERSION, "params": self.params(),
-                "tracks": [[k, st.to_list()] for k, st in self._tracks.items()]}
+        return {
+            "v": _STATE_VERSION,
+            "params": self.params(),
+            "tracks": [[k, st.to_list()] for k, st in self._tracks.items()],
+        }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ViolationRule:

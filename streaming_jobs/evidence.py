@@ -4,6 +4,7 @@ Runs on executors (``mapInPandas`` over the few violation rows of a micro-batch)
 from the source. File names are deterministic, so a replayed micro-batch rewrites the same file. The
 violation's results-topic message is built here too, once its evidence URI is known.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,11 +52,20 @@ def evidence_path(root: Path, camera_id: str, track_id: int, frame_index: int) -
 def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None) -> str:
     """The results-topic message of a violation row (``VIOLATION_PAYLOAD`` ``payload``)."""
     p = payload
-    return encode(violation_message(
-        camera_id=row.camera_id, track_id=p["track_id"], frame_index=row.frame_index, capture_ts=row.capture_ts,
-        class_name=p["class_name"], speed_kmh=p["speed_kmh"], limit_kmh=p["limit_kmh"], over_s=p["over_s"],
-        evidence_uri=evidence_uri, box=(p["x1"], p["y1"], p["x2"], p["y2"]),
-    )).decode("utf-8")
+    return encode(
+        violation_message(
+            camera_id=row.camera_id,
+            track_id=p["track_id"],
+            frame_index=row.frame_index,
+            capture_ts=row.capture_ts,
+            class_name=p["class_name"],
+            speed_kmh=p["speed_kmh"],
+            limit_kmh=p["limit_kmh"],
+            over_s=p["over_s"],
+            evidence_uri=evidence_uri,
+            box=(p["x1"], p["y1"], p["x2"], p["y2"]),
+        )
+    ).decode("utf-8")
 
 
 def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -72,8 +82,11 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
                 image = _pool.get(uri_to_path(p["source_uri"])).read(int(row.frame_index), float(row.pts_s))
                 label = f"#{p['track_id']} {p['class_name']} {p['speed_kmh']:.0f} km/h > {p['limit_kmh']:.0f}"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                ok = cv2.imwrite(str(target), draw_violation(image, (p["x1"], p["y1"], p["x2"], p["y2"]), label),
-                                 [cv2.IMWRITE_JPEG_QUALITY, 88])
+                ok = cv2.imwrite(
+                    str(target),
+                    draw_violation(image, (p["x1"], p["y1"], p["x2"], p["y2"]), label),
+                    [cv2.IMWRITE_JPEG_QUALITY, 88],
+                )
                 uris.append(target.resolve().as_uri() if ok else None)
             except (SourceError, OSError) as exc:
                 log.warning("no evidence for %s track %s: %s", row.camera_id, p["track_id"], exc)

@@ -8,6 +8,7 @@ camera's reference frame. Anything wrong becomes a ``dead`` row with a reason; n
 Models and decoders live in a per-process :class:`Runtime`, created on first use in each Python worker and
 reused across partitions and micro-batches (Spark reuses Python workers), never per frame.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,7 +67,8 @@ class Runtime:
             agnostic_nms=det.agnostic_nms,
         )
         self.embedder = AppearanceEmbedder(
-            settings.path(settings.tracker.embedder_path), batch_size=settings.tracker.embed_batch,
+            settings.path(settings.tracker.embedder_path),
+            batch_size=settings.tracker.embed_batch,
             threads=det.threads,
         )
         self.readers = ReaderPool(max_open=max(4, 2 * len(settings.cameras)))
@@ -121,8 +123,13 @@ def _dead(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
 def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int) -> dict[str, Any]:
     """Process one Kafka record into one PERCEPTION row. Never raises: any defect is a ``dead`` row."""
     row: dict[str, Any] = {
-        "camera_id": "", "kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
-        "status": "ok", "reason": None, "detail": None,
+        "camera_id": "",
+        "kafka_topic": topic,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+        "status": "ok",
+        "reason": None,
+        "detail": None,
         # Kept on every row: stage 2 may still dead-letter the frame (duplicate_frame) with its original payload.
         "payload": payload_text(value, rt.max_message_bytes),
     }
@@ -139,8 +146,14 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str
     except MessageError as exc:
         return _dead(row, exc.reason, exc.detail)
     row.update(
-        camera_id=ref.camera_id, frame_index=ref.frame_index, pts_s=ref.pts_s, capture_ts=ref.capture_ts,
-        ingest_ts=ref.ingest_ts, source_uri=ref.source_uri, width=ref.width, height=ref.height,
+        camera_id=ref.camera_id,
+        frame_index=ref.frame_index,
+        pts_s=ref.pts_s,
+        capture_ts=ref.capture_ts,
+        ingest_ts=ref.ingest_ts,
+        source_uri=ref.source_uri,
+        width=ref.width,
+        height=ref.height,
     )
     camera = rt.cameras.get(ref.camera_id)
     if camera is None:
@@ -154,8 +167,11 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str
         t0 = time.perf_counter()
         image = rt.readers.get(path, camera.fps).read(ref.frame_index, ref.pts_s)
         if image.shape[:2] != (ref.height, ref.width):
-            return _dead(row, REASON_FRAME_MISMATCH, f"frame is {image.shape[1]}x{image.shape[0]}, the reference "
-                                                     f"says {ref.width}x{ref.height}")
+            return _dead(
+                row,
+                REASON_FRAME_MISMATCH,
+                f"frame is {image.shape[1]}x{image.shape[0]}, the reference says {ref.width}x{ref.height}",
+            )
         t1 = time.perf_counter()
         dets = detect_tiled(rt.detector, image, camera.detect_tiles, rt.settings.detector.iou)
         t2 = time.perf_counter()
@@ -207,15 +223,21 @@ def to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordB
             pa.RecordBatch.from_pylist([row], schema=schema)
             safe.append(row)
         except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-            log.warning("row of %s offset %s not representable: %s", row.get("kafka_topic"), row.get("kafka_offset"),
-                        exc)
+            log.warning(
+                "row of %s offset %s not representable: %s", row.get("kafka_topic"), row.get("kafka_offset"), exc
+            )
             dead = {k: row.get(k) for k in _DEAD_KEYS}
             dead["camera_id"] = dead["camera_id"] if isinstance(dead["camera_id"], str) else ""
             dead["camera_id"] = safe_text(dead["camera_id"], 64)
             if isinstance(dead["payload"], str):
                 dead["payload"] = safe_text(dead["payload"], 64 * 1024)
-            safe.append(_dead(dead, REASON_MALFORMED if row.get("status") == "dead" else REASON_PROCESSING_ERROR,
-                              f"not representable: {type(exc).__name__}: {exc}"))
+            safe.append(
+                _dead(
+                    dead,
+                    REASON_MALFORMED if row.get("status") == "dead" else REASON_PROCESSING_ERROR,
+                    f"not representable: {type(exc).__name__}: {exc}",
+                )
+            )
     return pa.RecordBatch.from_pylist(safe, schema=schema)
 
 

@@ -4,6 +4,7 @@ Table schemas and the payload fields that carry table columns are derived from t
 :mod:`trafficstream.tables`; what is written here is only what no table declares (stage-1 rows, the tagged
 stage-2 row, payload-only fields).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -27,8 +28,14 @@ from pyspark.sql.types import (
 from trafficstream import tables
 
 _SPARK_TYPES: dict[str, type[DataType]] = {
-    "string": StringType, "long": LongType, "int": IntegerType, "double": DoubleType, "float": FloatType,
-    "boolean": BooleanType, "timestamp": TimestampType, "date": DateType,
+    "string": StringType,
+    "long": LongType,
+    "int": IntegerType,
+    "double": DoubleType,
+    "float": FloatType,
+    "boolean": BooleanType,
+    "timestamp": TimestampType,
+    "date": DateType,
 }
 # In the JSON payloads of stage-2 rows a timestamp travels as unix seconds (double) and a boolean as
 # "true"/"false" (string keeps JSON parsing lenient); from_payload turns them back.
@@ -124,9 +131,25 @@ CAMERA_STATE = StructType([StructField("version", IntegerType()), StructField("b
 # -- JSON payloads of stage-2 rows ----------------------------------------------------------------------
 # Where a payload carries a table's columns, its fields are derived from the declaration (payload_fields);
 # only the payload-only fields are written here.
-VEHICLE = StructType(payload_fields(tables.DETECTIONS, (
-    "track_id", "class_name", "confidence", "x1", "y1", "x2", "y2", "world_x_m", "world_y_m", "speed_kmh",
-    "speed_flag", "over_limit")))
+VEHICLE = StructType(
+    payload_fields(
+        tables.DETECTIONS,
+        (
+            "track_id",
+            "class_name",
+            "confidence",
+            "x1",
+            "y1",
+            "x2",
+            "y2",
+            "world_x_m",
+            "world_y_m",
+            "speed_kmh",
+            "speed_flag",
+            "over_limit",
+        ),
+    )
+)
 
 FRAME_PAYLOAD = StructType(
     payload_fields(tables.FRAMES, ("ingest_ts", "kafka_partition", "kafka_offset", "raw_detections"))
@@ -139,12 +162,31 @@ FRAME_PAYLOAD = StructType(
     + payload_fields(tables.FRAMES, ("decode_ms", "detect_ms", "embed_ms", "track_ms", "speed_ms", "state_bytes"))
 )
 
-DEAD_PAYLOAD = StructType(payload_fields(
-    tables.DEAD_LETTERS, ("reason", "detail", "payload", "kafka_topic", "kafka_partition", "kafka_offset")))
+DEAD_PAYLOAD = StructType(
+    payload_fields(
+        tables.DEAD_LETTERS, ("reason", "detail", "payload", "kafka_topic", "kafka_partition", "kafka_offset")
+    )
+)
 
-TRACK_PAYLOAD = StructType(payload_fields(tables.TRACKS, (
-    "track_id", "class_name", "first_frame", "last_frame", "first_seen_ts", "last_seen_ts", "n_frames",
-    "median_speed_kmh", "max_speed_kmh", "distance_m", "direction_deg", "ended")))
+TRACK_PAYLOAD = StructType(
+    payload_fields(
+        tables.TRACKS,
+        (
+            "track_id",
+            "class_name",
+            "first_frame",
+            "last_frame",
+            "first_seen_ts",
+            "last_seen_ts",
+            "n_frames",
+            "median_speed_kmh",
+            "max_speed_kmh",
+            "distance_m",
+            "direction_deg",
+            "ended",
+        ),
+    )
+)
 
 VIOLATION_PAYLOAD = StructType(
     payload_fields(tables.VIOLATIONS, ("track_id", "class_name", "speed_kmh", "limit_kmh", "over_s"))
@@ -168,4 +210,3 @@ HEALTH_PAYLOAD = StructType(
         StructField("resets", LongType()),  # state resets of this camera so far, this one included
     ]
 )
-

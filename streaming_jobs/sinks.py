@@ -8,6 +8,7 @@ Delivery semantics:
 - Kafka results and dead letters are at least once: a replayed batch may re-send them. Consumers
   de-duplicate on (camera_id, frame_index) — the dashboard does.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,29 +77,65 @@ class ColumnSources:
 _ROW_KEYS = {"camera_id": "camera_id", "frame_index": "frame_index", "pts_s": "pts_s"}  # the stage-2 row's own
 _EVENT_DATE = "to_date(timestamp_seconds(capture_ts))"
 COLUMN_SOURCES: dict[str, ColumnSources] = {
-    tables.FRAMES: ColumnSources(FRAME_PAYLOAD, "p", {
-        **_ROW_KEYS, "capture_ts": "timestamp_seconds(capture_ts)", "processed_ts": "timestamp_seconds(processed_ts)",
-        "vehicles": "size(p.vehicles)", "batch_id": "batch_id", "event_date": _EVENT_DATE}),
-    tables.DETECTIONS: ColumnSources(VEHICLE, "v", {  # v: one vehicle of the frame's payload
-        **_ROW_KEYS, "capture_ts": "timestamp_seconds(capture_ts)", "batch_id": "batch_id",
-        "event_date": _EVENT_DATE}),
+    tables.FRAMES: ColumnSources(
+        FRAME_PAYLOAD,
+        "p",
+        {
+            **_ROW_KEYS,
+            "capture_ts": "timestamp_seconds(capture_ts)",
+            "processed_ts": "timestamp_seconds(processed_ts)",
+            "vehicles": "size(p.vehicles)",
+            "batch_id": "batch_id",
+            "event_date": _EVENT_DATE,
+        },
+    ),
+    tables.DETECTIONS: ColumnSources(
+        VEHICLE,
+        "v",
+        {  # v: one vehicle of the frame's payload
+            **_ROW_KEYS,
+            "capture_ts": "timestamp_seconds(capture_ts)",
+            "batch_id": "batch_id",
+            "event_date": _EVENT_DATE,
+        },
+    ),
     tables.TRACKS: ColumnSources(TRACK_PAYLOAD, "p", {"camera_id": "camera_id", "updated_batch": "batch_id"}),
-    tables.VIOLATIONS: ColumnSources(VIOLATION_PAYLOAD, "p", {
-        **_ROW_KEYS, "capture_ts": "timestamp_seconds(capture_ts)", "evidence_uri": "evidence_uri",
-        "batch_id": "batch_id", "event_date": _EVENT_DATE}),
-    tables.FLOW: ColumnSources(FLOW_PAYLOAD, "p", {
-        "camera_id": "camera_id", "minute": "timestamp_seconds(p.minute_ts)", "updated_batch": "batch_id"}),
-    tables.DEAD_LETTERS: ColumnSources(DEAD_PAYLOAD, "p", {
-        "camera_id": "camera_id", "frame_index": "frame_index", "dead_ts": "timestamp_seconds(processed_ts)",
-        "batch_id": "batch_id"}),
+    tables.VIOLATIONS: ColumnSources(
+        VIOLATION_PAYLOAD,
+        "p",
+        {
+            **_ROW_KEYS,
+            "capture_ts": "timestamp_seconds(capture_ts)",
+            "evidence_uri": "evidence_uri",
+            "batch_id": "batch_id",
+            "event_date": _EVENT_DATE,
+        },
+    ),
+    tables.FLOW: ColumnSources(
+        FLOW_PAYLOAD,
+        "p",
+        {"camera_id": "camera_id", "minute": "timestamp_seconds(p.minute_ts)", "updated_batch": "batch_id"},
+    ),
+    tables.DEAD_LETTERS: ColumnSources(
+        DEAD_PAYLOAD,
+        "p",
+        {
+            "camera_id": "camera_id",
+            "frame_index": "frame_index",
+            "dead_ts": "timestamp_seconds(processed_ts)",
+            "batch_id": "batch_id",
+        },
+    ),
 }
 
 
 def column_exprs(table: str) -> list[tuple[str, str, str]]:
     """(column, Spark SQL expression, declared type) of every declared column of ``table``, in order."""
     src = COLUMN_SOURCES[table]
-    return [(c.name, src.exprs.get(c.name) or from_payload(c, f"{src.prefix}.{c.name}"), c.type)
-            for c in tables.table(table).columns]
+    return [
+        (c.name, src.exprs.get(c.name) or from_payload(c, f"{src.prefix}.{c.name}"), c.type)
+        for c in tables.table(table).columns
+    ]
 
 
 def table_rows(df: DataFrame, table: str) -> DataFrame:
@@ -138,10 +175,18 @@ def inject_fault(point: str, batch_id: int) -> None:
 def camera_event_result(row: Mapping[str, Any], batch_id: int) -> str:
     """The results-topic message of a stage-2 ``KIND_HEALTH`` row: ``camera_id``, ``processed_ts`` and the
     ``HEALTH_PAYLOAD`` fields."""
-    return encode(camera_event_message(
-        camera_id=row["camera_id"], batch_id=batch_id, ts=row["processed_ts"], event=row["event"],
-        cause=row.get("cause"), detail=row.get("detail"), next_track_id=row.get("next_track_id"),
-        resets=row.get("resets"))).decode("utf-8")
+    return encode(
+        camera_event_message(
+            camera_id=row["camera_id"],
+            batch_id=batch_id,
+            ts=row["processed_ts"],
+            event=row["event"],
+            cause=row.get("cause"),
+            detail=row.get("detail"),
+            next_track_id=row.get("next_track_id"),
+            resets=row.get("resets"),
+        )
+    ).decode("utf-8")
 
 
 class BatchWriter:
@@ -156,8 +201,9 @@ class BatchWriter:
         self.paths = create_tables(spark, settings)
         self.kafka = settings.kafka.spark_options()
         self._producer = Producer(settings.kafka.python_config(**{"client.id": "trafficstream-job-health"}))
-        self._watermarks = Consumer(settings.kafka.python_config(
-            **{"group.id": "trafficstream-job-lag", "enable.auto.commit": False}))
+        self._watermarks = Consumer(
+            settings.kafka.python_config(**{"group.id": "trafficstream-job-lag", "enable.auto.commit": False})
+        )
         self.last: dict[str, Any] = {}
         self._lock = threading.Lock()
         # Sinks are independent: Spark runs their jobs concurrently from driver threads, which overlaps the
@@ -187,8 +233,13 @@ class BatchWriter:
 
     def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
         with self._timed(table):
-            (df.write.format("delta").mode("append")
-             .option("txnAppId", self.app_id).option("txnVersion", batch_id).save(self.paths[table]))
+            (
+                df.write.format("delta")
+                .mode("append")
+                .option("txnAppId", self.app_id)
+                .option("txnVersion", batch_id)
+                .save(self.paths[table])
+            )
 
     def _merge(self, df: DataFrame, table: str, keys: list[str], set_: dict[str, str] | None = None) -> None:
         """Upsert absolute values; the ``updated_batch`` guard makes a replayed batch a no-op and keeps a
@@ -226,21 +277,37 @@ class BatchWriter:
             t2 = time.perf_counter()
             batch_ms = (t2 - t0) * 1e3
             n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)
-            self.last = {"batch_id": batch_id, "counts": counts, "compute_ms": (t1 - t0) * 1e3,
-                         "sink_ms": (t2 - t1) * 1e3, "sinks": self._sink_ms}
+            self.last = {
+                "batch_id": batch_id,
+                "counts": counts,
+                "compute_ms": (t1 - t0) * 1e3,
+                "sink_ms": (t2 - t1) * 1e3,
+                "sinks": self._sink_ms,
+            }
             with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps({**self.last, "ts": time.time()}) + "\n")
-            log.info("batch %d: %s compute %.0f ms, sinks %.0f ms %s", batch_id, counts, (t1 - t0) * 1e3,
-                     (t2 - t1) * 1e3, self._sink_ms)
+            log.info(
+                "batch %d: %s compute %.0f ms, sinks %.0f ms %s",
+                batch_id,
+                counts,
+                (t1 - t0) * 1e3,
+                (t2 - t1) * 1e3,
+                self._sink_ms,
+            )
             if counts:
                 self._health(df, batch_id, batch_ms, n, counts)
         finally:
             df.unpersist()
 
     def _write(self, df: DataFrame, batch_id: int, counts: dict[str, int]) -> None:
-        tasks = {KIND_FRAME: self._write_frames, KIND_DEAD: self._write_dead, KIND_TRACK: self._write_tracks,
-                 KIND_FLOW: self._write_flow, KIND_VIOLATION: self._write_violations,
-                 KIND_HEALTH: self._write_camera_events}
+        tasks = {
+            KIND_FRAME: self._write_frames,
+            KIND_DEAD: self._write_dead,
+            KIND_TRACK: self._write_tracks,
+            KIND_FLOW: self._write_flow,
+            KIND_VIOLATION: self._write_violations,
+            KIND_HEALTH: self._write_camera_events,
+        }
         futures = [self._pool.submit(fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)]
         errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
         for exc in errors:
@@ -249,23 +316,32 @@ class BatchWriter:
 
     def _stage2(self, df: DataFrame, kind: str, payload: StructType, batch_id: int) -> DataFrame:
         """The batch's rows of ``kind`` with their payload parsed (``p``) and ``batch_id``."""
-        return (df.where(F.col("kind") == kind).withColumn("p", F.from_json("payload", payload))
-                .withColumn("batch_id", F.lit(batch_id).cast("long")))
+        return (
+            df.where(F.col("kind") == kind)
+            .withColumn("p", F.from_json("payload", payload))
+            .withColumn("batch_id", F.lit(batch_id).cast("long"))
+        )
 
     def _write_frames(self, df: DataFrame, batch_id: int) -> None:
         fr = self._stage2(df, KIND_FRAME, FRAME_PAYLOAD, batch_id)
         self._append(table_rows(fr, tables.FRAMES), tables.FRAMES, batch_id)
-        det = fr.select("camera_id", "frame_index", "pts_s", "capture_ts", "batch_id", F.explode("p.vehicles").alias("v"))
+        det = fr.select(
+            "camera_id", "frame_index", "pts_s", "capture_ts", "batch_id", F.explode("p.vehicles").alias("v")
+        )
         self._append(table_rows(det, tables.DETECTIONS), tables.DETECTIONS, batch_id)
         # Results after Delta: a consumer that sees a frame can already find it in the tables.
-        self._to_kafka(fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
-                       self.settings.kafka.results_topic)
+        self._to_kafka(
+            fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
+            self.settings.kafka.results_topic,
+        )
 
     def _write_dead(self, df: DataFrame, batch_id: int) -> None:
         dead = self._stage2(df, KIND_DEAD, DEAD_PAYLOAD, batch_id)
         self._append(table_rows(dead, tables.DEAD_LETTERS), tables.DEAD_LETTERS, batch_id)
-        self._to_kafka(dead.select(F.coalesce("camera_id", F.lit("")).alias("key"), F.col("message").alias("value")),
-                       self.settings.kafka.dead_letter_topic)
+        self._to_kafka(
+            dead.select(F.coalesce("camera_id", F.lit("")).alias("key"), F.col("message").alias("value")),
+            self.settings.kafka.dead_letter_topic,
+        )
 
     def _write_tracks(self, df: DataFrame, batch_id: int) -> None:
         tr = table_rows(self._stage2(df, KIND_TRACK, TRACK_PAYLOAD, batch_id), tables.TRACKS)
@@ -292,8 +368,9 @@ class BatchWriter:
             value = camera_event_result(r.asDict(), batch_id)
             log.warning("camera event in batch %d: %s", batch_id, value)
             events.append((r["camera_id"], value))
-        self._to_kafka(self.spark.createDataFrame(events, "key string, value string"),
-                       self.settings.kafka.results_topic)
+        self._to_kafka(
+            self.spark.createDataFrame(events, "key string, value string"), self.settings.kafka.results_topic
+        )
 
     def _write_violations(self, df: DataFrame, batch_id: int) -> None:
         vio = df.where(F.col("kind") == KIND_VIOLATION)
@@ -302,10 +379,13 @@ class BatchWriter:
         vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
         try:
             v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD)).withColumn(
-                "batch_id", F.lit(batch_id).cast("long"))
+                "batch_id", F.lit(batch_id).cast("long")
+            )
             self._append(table_rows(v, tables.VIOLATIONS), tables.VIOLATIONS, batch_id)
-            self._to_kafka(v.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
-                           self.settings.kafka.results_topic)
+            self._to_kafka(
+                v.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
+                self.settings.kafka.results_topic,
+            )
         finally:
             vio.unpersist()
 
@@ -313,9 +393,12 @@ class BatchWriter:
         """(camera, partition, max offset, newest capture_ts) of the frame references in this batch."""
         part = F.get_json_object("payload", "$.kafka_partition").cast("int")
         off = F.get_json_object("payload", "$.kafka_offset").cast("long")
-        rows = (df.where(F.col("kind").isin(KIND_FRAME, KIND_DEAD))
-                .groupBy("camera_id", part.alias("partition"))
-                .agg(F.max(off).alias("offset"), F.max("capture_ts").alias("capture_ts")).collect())
+        rows = (
+            df.where(F.col("kind").isin(KIND_FRAME, KIND_DEAD))
+            .groupBy("camera_id", part.alias("partition"))
+            .agg(F.max(off).alias("offset"), F.max("capture_ts").alias("capture_ts"))
+            .collect()
+        )
         return [(r["camera_id"], r["partition"], r["offset"], r["capture_ts"]) for r in rows]
 
     def _health(self, df: DataFrame, batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]) -> None:
@@ -328,12 +411,14 @@ class BatchWriter:
                 if cam is None or part is None or off is None:
                     continue
                 _, high = self._watermarks.get_watermark_offsets(
-                    TopicPartition(self.settings.kafka.frames_topic, part), timeout=5)
+                    TopicPartition(self.settings.kafka.frames_topic, part), timeout=5
+                )
                 lag[cam] = max(lag.get(cam, 0), high - (off + 1))  # references published, not yet processed
                 if cap is not None:
                     delay[cam] = round(now - cap, 3)
-            msg = batch_health_message(batch_id=batch_id, batch_ms=batch_ms, frames=n_frames, ts=now, lag=lag,
-                                       delay_s=delay, counts=counts)
+            msg = batch_health_message(
+                batch_id=batch_id, batch_ms=batch_ms, frames=n_frames, ts=now, lag=lag, delay_s=delay, counts=counts
+            )
             self._producer.produce(self.settings.kafka.results_topic, key=HEALTH_KEY, value=encode(msg))
             self._producer.poll(0)
         except Exception as exc:  # broad on purpose: health is best effort; never fail a batch for it

@@ -27,6 +27,7 @@ Never down, never wrong:
   ``duplicate_frame``), and every frame of a camera missing from the configuration (``unknown_camera``; its
   stored state is kept for when it comes back).
 """
+
 from __future__ import annotations
 
 import json
@@ -115,15 +116,29 @@ class TrackMeta:
     counted_minute: float | None = None
 
     def to_list(self, track_id: int) -> list[Any]:
-        return [track_id, self.first_frame, self.first_ts, self.last_frame, self.last_ts, self.n_frames,
-                self.counted_minute, [[c, n] for c, n in self.class_votes.items()]]  # order breaks vote ties
+        return [
+            track_id,
+            self.first_frame,
+            self.first_ts,
+            self.last_frame,
+            self.last_ts,
+            self.n_frames,
+            self.counted_minute,
+            [[c, n] for c, n in self.class_votes.items()],
+        ]  # order breaks vote ties
 
     @classmethod
     def from_list(cls, v: list[Any]) -> tuple[int, TrackMeta]:
         tid, first_frame, first_ts, last_frame, last_ts, n_frames, counted, votes = v
-        return int(tid), cls(int(first_frame), float(first_ts), int(last_frame), float(last_ts),
-                             Counter({str(c): int(n) for c, n in votes}), int(n_frames),
-                             None if counted is None else float(counted))
+        return int(tid), cls(
+            int(first_frame),
+            float(first_ts),
+            int(last_frame),
+            float(last_ts),
+            Counter({str(c): int(n) for c, n in votes}),
+            int(n_frames),
+            None if counted is None else float(counted),
+        )
 
 
 @dataclass
@@ -186,8 +201,18 @@ class CameraState:
         tracks = dict(TrackMeta.from_list(v) for v in doc["tracks"])
         flow = {float(minute): Counter({str(c): int(n) for c, n in counts}) for minute, counts in doc["flow"]}
         last_pts = doc["last_pts_s"]
-        return cls(tracker, kinematics, violations, fps, tracks, flow, int(doc["last_frame_index"]),
-                   None if last_pts is None else float(last_pts), int(doc["error_streak"]), env.resets)
+        return cls(
+            tracker,
+            kinematics,
+            violations,
+            fps,
+            tracks,
+            flow,
+            int(doc["last_frame_index"]),
+            None if last_pts is None else float(last_pts),
+            int(doc["error_streak"]),
+            env.resets,
+        )
 
 
 def new_state(
@@ -216,9 +241,13 @@ def clock_floor(now: float | None = None) -> int:
 def _reset_event(cause: str, detail: str, st: CameraState, id_floor_from: str, version: Any = None) -> dict[str, Any]:
     """``HEALTH_PAYLOAD`` of a state reset."""
     return {
-        "event": EVENT_STATE_RESET, "cause": cause, "detail": detail[:2000],
+        "event": EVENT_STATE_RESET,
+        "cause": cause,
+        "detail": detail[:2000],
         "state_version": v if (v := _opt_int(version)) is not None and abs(v) < 2**31 else None,  # IntegerType
-        "next_track_id": st.next_track_id, "id_floor_from": id_floor_from, "resets": st.resets,
+        "next_track_id": st.next_track_id,
+        "id_floor_from": id_floor_from,
+        "resets": st.resets,
     }
 
 
@@ -248,8 +277,15 @@ def restore_state(
     else:
         first, source, resets = clock_floor(now), "clock", 1
     fresh = new_state(settings, camera, fps_hint, plane, first_track_id=first, resets=resets)
-    log.warning("camera %s: tracking state reset (%s: %s); track ids go on at %d (from the %s), reset #%d",
-                camera.id, cause, detail, first, source, resets)
+    log.warning(
+        "camera %s: tracking state reset (%s: %s); track ids go on at %d (from the %s), reset #%d",
+        camera.id,
+        cause,
+        detail,
+        first,
+        source,
+        resets,
+    )
     return fresh, _reset_event(cause, detail, fresh, source, version)
 
 
@@ -265,8 +301,14 @@ def reset_in_memory(
         first, source = clock_floor(), "clock"
     fresh = new_state(settings, camera, st.fps, plane, first_track_id=first, resets=st.resets + 1)
     fresh.flow, fresh.last_frame_index, fresh.last_pts_s = st.flow, st.last_frame_index, st.last_pts_s
-    log.warning("camera %s: tracking state reset (%s: %s); track ids go on at %d, reset #%d",
-                camera.id, cause, detail, first, fresh.resets)
+    log.warning(
+        "camera %s: tracking state reset (%s: %s); track ids go on at %d, reset #%d",
+        camera.id,
+        cause,
+        detail,
+        first,
+        fresh.resets,
+    )
     return fresh, _reset_event(cause, detail, fresh, source)
 
 
@@ -342,7 +384,8 @@ class CameraProcessor:
         dim = int(row.embedding_dim or 0)
         emb = (
             np.frombuffer(row.embeddings, dtype=np.float16).reshape(n, dim).astype(np.float32)
-            if n and dim else np.zeros((0, dim or 1), np.float32)
+            if n and dim
+            else np.zeros((0, dim or 1), np.float32)
         )
         tracked = st.tracker.update(
             xyxy, np.asarray(row.scores, np.float32).reshape(n), np.asarray(row.classes, np.int32).reshape(n), emb
@@ -387,10 +430,18 @@ class CameraProcessor:
             counts[cls] += 1
             vehicles.append(
                 {
-                    "track_id": v.track_id, "class_name": cls, "confidence": _round(v.confidence, 3),
-                    "x1": float(v.xyxy[0]), "y1": float(v.xyxy[1]), "x2": float(v.xyxy[2]), "y2": float(v.xyxy[3]),
-                    "world_x_m": _round(wx, 3), "world_y_m": _round(wy, 3), "speed_kmh": _round(speed, 2),
-                    "speed_flag": flag, "over_limit": "true" if over else "false",
+                    "track_id": v.track_id,
+                    "class_name": cls,
+                    "confidence": _round(v.confidence, 3),
+                    "x1": float(v.xyxy[0]),
+                    "y1": float(v.xyxy[1]),
+                    "x2": float(v.xyxy[2]),
+                    "y2": float(v.xyxy[3]),
+                    "world_x_m": _round(wx, 3),
+                    "world_y_m": _round(wy, 3),
+                    "speed_kmh": _round(speed, 2),
+                    "speed_flag": flag,
+                    "over_limit": "true" if over else "false",
                 }
             )
         self._end_tracks()
@@ -399,37 +450,65 @@ class CameraProcessor:
         minute = _minute(float(row.capture_ts))
         flow_now = {"minute": minute, **dict(st.flow.get(minute, {}))}
         timings = {
-            "decode": _round(row.decode_ms, 1), "detect": _round(row.detect_ms, 1), "embed": _round(row.embed_ms, 1),
-            "track": _round((t1 - t0) * 1e3, 2), "speed": _round((t2 - t1) * 1e3, 2),
+            "decode": _round(row.decode_ms, 1),
+            "detect": _round(row.detect_ms, 1),
+            "embed": _round(row.embed_ms, 1),
+            "track": _round((t1 - t0) * 1e3, 2),
+            "speed": _round((t2 - t1) * 1e3, 2),
         }
         payload = {
-            "ingest_ts": float(row.ingest_ts), "kafka_partition": int(row.kafka_partition),
-            "kafka_offset": int(row.kafka_offset), "raw_detections": int(row.raw_detections or 0),
-            "vehicles": vehicles, "counts": json.dumps(dict(counts)), "flow": json.dumps(flow_now),
-            "decode_ms": timings["decode"], "detect_ms": timings["detect"], "embed_ms": timings["embed"],
-            "track_ms": timings["track"], "speed_ms": timings["speed"],
+            "ingest_ts": float(row.ingest_ts),
+            "kafka_partition": int(row.kafka_partition),
+            "kafka_offset": int(row.kafka_offset),
+            "raw_detections": int(row.raw_detections or 0),
+            "vehicles": vehicles,
+            "counts": json.dumps(dict(counts)),
+            "flow": json.dumps(flow_now),
+            "decode_ms": timings["decode"],
+            "detect_ms": timings["detect"],
+            "embed_ms": timings["embed"],
+            "track_ms": timings["track"],
+            "speed_ms": timings["speed"],
         }
         message = frame_message(
-            camera_id=self.camera.id, frame_index=int(row.frame_index), pts_s=ts, capture_ts=row.capture_ts,
+            camera_id=self.camera.id,
+            frame_index=int(row.frame_index),
+            pts_s=ts,
+            capture_ts=row.capture_ts,
             processed_ts=time.time(),
             vehicles=[
-                frame_vehicle(track_id=x["track_id"], class_name=x["class_name"], confidence=x["confidence"],
-                              box=(x["x1"], x["y1"], x["x2"], x["y2"]), speed_kmh=x["speed_kmh"],
-                              over_limit=x["over_limit"] == "true")
+                frame_vehicle(
+                    track_id=x["track_id"],
+                    class_name=x["class_name"],
+                    confidence=x["confidence"],
+                    box=(x["x1"], x["y1"], x["x2"], x["y2"]),
+                    speed_kmh=x["speed_kmh"],
+                    over_limit=x["over_limit"] == "true",
+                )
                 for x in vehicles
             ],
-            class_counts=counts, flow_minute=minute, flow_counts=st.flow.get(minute, {}), ms=timings,
+            class_counts=counts,
+            flow_minute=minute,
+            flow_counts=st.flow.get(minute, {}),
+            ms=timings,
         )
         self.emit(KIND_FRAME, row, payload, message=encode(message).decode("utf-8"))
 
     def _emit_violation(self, row: pd.Series, v: Any, cls: str, violation: Any) -> None:
         self.emit(
-            KIND_VIOLATION, row,
+            KIND_VIOLATION,
+            row,
             {
-                "track_id": v.track_id, "class_name": cls, "speed_kmh": _round(violation.speed_kmh, 2),
-                "limit_kmh": float(violation.limit_kmh), "over_s": _round(violation.over_s, 3),
+                "track_id": v.track_id,
+                "class_name": cls,
+                "speed_kmh": _round(violation.speed_kmh, 2),
+                "limit_kmh": float(violation.limit_kmh),
+                "over_s": _round(violation.over_s, 3),
                 "source_uri": row.source_uri,
-                "x1": float(v.xyxy[0]), "y1": float(v.xyxy[1]), "x2": float(v.xyxy[2]), "y2": float(v.xyxy[3]),
+                "x1": float(v.xyxy[0]),
+                "y1": float(v.xyxy[1]),
+                "x2": float(v.xyxy[2]),
+                "y2": float(v.xyxy[3]),
             },
         )
 
@@ -439,8 +518,11 @@ class CameraProcessor:
         return {
             "track_id": track_id,
             "class_name": meta.class_votes.most_common(1)[0][0] if meta.class_votes else None,
-            "first_frame": meta.first_frame, "last_frame": meta.last_frame,
-            "first_seen_ts": meta.first_ts, "last_seen_ts": meta.last_ts, "n_frames": meta.n_frames,
+            "first_frame": meta.first_frame,
+            "last_frame": meta.last_frame,
+            "first_seen_ts": meta.first_ts,
+            "last_seen_ts": meta.last_ts,
+            "n_frames": meta.n_frames,
             "median_speed_kmh": _round(getattr(s, "median_kmh", None)),
             "max_speed_kmh": _round(getattr(s, "max_kmh", None)),
             "distance_m": _round(getattr(s, "distance_m", None)),
@@ -525,28 +607,49 @@ def _not_after_last(row: Any, st: CameraState) -> str | None:
 
 def _dead_row(camera_id: str, row: Any, reason: str | None = None, detail: str | None = None) -> dict[str, Any]:
     payload = {
-        "reason": reason or row.reason, "detail": detail or row.detail, "payload": row.payload,
-        "kafka_topic": row.kafka_topic, "kafka_partition": _opt_int(row.kafka_partition),
+        "reason": reason or row.reason,
+        "detail": detail or row.detail,
+        "payload": row.payload,
+        "kafka_topic": row.kafka_topic,
+        "kafka_partition": _opt_int(row.kafka_partition),
         "kafka_offset": _opt_int(row.kafka_offset),
     }
     fi = _opt_int(row.frame_index)
     now = time.time()
     message = dead_letter(
-        str(payload["reason"]), str(payload["detail"] or ""), row.payload, camera_id=camera_id or None,
-        frame_index=fi, topic=row.kafka_topic, partition=payload["kafka_partition"],
-        offset=payload["kafka_offset"], ts=now,
+        str(payload["reason"]),
+        str(payload["detail"] or ""),
+        row.payload,
+        camera_id=camera_id or None,
+        frame_index=fi,
+        topic=row.kafka_topic,
+        partition=payload["kafka_partition"],
+        offset=payload["kafka_offset"],
+        ts=now,
     ).decode("utf-8")
     pts, cts = _finite(row.pts_s), _finite(row.capture_ts)
     return {
-        "kind": KIND_DEAD, "camera_id": camera_id or None, "frame_index": fi, "pts_s": pts, "capture_ts": cts,
-        "processed_ts": now, "payload": json.dumps(payload, separators=(",", ":")), "message": message,
+        "kind": KIND_DEAD,
+        "camera_id": camera_id or None,
+        "frame_index": fi,
+        "pts_s": pts,
+        "capture_ts": cts,
+        "processed_ts": now,
+        "payload": json.dumps(payload, separators=(",", ":")),
+        "message": message,
     }
 
 
 def _health_row(camera_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {
-        "kind": KIND_HEALTH, "camera_id": camera_id, "frame_index": None, "pts_s": None, "capture_ts": None,
-        "processed_ts": time.time(), "payload": json.dumps(payload, separators=(",", ":")), "message": None,
+        "kind": KIND_HEALTH,
+        "camera_id": camera_id,
+        "frame_index": None,
+        "pts_s": None,
+        "capture_ts": None,
+        "processed_ts": time.time(),
+        "payload": json.dumps(payload, separators=(",", ":")),
+        "message": None,
     }
 
 
@@ -619,13 +722,25 @@ def _track_ok_rows(settings_json: str, camera_id: str, ok: pd.DataFrame, state: 
         except Exception as exc:
             st = proc.state
             st.error_streak += 1
-            log.warning("camera %s frame %s: processing failed (%d in a row): %r", camera_id, r.frame_index,
-                        st.error_streak, exc, exc_info=st.error_streak == 1)
+            log.warning(
+                "camera %s frame %s: processing failed (%d in a row): %r",
+                camera_id,
+                r.frame_index,
+                st.error_streak,
+                exc,
+                exc_info=st.error_streak == 1,
+            )
             rows.append(_dead_row(camera_id, r, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
             if st.error_streak >= MAX_ERROR_STREAK:
                 _finish(proc, end_tracks=True)
-                st, event = reset_in_memory(st, settings, camera, plane, RESET_REPEATED_ERRORS,
-                                            f"{st.error_streak} frames in a row failed; last: {exc!r}")
+                st, event = reset_in_memory(
+                    st,
+                    settings,
+                    camera,
+                    plane,
+                    RESET_REPEATED_ERRORS,
+                    f"{st.error_streak} frames in a row failed; last: {exc!r}",
+                )
                 rows.append(_health_row(camera_id, event))
                 proc = CameraProcessor(settings_json, camera, st, rows)
     _finish(proc)
@@ -637,8 +752,9 @@ def _track_ok_rows(settings_json: str, camera_id: str, ok: pd.DataFrame, state: 
             proc.end_all_tracks()
         except Exception:
             log.exception("camera %s: ending the tracks of an unserialisable state failed", camera_id)
-        st, event = reset_in_memory(proc.state, settings, camera, plane, RESET_UNENCODABLE,
-                                    f"{type(exc).__name__}: {exc}")
+        st, event = reset_in_memory(
+            proc.state, settings, camera, plane, RESET_UNENCODABLE, f"{type(exc).__name__}: {exc}"
+        )
         rows.append(_health_row(camera_id, event))
         try:
             blob = st.to_bytes()

@@ -39,6 +39,7 @@ crash and a rerun, gives the same table. Bins near "now" are provisional: the de
 runs are not supported (the second one fails on Delta's conflict check): schedule with
 ``concurrencyPolicy: Forbid``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,19 +128,24 @@ def camera_limits(spark: SparkSession, settings: Settings) -> DataFrame:
 
 def vehicle_speeds(spark: SparkSession, settings: Settings, since: datetime, until: datetime) -> DataFrame:
     """One row per vehicle first seen in [since, until): class, first seen, its median trusted speed, limit."""
-    tracks = (_read(spark, settings, tables.TRACKS)
-              .where((F.col("first_seen_ts") >= _lit_ts(since)) & (F.col("first_seen_ts") < _lit_ts(until)))
-              .select("camera_id", "track_id", "class_name", "first_seen_ts"))
+    tracks = (
+        _read(spark, settings, tables.TRACKS)
+        .where((F.col("first_seen_ts") >= _lit_ts(since)) & (F.col("first_seen_ts") < _lit_ts(until)))
+        .select("camera_id", "track_id", "class_name", "first_seen_ts")
+    )
     end = until + SPEED_MARGIN
-    trusted = (_read(spark, settings, tables.DETECTIONS)
-               # event_date prunes partitions; capture_ts alone would scan every day of the table
-               .where(F.col("event_date").between(F.lit(since.date()), F.lit(end.date())))
-               .where((F.col("capture_ts") >= _lit_ts(since)) & (F.col("capture_ts") < _lit_ts(end)))
-               .where(F.col("speed_kmh").isNotNull() & F.col("speed_flag").isNull() & ~F.isnan("speed_kmh"))
-               .groupBy("camera_id", "track_id")
-               .agg(F.median("speed_kmh").alias("speed_kmh")))
-    return (tracks.join(trusted, ["camera_id", "track_id"], "left")
-            .join(F.broadcast(camera_limits(spark, settings)), "camera_id", "left"))
+    trusted = (
+        _read(spark, settings, tables.DETECTIONS)
+        # event_date prunes partitions; capture_ts alone would scan every day of the table
+        .where(F.col("event_date").between(F.lit(since.date()), F.lit(end.date())))
+        .where((F.col("capture_ts") >= _lit_ts(since)) & (F.col("capture_ts") < _lit_ts(end)))
+        .where(F.col("speed_kmh").isNotNull() & F.col("speed_flag").isNull() & ~F.isnan("speed_kmh"))
+        .groupBy("camera_id", "track_id")
+        .agg(F.median("speed_kmh").alias("speed_kmh"))
+    )
+    return tracks.join(trusted, ["camera_id", "track_id"], "left").join(
+        F.broadcast(camera_limits(spark, settings)), "camera_id", "left"
+    )
 
 
 def _round(col: Column) -> Column:
@@ -149,26 +155,37 @@ def _round(col: Column) -> Column:
 def compute_stats(spark: SparkSession, settings: Settings, since: datetime, until: datetime) -> DataFrame:
     """Rows of ``traffic_stats`` for [since, until) (already aligned), in :data:`SCHEMA` order."""
     vehicles = vehicle_speeds(spark, settings, since, until)
-    violations = (_read(spark, settings, tables.VIOLATIONS)
-                  .where((F.col("capture_ts") >= _lit_ts(since)) & (F.col("capture_ts") < _lit_ts(until))))
+    violations = _read(spark, settings, tables.VIOLATIONS).where(
+        (F.col("capture_ts") >= _lit_ts(since)) & (F.col("capture_ts") < _lit_ts(until))
+    )
     speed, limit = F.col("speed_kmh"), F.col("speed_limit_kmh")
     keys = ["camera_id", "bin_minutes", "bin_start", "class_name"]
-    stats = (_per_bin_size(vehicles, "first_seen_ts").groupBy(*keys)
-             .agg(F.count(F.lit(1)).alias("vehicles"),
-                  F.count(speed).alias("speed_vehicles"),
-                  _round(F.avg(speed)).alias("mean_speed_kmh"),
-                  _round(F.percentile(speed, 0.5)).alias("median_speed_kmh"),
-                  _round(F.percentile(speed, 0.85)).alias("p85_speed_kmh"),
-                  F.sum(F.when(speed.isNotNull() & limit.isNotNull(), (speed > limit).cast("long")))
-                  .alias("over_limit_vehicles")))
+    stats = (
+        _per_bin_size(vehicles, "first_seen_ts")
+        .groupBy(*keys)
+        .agg(
+            F.count(F.lit(1)).alias("vehicles"),
+            F.count(speed).alias("speed_vehicles"),
+            _round(F.avg(speed)).alias("mean_speed_kmh"),
+            _round(F.percentile(speed, 0.5)).alias("median_speed_kmh"),
+            _round(F.percentile(speed, 0.85)).alias("p85_speed_kmh"),
+            F.sum(F.when(speed.isNotNull() & limit.isNotNull(), (speed > limit).cast("long"))).alias(
+                "over_limit_vehicles"
+            ),
+        )
+    )
     vio = _per_bin_size(violations, "capture_ts").groupBy(*keys).agg(F.count(F.lit(1)).alias("violations"))
     out = stats.join(vio, keys, "full").join(F.broadcast(camera_limits(spark, settings)), "camera_id", "left")
     has_limit_and_speeds = limit.isNotNull() & (F.col("speed_vehicles") > 0)
-    out = (out.fillna(0, subset=["vehicles", "speed_vehicles", "violations"])
-           .withColumn("over_limit_vehicles",
-                       F.when(limit.isNotNull(), F.coalesce(F.col("over_limit_vehicles"), F.lit(0))))
-           .withColumn("share_over_limit",
-                       F.when(has_limit_and_speeds, F.col("over_limit_vehicles") / F.col("speed_vehicles"))))
+    out = (
+        out.fillna(0, subset=["vehicles", "speed_vehicles", "violations"])
+        .withColumn(
+            "over_limit_vehicles", F.when(limit.isNotNull(), F.coalesce(F.col("over_limit_vehicles"), F.lit(0)))
+        )
+        .withColumn(
+            "share_over_limit", F.when(has_limit_and_speeds, F.col("over_limit_vehicles") / F.col("speed_vehicles"))
+        )
+    )
     return out.select(*[F.col(name).cast(dtype).alias(name) for name, dtype in COLUMNS])
 
 
@@ -193,31 +210,51 @@ def run(spark: SparkSession, settings: Settings, since: datetime, until: datetim
     since, until = aligned_range(since, until)
     if until <= since:
         raise ValueError(f"empty time range: {since.isoformat()} .. {until.isoformat()}")
-    missing = [t for t in (tables.DETECTIONS, tables.TRACKS, tables.VIOLATIONS)
-               if not DeltaTable.isDeltaTable(spark, settings.table_uri(t))]
+    missing = [
+        t
+        for t in (tables.DETECTIONS, tables.TRACKS, tables.VIOLATIONS)
+        if not DeltaTable.isDeltaTable(spark, settings.table_uri(t))
+    ]
     if missing:
-        raise FileNotFoundError(f"input tables missing under {settings.storage.delta_root}: {', '.join(missing)} "
-                                "(the vehicle job creates them when it starts)")
+        raise FileNotFoundError(
+            f"input tables missing under {settings.storage.delta_root}: {', '.join(missing)} "
+            "(the vehicle job creates them when it starts)"
+        )
     if not settings.cameras:
         log.warning("no cameras configured: share_over_limit will be null (no speed limits)")
     path = create_table(spark, settings)
     predicate = replace_predicate(since, until)
     log.info("traffic_stats: recomputing %s .. %s into %s", since.isoformat(), until.isoformat(), path)
-    (compute_stats(spark, settings, since, until).write.format("delta").mode("overwrite")
-     .option("replaceWhere", predicate).save(path))
+    (
+        compute_stats(spark, settings, since, until)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .save(path)
+    )
     last = DeltaTable.forPath(spark, path).history(1).collect()[0]
     metrics = last["operationMetrics"] or {}
-    return {"table": TRAFFIC_STATS, "uri": path, "since": since.isoformat(), "until": until.isoformat(),
-            "version": last["version"], "rows_written": int(metrics.get("numOutputRows", 0)),
-            "rows_replaced": int(metrics.get("numDeletedRows", 0) or 0),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "table": TRAFFIC_STATS,
+        "uri": path,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "version": last["version"],
+        "rows_written": int(metrics.get("numOutputRows", 0)),
+        "rows_replaced": int(metrics.get("numDeletedRows", 0) or 0),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="traffic_statistics", description=(__doc__ or "").splitlines()[0])
     add_config_arguments(parser)
-    parser.add_argument("--since", type=parse_time, default=None,
-                        help="range start, ISO 8601, UTC unless an offset is given (default: --until - 2 h)")
+    parser.add_argument(
+        "--since",
+        type=parse_time,
+        default=None,
+        help="range start, ISO 8601, UTC unless an offset is given (default: --until - 2 h)",
+    )
     parser.add_argument("--until", type=parse_time, default=None, help="range end (default: now)")
     args = parser.parse_args(argv)
     until = args.until or datetime.now(timezone.utc)

@@ -17,6 +17,7 @@ Reads top to bottom: readStream (Spark's Kafka source; offsets live in the query
 -> stage 2 ``applyInPandasWithState`` keyed by camera (tracking state in the state store; tracking.py)
 -> writeStream ``foreachBatch`` (Delta tables exactly once, results + dead-letter topics; sinks.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -147,8 +148,12 @@ def run_supervised(spark: SparkSession, settings: Settings, args: argparse.Names
     while True:
         started = time.time()
         query, writer = start_query(spark, settings, args.checkpoint, available_now=args.available_now)
-        log.info("query %s started (id %s); checkpoint %s", QUERY_NAME, query.id,
-                 args.checkpoint or settings.checkpoint_uri(QUERY_NAME))
+        log.info(
+            "query %s started (id %s); checkpoint %s",
+            QUERY_NAME,
+            query.id,
+            args.checkpoint or settings.checkpoint_uri(QUERY_NAME),
+        )
         try:
             if args.available_now:
                 query.awaitTermination()
@@ -164,8 +169,13 @@ def run_supervised(spark: SparkSession, settings: Settings, args: argparse.Names
                 log.error("%s; %d restarts in a row, giving up", exc, restarts)
                 raise
             restarts += 1
-            log.warning("%s; restarting from the checkpoint in %.0f s (restart %d of at most %d)",
-                        str(exc).splitlines()[0][:500], backoff, restarts, args.max_restarts)
+            log.warning(
+                "%s; restarting from the checkpoint in %.0f s (restart %d of at most %d)",
+                str(exc).splitlines()[0][:500],
+                backoff,
+                restarts,
+                args.max_restarts,
+            )
             time.sleep(backoff)
             backoff = min(backoff * 2, 60.0)
         finally:
@@ -175,12 +185,18 @@ def run_supervised(spark: SparkSession, settings: Settings, args: argparse.Names
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vehicle_pipeline", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
-    parser.add_argument("--checkpoint", default=None, help="query checkpoint (default storage.checkpoint_root/vehicles)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="query checkpoint (default storage.checkpoint_root/vehicles)"
+    )
     parser.add_argument("--available-now", action="store_true", help="process what is in Kafka, then exit")
     parser.add_argument("--stop-file", type=Path, default=None, help="stop gracefully when this file appears")
     parser.add_argument("--idle-timeout", type=float, default=None, help="stop after N seconds without input")
-    parser.add_argument("--max-restarts", type=int, default=10,
-                        help="restart a failed query from its checkpoint up to N times in a row (default 10)")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=10,
+        help="restart a failed query from its checkpoint up to N times in a row (default 10)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)

@@ -3,6 +3,7 @@
 Both are started once per test session (Spark cold start is 10-20 s here) and stopped by process id.
 Each test gets its own topics, Delta root and checkpoint through :func:`make_settings`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,8 +79,12 @@ def spark(tmp_path_factory, kafka_broker):  # the broker outlives Spark: its cac
 def settings_factory(kafka_broker, tmp_path_factory) -> Callable[..., Settings]:
     """Settings for one test or module: a deployment file, this session's broker, fresh topics and storage."""
 
-    def make(config: Path | str = DEMO_CONFIG, overrides: list[str] | None = None, create_topics: bool = True,
-             name: str = "run") -> Settings:
+    def make(
+        config: Path | str = DEMO_CONFIG,
+        overrides: list[str] | None = None,
+        create_topics: bool = True,
+        name: str = "run",
+    ) -> Settings:
         tag = uuid.uuid4().hex[:8]
         var = tmp_path_factory.mktemp(name)
         settings = load_settings(

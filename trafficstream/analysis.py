@@ -10,6 +10,7 @@ Conventions:
   85th-percentile speed traffic engineers use to review limits.
 - Times stay in the tables' zone (UTC) unless a function takes ``tz`` (hour-of-day patterns).
 """
+
 from __future__ import annotations
 
 import base64
@@ -76,13 +77,21 @@ def table_versions(root: str, name: str, last: int = 10) -> pl.DataFrame:
     for entry in history:
         version = int(entry["version"])
         count = pl.scan_delta(path, version=version).select(pl.len()).collect().item()
-        rows.append({"version": version, "timestamp_ms": int(entry.get("timestamp") or 0),
-                     "operation": str(entry.get("operation", "")), "rows": int(count)})
+        rows.append(
+            {
+                "version": version,
+                "timestamp_ms": int(entry.get("timestamp") or 0),
+                "operation": str(entry.get("operation", "")),
+                "rows": int(count),
+            }
+        )
     schema = {"version": pl.Int64, "timestamp_ms": pl.Int64, "operation": pl.String, "rows": pl.Int64}
-    return (pl.DataFrame(rows, schema=schema, orient="row")
-            .with_columns(pl.from_epoch("timestamp_ms", time_unit="ms").dt.replace_time_zone("UTC")
-                          .alias("timestamp"))
-            .select("version", "timestamp", "operation", "rows").sort("version", descending=True))
+    return (
+        pl.DataFrame(rows, schema=schema, orient="row")
+        .with_columns(pl.from_epoch("timestamp_ms", time_unit="ms").dt.replace_time_zone("UTC").alias("timestamp"))
+        .select("version", "timestamp", "operation", "rows")
+        .sort("version", descending=True)
+    )
 
 
 def _in_tz(df: pl.DataFrame, column: str, tz: str) -> pl.Expr:
@@ -97,9 +106,11 @@ def _in_tz(df: pl.DataFrame, column: str, tz: str) -> pl.Expr:
 # -- flow ---------------------------------------------------------------------------------------------------
 def flow_from_tracks(tracks: pl.DataFrame) -> pl.DataFrame:
     """A ``flow``-shaped frame (camera_id, minute, class_name, vehicles) from the tracks' first sighting."""
-    return (tracks.group_by("camera_id", pl.col("first_seen_ts").dt.truncate("1m").alias("minute"), "class_name")
-            .agg(pl.len().cast(pl.Int64).alias("vehicles"))
-            .sort("camera_id", "minute", "class_name"))
+    return (
+        tracks.group_by("camera_id", pl.col("first_seen_ts").dt.truncate("1m").alias("minute"), "class_name")
+        .agg(pl.len().cast(pl.Int64).alias("vehicles"))
+        .sort("camera_id", "minute", "class_name")
+    )
 
 
 def flow_bins(flow: pl.DataFrame, every: str = "15m", by_class: bool = True) -> pl.DataFrame:
@@ -108,9 +119,12 @@ def flow_bins(flow: pl.DataFrame, every: str = "15m", by_class: bool = True) -> 
     Columns: camera_id, bin_start[, class_name], vehicles. Only bins with vehicles appear.
     """
     keys = ["camera_id", "bin_start", *(["class_name"] if by_class else [])]
-    return (flow.with_columns(pl.col("minute").dt.truncate(every).alias("bin_start"))
-            .group_by(keys).agg(pl.col("vehicles").sum().cast(pl.Int64))
-            .sort(keys))
+    return (
+        flow.with_columns(pl.col("minute").dt.truncate(every).alias("bin_start"))
+        .group_by(keys)
+        .agg(pl.col("vehicles").sum().cast(pl.Int64))
+        .sort(keys)
+    )
 
 
 def peak_hour(flow_15m: pl.DataFrame, bin_minutes: int = 15) -> pl.DataFrame:
@@ -127,25 +141,33 @@ def peak_hour(flow_15m: pl.DataFrame, bin_minutes: int = 15) -> pl.DataFrame:
     per_hour = 60 // bin_minutes
     hour = pl.duration(minutes=60)
     bins = flow_15m.group_by("camera_id", "bin_start").agg(pl.col("vehicles").sum().cast(pl.Int64))
-    span = bins.group_by("camera_id").agg(pl.col("bin_start").min().alias("first_bin"),
-                                          pl.col("bin_start").max().alias("last_bin"))
+    span = bins.group_by("camera_id").agg(
+        pl.col("bin_start").min().alias("first_bin"), pl.col("bin_start").max().alias("last_bin")
+    )
     starts = bins.select("camera_id", pl.col("bin_start").alias("peak_start"))
-    windows = (starts.join(bins, on="camera_id")
-               .filter(pl.col("bin_start") >= pl.col("peak_start"), pl.col("bin_start") < pl.col("peak_start") + hour)
-               .group_by("camera_id", "peak_start")
-               .agg(pl.col("vehicles").sum().alias("volume"), pl.col("vehicles").max().alias("peak_15m")))
-    return (windows.sort(["camera_id", "volume", "peak_start"], descending=[False, True, False])
-            .group_by("camera_id", maintain_order=True).first()
-            .join(span, on="camera_id")
-            .with_columns(
-                (pl.col("peak_start") + hour).alias("peak_end"),
-                pl.when(pl.col("peak_15m") > 0)
-                .then(pl.col("volume") / (per_hour * pl.col("peak_15m")))
-                .otherwise(None).round(3).alias("phf"),
-                (pl.col("last_bin") >= pl.col("peak_start") + pl.duration(minutes=60 - bin_minutes)).alias("full_hour"),
-            )
-            .select("camera_id", "peak_start", "peak_end", "volume", "peak_15m", "phf", "full_hour")
-            .sort("camera_id"))
+    windows = (
+        starts.join(bins, on="camera_id")
+        .filter(pl.col("bin_start") >= pl.col("peak_start"), pl.col("bin_start") < pl.col("peak_start") + hour)
+        .group_by("camera_id", "peak_start")
+        .agg(pl.col("vehicles").sum().alias("volume"), pl.col("vehicles").max().alias("peak_15m"))
+    )
+    return (
+        windows.sort(["camera_id", "volume", "peak_start"], descending=[False, True, False])
+        .group_by("camera_id", maintain_order=True)
+        .first()
+        .join(span, on="camera_id")
+        .with_columns(
+            (pl.col("peak_start") + hour).alias("peak_end"),
+            pl.when(pl.col("peak_15m") > 0)
+            .then(pl.col("volume") / (per_hour * pl.col("peak_15m")))
+            .otherwise(None)
+            .round(3)
+            .alias("phf"),
+            (pl.col("last_bin") >= pl.col("peak_start") + pl.duration(minutes=60 - bin_minutes)).alias("full_hour"),
+        )
+        .select("camera_id", "peak_start", "peak_end", "volume", "peak_15m", "phf", "full_hour")
+        .sort("camera_id")
+    )
 
 
 # -- speeds -------------------------------------------------------------------------------------------------
@@ -156,12 +178,16 @@ def trusted_speeds(detections: pl.DataFrame) -> pl.DataFrame:
 
 def vehicle_speeds(detections: pl.DataFrame) -> pl.DataFrame:
     """One row per vehicle (camera_id, track_id): majority class, median trusted speed, trusted samples."""
-    return (trusted_speeds(detections)
-            .group_by("camera_id", "track_id")
-            .agg(pl.col("class_name").mode().sort().first(),
-                 pl.col("speed_kmh").median().alias("speed_kmh"),
-                 pl.len().alias("samples"))
-            .sort("camera_id", "track_id"))
+    return (
+        trusted_speeds(detections)
+        .group_by("camera_id", "track_id")
+        .agg(
+            pl.col("class_name").mode().sort().first(),
+            pl.col("speed_kmh").median().alias("speed_kmh"),
+            pl.len().alias("samples"),
+        )
+        .sort("camera_id", "track_id")
+    )
 
 
 def speed_limits(violations: pl.DataFrame, config_limits: Mapping[str, float] | None = None) -> pl.DataFrame:
@@ -169,16 +195,23 @@ def speed_limits(violations: pl.DataFrame, config_limits: Mapping[str, float] | 
 
     Columns: camera_id, limit_kmh, limit_source ("config" | "violations"). Cameras with neither are absent.
     """
-    from_violations = (violations.filter(pl.col("limit_kmh").is_not_null())
-                       .sort("capture_ts").group_by("camera_id").agg(pl.col("limit_kmh").last())
-                       .with_columns(pl.lit("violations").alias("limit_source"))
-                       .select("camera_id", pl.col("limit_kmh").cast(pl.Float64), "limit_source"))
-    config = pl.DataFrame({"camera_id": list((config_limits or {}).keys()),
-                           "limit_kmh": [float(v) for v in (config_limits or {}).values()]},
-                          schema={"camera_id": pl.String, "limit_kmh": pl.Float64})
+    from_violations = (
+        violations.filter(pl.col("limit_kmh").is_not_null())
+        .sort("capture_ts")
+        .group_by("camera_id")
+        .agg(pl.col("limit_kmh").last())
+        .with_columns(pl.lit("violations").alias("limit_source"))
+        .select("camera_id", pl.col("limit_kmh").cast(pl.Float64), "limit_source")
+    )
+    config = pl.DataFrame(
+        {
+            "camera_id": list((config_limits or {}).keys()),
+            "limit_kmh": [float(v) for v in (config_limits or {}).values()],
+        },
+        schema={"camera_id": pl.String, "limit_kmh": pl.Float64},
+    )
     config = config.with_columns(pl.lit("config").alias("limit_source"))
-    return (pl.concat([config, from_violations.join(config, on="camera_id", how="anti")])
-            .sort("camera_id"))
+    return pl.concat([config, from_violations.join(config, on="camera_id", how="anti")]).sort("camera_id")
 
 
 def speed_stats(
@@ -207,9 +240,11 @@ def speed_stats(
         return rows.group_by(keys).agg(aggs).sort(keys)
     rows = rows.join(limits.select("camera_id", "limit_kmh"), on="camera_id", how="left")
     over = pl.when(pl.col("limit_kmh").is_null()).then(None).otherwise(speed > pl.col("limit_kmh"))
-    return (rows.group_by(keys)
-            .agg(*aggs, pl.col("limit_kmh").first(), over.mean().round(3).alias("share_over_limit"))
-            .sort(keys))
+    return (
+        rows.group_by(keys)
+        .agg(*aggs, pl.col("limit_kmh").first(), over.mean().round(3).alias("share_over_limit"))
+        .sort(keys)
+    )
 
 
 def speed_flow(detections: pl.DataFrame, flow: pl.DataFrame | None = None, every: str = "1m") -> pl.DataFrame:
@@ -222,22 +257,26 @@ def speed_flow(detections: pl.DataFrame, flow: pl.DataFrame | None = None, every
     Columns: camera_id, bin_start, vehicles, flow_vph, mean_speed_kmh, speed_vehicles.
     """
     binned = detections.with_columns(pl.col("capture_ts").dt.truncate(every).alias("bin_start"))
-    per_vehicle = (binned.filter(TRUSTED_SPEED).group_by("camera_id", "bin_start", "track_id")
-                   .agg(pl.col("speed_kmh").mean()))
-    speed = (per_vehicle.group_by("camera_id", "bin_start")
-             .agg(pl.col("speed_kmh").mean().round(1).alias("mean_speed_kmh"),
-                  pl.len().cast(pl.Int64).alias("speed_vehicles")))
+    per_vehicle = (
+        binned.filter(TRUSTED_SPEED).group_by("camera_id", "bin_start", "track_id").agg(pl.col("speed_kmh").mean())
+    )
+    speed = per_vehicle.group_by("camera_id", "bin_start").agg(
+        pl.col("speed_kmh").mean().round(1).alias("mean_speed_kmh"), pl.len().cast(pl.Int64).alias("speed_vehicles")
+    )
     if flow is not None:
         counts = flow_bins(flow, every, by_class=False)
     else:
-        counts = binned.group_by("camera_id", "bin_start").agg(pl.col("track_id").n_unique().cast(pl.Int64)
-                                                               .alias("vehicles"))
+        counts = binned.group_by("camera_id", "bin_start").agg(
+            pl.col("track_id").n_unique().cast(pl.Int64).alias("vehicles")
+        )
     bin_s = (pl.col("bin_start").dt.offset_by(every) - pl.col("bin_start")).dt.total_seconds()
-    return (counts.join(speed, on=["camera_id", "bin_start"], how="full", coalesce=True)
-            .with_columns(pl.col("vehicles").fill_null(0), pl.col("speed_vehicles").fill_null(0))
-            .with_columns((pl.col("vehicles") * 3600 / bin_s).round(1).alias("flow_vph"))
-            .select("camera_id", "bin_start", "vehicles", "flow_vph", "mean_speed_kmh", "speed_vehicles")
-            .sort("camera_id", "bin_start"))
+    return (
+        counts.join(speed, on=["camera_id", "bin_start"], how="full", coalesce=True)
+        .with_columns(pl.col("vehicles").fill_null(0), pl.col("speed_vehicles").fill_null(0))
+        .with_columns((pl.col("vehicles") * 3600 / bin_s).round(1).alias("flow_vph"))
+        .select("camera_id", "bin_start", "vehicles", "flow_vph", "mean_speed_kmh", "speed_vehicles")
+        .sort("camera_id", "bin_start")
+    )
 
 
 # -- violations ---------------------------------------------------------------------------------------------
@@ -247,14 +286,18 @@ def with_excess(violations: pl.DataFrame) -> pl.DataFrame:
     band: pl.Expr = pl.lit(EXCESS_TOP_BAND)
     for upper, label in reversed(EXCESS_BANDS):
         band = pl.when(excess < upper).then(pl.lit(label)).otherwise(band)
-    return violations.with_columns(excess.round(1).alias("excess_kmh"),
-                                   pl.when(excess.is_null()).then(None).otherwise(band).alias("excess_band"))
+    return violations.with_columns(
+        excess.round(1).alias("excess_kmh"), pl.when(excess.is_null()).then(None).otherwise(band).alias("excess_band")
+    )
 
 
 def violations_per_hour(violations: pl.DataFrame) -> pl.DataFrame:
     """Violations per camera per clock hour: camera_id, hour, violations."""
-    return (violations.group_by("camera_id", pl.col("capture_ts").dt.truncate("1h").alias("hour"))
-            .agg(pl.len().cast(pl.Int64).alias("violations")).sort("camera_id", "hour"))
+    return (
+        violations.group_by("camera_id", pl.col("capture_ts").dt.truncate("1h").alias("hour"))
+        .agg(pl.len().cast(pl.Int64).alias("violations"))
+        .sort("camera_id", "hour")
+    )
 
 
 def violation_patterns(violations: pl.DataFrame, tz: str = "UTC") -> dict[str, pl.DataFrame]:
@@ -271,10 +314,14 @@ def violation_patterns(violations: pl.DataFrame, tz: str = "UTC") -> dict[str, p
     count = pl.len().cast(pl.Int64).alias("violations")
     by_hour = v.group_by("camera_id", "hour_of_day").agg(count).sort("camera_id", "hour_of_day")
     return {
-        "by_camera": v.group_by("camera_id").agg(
-            count, pl.col("track_id").n_unique().cast(pl.Int64).alias("vehicles"),
+        "by_camera": v.group_by("camera_id")
+        .agg(
+            count,
+            pl.col("track_id").n_unique().cast(pl.Int64).alias("vehicles"),
             pl.col("excess_kmh").mean().round(1).alias("mean_excess_kmh"),
-            pl.col("excess_kmh").max().alias("max_excess_kmh")).sort("camera_id"),
+            pl.col("excess_kmh").max().alias("max_excess_kmh"),
+        )
+        .sort("camera_id"),
         "by_hour_of_day": by_hour,
         "by_class": v.group_by("camera_id", "class_name").agg(count).sort("camera_id", "class_name"),
         "by_excess": v.group_by("camera_id", "excess_band").agg(count).sort("camera_id", "excess_band"),
@@ -305,11 +352,27 @@ def evidence_img_tag(uri: str | None, width: int = 320) -> str:
     return f'<img src="data:image/jpeg;base64,{data}" width="{int(width)}" alt="{html.escape(path.name)}">'
 
 
-def evidence_html(violations: pl.DataFrame, columns: Sequence[str] | None = None, width: int = 320,
-                  max_rows: int = 50) -> str:
+def evidence_html(
+    violations: pl.DataFrame, columns: Sequence[str] | None = None, width: int = 320, max_rows: int = 50
+) -> str:
     """An HTML table of violations (first ``max_rows``) with their evidence images inline."""
-    columns = list(columns or [c for c in ("capture_ts", "camera_id", "track_id", "class_name", "speed_kmh",
-                                           "limit_kmh", "excess_kmh", "over_s") if c in violations.columns])
+    columns = list(
+        columns
+        or [
+            c
+            for c in (
+                "capture_ts",
+                "camera_id",
+                "track_id",
+                "class_name",
+                "speed_kmh",
+                "limit_kmh",
+                "excess_kmh",
+                "over_s",
+            )
+            if c in violations.columns
+        ]
+    )
     head = "".join(f"<th>{html.escape(c)}</th>" for c in [*columns, "evidence"])
     body = []
     for row in violations.head(max_rows).iter_rows(named=True):

@@ -6,6 +6,7 @@ calibration points, a homography that fits, a simple polygon as ROI); :func:`che
 (trafficstream.config) reads each video's header at start-up and checks ROI, tiles and calibration points
 against the frame size.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ def duplicate_points(pts: np.ndarray, tol: float = 1e-9) -> tuple[int, int] | No
     """First pair (i, j) of points closer than ``tol`` (relative to the points' magnitude), else None."""
     scale = max(1.0, float(np.abs(pts).max(initial=0.0)))
     for i in range(len(pts)):
-        d = np.linalg.norm(pts[i + 1:] - pts[i], axis=1)
+        d = np.linalg.norm(pts[i + 1 :] - pts[i], axis=1)
         close = np.flatnonzero(d <= tol * scale)
         if close.size:
             return i, i + 1 + int(close[0])
@@ -68,19 +69,24 @@ def polygon_area(pts: np.ndarray) -> float:
 
 
 def _on_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray, eps: float) -> bool:
-    return (abs(_cross(a, b, p)) <= eps and min(a[0], b[0]) - 1e-9 <= p[0] <= max(a[0], b[0]) + 1e-9
-            and min(a[1], b[1]) - 1e-9 <= p[1] <= max(a[1], b[1]) + 1e-9)
+    return (
+        abs(_cross(a, b, p)) <= eps
+        and min(a[0], b[0]) - 1e-9 <= p[0] <= max(a[0], b[0]) + 1e-9
+        and min(a[1], b[1]) - 1e-9 <= p[1] <= max(a[1], b[1]) + 1e-9
+    )
 
 
 def segments_touch(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, eps: float = 1e-9) -> bool:
     """True when segments ab and cd cross or touch (an endpoint on the other segment counts)."""
+
     def opposite(u: float, v: float) -> bool:
         return (u > eps and v < -eps) or (u < -eps and v > eps)
 
     if opposite(_cross(c, d, a), _cross(c, d, b)) and opposite(_cross(a, b, c), _cross(a, b, d)):
         return True
-    return (_on_segment(a, c, d, eps) or _on_segment(b, c, d, eps)
-            or _on_segment(c, a, b, eps) or _on_segment(d, a, b, eps))
+    return (
+        _on_segment(a, c, d, eps) or _on_segment(b, c, d, eps) or _on_segment(c, a, b, eps) or _on_segment(d, a, b, eps)
+    )
 
 
 def polygon_problem(pts: np.ndarray, min_area: float = 1.0) -> str | None:
@@ -102,8 +108,10 @@ def polygon_problem(pts: np.ndarray, min_area: float = 1.0) -> str | None:
             if i == 0 and j == n - 1:
                 continue  # adjacent through the closing edge
             if segments_touch(pts[i], pts[(i + 1) % n], pts[j], pts[(j + 1) % n], eps):
-                return (f"edge {i}-{(i + 1) % n} and edge {j}-{(j + 1) % n} cross: the polygon must not "
-                        "intersect itself (list the vertices in order around the region)")
+                return (
+                    f"edge {i}-{(i + 1) % n} and edge {j}-{(j + 1) % n} cross: the polygon must not "
+                    "intersect itself (list the vertices in order around the region)"
+                )
     area = polygon_area(pts)
     if area < min_area:
         return f"the polygon has (nearly) zero area ({area:g} px²)"
@@ -132,8 +140,10 @@ def _homography_problem(image_points: tuple[Point, ...], world_points: tuple[Poi
         return "the point pairs give a singular homography (non-finite); check that they are on the road plane"
     if not in_front.all():
         bad = [int(i) for i in np.flatnonzero(~in_front)]
-        return (f"image_points {bad} map beyond the horizon of the fitted road plane: the pairs are not "
-                "consistent with one plane (check that image_points[i] and world_points[i] are the same point)")
+        return (
+            f"image_points {bad} map beyond the horizon of the fitted road plane: the pairs are not "
+            "consistent with one plane (check that image_points[i] and world_points[i] are the same point)"
+        )
     return None
 
 
@@ -161,8 +171,10 @@ class Calibration(BaseModel):
                 raise ValueError(f"point {int(neg[0])} {_fmt(pts[neg[0]])}: pixel coordinates must be >= 0")
         dup = duplicate_points(pts)
         if dup is not None:
-            raise ValueError(f"points {dup[0]} and {dup[1]} are the same point {_fmt(pts[dup[0]])}: "
-                             "every pair must be a distinct point on the road")
+            raise ValueError(
+                f"points {dup[0]} and {dup[1]} are the same point {_fmt(pts[dup[0]])}: "
+                "every pair must be a distinct point on the road"
+            )
         if _max_non_collinear_area(pts) < 1e-6:
             raise ValueError("points are (nearly) collinear: a homography needs 4 points spanning an area")
         return v
@@ -239,8 +251,9 @@ class Camera(BaseModel):
 
 
 # -- start-up check against the video ----------------------------------------------------------------------
-def frame_problems(camera: Camera, width: int, height: int, frame_count: int | None = None,
-                   prefix: str = "") -> list[str]:
+def frame_problems(
+    camera: Camera, width: int, height: int, frame_count: int | None = None, prefix: str = ""
+) -> list[str]:
     """What of ``camera`` lies outside a ``width`` x ``height`` frame, as ``field: message`` lines."""
     out: list[str] = []
     size = f"the {width}x{height} frame of {camera.source_path().name}"
@@ -259,11 +272,15 @@ def frame_problems(camera: Camera, width: int, height: int, frame_count: int | N
     if cal is not None:
         bad = outside(cal.image_points)
         if bad:
-            out.append(f"{prefix}calibration.image_points: points {bad} (first {_fmt(cal.image_points[bad[0]])}) "
-                       f"lie outside {size}")
+            out.append(
+                f"{prefix}calibration.image_points: points {bad} (first {_fmt(cal.image_points[bad[0]])}) "
+                f"lie outside {size}"
+            )
         if cal.reference_frame is not None and frame_count and cal.reference_frame >= frame_count:
-            out.append(f"{prefix}calibration.reference_frame: {cal.reference_frame} is past the last frame "
-                       f"({frame_count} frames in {camera.source_path().name})")
+            out.append(
+                f"{prefix}calibration.reference_frame: {cal.reference_frame} is past the last frame "
+                f"({frame_count} frames in {camera.source_path().name})"
+            )
     return out
 
 

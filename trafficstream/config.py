@@ -10,6 +10,7 @@ beside the project, or ``TRAFFICSTREAM_DATA_DIR``).
 Secrets (Kafka credentials, the dashboard password) may be given as file references (``file:/run/secrets/x``)
 and are never printed: see :mod:`trafficstream.secrets`. Deployment files must name at least one camera.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -221,8 +222,10 @@ class Settings(_Section):
             try:
                 self._expand(template)
             except (KeyError, IndexError, ValueError) as exc:
-                out.append(f"{name}: {template!r} has a bad placeholder ({type(exc).__name__}: {exc}); "
-                           "known: {data_dir}, {var_dir}")
+                out.append(
+                    f"{name}: {template!r} has a bad placeholder ({type(exc).__name__}: {exc}); "
+                    "known: {data_dir}, {var_dir}"
+                )
         return out
 
     def _root_problems(self) -> list[str]:
@@ -234,8 +237,10 @@ class Settings(_Section):
             elif "://" in root:
                 out.append(f"{name}: {root!r}: roots are local directories (frame references are file paths)")
             elif (p := self.path(root)).parent == p:
-                out.append(f"{name}: {root!r} is the filesystem root {p}: frame references could then name any "
-                           "file; name the directory the camera videos are stored under")
+                out.append(
+                    f"{name}: {root!r} is the filesystem root {p}: frame references could then name any "
+                    "file; name the directory the camera videos are stored under"
+                )
         return out
 
     def source_problems(self) -> list[str]:
@@ -253,8 +258,10 @@ class Settings(_Section):
                 out.append(f"cameras[{i}].source: bad placeholder ({type(exc).__name__}: {exc})")
                 continue
             if not any(src == root or root in src.parents for root in roots):
-                out.append(f"cameras[{i}].source: {src} is outside storage.allowed_roots "
-                           f"({', '.join(map(str, roots))}); the job would dead-letter every frame of it")
+                out.append(
+                    f"cameras[{i}].source: {src} is outside storage.allowed_roots "
+                    f"({', '.join(map(str, roots))}); the job would dead-letter every frame of it"
+                )
         return out
 
     # -- resolved paths ---------------------------------------------------------------------------
@@ -369,7 +376,7 @@ def _env_path(name: str) -> str:
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and "__" in key:
-            dotted = _env_path(key[len(ENV_PREFIX):])
+            dotted = _env_path(key[len(ENV_PREFIX) :])
             _set_dotted(raw, dotted, _parse_scalar(environ[key], _is_secret_path(dotted)))
 
 
@@ -443,8 +450,10 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path))) from None
     if require_cameras and not settings.cameras:
-        raise ConfigError(f"invalid configuration ({path}):\n  cameras: no camera configured; a deployment "
-                          "needs at least one (id, source, speed_limit_kmh)")
+        raise ConfigError(
+            f"invalid configuration ({path}):\n  cameras: no camera configured; a deployment "
+            "needs at least one (id, source, speed_limit_kmh)"
+        )
     return settings
 
 
@@ -458,10 +467,15 @@ PRECEDENCE_HELP = (
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config`` / ``--set`` for every CLI, with the precedence in ``--help``."""
     group = parser.add_argument_group("configuration", PRECEDENCE_HELP)
-    group.add_argument("--config", "-c", default=None,
-                       help=f"deployment YAML (default: $TRAFFICSTREAM_CONFIG or {DEFAULT_CONFIG})")
     group.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "--config", "-c", default=None, help=f"deployment YAML (default: $TRAFFICSTREAM_CONFIG or {DEFAULT_CONFIG})"
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one setting, e.g. --set kafka.bootstrap_servers=broker:9092 (repeatable; wins over all)",
     )
 

@@ -5,6 +5,7 @@
 them on the forge; ``--check`` exits 1 when they differ from what the declarations render (the test suite runs
 it: a declaration changed without regenerating fails there).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,20 @@ def _code(names: tuple[str, ...] | list[str]) -> str:
 
 # -- tables ---------------------------------------------------------------------------------------------------
 def render_tables() -> str:
-    intro = ("One folder per table under `storage.delta_root` (default `var/delta/`). Read them with Spark, or "
-             "without a JVM with `polars.read_delta(...)` / `deltalake.DeltaTable`. Timestamps are UTC instants.")
+    intro = (
+        "One folder per table under `storage.delta_root` (default `var/delta/`). Read them with Spark, or "
+        "without a JVM with `polars.read_delta(...)` / `deltalake.DeltaTable`. Timestamps are UTC instants."
+    )
     out = [_GENERATED.format(src="tables.py"), "", "# Delta tables", "", intro, "", "Write modes:", ""]
     out += [f"- `{mode}`: {text}" for mode, text in tables.WRITE_MODES.items()]
-    out += ["", _row("table", "one row per", "partitioned by", "write", "key", "written by"),
-            _row(*["---"] * 6)]
+    out += ["", _row("table", "one row per", "partitioned by", "write", "key", "written by"), _row(*["---"] * 6)]
     for t in tables.DECLARATIONS.values():
         out.append(_row(f"[`{t.name}`](#{t.name})", t.grain, _code(t.partition_by), t.write, _code(t.keys), t.job))
     for t in tables.DECLARATIONS.values():
-        about = (f"One row per {t.grain}. Partitioned by {_code(t.partition_by)}; written by `{t.job}`: "
-                 f"{tables.WRITE_MODES[t.write]}; key {_code(t.keys)}.")
+        about = (
+            f"One row per {t.grain}. Partitioned by {_code(t.partition_by)}; written by `{t.job}`: "
+            f"{tables.WRITE_MODES[t.write]}; key {_code(t.keys)}."
+        )
         out += ["", f"## {t.name}", "", about]
         if t.notes:
             out += ["", t.notes]
@@ -109,36 +113,74 @@ def _json(value: Any) -> str:
 def examples() -> dict[str, dict[str, Any]]:
     """One message of each type, built by the builders (documentation and contract tests)."""
     t0 = 1_715_670_000.0  # 2024-05-14 07:00 UTC
-    car = results.frame_vehicle(track_id=17, class_name="car", confidence=0.912, box=(412.3, 288.9, 530.2, 371.4),
-                                speed_kmh=97.34, over_limit=False)
-    truck = results.frame_vehicle(track_id=18, class_name="truck", confidence=0.78, box=(602, 250.5, 760.8, 402),
-                                  speed_kmh=None, over_limit=False)
+    car = results.frame_vehicle(
+        track_id=17,
+        class_name="car",
+        confidence=0.912,
+        box=(412.3, 288.9, 530.2, 371.4),
+        speed_kmh=97.34,
+        over_limit=False,
+    )
+    truck = results.frame_vehicle(
+        track_id=18, class_name="truck", confidence=0.78, box=(602, 250.5, 760.8, 402), speed_kmh=None, over_limit=False
+    )
     return {
         results.FRAME.name: results.frame_message(
-            camera_id="motorway-overpass", frame_index=1234, pts_s=49.36, capture_ts=t0 + 49.36,
-            processed_ts=t0 + 50.112, vehicles=[car, truck], class_counts={"car": 1, "truck": 1}, flow_minute=t0,
+            camera_id="motorway-overpass",
+            frame_index=1234,
+            pts_s=49.36,
+            capture_ts=t0 + 49.36,
+            processed_ts=t0 + 50.112,
+            vehicles=[car, truck],
+            class_counts={"car": 1, "truck": 1},
+            flow_minute=t0,
             flow_counts={"car": 12, "truck": 2},
-            ms={"decode": 3.1, "detect": 41.7, "embed": 6.2, "track": 1.21, "speed": 0.08}),
+            ms={"decode": 3.1, "detect": 41.7, "embed": 6.2, "track": 1.21, "speed": 0.08},
+        ),
         results.VIOLATION.name: results.violation_message(
-            camera_id="motorway-overpass", track_id=3, frame_index=1240, capture_ts=t0 + 49.6, class_name="car",
-            speed_kmh=131.24, limit_kmh=100.0, over_s=0.912,
+            camera_id="motorway-overpass",
+            track_id=3,
+            frame_index=1240,
+            capture_ts=t0 + 49.6,
+            class_name="car",
+            speed_kmh=131.24,
+            limit_kmh=100.0,
+            over_s=0.912,
             evidence_uri="file:///srv/traffic/evidence/motorway-overpass/track3_frame1240.jpg",
-            box=(1001.6, 310.2, 1120.4, 398.9)),
+            box=(1001.6, 310.2, 1120.4, 398.9),
+        ),
         results.BATCH_HEALTH.name: results.batch_health_message(
-            batch_id=42, batch_ms=812.04, frames=64, ts=t0 + 51.0, lag={"motorway-overpass": 12},
-            delay_s={"motorway-overpass": 1.64}, counts={"frame": 64, "track": 9, "flow": 2, "violation": 1}),
+            batch_id=42,
+            batch_ms=812.04,
+            frames=64,
+            ts=t0 + 51.0,
+            lag={"motorway-overpass": 12},
+            delay_s={"motorway-overpass": 1.64},
+            counts={"frame": 64, "track": 9, "flow": 2, "violation": 1},
+        ),
         results.CAMERA_EVENT.name: results.camera_event_message(
-            camera_id="motorway-overpass", batch_id=43, ts=t0 + 52.0, event="state_reset", cause="corrupt",
-            detail="StateFormatError: CRC mismatch", next_track_id=19, resets=1),
+            camera_id="motorway-overpass",
+            batch_id=43,
+            ts=t0 + 52.0,
+            event="state_reset",
+            cause="corrupt",
+            detail="StateFormatError: CRC mismatch",
+            next_track_id=19,
+            resets=1,
+        ),
     }
 
 
 def _message_section(mt: MessageType, example: dict[str, Any]) -> list[str]:
     key = "the camera id" if mt.key == "camera_id" else f"`{mt.key}`"
-    head = [Field("v", JsonType("const", const=results.RESULT_VERSION), "schema version"),
-            Field("type", JsonType("const", const=mt.type), "message type")]
-    about = (f"{mt.doc} Kafka key: {key}. JSON Schema: `$defs/{mt.name}` of "
-             "[results-topic.schema.json](results-topic.schema.json).")
+    head = [
+        Field("v", JsonType("const", const=results.RESULT_VERSION), "schema version"),
+        Field("type", JsonType("const", const=mt.type), "message type"),
+    ]
+    about = (
+        f"{mt.doc} Kafka key: {key}. JSON Schema: `$defs/{mt.name}` of "
+        "[results-topic.schema.json](results-topic.schema.json)."
+    )
     out = ["", f"## {mt.title} (`type` = `{mt.type}`)", "", about]
     if mt.without:
         out.append(f"It has no {_code(list(mt.without))} field.")
@@ -151,11 +193,22 @@ def _message_section(mt: MessageType, example: dict[str, Any]) -> list[str]:
 
 def render_results_md() -> str:
     ex = examples()
-    intro = ("The job's output for live consumers (the dashboard): UTF-8 JSON objects on `kafka.results_topic`. "
-             "Build messages with the builders of `trafficstream.results`, read them with `parse_result`, check a "
-             "producer with `validate_message`.")
-    out = [_GENERATED.format(src="results.py"), "", f"# Results topic (v{results.RESULT_VERSION})", "", intro, "",
-           "## Compatibility", "", results.COMPATIBILITY]
+    intro = (
+        "The job's output for live consumers (the dashboard): UTF-8 JSON objects on `kafka.results_topic`. "
+        "Build messages with the builders of `trafficstream.results`, read them with `parse_result`, check a "
+        "producer with `validate_message`."
+    )
+    out = [
+        _GENERATED.format(src="results.py"),
+        "",
+        f"# Results topic (v{results.RESULT_VERSION})",
+        "",
+        intro,
+        "",
+        "## Compatibility",
+        "",
+        results.COMPATIBILITY,
+    ]
     for mt in results.MESSAGE_TYPES:
         out += _message_section(mt, ex[mt.name])
     return "\n".join(out) + "\n"
@@ -174,8 +227,11 @@ RENDERERS: dict[str, Callable[[], str]] = {
 
 def stale(root: Path = PROJECT_ROOT) -> list[str]:
     """The generated files under ``root`` that are missing or differ from what the declarations render."""
-    return [rel for rel, render in RENDERERS.items()
-            if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != render()]
+    return [
+        rel
+        for rel, render in RENDERERS.items()
+        if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != render()
+    ]
 
 
 def write(root: Path = PROJECT_ROOT) -> list[str]:

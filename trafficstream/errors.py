@@ -1,4 +1,5 @@
 """Exceptions with a user-facing message (no stack trace needed to understand them)."""
+
 from __future__ import annotations
 
 

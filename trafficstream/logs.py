@@ -1,4 +1,5 @@
 """Logging set-up shared by every CLI (logging, not prints)."""
+
 from __future__ import annotations
 
 import logging

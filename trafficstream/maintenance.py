@@ -78,6 +78,7 @@ guards VACUUM below 168 h there)::
     VACUUM delta.`s3a://bucket/traffic/delta/detections` RETAIN 168 HOURS;   -- DRY RUN to list only
     -- checkpoints: Spark writes one every delta.checkpointInterval (10) commits by itself
 """
+
 from __future__ import annotations
 
 import argparse
@@ -150,15 +151,17 @@ class Options:
 # -- locations --------------------------------------------------------------------------------------------------
 def rs_uri(uri: str) -> str:
     """Spark's ``s3a://`` is delta-rs' ``s3://`` (credentials from AWS_* environment variables)."""
-    return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+    return "s3://" + uri[len("s3a://") :] if uri.startswith("s3a://") else uri
 
 
 def on_s3(uri: str) -> bool:
     return uri.startswith(("s3://", "s3a://", "s3n://"))
 
 
-S3_HELP = ("{table}: on S3 delta-rs and the Spark jobs do not coordinate their commits (a lost race drops rows); "
-           "run with --s3-exclusive only while no other engine writes this table (job stopped), or use --dry-run")
+S3_HELP = (
+    "{table}: on S3 delta-rs and the Spark jobs do not coordinate their commits (a lost race drops rows); "
+    "run with --s3-exclusive only while no other engine writes this table (job stopped), or use --dry-run"
+)
 
 
 def discover_tables(settings: Settings) -> list[str]:
@@ -166,8 +169,10 @@ def discover_tables(settings: Settings) -> list[str]:
     a local root (object stores: the declared ones only)."""
     names = list(tables.DECLARATIONS)
     if "://" in settings.table_uri("x"):
-        log.info("delta root %s is not local: maintaining the declared tables only (name others with --tables)",
-                 settings.storage.delta_root)
+        log.info(
+            "delta root %s is not local: maintaining the declared tables only (name others with --tables)",
+            settings.storage.delta_root,
+        )
         return names
     root = settings.delta_root
     if root.is_dir():
@@ -186,8 +191,12 @@ def snapshot(dt: DeltaTable) -> dict[str, int]:
     adds = pa.table(dt.get_add_actions(flatten=True))
     sizes = adds.column("size_bytes").to_pylist() if adds.num_rows else []
     rows = adds.column("num_records").to_pylist() if adds.num_rows and "num_records" in adds.column_names else []
-    return {"version": dt.version(), "files": adds.num_rows, "bytes": int(sum(sizes)),
-            "rows": int(sum(r or 0 for r in rows))}
+    return {
+        "version": dt.version(),
+        "files": adds.num_rows,
+        "bytes": int(sum(sizes)),
+        "rows": int(sum(r or 0 for r in rows)),
+    }
 
 
 _INTERVAL = re.compile(r"^\s*(?:interval\s+)?(\d+)\s+(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
@@ -230,8 +239,10 @@ def _committed(dt: DeltaTable, table: str, step: str, before: str, fn: Callable[
     dt.update_incremental()
     after = protocol_text(dt)
     if after != before:
-        raise ProtocolChanged(f"{table}: {step} changed the protocol from {before} to {after}; check that the "
-                              "streaming job's delta-spark supports it before running maintenance again")
+        raise ProtocolChanged(
+            f"{table}: {step} changed the protocol from {before} to {after}; check that the "
+            "streaming job's delta-spark supports it before running maintenance again"
+        )
     return result
 
 
@@ -248,37 +259,73 @@ def maintain_table(name: str, uri: str, opts: Options) -> dict[str, Any]:
         raise UncoordinatedWriters(S3_HELP.format(table=name))
     proto = protocol_text(dt)
     before = snapshot(dt)
-    summary.update(status="dry_run" if opts.dry_run else "ok", protocol_before=proto,
-                   version_before=before["version"], files_before=before["files"], bytes_before=before["bytes"],
-                   rows_before=before["rows"])
+    summary.update(
+        status="dry_run" if opts.dry_run else "ok",
+        protocol_before=proto,
+        version_before=before["version"],
+        files_before=before["files"],
+        bytes_before=before["bytes"],
+        rows_before=before["rows"],
+    )
     filters = recent_filter(dt, opts)
     target = opts.target_size_mb * 2**20 if opts.target_size_mb else None
     if opts.dry_run:
         log.info("%s: dry run, nothing rewritten", name)
     else:
         if opts.compact:
-            m = _committed(dt, name, "compaction", proto, lambda: dt.optimize.compact(
-                partition_filters=filters, target_size=target))
-            summary["compaction"] = {"files_removed": m["numFilesRemoved"], "files_added": m["numFilesAdded"],
-                                     "partitions": m["partitionsOptimized"]}
+            m = _committed(
+                dt,
+                name,
+                "compaction",
+                proto,
+                lambda: dt.optimize.compact(partition_filters=filters, target_size=target),
+            )
+            summary["compaction"] = {
+                "files_removed": m["numFilesRemoved"],
+                "files_added": m["numFilesAdded"],
+                "partitions": m["partitionsOptimized"],
+            }
         cols = zorder_columns(dt, name) if opts.zorder else []
         if cols:
-            m = _committed(dt, name, "z-order", proto, lambda: dt.optimize.z_order(
-                cols, partition_filters=filters, target_size=target))
-            summary["zorder"] = {"columns": cols, "files_removed": m["numFilesRemoved"],
-                                 "files_added": m["numFilesAdded"]}
+            m = _committed(
+                dt,
+                name,
+                "z-order",
+                proto,
+                lambda: dt.optimize.z_order(cols, partition_filters=filters, target_size=target),
+            )
+            summary["zorder"] = {
+                "columns": cols,
+                "files_removed": m["numFilesRemoved"],
+                "files_added": m["numFilesAdded"],
+            }
     if opts.vacuum:
         hours = opts.vacuum_hours
         own = table_retention_hours(dt)
         if own is not None and hours < own and not opts.force_short_retention:
-            log.warning("%s: table sets delta.deletedFileRetentionDuration = %.0f h; vacuuming with that instead "
-                        "of %d h", name, own, hours)
+            log.warning(
+                "%s: table sets delta.deletedFileRetentionDuration = %.0f h; vacuuming with that instead of %d h",
+                name,
+                own,
+                hours,
+            )
             hours = int(own + 0.999)
         # Our own floor was checked on the arguments; delta-rs' check would refuse 24-167 h on default tables.
-        files = _committed(dt, name, "vacuum", proto, lambda: dt.vacuum(
-            retention_hours=hours, dry_run=opts.dry_run, enforce_retention_duration=False, full=opts.vacuum_full))
-        summary["vacuum"] = {"retention_hours": hours, "full": opts.vacuum_full, "dry_run": opts.dry_run,
-                             "files": len(files)}
+        files = _committed(
+            dt,
+            name,
+            "vacuum",
+            proto,
+            lambda: dt.vacuum(
+                retention_hours=hours, dry_run=opts.dry_run, enforce_retention_duration=False, full=opts.vacuum_full
+            ),
+        )
+        summary["vacuum"] = {
+            "retention_hours": hours,
+            "full": opts.vacuum_full,
+            "dry_run": opts.dry_run,
+            "files": len(files),
+        }
     if opts.checkpoint and not opts.dry_run:
         _committed(dt, name, "checkpoint", proto, dt.create_checkpoint)
         summary["checkpoint_version"] = dt.version()
@@ -286,9 +333,14 @@ def maintain_table(name: str, uri: str, opts: Options) -> dict[str, Any]:
     if after["rows"] != before["rows"] and not opts.dry_run:
         # Appends of the running job land in between; only flag, never undo.
         log.info("%s: %d rows before, %d after (the job committed meanwhile)", name, before["rows"], after["rows"])
-    summary.update(version_after=after["version"], files_after=after["files"], bytes_after=after["bytes"],
-                   rows_after=after["rows"], protocol_after=protocol_text(dt),
-                   seconds=round(time.perf_counter() - t0, 3))
+    summary.update(
+        version_after=after["version"],
+        files_after=after["files"],
+        bytes_after=after["bytes"],
+        rows_after=after["rows"],
+        protocol_after=protocol_text(dt),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
     return summary
 
 
@@ -336,31 +388,62 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m trafficstream.maintenance",
-                                     description=(__doc__ or "").splitlines()[0],
-                                     epilog="Schedule, safety and Spark SQL equivalents: the module docstring.")
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.maintenance",
+        description=(__doc__ or "").splitlines()[0],
+        epilog="Schedule, safety and Spark SQL equivalents: the module docstring.",
+    )
     add_config_arguments(parser)
-    parser.add_argument("--tables", nargs="+", type=_table_name, default=None, metavar="NAME",
-                        help="tables to maintain (default: every known table and any found under the root)")
-    parser.add_argument("--vacuum-hours", type=_positive, default=DEFAULT_VACUUM_HOURS,
-                        help=f"keep files younger than this (default {DEFAULT_VACUUM_HOURS}; < {MIN_VACUUM_HOURS} "
-                             "refused unless --force-short-retention)")
-    parser.add_argument("--force-short-retention", action="store_true",
-                        help="allow --vacuum-hours below 24 (no job, reader or time travel may use the tables)")
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        type=_table_name,
+        default=None,
+        metavar="NAME",
+        help="tables to maintain (default: every known table and any found under the root)",
+    )
+    parser.add_argument(
+        "--vacuum-hours",
+        type=_positive,
+        default=DEFAULT_VACUUM_HOURS,
+        help=f"keep files younger than this (default {DEFAULT_VACUUM_HOURS}; < {MIN_VACUUM_HOURS} "
+        "refused unless --force-short-retention)",
+    )
+    parser.add_argument(
+        "--force-short-retention",
+        action="store_true",
+        help="allow --vacuum-hours below 24 (no job, reader or time travel may use the tables)",
+    )
     parser.add_argument("--zorder", action="store_true", help="Z-order the big append tables by (camera, time)")
-    parser.add_argument("--recent-days", type=_positive, default=None, metavar="N",
-                        help="compact / Z-order only event_date partitions of the last N days (UTC, today = 1)")
-    parser.add_argument("--target-size-mb", type=_positive, default=None,
-                        help="compacted file size (default: delta.targetFileSize or 100 MiB)")
+    parser.add_argument(
+        "--recent-days",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="compact / Z-order only event_date partitions of the last N days (UTC, today = 1)",
+    )
+    parser.add_argument(
+        "--target-size-mb",
+        type=_positive,
+        default=None,
+        help="compacted file size (default: delta.targetFileSize or 100 MiB)",
+    )
     parser.add_argument("--no-compact", dest="compact", action="store_false", help="skip compaction")
     parser.add_argument("--no-vacuum", dest="vacuum", action="store_false", help="skip VACUUM")
-    parser.add_argument("--vacuum-lite", action="store_true",
-                        help="vacuum only files the log removed (no listing of the table folder: cheaper on S3)")
+    parser.add_argument(
+        "--vacuum-lite",
+        action="store_true",
+        help="vacuum only files the log removed (no listing of the table folder: cheaper on S3)",
+    )
     parser.add_argument("--no-checkpoint", dest="checkpoint", action="store_false", help="skip the log checkpoint")
-    parser.add_argument("--s3-exclusive", action="store_true",
-                        help="tables on S3: state that no other engine writes them during this run (see docstring)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="change nothing: report the tables and the files VACUUM would delete")
+    parser.add_argument(
+        "--s3-exclusive",
+        action="store_true",
+        help="tables on S3: state that no other engine writes them during this run (see docstring)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="change nothing: report the tables and the files VACUUM would delete"
+    )
     args = parser.parse_args(argv)
     if args.recent_days == 0:
         parser.error("--recent-days must be >= 1 (1 = today's partitions)")
@@ -370,8 +453,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.vacuum and args.vacuum_hours < MIN_VACUUM_HOURS and not args.force_short_retention:
-        print("error: " + SHORT_RETENTION_HELP.format(min=MIN_VACUUM_HOURS, default=DEFAULT_VACUUM_HOURS),
-              file=sys.stderr)
+        print(
+            "error: " + SHORT_RETENTION_HELP.format(min=MIN_VACUUM_HOURS, default=DEFAULT_VACUUM_HOURS), file=sys.stderr
+        )
         return 2
     try:
         settings = load_settings(args.config, args.overrides, require_cameras=False)
@@ -380,12 +464,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     if args.force_short_retention and args.vacuum and args.vacuum_hours < MIN_VACUUM_HOURS:
-        log.warning("VACUUM retention %d h < %d h forced: readers, the running job and time travel may break",
-                    args.vacuum_hours, MIN_VACUUM_HOURS)
-    opts = Options(tables=args.tables, vacuum_hours=args.vacuum_hours, force_short_retention=args.force_short_retention,
-                   zorder=args.zorder, compact=args.compact, vacuum=args.vacuum, vacuum_full=not args.vacuum_lite,
-                   checkpoint=args.checkpoint, recent_days=args.recent_days, target_size_mb=args.target_size_mb,
-                   dry_run=args.dry_run, s3_exclusive=args.s3_exclusive)
+        log.warning(
+            "VACUUM retention %d h < %d h forced: readers, the running job and time travel may break",
+            args.vacuum_hours,
+            MIN_VACUUM_HOURS,
+        )
+    opts = Options(
+        tables=args.tables,
+        vacuum_hours=args.vacuum_hours,
+        force_short_retention=args.force_short_retention,
+        zorder=args.zorder,
+        compact=args.compact,
+        vacuum=args.vacuum,
+        vacuum_full=not args.vacuum_lite,
+        checkpoint=args.checkpoint,
+        recent_days=args.recent_days,
+        target_size_mb=args.target_size_mb,
+        dry_run=args.dry_run,
+        s3_exclusive=args.s3_exclusive,
+    )
     log.info("maintaining Delta tables under %s (dry run: %s)", settings.storage.delta_root, opts.dry_run)
 
     def emit(summary: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ All messages are UTF-8 JSON objects carrying ``v`` (schema version). Frame refer
 so one camera's frames stay ordered in one partition. No pixels ever travel through Kafka. The results topic's
 messages are declared in :mod:`trafficstream.results`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -147,6 +148,7 @@ def payload_text(payload: bytes | str | None, limit: int = 64 * 1024) -> str | N
     except UnicodeDecodeError:
         return "base64:" + base64.b64encode(raw).decode("ascii")
     return text
+
 
 def _field(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
     if name not in obj:

@@ -8,6 +8,7 @@ validator (``validate_message``, ``parse_result``), and the JSON Schema (draft 2
 rendered to ``docs/results-topic.schema.json`` by ``python -m trafficstream.docs``). Fields that carry a
 Delta table column take its meaning and unit from :mod:`trafficstream.tables`.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,16 +103,35 @@ def obj(*fields: Field, values: JsonType | None = None, key: str = "") -> JsonTy
 
 WALL_TS = number(MIN_WALL_TS, MAX_WALL_TS)  # unix seconds, 2000-2100 (the frame references' bounds)
 TS_UNIT = "unix s, UTC"
-_JSON_KIND = {"string": "string", "long": "integer", "int": "integer", "double": "number", "float": "number",
-              "boolean": "boolean", "timestamp": "number"}
+_JSON_KIND = {
+    "string": "string",
+    "long": "integer",
+    "int": "integer",
+    "double": "number",
+    "float": "number",
+    "boolean": "boolean",
+    "timestamp": "number",
+}
 
 
-def column_field(table: str, column: str, *, name: str | None = None, type: JsonType | None = None,
-                 doc: str | None = None, nullable: bool = False) -> Field:
+def column_field(
+    table: str,
+    column: str,
+    *,
+    name: str | None = None,
+    type: JsonType | None = None,
+    doc: str | None = None,
+    nullable: bool = False,
+) -> Field:
     """A field carrying a table column: its doc and unit come from the declaration (timestamps as unix s)."""
     c = tables.table(table).column(column)
-    return Field(name or c.name, type or JsonType(_JSON_KIND[c.type]), doc or c.doc,
-                 TS_UNIT if c.type == "timestamp" else c.unit, nullable)
+    return Field(
+        name or c.name,
+        type or JsonType(_JSON_KIND[c.type]),
+        doc or c.doc,
+        TS_UNIT if c.type == "timestamp" else c.unit,
+        nullable,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,38 +155,71 @@ BOX = Field("box", array(number(), length=4), "x1, y1, x2, y2 of the vehicle's b
 _MAP_OF_COUNTS = integer(0)
 
 FRAME = MessageType(
-    "frame", RESULT_FRAME, "Frame", "One per processed frame: the tracked vehicles, counts and stage timings.",
+    "frame",
+    RESULT_FRAME,
+    "Frame",
+    "One per processed frame: the tracked vehicles, counts and stage timings.",
     (
-        CAMERA_ID, FRAME_INDEX,
+        CAMERA_ID,
+        FRAME_INDEX,
         column_field(tables.FRAMES, "pts_s", type=number(0, MAX_PTS_S)),
         column_field(tables.FRAMES, "capture_ts", type=WALL_TS),
         column_field(tables.FRAMES, "processed_ts", type=WALL_TS),
-        Field("vehicles", array(obj(
-            column_field(tables.DETECTIONS, "track_id", name="id", type=integer(1, 2**63 - 1)),
-            column_field(tables.DETECTIONS, "class_name", name="cls"),
-            column_field(tables.DETECTIONS, "confidence", name="conf", type=number(0, 1), nullable=True),
-            BOX,
-            column_field(tables.DETECTIONS, "speed_kmh", name="kmh", type=number(0), nullable=True),
-            column_field(tables.DETECTIONS, "over_limit", name="over"),
-        )), "tracked vehicles in the region of interest (the frame's rows of the detections table)"),
-        Field("counts", obj(Field("in_roi", integer(0), "vehicles in the region of interest", "vehicles"),
-                            values=_MAP_OF_COUNTS, key="class"),
-              "vehicles in this frame: in_roi, and per class (car, truck, ...)", "vehicles"),
-        Field("flow", obj(Field("minute", WALL_TS, "start of the current minute", TS_UNIT), values=_MAP_OF_COUNTS,
-                          key="class"),
-              "vehicles counted so far in the current minute, per class (as the flow table)", "vehicles"),
-        Field("ms", obj(*(column_field(tables.FRAMES, f"{stage}_ms", name=stage, type=number(0), nullable=True)
-                          for stage in STAGES), values=number(), key="stage"),
-              "per-stage processing time of the frame", "ms"),
+        Field(
+            "vehicles",
+            array(
+                obj(
+                    column_field(tables.DETECTIONS, "track_id", name="id", type=integer(1, 2**63 - 1)),
+                    column_field(tables.DETECTIONS, "class_name", name="cls"),
+                    column_field(tables.DETECTIONS, "confidence", name="conf", type=number(0, 1), nullable=True),
+                    BOX,
+                    column_field(tables.DETECTIONS, "speed_kmh", name="kmh", type=number(0), nullable=True),
+                    column_field(tables.DETECTIONS, "over_limit", name="over"),
+                )
+            ),
+            "tracked vehicles in the region of interest (the frame's rows of the detections table)",
+        ),
+        Field(
+            "counts",
+            obj(
+                Field("in_roi", integer(0), "vehicles in the region of interest", "vehicles"),
+                values=_MAP_OF_COUNTS,
+                key="class",
+            ),
+            "vehicles in this frame: in_roi, and per class (car, truck, ...)",
+            "vehicles",
+        ),
+        Field(
+            "flow",
+            obj(Field("minute", WALL_TS, "start of the current minute", TS_UNIT), values=_MAP_OF_COUNTS, key="class"),
+            "vehicles counted so far in the current minute, per class (as the flow table)",
+            "vehicles",
+        ),
+        Field(
+            "ms",
+            obj(
+                *(
+                    column_field(tables.FRAMES, f"{stage}_ms", name=stage, type=number(0), nullable=True)
+                    for stage in STAGES
+                ),
+                values=number(),
+                key="stage",
+            ),
+            "per-stage processing time of the frame",
+            "ms",
+        ),
     ),
     key="camera_id",
 )
 
 VIOLATION = MessageType(
-    "violation", RESULT_VIOLATION, "Violation",
+    "violation",
+    RESULT_VIOLATION,
+    "Violation",
     "One per speeding passage, once its evidence snapshot is written (the violations table's row).",
     (
-        CAMERA_ID, TRACK_ID,
+        CAMERA_ID,
+        TRACK_ID,
         column_field(tables.VIOLATIONS, "frame_index", type=integer(0, MAX_FRAME_INDEX)),
         column_field(tables.VIOLATIONS, "capture_ts", type=WALL_TS),
         column_field(tables.VIOLATIONS, "class_name", name="cls"),
@@ -180,34 +233,55 @@ VIOLATION = MessageType(
 )
 
 BATCH_HEALTH = MessageType(
-    "batch_health", RESULT_HEALTH, "Batch health", "One per micro-batch of the job: duration, throughput, lag.",
+    "batch_health",
+    RESULT_HEALTH,
+    "Batch health",
+    "One per micro-batch of the job: duration, throughput, lag.",
     (
         Field("batch_id", integer(0), "Spark micro-batch id"),
         Field("batch_ms", number(0), "micro-batch duration, sinks included", "ms"),
         Field("frames", integer(0), "frames processed or dead-lettered in the batch", "frames"),
         Field("fps", number(0), "frames / batch duration (null for a zero duration)", "frames/s", nullable=True),
         Field("ts", WALL_TS, "time the batch ended", TS_UNIT),
-        Field("lag", obj(values=integer(0), key="camera id"),
-              "per camera: frame references published but not yet processed", "frames"),
-        Field("delay_s", obj(values=number(), key="camera id"),
-              "per camera: now minus the capture time of its newest frame in the batch", "s"),
-        Field("counts", obj(values=integer(0), key="row kind"),
-              "stage-2 rows of the batch per kind (frame, dead, track, flow, violation, health)", "rows"),
+        Field(
+            "lag",
+            obj(values=integer(0), key="camera id"),
+            "per camera: frame references published but not yet processed",
+            "frames",
+        ),
+        Field(
+            "delay_s",
+            obj(values=number(), key="camera id"),
+            "per camera: now minus the capture time of its newest frame in the batch",
+            "s",
+        ),
+        Field(
+            "counts",
+            obj(values=integer(0), key="row kind"),
+            "stage-2 rows of the batch per kind (frame, dead, track, flow, violation, health)",
+            "rows",
+        ),
     ),
     key="health",
     without=("event",),
 )
 
 CAMERA_EVENT = MessageType(
-    "camera_event", RESULT_HEALTH, "Camera event",
+    "camera_event",
+    RESULT_HEALTH,
+    "Camera event",
     "A camera event that is not about one frame, e.g. its tracking state was reset (also logged by the job).",
     (
         CAMERA_ID,
         Field("batch_id", integer(0), "Spark micro-batch id"),
         Field("ts", WALL_TS, "time the stateful stage reported the event", TS_UNIT),
         Field("event", string(), "what happened: state_reset"),
-        Field("cause", string(), "why (state_reset: corrupt | unknown_version | unencodable | repeated_errors)",
-              nullable=True),
+        Field(
+            "cause",
+            string(),
+            "why (state_reset: corrupt | unknown_version | unencodable | repeated_errors)",
+            nullable=True,
+        ),
         Field("detail", string(), "human-readable detail", nullable=True),
         Field("next_track_id", integer(1), "track ids of the camera go on from here", nullable=True),
         Field("resets", integer(0), "state resets of this camera so far, this one included", nullable=True),
@@ -253,22 +327,50 @@ def _counts(counts: Mapping[str, int]) -> dict[str, int]:
     return {str(k): int(n) for k, n in counts.items()}
 
 
-def frame_vehicle(*, track_id: int, class_name: str, confidence: float | None, box: Sequence[float],
-                  speed_kmh: float | None, over_limit: bool) -> dict[str, Any]:
+def frame_vehicle(
+    *,
+    track_id: int,
+    class_name: str,
+    confidence: float | None,
+    box: Sequence[float],
+    speed_kmh: float | None,
+    over_limit: bool,
+) -> dict[str, Any]:
     """One entry of a frame message's ``vehicles``."""
-    return {"id": int(track_id), "cls": str(class_name), "conf": _num(confidence, 2), "box": _box(box),
-            "kmh": _num(speed_kmh, 1), "over": bool(over_limit)}
+    return {
+        "id": int(track_id),
+        "cls": str(class_name),
+        "conf": _num(confidence, 2),
+        "box": _box(box),
+        "kmh": _num(speed_kmh, 1),
+        "over": bool(over_limit),
+    }
 
 
-def frame_message(*, camera_id: str, frame_index: int, pts_s: float, capture_ts: float, processed_ts: float,
-                  vehicles: Sequence[Mapping[str, Any]], class_counts: Mapping[str, int], flow_minute: float,
-                  flow_counts: Mapping[str, int], ms: Mapping[str, float | None]) -> dict[str, Any]:
+def frame_message(
+    *,
+    camera_id: str,
+    frame_index: int,
+    pts_s: float,
+    capture_ts: float,
+    processed_ts: float,
+    vehicles: Sequence[Mapping[str, Any]],
+    class_counts: Mapping[str, int],
+    flow_minute: float,
+    flow_counts: Mapping[str, int],
+    ms: Mapping[str, float | None],
+) -> dict[str, Any]:
     """``vehicles``: :func:`frame_vehicle` entries; ``class_counts``: vehicles of this frame per class;
     ``flow_counts``: vehicles counted in the minute starting at ``flow_minute`` per class; ``ms``: per stage
     (:data:`STAGES`; a missing one is null)."""
     return {
-        "v": RESULT_VERSION, "type": RESULT_FRAME, "camera_id": camera_id, "frame_index": int(frame_index),
-        "pts_s": _num(pts_s, 4), "capture_ts": _num(capture_ts, 3), "processed_ts": _num(processed_ts, 3),
+        "v": RESULT_VERSION,
+        "type": RESULT_FRAME,
+        "camera_id": camera_id,
+        "frame_index": int(frame_index),
+        "pts_s": _num(pts_s, 4),
+        "capture_ts": _num(capture_ts, 3),
+        "processed_ts": _num(processed_ts, 3),
         "vehicles": [dict(v) for v in vehicles],
         "counts": {"in_roi": len(vehicles), **_counts(class_counts)},
         "flow": {"minute": _num(flow_minute), **_counts(flow_counts)},
@@ -276,34 +378,80 @@ def frame_message(*, camera_id: str, frame_index: int, pts_s: float, capture_ts:
     }
 
 
-def violation_message(*, camera_id: str, track_id: int, frame_index: int, capture_ts: float, class_name: str,
-                      speed_kmh: float, limit_kmh: float, over_s: float, evidence_uri: str | None,
-                      box: Sequence[float]) -> dict[str, Any]:
+def violation_message(
+    *,
+    camera_id: str,
+    track_id: int,
+    frame_index: int,
+    capture_ts: float,
+    class_name: str,
+    speed_kmh: float,
+    limit_kmh: float,
+    over_s: float,
+    evidence_uri: str | None,
+    box: Sequence[float],
+) -> dict[str, Any]:
     return {
-        "v": RESULT_VERSION, "type": RESULT_VIOLATION, "camera_id": camera_id, "track_id": int(track_id),
-        "frame_index": int(frame_index), "capture_ts": _num(capture_ts, 3), "cls": str(class_name),
-        "kmh": _num(speed_kmh, 1), "limit_kmh": _num(limit_kmh), "over_s": _num(over_s, 2),
-        "evidence_uri": evidence_uri, "box": _box(box),
+        "v": RESULT_VERSION,
+        "type": RESULT_VIOLATION,
+        "camera_id": camera_id,
+        "track_id": int(track_id),
+        "frame_index": int(frame_index),
+        "capture_ts": _num(capture_ts, 3),
+        "cls": str(class_name),
+        "kmh": _num(speed_kmh, 1),
+        "limit_kmh": _num(limit_kmh),
+        "over_s": _num(over_s, 2),
+        "evidence_uri": evidence_uri,
+        "box": _box(box),
     }
 
 
-def batch_health_message(*, batch_id: int, batch_ms: float, frames: int, ts: float, lag: Mapping[str, int],
-                         delay_s: Mapping[str, float], counts: Mapping[str, int]) -> dict[str, Any]:
+def batch_health_message(
+    *,
+    batch_id: int,
+    batch_ms: float,
+    frames: int,
+    ts: float,
+    lag: Mapping[str, int],
+    delay_s: Mapping[str, float],
+    counts: Mapping[str, int],
+) -> dict[str, Any]:
     return {
-        "v": RESULT_VERSION, "type": RESULT_HEALTH, "batch_id": int(batch_id), "batch_ms": _num(batch_ms, 1),
-        "frames": int(frames), "fps": round(frames / (batch_ms / 1e3), 2) if batch_ms else None,
-        "ts": _num(ts, 3), "lag": {str(k): max(0, int(n)) for k, n in lag.items()},  # never "-3 behind"
-        "delay_s": {str(k): _num(d, 3) for k, d in delay_s.items()}, "counts": _counts(counts),
+        "v": RESULT_VERSION,
+        "type": RESULT_HEALTH,
+        "batch_id": int(batch_id),
+        "batch_ms": _num(batch_ms, 1),
+        "frames": int(frames),
+        "fps": round(frames / (batch_ms / 1e3), 2) if batch_ms else None,
+        "ts": _num(ts, 3),
+        "lag": {str(k): max(0, int(n)) for k, n in lag.items()},  # never "-3 behind"
+        "delay_s": {str(k): _num(d, 3) for k, d in delay_s.items()},
+        "counts": _counts(counts),
     }
 
 
-def camera_event_message(*, camera_id: str, batch_id: int, ts: float, event: str, cause: str | None = None,
-                         detail: str | None = None, next_track_id: int | None = None,
-                         resets: int | None = None) -> dict[str, Any]:
+def camera_event_message(
+    *,
+    camera_id: str,
+    batch_id: int,
+    ts: float,
+    event: str,
+    cause: str | None = None,
+    detail: str | None = None,
+    next_track_id: int | None = None,
+    resets: int | None = None,
+) -> dict[str, Any]:
     return {
-        "v": RESULT_VERSION, "type": RESULT_HEALTH, "camera_id": camera_id, "batch_id": int(batch_id),
-        "ts": _num(ts, 3), "event": safe_text(event, 100), "cause": None if cause is None else safe_text(cause, 100),
-        "detail": None if detail is None else safe_text(detail), "next_track_id": _opt_int(next_track_id),
+        "v": RESULT_VERSION,
+        "type": RESULT_HEALTH,
+        "camera_id": camera_id,
+        "batch_id": int(batch_id),
+        "ts": _num(ts, 3),
+        "event": safe_text(event, 100),
+        "cause": None if cause is None else safe_text(cause, 100),
+        "detail": None if detail is None else safe_text(detail),
+        "next_track_id": _opt_int(next_track_id),
         "resets": _opt_int(resets),
     }
 
@@ -460,8 +608,10 @@ def _field_schema(f: Field) -> dict[str, Any]:
 
 
 def _message_schema(mt: MessageType) -> dict[str, Any]:
-    head = (Field("v", JsonType("const", const=RESULT_VERSION), "schema version"),
-            Field("type", JsonType("const", const=mt.type), "message type"))
+    head = (
+        Field("v", JsonType("const", const=RESULT_VERSION), "schema version"),
+        Field("type", JsonType("const", const=mt.type), "message type"),
+    )
     s = {"title": mt.title, "description": mt.doc, **_type_schema(obj(*head, *mt.fields))}
     if mt.without:
         s["not"] = {"anyOf": [{"required": [name]} for name in mt.without]}

@@ -18,6 +18,7 @@ The settings never show a secret: ``repr``, ``str``, ``model_dump()`` and error 
 and :func:`trafficstream.config.settings_to_json` (what Spark tasks receive) leaves secrets out. Only
 ``KafkaSettings.python_config()`` / ``spark_options()`` (and iterating the maps) give the real values.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -63,7 +64,7 @@ def resolve_reference(value: Any) -> Any:
     """
     if not isinstance(value, str) or not value.startswith(FILE_PREFIX):
         return value
-    path = Path(value[len(FILE_PREFIX):]).expanduser()
+    path = Path(value[len(FILE_PREFIX) :]).expanduser()
     if not str(path) or str(path) == ".":
         raise ValueError(f"secret file reference {value!r} names no file")
     try:

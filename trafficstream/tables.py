@@ -9,6 +9,7 @@ Readers: Spark (``delta-spark``), and without a JVM ``deltalake`` (delta-rs) / P
 table features those readers support (no deletion vectors, no column mapping). One folder per table under
 ``storage.delta_root``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -119,45 +120,74 @@ DECLARATIONS: dict[str, Table] = {
     t.name: t
     for t in (
         Table(
-            FRAMES, "processed frame (the processing log with per-stage timings)",
+            FRAMES,
+            "processed frame (the processing log with per-stage timings)",
             (
-                _CAMERA_ID, _FRAME_INDEX, _PTS_S, _CAPTURE_TS,
+                _CAMERA_ID,
+                _FRAME_INDEX,
+                _PTS_S,
+                _CAPTURE_TS,
                 Column("ingest_ts", "timestamp", "UTC", "time the ingest worker published the frame reference"),
                 Column("processed_ts", "timestamp", "UTC", "time the stateful stage finished the frame"),
-                _KAFKA_PARTITION, _KAFKA_OFFSET,
+                _KAFKA_PARTITION,
+                _KAFKA_OFFSET,
                 Column("raw_detections", "int", "vehicles", "detections before the region-of-interest filter"),
                 Column("vehicles", "int", "vehicles", "tracked vehicles in the region of interest"),
-                _stage_ms("decode", "decode"), _stage_ms("detect", "detector"), _stage_ms("embed", "appearance embedding"),
-                _stage_ms("track", "tracker"), _stage_ms("speed", "road-plane projection and speed"),
-                Column("state_bytes", "long", "bytes",
-                       "the camera's tracking-state size in the state store (last frame of a micro-batch, else null)"),
-                _BATCH_ID, _EVENT_DATE,
+                _stage_ms("decode", "decode"),
+                _stage_ms("detect", "detector"),
+                _stage_ms("embed", "appearance embedding"),
+                _stage_ms("track", "tracker"),
+                _stage_ms("speed", "road-plane projection and speed"),
+                Column(
+                    "state_bytes",
+                    "long",
+                    "bytes",
+                    "the camera's tracking-state size in the state store (last frame of a micro-batch, else null)",
+                ),
+                _BATCH_ID,
+                _EVENT_DATE,
             ),
-            partition_by=("camera_id", "event_date"), write=APPEND, keys=("camera_id", "frame_index"),
+            partition_by=("camera_id", "event_date"),
+            write=APPEND,
+            keys=("camera_id", "frame_index"),
         ),
         Table(
-            DETECTIONS, "tracked vehicle per frame",
+            DETECTIONS,
+            "tracked vehicle per frame",
             (
-                _CAMERA_ID, _FRAME_INDEX, _PTS_S, _CAPTURE_TS, _TRACK_ID,
+                _CAMERA_ID,
+                _FRAME_INDEX,
+                _PTS_S,
+                _CAPTURE_TS,
+                _TRACK_ID,
                 Column("class_name", "string", "", "car | motorcycle | bus | truck (this frame's detection)"),
                 Column("confidence", "float", "0-1", "detector confidence of the matched detection"),
                 *_BOX,
                 Column("world_x_m", "double", "m", "bottom-centre of the box on the road plane, x"),
                 Column("world_y_m", "double", "m", "bottom-centre of the box on the road plane, y"),
                 Column("speed_kmh", "double", "km/h", "smoothed speed (null until enough history; never clamped)"),
-                Column("speed_flag", "string", "",
-                       "null when the speed is trusted; otherwise why not: insufficient_history, outside_calibration, "
-                       "implausible_speed, implausible_acceleration, large_residual, inconsistent_motion, "
-                       "uncalibrated"),
+                Column(
+                    "speed_flag",
+                    "string",
+                    "",
+                    "null when the speed is trusted; otherwise why not: insufficient_history, outside_calibration, "
+                    "implausible_speed, implausible_acceleration, large_residual, inconsistent_motion, "
+                    "uncalibrated",
+                ),
                 Column("over_limit", "boolean", "", "trusted speed above the camera's limit"),
-                _BATCH_ID, _EVENT_DATE,
+                _BATCH_ID,
+                _EVENT_DATE,
             ),
-            partition_by=("camera_id", "event_date"), write=APPEND, keys=("camera_id", "frame_index", "track_id"),
+            partition_by=("camera_id", "event_date"),
+            write=APPEND,
+            keys=("camera_id", "frame_index", "track_id"),
         ),
         Table(
-            TRACKS, "vehicle track (per-vehicle summary)",
+            TRACKS,
+            "vehicle track (per-vehicle summary)",
             (
-                _CAMERA_ID, _TRACK_ID,
+                _CAMERA_ID,
+                _TRACK_ID,
                 Column("class_name", "string", "", "majority class over the track"),
                 Column("first_frame", "long", "", "first frame the track was confirmed in"),
                 Column("last_frame", "long", "", "last frame it was seen in"),
@@ -171,13 +201,18 @@ DECLARATIONS: dict[str, Table] = {
                 Column("ended", "boolean", "", "the track ended (false while the vehicle is still in view)"),
                 _UPDATED_BATCH,
             ),
-            partition_by=("camera_id",), write=MERGE, keys=("camera_id", "track_id"),
+            partition_by=("camera_id",),
+            write=MERGE,
+            keys=("camera_id", "track_id"),
             notes="Upserted every micro-batch while the vehicle is seen; `ended` = true once it is gone.",
         ),
         Table(
-            VIOLATIONS, "speeding vehicle per passage",
+            VIOLATIONS,
+            "speeding vehicle per passage",
             (
-                _CAMERA_ID, _TRACK_ID, _CLASS_NAME,
+                _CAMERA_ID,
+                _TRACK_ID,
+                _CLASS_NAME,
                 Column("frame_index", "long", "", "evidence frame"),
                 Column("pts_s", "double", "s", "presentation timestamp of the evidence frame"),
                 Column("capture_ts", "timestamp", "UTC", "capture time of the evidence frame"),
@@ -186,12 +221,16 @@ DECLARATIONS: dict[str, Table] = {
                 Column("over_s", "double", "s", "how long the trusted speed had been over the limit"),
                 *_BOX,
                 Column("evidence_uri", "string", "", "JPEG snapshot with the vehicle boxed (null: frame not re-read)"),
-                _BATCH_ID, _EVENT_DATE,
+                _BATCH_ID,
+                _EVENT_DATE,
             ),
-            partition_by=("camera_id",), write=APPEND, keys=("camera_id", "track_id"),
+            partition_by=("camera_id",),
+            write=APPEND,
+            keys=("camera_id", "track_id"),
         ),
         Table(
-            FLOW, "camera x minute x class (vehicle counts)",
+            FLOW,
+            "camera x minute x class (vehicle counts)",
             (
                 _CAMERA_ID,
                 Column("minute", "timestamp", "UTC", "start of the minute"),
@@ -199,11 +238,14 @@ DECLARATIONS: dict[str, Table] = {
                 Column("vehicles", "long", "vehicles", "vehicles first counted in that minute"),
                 _UPDATED_BATCH,
             ),
-            partition_by=("camera_id",), write=MERGE, keys=("camera_id", "minute", "class_name"),
+            partition_by=("camera_id",),
+            write=MERGE,
+            keys=("camera_id", "minute", "class_name"),
             notes="A count is never lowered (a camera whose tracking state was reset counts its minute again).",
         ),
         Table(
-            DEAD_LETTERS, "message that could not be processed",
+            DEAD_LETTERS,
+            "message that could not be processed",
             (
                 Column("reason", "string", "", "stable reason code (README: bad input)"),
                 Column("detail", "string", "", "human-readable detail"),
@@ -211,15 +253,18 @@ DECLARATIONS: dict[str, Table] = {
                 Column("frame_index", "long", "", "frame number when the message carried one"),
                 Column("payload", "string", "", "original message: UTF-8 text, else `base64:` and its bytes"),
                 Column("kafka_topic", "string", "", "topic it was read from"),
-                _KAFKA_PARTITION, _KAFKA_OFFSET,
+                _KAFKA_PARTITION,
+                _KAFKA_OFFSET,
                 Column("dead_ts", "timestamp", "UTC", "time it was dead-lettered"),
                 _BATCH_ID,
             ),
-            partition_by=(), write=APPEND,
+            partition_by=(),
+            write=APPEND,
             notes="Not partitioned: small.",
         ),
         Table(
-            TRAFFIC_STATS, "camera x bin (1 | 15 min) x class",
+            TRAFFIC_STATS,
+            "camera x bin (1 | 15 min) x class",
             (
                 Column("camera_id", "string", "", "camera id from the deployment config; partition column"),
                 Column("bin_minutes", "int", "min", "bin length: 1 or 15"),
@@ -229,14 +274,20 @@ DECLARATIONS: dict[str, Table] = {
                 Column("speed_vehicles", "long", "vehicles", "of those, vehicles with at least one trusted speed"),
                 Column("mean_speed_kmh", "double", "km/h", "mean over vehicles of each vehicle's median trusted speed"),
                 Column("median_speed_kmh", "double", "km/h", "median over vehicles (exact, linear interpolation)"),
-                Column("p85_speed_kmh", "double", "km/h", "85th percentile over vehicles (exact, linear interpolation)"),
-                Column("speed_limit_kmh", "double", "km/h", "the camera's limit in the config when computed (null: none)"),
+                Column(
+                    "p85_speed_kmh", "double", "km/h", "85th percentile over vehicles (exact, linear interpolation)"
+                ),
+                Column(
+                    "speed_limit_kmh", "double", "km/h", "the camera's limit in the config when computed (null: none)"
+                ),
                 Column("over_limit_vehicles", "long", "vehicles", "vehicles whose speed exceeds the limit"),
                 Column("share_over_limit", "double", "fraction 0-1", "over_limit_vehicles / speed_vehicles"),
                 Column("violations", "long", "violations", "violation records whose evidence frame is in the bin"),
             ),
-            partition_by=("camera_id",), write=REPLACE_RANGE,
-            keys=("camera_id", "bin_minutes", "bin_start", "class_name"), job=STATISTICS_JOB,
+            partition_by=("camera_id",),
+            write=REPLACE_RANGE,
+            keys=("camera_id", "bin_minutes", "bin_start", "class_name"),
+            job=STATISTICS_JOB,
             notes="Written by the statistics batch job (streaming_jobs/traffic_statistics.py), every 15 min.",
         ),
     )

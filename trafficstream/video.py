@@ -10,6 +10,7 @@ Two access patterns:
 Failures are :class:`SourceError` subclasses whose ``reason`` is the dead-letter reason code. RTSP / live
 sources can implement the same iterator contract later.
 """
+
 from __future__ import annotations
 
 import logging

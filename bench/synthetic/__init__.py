@@ -20,6 +20,7 @@ motion), ``renderer`` (background, sprites, noise, per-frame ground truth), ``ba
 sprites a clip draws from), ``clip`` (:func:`generate`: video, ground truth, deployment config) and
 ``__main__`` (the command line).
 """
+
 from trafficstream.bench.synthetic.bank import default_cache_dir, sprite_bank
 from trafficstream.bench.synthetic.camera import PinholeCamera
 from trafficstream.bench.synthetic.clip import CAMERA_ID, GT_VERSION, SyntheticClip, generate

@@ -1,4 +1,5 @@
 """``python -m trafficstream.bench.synthetic``: render one clip, print its three paths as JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ def _scene_from_args(args: argparse.Namespace) -> SceneParams:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.synthetic",
-                                     description=synthetic.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.bench.synthetic", description=synthetic.__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="sample data folder (default: the configured data_dir)")
@@ -37,14 +39,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         flag = "--" + _CLI_NAMES.get(f.name, f.name).replace("_", "-")
         kind = int if isinstance(getattr(defaults, f.name), int) else float
-        parser.add_argument(flag, dest=f.name, type=kind, default=None,
-                            help=f"default {getattr(defaults, f.name)}")
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, help=f"default {getattr(defaults, f.name)}")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    clip = generate(args.out, _scene_from_args(args), args.seed, data_dir=args.data_dir, model_path=args.model,
-                    cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
-    print(json.dumps({"video": str(clip.video_path), "ground_truth": str(clip.ground_truth_path),
-                      "config": str(clip.config_path)}))
+    clip = generate(
+        args.out,
+        _scene_from_args(args),
+        args.seed,
+        data_dir=args.data_dir,
+        model_path=args.model,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        progress=not args.no_progress,
+    )
+    print(
+        json.dumps(
+            {
+                "video": str(clip.video_path),
+                "ground_truth": str(clip.ground_truth_path),
+                "config": str(clip.config_path),
+            }
+        )
+    )
     return 0
 
 

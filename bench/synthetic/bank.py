@@ -1,5 +1,6 @@
 """The sprite bank a clip draws its vehicles from: the sample clips' crops that the detector still finds when
 they drive on the synthetic road, built once and kept on disk (keyed by the inputs)."""
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,13 @@ def _distance_for_height(camera: PinholeCamera, x: float, body: Body, height_px:
     return float(ys[np.argmin(np.abs(heights - height_px))])
 
 
-def validate_sprites(detector: YoloOnnxDetector, sprites: Sequence[Sprite], params: SceneParams,
-                     heights_px: Sequence[float] = (120, 75, 45), min_confidence: float = 0.3) -> list[Sprite]:
+def validate_sprites(
+    detector: YoloOnnxDetector,
+    sprites: Sequence[Sprite],
+    params: SceneParams,
+    heights_px: Sequence[float] = (120, 75, 45),
+    min_confidence: float = 0.3,
+) -> list[Sprite]:
     """Keep the sprites that the detector finds again (IoU >= 0.5, as a vehicle, fairly confident) when they
     drive on the synthetic road at near, middle and far-ish sizes, placed and scaled exactly as in a clip, and
     as their own class at least once (YOLOv8n flips between bus, truck and car for the same big vehicle). The
@@ -108,8 +114,13 @@ def sprite_bank(data_dir: str, model_path: str, cache_dir: str | None = None) ->
     candidates = extract_sprites(detector, data)
     sprites = validate_sprites(detector, candidates, SceneParams(n_vehicles=0))
     counts = {name: sum(s.class_name == name for s in sprites) for name in ("car", "truck", "bus")}
-    log.info("sprite bank: %d of %d crops kept (%s) in %.1f s", len(sprites), len(candidates), counts,
-             time.perf_counter() - started)
+    log.info(
+        "sprite bank: %d of %d crops kept (%s) in %.1f s",
+        len(sprites),
+        len(candidates),
+        counts,
+        time.perf_counter() - started,
+    )
     if not any(s.class_name == "car" for s in sprites):
         raise RuntimeError(f"no usable car crops found in the sample clips under {data_dir}")
     if cached is not None:

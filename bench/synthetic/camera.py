@@ -1,4 +1,5 @@
 """The pinhole camera of a synthetic clip: known pose and intrinsics, hence an exact road-plane homography."""
+
 from __future__ import annotations
 
 import functools

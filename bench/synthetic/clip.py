@@ -1,6 +1,7 @@
 """A synthetic clip on disk: ``clip.mp4`` (H.264, constant frame rate), ``ground_truth.json`` and
 ``camera.yaml`` (a deployment whose one camera plays the clip), rendered by :func:`generate` from a scene and a
 seed."""
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,9 @@ def region_of_interest(camera: PinholeCamera, params: SceneParams) -> np.ndarray
     return poly.reshape(-1, 2)
 
 
-def calibration_pairs(camera: PinholeCamera, params: SceneParams, margin_px: float = 8.0
-                      ) -> tuple[list[list[float]], list[list[float]]]:
+def calibration_pairs(
+    camera: PinholeCamera, params: SceneParams, margin_px: float = 8.0
+) -> tuple[list[list[float]], list[list[float]]]:
     """>= 6 image <-> world pairs on the road surface (lane-line ends), exact under the known homography."""
     near = camera.ground_distance_at_row(params.height)
     period = DASH_M + GAP_M
@@ -95,16 +97,23 @@ def calibration_pairs(camera: PinholeCamera, params: SceneParams, margin_px: flo
     xs = sorted({0.0, params.lanes // 2 * params.lane_width_m, params.road_width_m})
     world = np.array([[x, y] for y in ys for x in xs])
     image = camera.ground_to_image(world) if len(world) else np.empty((0, 2))
-    inside = ((image[:, 0] >= margin_px) & (image[:, 0] <= params.width - margin_px)
-              & (image[:, 1] >= margin_px) & (image[:, 1] <= params.height - margin_px))
+    inside = (
+        (image[:, 0] >= margin_px)
+        & (image[:, 0] <= params.width - margin_px)
+        & (image[:, 1] >= margin_px)
+        & (image[:, 1] <= params.height - margin_px)
+    )
     if inside.sum() < 6:
         raise ValueError(f"only {int(inside.sum())} lane-line calibration points are in view; need 6")
-    return ([[round(float(u), 3), round(float(v), 3)] for u, v in image[inside]],
-            [[round(float(x), 3), round(float(y), 3)] for x, y in world[inside]])
+    return (
+        [[round(float(u), 3), round(float(v), 3)] for u, v in image[inside]],
+        [[round(float(x), 3), round(float(y), 3)] for x, y in world[inside]],
+    )
 
 
-def deployment_config(video_path: Path, camera: PinholeCamera, params: SceneParams, roi: np.ndarray,
-                      template: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+def deployment_config(
+    video_path: Path, camera: PinholeCamera, params: SceneParams, roi: np.ndarray, template: Path = DEFAULT_CONFIG
+) -> dict[str, Any]:
     """A full deployment config (the template's sections) with the one camera ``synthetic``."""
     raw = yaml.safe_load(template.read_text()) if template.is_file() else {}
     raw = raw if isinstance(raw, dict) else {}
@@ -114,19 +123,22 @@ def deployment_config(video_path: Path, camera: PinholeCamera, params: ScenePara
     roots = list(storage.get("allowed_roots") or ["{data_dir}"])
     storage["allowed_roots"] = roots + [str(video_path.parent)]
     raw["storage"] = storage
-    raw["cameras"] = [{
-        "id": CAMERA_ID,
-        "name": f"synthetic {params.lanes}-lane road, {params.min_kmh:g}-{params.max_kmh:g} km/h",
-        "source": str(video_path),
-        "speed_limit_kmh": params.speed_limit_kmh,
-        "roi": [[round(float(u), 2), round(float(v), 2)] for u, v in roi],
-        "calibration": {"image_points": image_points, "world_points": world_points},
-    }]
+    raw["cameras"] = [
+        {
+            "id": CAMERA_ID,
+            "name": f"synthetic {params.lanes}-lane road, {params.min_kmh:g}-{params.max_kmh:g} km/h",
+            "source": str(video_path),
+            "speed_limit_kmh": params.speed_limit_kmh,
+            "roi": [[round(float(u), 2), round(float(v), 2)] for u, v in roi],
+            "calibration": {"image_points": image_points, "world_points": world_points},
+        }
+    ]
     return raw
 
 
-def vehicle_summary(plan: VehiclePlan, sprite: Sprite, frames: Sequence[dict[str, Any]],
-                    n_frames: int) -> dict[str, Any]:
+def vehicle_summary(
+    plan: VehiclePlan, sprite: Sprite, frames: Sequence[dict[str, Any]], n_frames: int
+) -> dict[str, Any]:
     seen = [(f["frame_index"], v) for f in frames for v in f["vehicles"] if v["vehicle_id"] == plan.vehicle_id]
     speeds = [v["speed_kmh"] for _, v in seen]
     first, last = (seen[0][0], seen[-1][0]) if seen else (None, None)
@@ -135,11 +147,14 @@ def vehicle_summary(plan: VehiclePlan, sprite: Sprite, frames: Sequence[dict[str
         "vehicle_id": plan.vehicle_id,
         "class_name": plan.class_name,
         "class_id": plan.class_id,
-        "length_m": plan.body.length_m, "width_m": plan.body.width_m, "height_m": plan.body.height_m,
+        "length_m": plan.body.length_m,
+        "width_m": plan.body.width_m,
+        "height_m": plan.body.height_m,
         "lane": plan.lane,
         "lane_end": lc.to_lane if lc else plan.lane,
-        "lane_change": None if lc is None else {
-            "start_s": round(lc.start_s, 3), "duration_s": round(lc.duration_s, 3), "to_lane": lc.to_lane},
+        "lane_change": None
+        if lc is None
+        else {"start_s": round(lc.start_s, 3), "duration_s": round(lc.duration_s, 3), "to_lane": lc.to_lane},
         "entry_s": round(plan.entry_s, 4),
         "initial_speed_kmh": round(plan.speed0_mps * 3.6, 4),
         "accel_mps2": round(plan.accel_mps2, 4),
@@ -151,14 +166,25 @@ def vehicle_summary(plan: VehiclePlan, sprite: Sprite, frames: Sequence[dict[str
         "min_speed_kmh": round(min(speeds), 3) if speeds else None,
         "max_speed_kmh": round(max(speeds), 3) if speeds else None,
         "mean_speed_kmh": round(float(np.mean(speeds)), 3) if speeds else None,
-        "sprite": {"source": sprite.source, "frame_index": sprite.frame_index,
-                   "confidence": round(sprite.confidence, 3)},
+        "sprite": {
+            "source": sprite.source,
+            "frame_index": sprite.frame_index,
+            "confidence": round(sprite.confidence, 3),
+        },
     }
 
 
-def generate(out_dir: str | Path, scene: SceneParams | None = None, seed: int = 0, *,
-             data_dir: str | Path | None = None, model_path: str | Path | None = None,
-             cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> SyntheticClip:
+def generate(
+    out_dir: str | Path,
+    scene: SceneParams | None = None,
+    seed: int = 0,
+    *,
+    data_dir: str | Path | None = None,
+    model_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> SyntheticClip:
     """Render a synthetic clip for ``scene`` and ``seed`` into ``out_dir``; same inputs, same ground truth.
 
     ``data_dir`` holds the sample clips the vehicle sprites come from (default: the configured data
@@ -189,8 +215,9 @@ def generate(out_dir: str | Path, scene: SceneParams | None = None, seed: int = 
     writer = VideoWriter(video_path, scene.width, scene.height, scene.fps, scene.crf)
     try:
         rendered = render_frames(scene, camera, plans, sprites, background, roi, np.random.default_rng(noise_seq))
-        for index, frame in enumerate(tqdm(rendered, total=scene.n_frames, desc="synthetic", unit="frame",
-                                           disable=not progress, leave=False)):
+        for index, frame in enumerate(
+            tqdm(rendered, total=scene.n_frames, desc="synthetic", unit="frame", disable=not progress, leave=False)
+        ):
             writer.write(frame.image)
             frames.append({"frame_index": index, "pts_s": round(index / scene.fps, 6), "vehicles": frame.vehicles})
     finally:
@@ -216,10 +243,18 @@ def generate(out_dir: str | Path, scene: SceneParams | None = None, seed: int = 
     }
     gt_path.write_text(json.dumps(ground_truth, separators=(",", ":")))
     config = deployment_config(video_path, camera, scene, roi)
-    header = (f"# Synthetic known-speed clip (bench.synthetic, seed {seed}); ground truth: {gt_path.name}\n"
-              f"# python -m trafficstream.bench.synthetic --out {out} --seed {seed}\n")
+    header = (
+        f"# Synthetic known-speed clip (bench.synthetic, seed {seed}); ground truth: {gt_path.name}\n"
+        f"# python -m trafficstream.bench.synthetic --out {out} --seed {seed}\n"
+    )
     config_path.write_text(header + yaml.safe_dump(config, sort_keys=False))
     load_settings(config_path, environ={})  # the config must load as a deployment, or fail here
-    log.info("synthetic clip: %d frames, %d vehicles, seed %d in %.1f s -> %s", scene.n_frames, len(plans), seed,
-             time.perf_counter() - started, out)
+    log.info(
+        "synthetic clip: %d frames, %d vehicles, seed %d in %.1f s -> %s",
+        scene.n_frames,
+        len(plans),
+        seed,
+        time.perf_counter() - started,
+        out,
+    )
     return SyntheticClip(video_path, gt_path, config_path)

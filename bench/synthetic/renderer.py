@@ -1,5 +1,6 @@
 """Rendering: the empty road ray-cast once per clip, vehicle sprites pasted far to near with sub-pixel
 placement, sensor noise, and each frame's ground truth (visible box, visibility, world position, true speed)."""
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ def _bgr(b: np.ndarray, g: np.ndarray, r: np.ndarray) -> np.ndarray:
     return np.stack([b, g, r], axis=1).astype(np.float32)
 
 
-def render_background(camera: PinholeCamera, params: SceneParams, rng: np.random.Generator,
-                      supersample: int = 2) -> np.ndarray:
+def render_background(
+    camera: PinholeCamera, params: SceneParams, rng: np.random.Generator, supersample: int = 2
+) -> np.ndarray:
     """The empty scene (BGR uint8): asphalt with grain, patches and tyre tracks, dashed lane separators, solid
     edge lines, hard shoulders, guard rails, grass verges, tree lines, distance haze and sky. Ray-cast once per
     clip at ``supersample`` x resolution and area-averaged down, which anti-aliases the far markings."""
@@ -129,8 +131,7 @@ def render_background(camera: PinholeCamera, params: SceneParams, rng: np.random
     return img
 
 
-def paste_sprite(frame: np.ndarray, labels: np.ndarray, sprite: np.ndarray, box: np.ndarray,
-                 label: int) -> None:
+def paste_sprite(frame: np.ndarray, labels: np.ndarray, sprite: np.ndarray, box: np.ndarray, label: int) -> None:
     """Draw ``sprite`` opaquely into ``frame`` so that it covers the float ``box`` exactly (sub-pixel
     placement, anti-aliased edges) and mark the pixels it covers >= 50 % with ``label``."""
     x1, y1, x2, y2 = box
@@ -147,8 +148,9 @@ def paste_sprite(frame: np.ndarray, labels: np.ndarray, sprite: np.ndarray, box:
     M = np.array([[sx, 0, x1 - cx1 + 0.5 * sx - 0.5], [0, sy, y1 - cy1 + 0.5 * sy - 0.5]])
     size = (cx2 - cx1, cy2 - cy1)
     color = cv2.warpAffine(small, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    cover = cv2.warpAffine(np.ones((th, tw), np.float32), M, size, flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    cover = cv2.warpAffine(
+        np.ones((th, tw), np.float32), M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     region = frame[cy1:cy2, cx1:cx2]
     alpha = cover[..., None]
     region[:] = (region * (1 - alpha) + color * alpha + 0.5).astype(np.uint8)
@@ -182,21 +184,33 @@ class RenderedFrame:
     vehicles: list[dict[str, Any]]
 
 
-def render_frames(params: SceneParams, camera: PinholeCamera, plans: Sequence[VehiclePlan],
-                  sprites: Sequence[Sprite], background: np.ndarray, roi: np.ndarray,
-                  noise_rng: np.random.Generator) -> Iterator[RenderedFrame]:
+def render_frames(
+    params: SceneParams,
+    camera: PinholeCamera,
+    plans: Sequence[VehiclePlan],
+    sprites: Sequence[Sprite],
+    background: np.ndarray,
+    roi: np.ndarray,
+    noise_rng: np.random.Generator,
+) -> Iterator[RenderedFrame]:
     """Composite every frame: background, vehicles far to near, sensor noise; with its ground truth."""
     t = np.arange(params.n_frames) / params.fps
     tracks = [trajectory(p, t, params) for p in plans]
     # A few noise fields reused in random order: fresh Gaussian noise per 1280x720 frame costs ~30 ms.
-    noise_bank = [np.round(noise_rng.standard_normal(background.shape) * params.noise_sigma).astype(np.int16)
-                  for _ in range(6)] if params.noise_sigma > 0 else []
+    noise_bank = (
+        [np.round(noise_rng.standard_normal(background.shape) * params.noise_sigma).astype(np.int16) for _ in range(6)]
+        if params.noise_sigma > 0
+        else []
+    )
     for f in range(params.n_frames):
         canvas = background.copy()
         labels = np.zeros(background.shape[:2], dtype=np.int32)
         drawn: list[tuple[VehiclePlan, dict[str, float], np.ndarray]] = []
-        present = [(p, {k: float(v[f]) for k, v in tr.items() if k != "present"})
-                   for p, tr in zip(plans, tracks, strict=True) if tr["present"][f]]
+        present = [
+            (p, {k: float(v[f]) for k, v in tr.items() if k != "present"})
+            for p, tr in zip(plans, tracks, strict=True)
+            if tr["present"][f]
+        ]
         for plan, state in sorted(present, key=lambda ps: -ps[1]["y"]):  # far to near: near ones occlude
             box = vehicle_box(camera, state["x"], state["y"], plan.body, sprites[plan.sprite].aspect)
             if box is None or box[2] <= 0 or box[0] >= params.width or box[3] <= 0 or box[1] >= params.height:
@@ -210,16 +224,18 @@ def render_frames(params: SceneParams, camera: PinholeCamera, plans: Sequence[Ve
         for plan, state, box in drawn:
             seen, visibility = visible_part(labels, plan.vehicle_id, box)
             contact = ((box[0] + box[2]) / 2, box[3])
-            gt.append({
-                "vehicle_id": plan.vehicle_id,
-                "class_name": plan.class_name,
-                "class_id": plan.class_id,
-                "box": None if seen is None else [round(float(c), 3) for c in seen],
-                "full_box": [round(float(c), 3) for c in box],
-                "visibility": round(visibility, 4),
-                "in_roi": bool(cv2.pointPolygonTest(roi.astype(np.float32), contact, False) >= 0),
-                "world_x": round(state["x"], 4),
-                "world_y": round(state["y"], 4),
-                "speed_kmh": round(state["speed_mps"] * 3.6, 4),
-            })
+            gt.append(
+                {
+                    "vehicle_id": plan.vehicle_id,
+                    "class_name": plan.class_name,
+                    "class_id": plan.class_id,
+                    "box": None if seen is None else [round(float(c), 3) for c in seen],
+                    "full_box": [round(float(c), 3) for c in box],
+                    "visibility": round(visibility, 4),
+                    "in_roi": bool(cv2.pointPolygonTest(roi.astype(np.float32), contact, False) >= 0),
+                    "world_x": round(state["x"], 4),
+                    "world_y": round(state["y"], 4),
+                    "speed_kmh": round(state["speed_mps"] * 3.6, 4),
+                }
+            )
         yield RenderedFrame(canvas, gt)

@@ -3,6 +3,7 @@
 World frame: metres on the road plane, x across the road (lanes from x=0 rightwards), y along the road away
 from the camera (which stands at y=0), z up. All vehicles drive towards the camera (y decreasing).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,13 +44,15 @@ class SceneParams:
         checks = {
             "n_vehicles >= 0": self.n_vehicles >= 0,
             "0 < min_kmh <= max_kmh": 0 < self.min_kmh <= self.max_kmh,
-            "shares in [0, 1]": all(0 <= s <= 1 for s in (self.accelerating_share, self.lane_change_share,
-                                                          self.heavy_share)),
+            "shares in [0, 1]": all(
+                0 <= s <= 1 for s in (self.accelerating_share, self.lane_change_share, self.heavy_share)
+            ),
             "lanes >= 1": self.lanes >= 1,
             "lane_width_m > 0": self.lane_width_m > 0,
             "duration_s > 0 and fps > 0": self.duration_s > 0 and self.fps > 0,
             "even width/height >= 64 (yuv420p)": min(self.width, self.height) >= 64
-            and self.width % 2 == 0 and self.height % 2 == 0,
+            and self.width % 2 == 0
+            and self.height % 2 == 0,
             "camera_height_m > 0": self.camera_height_m > 0,
             "0 < pitch_deg < 80": 0 < self.pitch_deg < 80,
             "far_m > roi_far_m > 0": self.far_m > self.roi_far_m > 0,

@@ -1,5 +1,6 @@
 """Vehicle sprites: real vehicle crops cut out of the sample clips where the real detector found them (so it
 finds them again on the synthetic road), and their on-disk format."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,14 @@ def sample_frames(path: Path, step: int) -> Iterator[tuple[int, np.ndarray]]:
                 yield i, frame.to_ndarray(format="bgr24")
 
 
-def isolated_boxes(dets: Detections, shape: tuple[int, ...], min_height_px: int, min_confidence: float = 0.6,
-                   max_foreign: float = 0.1, border_px: int = 6) -> list[int]:
+def isolated_boxes(
+    dets: Detections,
+    shape: tuple[int, ...],
+    min_height_px: int,
+    min_confidence: float = 0.6,
+    max_foreign: float = 0.1,
+    border_px: int = 6,
+) -> list[int]:
     """Indices of confident car / bus / truck boxes that hold at most ``max_foreign`` of any other detection
     (a crop holding a second vehicle would be detected twice) and keep clear of the frame border (cut-off
     vehicles, overlays). A box that another detection scores as a different class (van: car or truck?) is
@@ -85,8 +92,9 @@ def isolated_boxes(dets: Detections, shape: tuple[int, ...], min_height_px: int,
     return keep
 
 
-def extract_sprites(detector: YoloOnnxDetector, data_dir: Path,
-                    sources: Sequence[SpriteSource] = SPRITE_SOURCES) -> list[Sprite]:
+def extract_sprites(
+    detector: YoloOnnxDetector, data_dir: Path, sources: Sequence[SpriteSource] = SPRITE_SOURCES
+) -> list[Sprite]:
     """Cut isolated, confident car / bus / truck crops out of sampled frames of the sample clips."""
     sprites: list[Sprite] = []
     for src in sources:
@@ -104,14 +112,19 @@ def extract_sprites(detector: YoloOnnxDetector, data_dir: Path,
                     continue
                 kept_boxes = np.vstack([kept_boxes, box])
                 x1, y1, x2, y2 = np.round(box).astype(int)
-                sprites.append(Sprite(image[y1:y2, x1:x2].copy(), int(dets.class_id[i]), src.video, index,
-                                      float(dets.confidence[i])))
+                sprites.append(
+                    Sprite(
+                        image[y1:y2, x1:x2].copy(), int(dets.class_id[i]), src.video, index, float(dets.confidence[i])
+                    )
+                )
     return sprites
 
 
 def save_sprites(path: Path, sprites: Sequence[Sprite]) -> None:
-    meta = [{"class_id": s.class_id, "source": s.source, "frame_index": s.frame_index, "confidence": s.confidence}
-            for s in sprites]
+    meta = [
+        {"class_id": s.class_id, "source": s.source, "frame_index": s.frame_index, "confidence": s.confidence}
+        for s in sprites
+    ]
     arrays = {f"sprite_{i}": s.image for i, s in enumerate(sprites)}
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)

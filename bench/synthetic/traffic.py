@@ -1,6 +1,7 @@
 """The traffic of a synthetic clip: vehicle bodies and where they appear in the image, each vehicle's script
 (lane, entry time, speed, acceleration, lane change) and its exact motion, and a conflict-free plan of them all
 drawn from the seed."""
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,12 @@ class Body:
     @classmethod
     def draw(cls, class_name: str, rng: np.random.Generator) -> Body:
         (l_lo, l_hi), (w_lo, w_hi), (h_lo, h_hi) = DIMENSIONS[class_name]
-        return cls(round(float(rng.uniform(l_lo, l_hi)), 3), round(float(rng.uniform(w_lo, w_hi)), 3),
-                   round(float(rng.uniform(h_lo, h_hi)), 3), *SHAPES[class_name])
+        return cls(
+            round(float(rng.uniform(l_lo, l_hi)), 3),
+            round(float(rng.uniform(w_lo, w_hi)), 3),
+            round(float(rng.uniform(h_lo, h_hi)), 3),
+            *SHAPES[class_name],
+        )
 
 
 @dataclass(frozen=True)
@@ -81,17 +86,26 @@ class VehiclePlan:
         return {v: k for k, v in VEHICLE_CLASSES.items()}[self.class_name]
 
 
-def vehicle_box(camera: PinholeCamera, x: float, y: float, body: Body,
-                sprite_aspect: float | None = None) -> np.ndarray | None:
+def vehicle_box(
+    camera: PinholeCamera, x: float, y: float, body: Body, sprite_aspect: float | None = None
+) -> np.ndarray | None:
     """Image box (x1, y1, x2, y2, float px) of a vehicle whose front bumper centre touches the road at (x, y):
     the bottom-centre is that contact point's projection, the width the projected bumper width, the top the
     highest projected point of its silhouette (nose, roof end). With ``sprite_aspect`` the box's width/height
     stays within ``MAX_STRETCH`` of the sprite's: the crops show no roof, so near a high camera a long bus
     would otherwise be stretched to twice its height. None when the vehicle is not in front of the camera."""
     w2, nose, roof = body.width_m / 2, body.nose * body.height_m, y + body.roof_end * body.length_m
-    corners = np.array([[x, y, 0.0], [x - w2, y, 0], [x + w2, y, 0],
-                        [x - w2, y, nose], [x + w2, y, nose],
-                        [x - w2, roof, body.height_m], [x + w2, roof, body.height_m]])
+    corners = np.array(
+        [
+            [x, y, 0.0],
+            [x - w2, y, 0],
+            [x + w2, y, 0],
+            [x - w2, y, nose],
+            [x + w2, y, nose],
+            [x - w2, roof, body.height_m],
+            [x + w2, roof, body.height_m],
+        ]
+    )
     px = camera.project(corners)
     if np.isnan(px).any():
         return None
@@ -144,8 +158,9 @@ def trajectory(plan: VehiclePlan, t: np.ndarray, params: SceneParams) -> dict[st
     return {"x": x, "y": params.far_m - dist, "speed_mps": np.hypot(v_long, v_lat), "present": tau >= 0}
 
 
-def _conflict(a: dict[str, np.ndarray], b: dict[str, np.ndarray], pa: VehiclePlan, pb: VehiclePlan,
-              params: SceneParams) -> bool:
+def _conflict(
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], pa: VehiclePlan, pb: VehiclePlan, params: SceneParams
+) -> bool:
     """Whether two trajectories ever overlap (side by side within a lane, closer than the safety gap)."""
     both = a["present"] & b["present"] & (np.minimum(a["y"], b["y"]) < params.far_m + 5)
     if not both.any():
@@ -156,8 +171,14 @@ def _conflict(a: dict[str, np.ndarray], b: dict[str, np.ndarray], pa: VehiclePla
     return bool((both & side & (gap < MIN_GAP_M)).any())
 
 
-def _draw_plan(vehicle_id: int, rng: np.random.Generator, params: SceneParams, sprites: Sequence[Sprite],
-               camera: PinholeCamera, exit_y: float) -> VehiclePlan:
+def _draw_plan(
+    vehicle_id: int,
+    rng: np.random.Generator,
+    params: SceneParams,
+    sprites: Sequence[Sprite],
+    camera: PinholeCamera,
+    exit_y: float,
+) -> VehiclePlan:
     heavy = sorted({s.class_name for s in sprites if s.class_name in HEAVY_CLASSES})
     class_name = str(rng.choice(heavy)) if heavy and rng.random() < params.heavy_share else "car"
     pool = [i for i, s in enumerate(sprites) if s.class_name == class_name]
@@ -182,16 +203,28 @@ def _draw_plan(vehicle_id: int, rng: np.random.Generator, params: SceneParams, s
     by_shape = sorted(pool, key=lambda i: abs(math.log(sprites[i].aspect / aspect)))
     sprite = int(rng.choice(by_shape[:3]))
     return VehiclePlan(
-        vehicle_id=vehicle_id, class_name=class_name, sprite=sprite, body=body, lane=lane, entry_s=float(entry),
-        speed0_mps=float(v0), accel_mps2=float(accel),
+        vehicle_id=vehicle_id,
+        class_name=class_name,
+        sprite=sprite,
+        body=body,
+        lane=lane,
+        entry_s=float(entry),
+        speed0_mps=float(v0),
+        accel_mps2=float(accel),
         # Braking or accelerating stops at these speeds (no vehicle stops dead on the motorway).
-        speed_min_mps=0.6 * params.min_kmh / 3.6, speed_max_mps=1.2 * params.max_kmh / 3.6,
+        speed_min_mps=0.6 * params.min_kmh / 3.6,
+        speed_max_mps=1.2 * params.max_kmh / 3.6,
         lane_change=lane_change,
     )
 
 
-def plan_vehicles(params: SceneParams, rng: np.random.Generator, sprites: Sequence[Sprite],
-                  camera: PinholeCamera, max_attempts: int = 200) -> list[VehiclePlan]:
+def plan_vehicles(
+    params: SceneParams,
+    rng: np.random.Generator,
+    sprites: Sequence[Sprite],
+    camera: PinholeCamera,
+    max_attempts: int = 200,
+) -> list[VehiclePlan]:
     """Draw ``n_vehicles`` scripts, redrawing any that would run into an earlier one."""
     exit_y = camera.ground_distance_at_row(params.height) - 2.0
     t = np.arange(params.n_frames) / params.fps

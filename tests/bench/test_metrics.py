@@ -1,5 +1,6 @@
 """Benchmark metrics against hand-built ground truth: each test perturbs perfect pipeline output in one
 known way and checks that exactly that is measured."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,36 @@ def _ground_truth() -> dict:
         t = f / FPS
         grow = 2 * f
         vehicles = [
-            {"vehicle_id": 1, "class_name": "car", "box": [100.0, 200.0 + f, 180.0 + grow, 260.0 + f + grow],
-             "visibility": 1.0, "in_roi": True, "world_x": 1.75, "world_y": 80 - 25 * t, "speed_kmh": 90.0},
-            {"vehicle_id": 2, "class_name": "truck", "box": [400.0, 150.0 + f, 500.0 + grow, 280.0 + f + grow],
-             "visibility": 1.0, "in_roi": True, "world_x": 5.25, "world_y": 90 - 16.7 * t - t * t,
-             "speed_kmh": 60.0 + 2.0 * 3.6 * t},
-            {"vehicle_id": 3, "class_name": "car", "box": [600.0, 40.0, 608.0, 48.0],
-             "visibility": 1.0, "in_roi": True, "world_x": 1.75, "world_y": 150.0, "speed_kmh": 100.0},
+            {
+                "vehicle_id": 1,
+                "class_name": "car",
+                "box": [100.0, 200.0 + f, 180.0 + grow, 260.0 + f + grow],
+                "visibility": 1.0,
+                "in_roi": True,
+                "world_x": 1.75,
+                "world_y": 80 - 25 * t,
+                "speed_kmh": 90.0,
+            },
+            {
+                "vehicle_id": 2,
+                "class_name": "truck",
+                "box": [400.0, 150.0 + f, 500.0 + grow, 280.0 + f + grow],
+                "visibility": 1.0,
+                "in_roi": True,
+                "world_x": 5.25,
+                "world_y": 90 - 16.7 * t - t * t,
+                "speed_kmh": 60.0 + 2.0 * 3.6 * t,
+            },
+            {
+                "vehicle_id": 3,
+                "class_name": "car",
+                "box": [600.0, 40.0, 608.0, 48.0],
+                "visibility": 1.0,
+                "in_roi": True,
+                "world_x": 1.75,
+                "world_y": 150.0,
+                "speed_kmh": 100.0,
+            },
         ]
         frames.append({"frame_index": f, "pts_s": t, "vehicles": vehicles})
     return {"camera_id": "synthetic", "fps": FPS, "n_frames": N_FRAMES, "frames": frames, "vehicles": []}
@@ -44,12 +68,26 @@ GT = _ground_truth()
 def _perfect(window_s: float = 0.8) -> pl.DataFrame:
     """What an ideal pipeline reports: every countable box, one id per vehicle, the window-mean true speed."""
     gt = load_ground_truth(GT)
-    ref = {vid: trailing_mean_speed(g["frame_index"].to_numpy(), g["speed_kmh"].to_numpy(), round(window_s * FPS))
-           for (vid,), g in gt.speeds.partition_by("vehicle_id", as_dict=True).items()}
-    rows = [{"camera_id": "synthetic", "frame_index": r["frame_index"], "track_id": 10 * r["vehicle_id"],
-             "x1": r["x1"], "y1": r["y1"], "x2": r["x2"], "y2": r["y2"],
-             "speed_kmh": ref[r["vehicle_id"]][r["frame_index"]], "speed_flag": None, "class_name": r["class_name"]}
-            for r in gt.boxes.to_dicts() if r["vehicle_id"] != 3]
+    ref = {
+        vid: trailing_mean_speed(g["frame_index"].to_numpy(), g["speed_kmh"].to_numpy(), round(window_s * FPS))
+        for (vid,), g in gt.speeds.partition_by("vehicle_id", as_dict=True).items()
+    }
+    rows = [
+        {
+            "camera_id": "synthetic",
+            "frame_index": r["frame_index"],
+            "track_id": 10 * r["vehicle_id"],
+            "x1": r["x1"],
+            "y1": r["y1"],
+            "x2": r["x2"],
+            "y2": r["y2"],
+            "speed_kmh": ref[r["vehicle_id"]][r["frame_index"]],
+            "speed_flag": None,
+            "class_name": r["class_name"],
+        }
+        for r in gt.boxes.to_dicts()
+        if r["vehicle_id"] != 3
+    ]
     return pl.DataFrame(rows)
 
 
@@ -69,8 +107,11 @@ def test_perfect_tracking_scores_perfectly() -> None:
 
 def test_id_switch_is_counted() -> None:
     dets = _perfect().with_columns(
-        pl.when((pl.col("track_id") == 10) & (pl.col("frame_index") >= 20)).then(pl.lit(11))
-        .otherwise(pl.col("track_id")).alias("track_id"))
+        pl.when((pl.col("track_id") == 10) & (pl.col("frame_index") >= 20))
+        .then(pl.lit(11))
+        .otherwise(pl.col("track_id"))
+        .alias("track_id")
+    )
     m = evaluate(GT, dets)
     assert m["id_switches"] == 1
     assert m["vehicles_with_one_id"] == 1
@@ -83,7 +124,8 @@ def test_id_switch_is_counted() -> None:
 def test_switching_back_counts_twice_but_one_id_pair() -> None:
     middle = (pl.col("frame_index") >= 20) & (pl.col("frame_index") < 30)
     dets = _perfect().with_columns(
-        pl.when((pl.col("track_id") == 10) & middle).then(pl.lit(11)).otherwise(pl.col("track_id")).alias("track_id"))
+        pl.when((pl.col("track_id") == 10) & middle).then(pl.lit(11)).otherwise(pl.col("track_id")).alias("track_id")
+    )
     m = evaluate(GT, dets)
     assert m["id_switches"] == 2
     assert m["idf1"] == pytest.approx(2 * 90 / 200)
@@ -123,7 +165,8 @@ def test_missing_and_misplaced_boxes_lower_recall_and_precision() -> None:
     assert m["vehicles_with_one_id"] == 2 and m["id_switches"] == 0  # gaps are not switches
     shifted = perfect.with_columns(
         pl.when(odd_truck).then(pl.col("x1") + 80).otherwise(pl.col("x1")).alias("x1"),
-        pl.when(odd_truck).then(pl.col("x2") + 80).otherwise(pl.col("x2")).alias("x2"))
+        pl.when(odd_truck).then(pl.col("x2") + 80).otherwise(pl.col("x2")).alias("x2"),
+    )
     m = evaluate(GT, shifted)  # IoU ~0.2: a miss and a false positive each
     assert m["recall"] == pytest.approx(0.75) and m["precision"] == pytest.approx(0.75)
     assert m["false_positives"] == 25 and m["false_negatives"] == 25
@@ -160,7 +203,8 @@ def test_other_cameras_pandas_input_and_null_columns() -> None:
 def test_flagged_speeds_can_be_left_out() -> None:
     dets = _perfect().with_columns(
         pl.when(pl.col("frame_index") < 10).then(pl.col("speed_kmh") + 50).otherwise(pl.col("speed_kmh")),
-        pl.when(pl.col("frame_index") < 10).then(pl.lit("implausible")).otherwise(None).alias("speed_flag"))
+        pl.when(pl.col("frame_index") < 10).then(pl.lit("implausible")).otherwise(None).alias("speed_flag"),
+    )
     assert evaluate(GT, dets)["mean_abs_speed_error_kmh"] == pytest.approx(10.0)
     m = evaluate(GT, dets, exclude_flagged=True)
     assert m["mean_abs_speed_error_kmh"] == pytest.approx(0, abs=1e-9) and m["speed_samples"] == 80
@@ -183,9 +227,22 @@ def test_hungarian_matching_finds_the_most_matches() -> None:
 def test_cli_on_a_parquet_file(tmp_path: Path) -> None:
     (tmp_path / "gt.json").write_text(json.dumps(GT))
     _perfect().write_parquet(tmp_path / "rows.parquet")
-    done = subprocess.run([sys.executable, "-m", "trafficstream.bench.metrics", "--ground-truth", str(tmp_path / "gt.json"),
-                           "--detections", str(tmp_path / "rows.parquet")],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trafficstream.bench.metrics",
+            "--ground-truth",
+            str(tmp_path / "gt.json"),
+            "--detections",
+            str(tmp_path / "rows.parquet"),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["idf1"] == 1.0 and result["true_vehicles"] == 2 and "per_vehicle" not in result

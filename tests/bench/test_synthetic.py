@@ -1,5 +1,6 @@
 """The synthetic known-speed clip generator: determinism, geometry, the video container, the deployment
 config, and that the real detector sees the vehicles it draws."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def main_gt(main_clip: SyntheticClip) -> dict:
 
 def test_same_seed_same_ground_truth_and_other_seeds_differ(data_dir: Path, tmp_path: Path, clip_factory) -> None:
     first = json.loads(clip_factory(TINY, 1).ground_truth_path.read_text())
-    again = json.loads(generate(tmp_path / "again", TINY, 1, data_dir=data_dir, progress=False)
-                       .ground_truth_path.read_text())
+    again = json.loads(
+        generate(tmp_path / "again", TINY, 1, data_dir=data_dir, progress=False).ground_truth_path.read_text()
+    )
     other = json.loads(clip_factory(TINY, 2).ground_truth_path.read_text())
     assert first == again
     assert first["vehicles"] != other["vehicles"]
@@ -97,7 +99,8 @@ def test_true_speeds_match_the_world_trajectories(main_gt: dict) -> None:
     for frame in main_gt["frames"]:
         for v in frame["vehicles"]:
             tracks.setdefault(v["vehicle_id"], []).append(
-                (frame["frame_index"], v["world_x"], v["world_y"], v["speed_kmh"]))
+                (frame["frame_index"], v["world_x"], v["world_y"], v["speed_kmh"])
+            )
     for rows in tracks.values():
         a = np.asarray(rows)
         assert np.all(np.diff(a[:, 0]) == 1)  # a vehicle stays in the picture once it is there
@@ -122,8 +125,9 @@ def test_video_decodes_with_every_frame_at_constant_pts(main_clip: SyntheticClip
     assert [f["pts_s"] for f in main_gt["frames"]] == pytest.approx(times, abs=1e-6)
 
 
-def test_camera_yaml_is_a_loadable_deployment_calibrated_by_the_homography(main_clip: SyntheticClip,
-                                                                             main_gt: dict) -> None:
+def test_camera_yaml_is_a_loadable_deployment_calibrated_by_the_homography(
+    main_clip: SyntheticClip, main_gt: dict
+) -> None:
     settings = load_settings(main_clip.config_path, environ={})
     (cam,) = settings.cameras
     assert cam.id == main_gt["camera_id"] == "synthetic"
@@ -174,8 +178,19 @@ def test_real_detector_finds_the_visible_vehicles(main_clip: SyntheticClip, main
 
 
 def test_motion_model_is_exact() -> None:
-    plan = VehiclePlan(1, "car", 0, Body(4.5, 1.8, 1.5), lane=0, entry_s=0.0, speed0_mps=20.0, accel_mps2=2.0,
-                       speed_min_mps=10.0, speed_max_mps=30.0, lane_change=LaneChange(1.0, 2.0, 1))
+    plan = VehiclePlan(
+        1,
+        "car",
+        0,
+        Body(4.5, 1.8, 1.5),
+        lane=0,
+        entry_s=0.0,
+        speed0_mps=20.0,
+        accel_mps2=2.0,
+        speed_min_mps=10.0,
+        speed_max_mps=30.0,
+        lane_change=LaneChange(1.0, 2.0, 1),
+    )
     dist, speed = longitudinal(plan, np.array([0.0, 2.0, 5.0, 7.0]))
     assert speed.tolist() == [20.0, 24.0, 30.0, 30.0]  # reaches its bound after 5 s
     assert dist.tolist() == pytest.approx([0.0, 44.0, 125.0, 185.0])
@@ -194,12 +209,37 @@ def test_invalid_scene_parameters_are_rejected() -> None:
 def test_cli_prints_the_three_paths(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     done = subprocess.run(
-        [sys.executable, "-m", "trafficstream.bench.synthetic", "--out", str(out), "--seed", "3", "--vehicles", "2",
-         "--duration", "0.4", "--width", "320", "--height", "180", "--data-dir", str(data_dir), "--no-progress"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "trafficstream.bench.synthetic",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--vehicles",
+            "2",
+            "--duration",
+            "0.4",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--data-dir",
+            str(data_dir),
+            "--no-progress",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     paths = json.loads(done.stdout.strip().splitlines()[-1])
-    assert paths == {"video": str(out / "clip.mp4"), "ground_truth": str(out / "ground_truth.json"),
-                     "config": str(out / "camera.yaml")}
+    assert paths == {
+        "video": str(out / "clip.mp4"),
+        "ground_truth": str(out / "ground_truth.json"),
+        "config": str(out / "camera.yaml"),
+    }
     assert json.loads((out / "ground_truth.json").read_text())["n_frames"] == 10

@@ -1,4 +1,5 @@
 """Fixtures of the dashboard tests. ``results_feed`` is the one place live results come from."""
+
 from __future__ import annotations
 
 import threading

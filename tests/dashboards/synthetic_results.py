@@ -6,6 +6,7 @@ along lanes with perspective, carry smoothed speeds (unknown for their first fra
 per minute bucket, and sustained speeding produces one violation with an evidence JPEG of the real frame.
 Every message is built by the job's own builders (:mod:`trafficstream.results`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -114,8 +115,15 @@ class SyntheticCamera:
         bw, bh = w * 0.16 * s * fw, h * 0.2 * s * fh
         return [round(cx - bw / 2, 1), round(y - bh, 1), round(cx + bw / 2, 1), round(y, 1)]
 
-    def frame_messages(self, frame_index: int, pts_s: float, feed_t: float, capture_ts: float, processed_ts: float,
-                       evidence_root: Path | None = None) -> list[dict[str, Any]]:
+    def frame_messages(
+        self,
+        frame_index: int,
+        pts_s: float,
+        feed_t: float,
+        capture_ts: float,
+        processed_ts: float,
+        evidence_root: Path | None = None,
+    ) -> list[dict[str, Any]]:
         """The "frame" message of one processed frame, plus any "violation" messages it triggers."""
         self._spawn_until(feed_t)
         cam = self.camera
@@ -139,26 +147,48 @@ class SyntheticCamera:
             over = kmh is not None and kmh > cam.speed_limit_kmh
             if over and v.over_since is None:
                 v.over_since = feed_t
-            vehicle = frame_vehicle(track_id=v.track_id, class_name=v.cls, confidence=self._rng.uniform(0.55, 0.95),
-                                    box=self._box(v, p), speed_kmh=kmh, over_limit=over)
+            vehicle = frame_vehicle(
+                track_id=v.track_id,
+                class_name=v.cls,
+                confidence=self._rng.uniform(0.55, 0.95),
+                box=self._box(v, p),
+                speed_kmh=kmh,
+                over_limit=over,
+            )
             vehicles.append(vehicle)
             if over and not v.violated and v.over_since is not None and feed_t - v.over_since >= cam.min_violation_s:
                 v.violated = True
-                violations.append(self._violation(v, vehicle, frame_index, pts_s, capture_ts,
-                                                  feed_t - v.over_since, evidence_root))
+                violations.append(
+                    self._violation(v, vehicle, frame_index, pts_s, capture_ts, feed_t - v.over_since, evidence_root)
+                )
         self._vehicles = alive
         counts: dict[str, int] = {}
         for veh in vehicles:
             counts[veh["cls"]] = counts.get(veh["cls"], 0) + 1
         frame = frame_message(
-            camera_id=cam.id, frame_index=frame_index, pts_s=pts_s, capture_ts=capture_ts, processed_ts=processed_ts,
-            vehicles=vehicles, class_counts=counts, flow_minute=minute, flow_counts=flow,
+            camera_id=cam.id,
+            frame_index=frame_index,
+            pts_s=pts_s,
+            capture_ts=capture_ts,
+            processed_ts=processed_ts,
+            vehicles=vehicles,
+            class_counts=counts,
+            flow_minute=minute,
+            flow_counts=flow,
             ms={"decode": 3.1, "detect": self._rng.uniform(40, 60), "embed": 18.0, "track": 1.2, "speed": 0.1},
         )
         return [frame, *violations]
 
-    def _violation(self, v: _Vehicle, vehicle: dict[str, Any], frame_index: int, pts_s: float, capture_ts: float,
-                   over_s: float, evidence_root: Path | None) -> dict[str, Any]:
+    def _violation(
+        self,
+        v: _Vehicle,
+        vehicle: dict[str, Any],
+        frame_index: int,
+        pts_s: float,
+        capture_ts: float,
+        over_s: float,
+        evidence_root: Path | None,
+    ) -> dict[str, Any]:
         uri = None
         if evidence_root is not None:
             path = evidence_root / self.camera.id / f"{v.track_id}_{frame_index}.jpg"
@@ -169,9 +199,16 @@ class SyntheticCamera:
             cv2.imwrite(str(path), image)
             uri = path.resolve().as_uri()
         return violation_message(
-            camera_id=self.camera.id, track_id=v.track_id, frame_index=frame_index, capture_ts=capture_ts,
-            class_name=v.cls, speed_kmh=vehicle["kmh"], limit_kmh=self.camera.speed_limit_kmh, over_s=over_s,
-            evidence_uri=uri, box=vehicle["box"],
+            camera_id=self.camera.id,
+            track_id=v.track_id,
+            frame_index=frame_index,
+            capture_ts=capture_ts,
+            class_name=v.cls,
+            speed_kmh=vehicle["kmh"],
+            limit_kmh=self.camera.speed_limit_kmh,
+            over_s=over_s,
+            evidence_uri=uri,
+            box=vehicle["box"],
         )
 
 
@@ -182,8 +219,15 @@ def _reader(path: str, fps: float | None) -> FrameReader:
 
 def health_message(batch_id: int, batch_ms: float, frames: int, ts: float, lag: dict[str, int]) -> dict[str, Any]:
     """A batch health message as the job sends it (no delays measured)."""
-    return batch_health_message(batch_id=batch_id, batch_ms=batch_ms, frames=frames, ts=ts, lag=lag, delay_s={},
-                                counts={"frame": frames} if frames else {})
+    return batch_health_message(
+        batch_id=batch_id,
+        batch_ms=batch_ms,
+        frames=frames,
+        ts=ts,
+        lag=lag,
+        delay_s={},
+        counts={"frame": frames} if frames else {},
+    )
 
 
 class ResultsFeed:
@@ -193,8 +237,9 @@ class ResultsFeed:
     ``batch_interval_s`` once ``processing_delay_s`` old, with a health message per batch.
     """
 
-    def __init__(self, settings: Settings, *, batch_interval_s: float = 0.5, processing_delay_s: float = 0.5,
-                 seed: int = 7) -> None:
+    def __init__(
+        self, settings: Settings, *, batch_interval_s: float = 0.5, processing_delay_s: float = 0.5, seed: int = 7
+    ) -> None:
         self.settings = settings
         self.batch_interval_s = batch_interval_s
         self.processing_delay_s = processing_delay_s
@@ -229,9 +274,16 @@ class ResultsFeed:
         evidence_root = self.settings.evidence_root
         clips = [clip_frames(str(cam.source_path()), cam.fps) for cam in self.settings.cameras]
         start = time.time()  # after decoding the clips: "capture" starts now, not seconds ago
-        streams = [{"cam": cam, "clip": clip, "synth": SyntheticCamera(cam, clip, seed=self.seed + i),
-                    "loop_start": start, "pos": 0}
-                   for i, (cam, clip) in enumerate(zip(self.settings.cameras, clips, strict=True))]
+        streams = [
+            {
+                "cam": cam,
+                "clip": clip,
+                "synth": SyntheticCamera(cam, clip, seed=self.seed + i),
+                "loop_start": start,
+                "pos": 0,
+            }
+            for i, (cam, clip) in enumerate(zip(self.settings.cameras, clips, strict=True))
+        ]
         while not self._stop.is_set():
             now = time.time()
             t_batch = time.perf_counter()
@@ -256,24 +308,34 @@ class ResultsFeed:
                 producer.poll(0)
             self.frames_published += n_frames
             batch_ms = (time.perf_counter() - t_batch) * 1000 + self.batch_interval_s * 1000
-            producer.produce(topic, encode(health_message(self.batches, batch_ms, n_frames, time.time(), lag)),
-                             key=HEALTH_KEY)
+            producer.produce(
+                topic, encode(health_message(self.batches, batch_ms, n_frames, time.time(), lag)), key=HEALTH_KEY
+            )
             self.batches += 1
             producer.flush(10)
             self._stop.wait(self.batch_interval_s)
         producer.flush(10)
 
 
-def synthetic_messages(settings: Settings, n_frames: int, capture_start: float, *, seed: int = 7,
-                       evidence: bool = True) -> list[dict[str, Any]]:
+def synthetic_messages(
+    settings: Settings, n_frames: int, capture_start: float, *, seed: int = 7, evidence: bool = True
+) -> list[dict[str, Any]]:
     """The first ``n_frames`` frames of every camera as results messages (violations write evidence)."""
     out: list[dict[str, Any]] = []
     for i, cam in enumerate(settings.cameras):
         clip = clip_frames(str(cam.source_path()), cam.fps)
         synth = SyntheticCamera(cam, clip, seed=seed + i)
         for index, pts in clip.frames[:n_frames]:
-            out.extend(synth.frame_messages(index, pts, pts, capture_start + pts, capture_start + pts + 0.5,
-                                            settings.evidence_root if evidence else None))
+            out.extend(
+                synth.frame_messages(
+                    index,
+                    pts,
+                    pts,
+                    capture_start + pts,
+                    capture_start + pts + 0.5,
+                    settings.evidence_root if evidence else None,
+                )
+            )
     return out
 
 
@@ -308,15 +370,34 @@ def write_history_tables(delta_root: Path, camera: Camera, start: datetime, minu
         flow_rows.extend((camera.id, minute, cls, n) for cls, n in counts.items())
     ts = pl.Datetime("us", "UTC")
     frames = {
-        tables.FLOW: pl.DataFrame(flow_rows, schema={"camera_id": pl.String, "minute": ts, "class_name": pl.String,
-                                                     "vehicles": pl.Int64}, orient="row"),
-        tables.TRACKS: pl.DataFrame(track_rows, schema={"camera_id": pl.String, "track_id": pl.Int64,
-                                                        "class_name": pl.String, "first_seen_ts": ts,
-                                                        "last_seen_ts": ts, "median_speed_kmh": pl.Float64},
-                                    orient="row"),
-        tables.VIOLATIONS: pl.DataFrame(violation_rows, schema={"camera_id": pl.String, "track_id": pl.Int64,
-                                                                "capture_ts": ts, "speed_kmh": pl.Float64,
-                                                                "limit_kmh": pl.Float64}, orient="row"),
+        tables.FLOW: pl.DataFrame(
+            flow_rows,
+            schema={"camera_id": pl.String, "minute": ts, "class_name": pl.String, "vehicles": pl.Int64},
+            orient="row",
+        ),
+        tables.TRACKS: pl.DataFrame(
+            track_rows,
+            schema={
+                "camera_id": pl.String,
+                "track_id": pl.Int64,
+                "class_name": pl.String,
+                "first_seen_ts": ts,
+                "last_seen_ts": ts,
+                "median_speed_kmh": pl.Float64,
+            },
+            orient="row",
+        ),
+        tables.VIOLATIONS: pl.DataFrame(
+            violation_rows,
+            schema={
+                "camera_id": pl.String,
+                "track_id": pl.Int64,
+                "capture_ts": ts,
+                "speed_kmh": pl.Float64,
+                "limit_kmh": pl.Float64,
+            },
+            orient="row",
+        ),
     }
     for name, df in frames.items():
         write_deltalake(str(delta_root / name), df.to_arrow(), partition_by=["camera_id"], mode="append")

@@ -1,6 +1,7 @@
 """Absurd results messages (times in the year 10^292, negative or NaN times, 400-digit integers, wrong types,
 missing fields) go through the live buffers, figures, layout helpers, callbacks and the video renderer
 without raising; they are dropped and counted, and the good messages around them still show."""
+
 from __future__ import annotations
 
 import json
@@ -25,29 +26,71 @@ from trafficstream.video import FrameReader
 MOTORWAY = "motorway-overpass"
 HUGE = 10**400  # a valid JSON integer, too large for a float
 _MISSING = object()  # drop the field
-ABSURD_TIMES = [1e300, -1e300, -5.0, 0.0, 1e10, math.nan, math.inf, -math.inf, None, "2024-01-01", HUGE, True,
-                [1], {"t": 1}, time.time() + 86400 * 365 * 50]
+ABSURD_TIMES = [
+    1e300,
+    -1e300,
+    -5.0,
+    0.0,
+    1e10,
+    math.nan,
+    math.inf,
+    -math.inf,
+    None,
+    "2024-01-01",
+    HUGE,
+    True,
+    [1],
+    {"t": 1},
+    time.time() + 86400 * 365 * 50,
+]
 
 
 def frame_msg(now: float, index: int = 1, **fields: Any) -> dict[str, Any]:
-    msg = {"v": 1, "type": "frame", "camera_id": MOTORWAY, "frame_index": index, "pts_s": 1.0,
-           "capture_ts": now, "processed_ts": now + 0.5,
-           "vehicles": [{"id": 3, "cls": "car", "conf": 0.9, "box": [400, 300, 560, 420], "kmh": 97.0, "over": False}],
-           "counts": {"in_roi": 1, "car": 1}, "flow": {"minute": 60 * (now // 60), "car": 1}}
+    msg = {
+        "v": 1,
+        "type": "frame",
+        "camera_id": MOTORWAY,
+        "frame_index": index,
+        "pts_s": 1.0,
+        "capture_ts": now,
+        "processed_ts": now + 0.5,
+        "vehicles": [{"id": 3, "cls": "car", "conf": 0.9, "box": [400, 300, 560, 420], "kmh": 97.0, "over": False}],
+        "counts": {"in_roi": 1, "car": 1},
+        "flow": {"minute": 60 * (now // 60), "car": 1},
+    }
     msg.update(fields)
     return {k: v for k, v in msg.items() if v is not _MISSING}
 
 
 def violation_msg(now: float, **fields: Any) -> dict[str, Any]:
-    msg = {"v": 1, "type": "violation", "camera_id": MOTORWAY, "track_id": 3, "frame_index": 40, "capture_ts": now,
-           "cls": "car", "kmh": 131.2, "limit_kmh": 100, "over_s": 0.9, "evidence_uri": None}
+    msg = {
+        "v": 1,
+        "type": "violation",
+        "camera_id": MOTORWAY,
+        "track_id": 3,
+        "frame_index": 40,
+        "capture_ts": now,
+        "cls": "car",
+        "kmh": 131.2,
+        "limit_kmh": 100,
+        "over_s": 0.9,
+        "evidence_uri": None,
+    }
     msg.update(fields)
     return {k: v for k, v in msg.items() if v is not _MISSING}
 
 
 def health_msg(now: float, **fields: Any) -> dict[str, Any]:
-    msg = {"v": 1, "type": "health", "batch_id": 7, "batch_ms": 812.0, "frames": 64, "fps": 78.8, "ts": now,
-           "lag": {MOTORWAY: 12}}
+    msg = {
+        "v": 1,
+        "type": "health",
+        "batch_id": 7,
+        "batch_ms": 812.0,
+        "frames": 64,
+        "fps": 78.8,
+        "ts": now,
+        "lag": {MOTORWAY: 12},
+    }
     msg.update(fields)
     return msg
 
@@ -56,8 +99,12 @@ def absurd_messages(now: float) -> list[dict[str, Any]]:
     """Every kind of garbage a results topic could carry."""
     out: list[dict[str, Any]] = []
     for t in ABSURD_TIMES:
-        out += [frame_msg(now, capture_ts=t), violation_msg(now, capture_ts=t), health_msg(now, ts=t),
-                frame_msg(now, index=500, processed_ts=t, flow={"minute": t, "car": 2})]
+        out += [
+            frame_msg(now, capture_ts=t),
+            violation_msg(now, capture_ts=t),
+            health_msg(now, ts=t),
+            frame_msg(now, index=500, processed_ts=t, flow={"minute": t, "car": 2}),
+        ]
     for index in (HUGE, 10**30, -1, "3", 1.5, None, True):
         out += [frame_msg(now, index=index), violation_msg(now, frame_index=index, track_id=index)]
     for pts in (1e300, -1.0, math.nan, HUGE, "0.1"):
@@ -66,17 +113,26 @@ def absurd_messages(now: float) -> list[dict[str, Any]]:
         out.append(frame_msg(now, **{field: _MISSING}))
     for cam in ([MOTORWAY], {"id": MOTORWAY}, 7, None):
         out += [frame_msg(now, camera_id=cam), violation_msg(now, camera_id=cam)]
-    bad_vehicles = [{"id": HUGE, "cls": ["car"], "box": [math.nan, 1, 2, 3], "kmh": HUGE},
-                    {"id": "x", "box": ["a", "b", "c", "d"], "kmh": "fast", "over": "false"},
-                    {"id": 5, "box": [1e300, -1e300, math.inf, 4], "kmh": 1e300}, "not a vehicle", None, 42]
+    bad_vehicles = [
+        {"id": HUGE, "cls": ["car"], "box": [math.nan, 1, 2, 3], "kmh": HUGE},
+        {"id": "x", "box": ["a", "b", "c", "d"], "kmh": "fast", "over": "false"},
+        {"id": 5, "box": [1e300, -1e300, math.inf, 4], "kmh": 1e300},
+        "not a vehicle",
+        None,
+        42,
+    ]
     out.append(frame_msg(now, index=600, vehicles=bad_vehicles))
     out.append(frame_msg(now, index=601, vehicles="nope", counts={"in_roi": HUGE}))
     out.append(frame_msg(now, index=602, flow={"minute": 60 * (now // 60), "car": HUGE, "bus": -3, "truck": "9"}))
     out.append(frame_msg(now, index=603, flow=["minute", 1]))
-    out += [violation_msg(now, kmh=HUGE, limit_kmh=math.nan, over_s=1e300, cls={"a": 1}, evidence_uri=5),
-            health_msg(now, batch_id=[1, 2], batch_ms=HUGE, fps=math.nan, frames=HUGE, lag={MOTORWAY: HUGE}),
-            health_msg(now, lag="lots"), {"v": 1, "type": "frame"}, {"v": 1, "type": "violation"},
-            {"v": 1, "type": "health"}]
+    out += [
+        violation_msg(now, kmh=HUGE, limit_kmh=math.nan, over_s=1e300, cls={"a": 1}, evidence_uri=5),
+        health_msg(now, batch_id=[1, 2], batch_ms=HUGE, fps=math.nan, frames=HUGE, lag={MOTORWAY: HUGE}),
+        health_msg(now, lag="lots"),
+        {"v": 1, "type": "frame"},
+        {"v": 1, "type": "violation"},
+        {"v": 1, "type": "health"},
+    ]
     return out
 
 
@@ -99,9 +155,12 @@ def test_buffers_drop_absurd_messages_and_keep_the_good_ones(demo_settings):
     absurd = absurd_messages(now)
     for msg in absurd:
         buffers.add(msg)  # never raises
-    for text in (b'{"v":1,"type":"frame","camera_id":"motorway-overpass","frame_index":1,"pts_s":0,"capture_ts":NaN}',
-                 b'{"v":1,"type":"frame","camera_id":"motorway-overpass","frame_index":1,"pts_s":0,"capture_ts":1e999}',
-                 b'{"v":1,"type":"health","ts":-Infinity}', json.dumps(frame_msg(1e300)).encode()):
+    for text in (
+        b'{"v":1,"type":"frame","camera_id":"motorway-overpass","frame_index":1,"pts_s":0,"capture_ts":NaN}',
+        b'{"v":1,"type":"frame","camera_id":"motorway-overpass","frame_index":1,"pts_s":0,"capture_ts":1e999}',
+        b'{"v":1,"type":"health","ts":-Infinity}',
+        json.dumps(frame_msg(1e300)).encode(),
+    ):
         assert not buffers.add_raw(text)
     assert buffers.counters["invalid"] > len(ABSURD_TIMES) * 3 and buffers.counters["unknown_camera"] >= 8
 
@@ -123,33 +182,60 @@ def test_buffers_drop_absurd_messages_and_keep_the_good_ones(demo_settings):
 
 def test_figures_and_layout_helpers_survive_absurd_values():
     now = time.time()
-    assert figures.flow_frame([(1e300, "car", 1), (-5.0, "car", 1), (math.nan, "bus", 2), (None, "car", 1),
-                               (now, "car", HUGE), (now, "truck", 3)]).height == 1
+    assert (
+        figures.flow_frame(
+            [
+                (1e300, "car", 1),
+                (-5.0, "car", 1),
+                (math.nan, "bus", 2),
+                (None, "car", 1),
+                (now, "car", HUGE),
+                (now, "truck", 3),
+            ]
+        ).height
+        == 1
+    )
     figures.flow_chart(figures.flow_frame([(1e300, "car", 1)]))  # empty: "No flow counted yet"
-    chart = figures.health_chart([{"ts": 1e300, "batch_ms": 1.0}, {"ts": "x"}, {"ts": math.nan},
-                                  {"ts": now, "batch_ms": 800.0, "fps": 70.0}])
+    chart = figures.health_chart(
+        [{"ts": 1e300, "batch_ms": 1.0}, {"ts": "x"}, {"ts": math.nan}, {"ts": now, "batch_ms": 800.0, "fps": 70.0}]
+    )
     assert len(chart.data[0].x) == 1
     assert "No pipeline health" in str(figures.health_chart([{"ts": -1e300}]).layout.annotations)
-    hist = figures.speed_histogram([("car", math.nan), ("car", 1e300), ("bus", HUGE), ("car", 90.0),
-                                    ("car", None)], 100)  # type: ignore[list-item]
+    hist = figures.speed_histogram(
+        [("car", math.nan), ("car", 1e300), ("bus", HUGE), ("car", 90.0), ("car", None)], 100
+    )  # type: ignore[list-item]
     assert sum(len(t.x) for t in hist.data) == 1
     figures.speed_histogram({"car": [None, math.inf, np.float32(80.0)]}, 100)  # type: ignore[list-item]
     with pytest.raises(ValueError):
         figures.local_time(1e300)
 
-    row = L.violation_row({"track_id": 3, "frame_index": 40, "capture_ts": 1e300, "cls": "car", "kmh": 1e300,
-                           "limit_kmh": 100.0, "over_s": 1e300}, None)
+    row = L.violation_row(
+        {
+            "track_id": 3,
+            "frame_index": 40,
+            "capture_ts": 1e300,
+            "cls": "car",
+            "kmh": 1e300,
+            "limit_kmh": 100.0,
+            "over_s": 1e300,
+        },
+        None,
+    )
     assert NO_TIME in str(row.to_plotly_json())
-    panel = L.health_panel({"ts": math.nan, "batch_id": [1], "batch_ms": None, "fps": None, "lag": {}}, [MOTORWAY],
-                           None, None)
+    panel = L.health_panel(
+        {"ts": math.nan, "batch_id": [1], "batch_ms": None, "fps": None, "lag": {}}, [MOTORWAY], None, None
+    )
     assert NO_TIME in str(panel)
 
 
 def test_overlay_drawing_survives_garbage_vehicles():
     img = np.zeros((120, 200, 3), np.uint8)
-    vehicles = [{"id": 1, "box": [math.nan, 1, 2, 3]}, {"id": 2, "box": ["a", "b", "c", "d"], "kmh": "x"},
-                {"id": 3, "box": [1e300, -1e300, math.inf, 4], "kmh": HUGE, "over": "false"},
-                {"id": HUGE, "cls": ["car"], "box": [10, 10, 60, 50], "kmh": math.nan}]
+    vehicles = [
+        {"id": 1, "box": [math.nan, 1, 2, 3]},
+        {"id": 2, "box": ["a", "b", "c", "d"], "kmh": "x"},
+        {"id": 3, "box": [1e300, -1e300, math.inf, 4], "kmh": HUGE, "over": "false"},
+        {"id": HUGE, "cls": ["car"], "box": [10, 10, 60, 50], "kmh": math.nan},
+    ]
     out = draw_overlays(img, vehicles, 100, caption="x")
     assert out.shape == img.shape and out.any()
     assert vehicle_label({"id": 1, "kmh": HUGE}) == "#1"
@@ -173,14 +259,23 @@ def absurd_app(demo_settings):
 def test_every_live_callback_answers_after_absurd_messages(absurd_app):
     client = absurd_app.server.test_client()
     base = {"tick.n_intervals": 1, "camera.value": MOTORWAY}
-    kpis = key_of(*[f"{L.kpi_value_id(k)}.children" for k in L.KPI_KEYS],
-                  *[f"{L.kpi_sub_id(k)}.children" for k in L.KPI_KEYS])
+    kpis = key_of(
+        *[f"{L.kpi_value_id(k)}.children" for k in L.KPI_KEYS], *[f"{L.kpi_sub_id(k)}.children" for k in L.KPI_KEYS]
+    )
     calls = [
         (kpis, {**base, "kpi-window.value": 5}),
         ("..speed-histogram.figure...flow-chart.figure...charts-state.data..", {**base, "kpi-window.value": 5}),
         ("..violations-log.children...violations-state.data..", base),
-        (key_of("health-kpis.children", "health-chart.figure", "health-state.data", "stream-status.children",
-                "stream-status.className"), base),
+        (
+            key_of(
+                "health-kpis.children",
+                "health-chart.figure",
+                "health-state.data",
+                "stream-status.children",
+                "stream-status.className",
+            ),
+            base,
+        ),
     ]
     for output, inputs in calls:
         for tick in (1, 2):  # "on every tick"
@@ -207,9 +302,17 @@ def test_video_renderer_keeps_streaming_through_absurd_frames(demo_settings, cap
         while not stop.is_set() and i < 300:
             now = time.time()
             while i < 300 and start + i / fps <= now - 0.3:
-                buffers.add(frame_msg(start + i / fps, index=i, pts_s=i / fps, vehicles=[
-                    {"id": 1, "cls": "car", "box": [math.nan, 1, 2, 3], "kmh": HUGE},
-                    {"id": 2, "cls": "car", "box": [400, 300, 560, 420], "kmh": 1e300}]))
+                buffers.add(
+                    frame_msg(
+                        start + i / fps,
+                        index=i,
+                        pts_s=i / fps,
+                        vehicles=[
+                            {"id": 1, "cls": "car", "box": [math.nan, 1, 2, 3], "kmh": HUGE},
+                            {"id": 2, "cls": "car", "box": [400, 300, 560, 420], "kmh": 1e300},
+                        ],
+                    )
+                )
                 for msg in absurd_messages(now)[::7]:
                     buffers.add(msg)
                 i += 1

@@ -5,6 +5,7 @@ a canvas), the stream's own rate (multipart parts per second), and the end-to-en
 capture time of the frame shown). Writes var/test-output/dashboard.png, dashboard-history.png and
 dashboard-metrics.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,19 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1600,1750", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1750",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_script_timeout(30)
@@ -107,8 +118,13 @@ def count_stream_parts(url: str, seconds: float) -> int:
 
 
 def open_history(driver) -> None:
-    wait_for(lambda: driver.find_element("xpath", "//*[contains(@class,'tab') and normalize-space()='History']")
-             .click() or True, 20, "the History tab")
+    wait_for(
+        lambda: (
+            driver.find_element("xpath", "//*[contains(@class,'tab') and normalize-space()='History']").click() or True
+        ),
+        20,
+        "the History tab",
+    )
     wait_for(lambda: driver.find_element("id", L.H_LOAD).is_displayed(), 10, "the history tab")
     driver.find_element("id", L.H_LOAD).click()
 
@@ -144,15 +160,21 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         wait_for(lambda: ctx.buffers.latest_frame(MOTORWAY), 30, "results reaching the dashboard")
 
         browser.get(handle.url)
-        wait_for(lambda: browser.find_element("id", L.kpi_value_id("counted")).text not in ("", "–", "0"), 30,
-                 "the KPIs to fill")
+        wait_for(
+            lambda: browser.find_element("id", L.kpi_value_id("counted")).text not in ("", "–", "0"),
+            30,
+            "the KPIs to fill",
+        )
         before, after = wait_for_newer_frame(browser, 15)
 
         # Live video: the MJPEG <img> has decoded frames.
         src = browser.find_element("id", L.VIDEO).get_attribute("src")
         assert src.endswith(f"/video/{MOTORWAY}.mjpg")
-        wait_for(lambda: browser.execute_script(
-            f"return document.getElementById('{L.VIDEO}').naturalWidth") > 0, 20, "the video to show a frame")
+        wait_for(
+            lambda: browser.execute_script(f"return document.getElementById('{L.VIDEO}').naturalWidth") > 0,
+            20,
+            "the video to show a frame",
+        )
         natural_width = browser.execute_script(f"return document.getElementById('{L.VIDEO}').naturalWidth")
         assert natural_width == 960  # scaled to about the size it is shown at
 
@@ -165,7 +187,7 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         stream_fps = streams[0].fps(window_s=5)
         playout_delay_s = streams[0].playout_delay_s
         # The stream itself as any client sees it: multipart boundaries in 2 s.
-        parts_per_s = count_stream_parts(handle.url + src[len(handle.url):], 2.0) / 2.0
+        parts_per_s = count_stream_parts(handle.url + src[len(handle.url) :], 2.0) / 2.0
 
         # Violations log: appended live, thumbnails load, a click opens the snapshot.
         def first_violation() -> tuple[int, str] | None:
@@ -179,17 +201,26 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         n_rows, text = wait_for(first_violation, 40, "a violation with its thumbnail in the log")
         assert "km/h" in text and "limit 100" in text
         main_window = browser.current_window_handle
-        wait_for(lambda: browser.find_element("css selector", f"#{L.VIOLATIONS} .violation a").click() or True, 10,
-                 "a click on the newest thumbnail")
+        wait_for(
+            lambda: browser.find_element("css selector", f"#{L.VIOLATIONS} .violation a").click() or True,
+            10,
+            "a click on the newest thumbnail",
+        )
         wait_for(lambda: len(browser.window_handles) == 2, 10, "the snapshot to open")
         browser.switch_to.window([h for h in browser.window_handles if h != main_window][0])
         assert "/snapshot/" + MOTORWAY in browser.current_url
-        wait_for(lambda: browser.execute_script("return document.images[0] && document.images[0].naturalWidth"),
-                 10, "the snapshot image")
+        wait_for(
+            lambda: browser.execute_script("return document.images[0] && document.images[0].naturalWidth"),
+            10,
+            "the snapshot image",
+        )
         browser.close()
         browser.switch_to.window(main_window)
-        wait_for(lambda: len(browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation")) > n_rows, 40,
-                 "another violation to be appended live")
+        wait_for(
+            lambda: len(browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation")) > n_rows,
+            40,
+            "another violation to be appended live",
+        )
 
         health = browser.find_element("id", L.HEALTH).text
         assert "frames/s" in health and MOTORWAY in health
@@ -215,10 +246,14 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         "delay_s_p95": round(sorted(delays)[int(0.95 * (len(delays) - 1))], 3),
         "delay_s_max": round(max(delays), 3),
         "playout_delay_s": round(playout_delay_s, 3),
-        "feed": {k: getattr(results_feed, k, None) for k in
-                 ("batch_interval_s", "processing_delay_s", "frames_published", "violations_published")},
-        "load_avg_1m": round(os.getloadavg()[0], 1), "cpus": os.cpu_count(),  # shared machines vary a lot
-        "kpis_before": before, "kpis_after": after,
+        "feed": {
+            k: getattr(results_feed, k, None)
+            for k in ("batch_interval_s", "processing_delay_s", "frames_published", "violations_published")
+        },
+        "load_avg_1m": round(os.getloadavg()[0], 1),
+        "cpus": os.cpu_count(),  # shared machines vary a lot
+        "kpis_before": before,
+        "kpis_after": after,
         "screenshot": str(screenshot),
     }
     (test_output / "dashboard-metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -238,15 +273,23 @@ def test_history_tab_in_a_browser(browser, demo_settings, test_output):
     with serve_in_thread(demo_settings, port=0, start_consumer=False) as handle:
         browser.get(handle.url)
         open_history(browser)
-        summary = wait_for(lambda: (t := browser.find_element("id", L.H_SUMMARY).text) and "vehicles counted" in t
-                           and t, 30, "the history summary")
+        summary = wait_for(
+            lambda: (t := browser.find_element("id", L.H_SUMMARY).text) and "vehicles counted" in t and t,
+            30,
+            "the history summary",
+        )
         assert f"{n} vehicles counted" in summary and f"{n} with speeds" in summary
-        traces = wait_for(lambda: browser.execute_script(
-            f"const g = document.querySelector('#{L.H_FLOW} .js-plotly-plot'); return g && g.data && g.data.length"),
-            20, "the flow chart")
+        traces = wait_for(
+            lambda: browser.execute_script(
+                f"const g = document.querySelector('#{L.H_FLOW} .js-plotly-plot'); return g && g.data && g.data.length"
+            ),
+            20,
+            "the flow chart",
+        )
         assert traces >= 2  # several classes stacked
         speed_traces = browser.execute_script(
-            f"return document.querySelector('#{L.H_SPEEDS} .js-plotly-plot').data.map(t => t.type)")
+            f"return document.querySelector('#{L.H_SPEEDS} .js-plotly-plot').data.map(t => t.type)"
+        )
         assert set(speed_traces) == {"histogram"}
         time.sleep(0.5)
         assert browser.save_screenshot(str(test_output / "dashboard-history.png"))
@@ -261,22 +304,36 @@ def test_dashboard_on_the_real_pipeline(pipeline_feed, browser, test_output):
         pipeline_feed.start()
         wait_for(lambda: ctx.buffers.latest_frame(MOTORWAY), 240, "the pipeline's first results")
         browser.get(handle.url)
-        wait_for(lambda: browser.find_element("id", L.kpi_value_id("counted")).text not in ("", "–", "0"), 60,
-                 "the KPIs to fill")
+        wait_for(
+            lambda: browser.find_element("id", L.kpi_value_id("counted")).text not in ("", "–", "0"),
+            60,
+            "the KPIs to fill",
+        )
         wait_for_newer_frame(browser, 60)
-        wait_for(lambda: browser.execute_script(
-            f"return document.getElementById('{L.VIDEO}').naturalWidth") > 0, 30, "the video to show a frame")
+        wait_for(
+            lambda: browser.execute_script(f"return document.getElementById('{L.VIDEO}').naturalWidth") > 0,
+            30,
+            "the video to show a frame",
+        )
         # The CPU pipeline delivers frames in micro-batch bursts: sample long enough to span a batch.
         browser.set_script_timeout(40)
         on_screen = browser.execute_async_script(ON_SCREEN_FPS_JS, 15000)
         streams = ctx.streamer.active_streams()
         delays = sorted(list(streams[0].recent_delay_s)[-100:]) if streams else []
-        wait_for(lambda: browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation"), 240,
-                 "a violation from the real pipeline")
+        wait_for(
+            lambda: browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation"),
+            240,
+            "a violation from the real pipeline",
+        )
         text = browser.find_elements("css selector", f"#{L.VIOLATIONS} .violation")[0].text
         assert "km/h" in text and f"limit {pipeline_feed.limit_kmh}" in text
-        health = wait_for(lambda: "frames/s" in browser.find_element("id", L.HEALTH).text
-                          and browser.find_element("id", L.HEALTH).text, 60, "pipeline health")
+        health = wait_for(
+            lambda: (
+                "frames/s" in browser.find_element("id", L.HEALTH).text and browser.find_element("id", L.HEALTH).text
+            ),
+            60,
+            "pipeline health",
+        )
         assert MOTORWAY in health
         time.sleep(1.5)
         screenshot = test_output / "dashboard-real-pipeline.png"
@@ -286,7 +343,8 @@ def test_dashboard_on_the_real_pipeline(pipeline_feed, browser, test_output):
         "delay_s_median": round(statistics.median(delays), 3) if delays else None,
         "delay_s_p95": round(delays[int(0.95 * (len(delays) - 1))], 3) if delays else None,
         "frames_published": pipeline_feed.frames_published,
-        "load_avg_1m": round(os.getloadavg()[0], 1), "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
+        "cpus": os.cpu_count(),
         "screenshot": str(screenshot),
     }
     (test_output / "dashboard-real-pipeline-metrics.json").write_text(json.dumps(metrics, indent=2))

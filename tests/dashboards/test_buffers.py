@@ -1,4 +1,5 @@
 """LiveBuffers: bounded, deduplicated, ordered, and the KPI arithmetic."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ M0 = 60 * (T0 // 60)  # a wall-clock minute (flow minutes before 2000 are droppe
 
 
 def frame(index: int, ts: float | None = None, vehicles=(), in_roi=None, flow=None, camera=CAM) -> dict:
-    msg = {"v": 1, "type": "frame", "camera_id": camera, "frame_index": index, "pts_s": index / 30,
-           "capture_ts": T0 + index / 30 if ts is None else ts, "processed_ts": T0 + 1, "vehicles": list(vehicles)}
+    msg = {
+        "v": 1,
+        "type": "frame",
+        "camera_id": camera,
+        "frame_index": index,
+        "pts_s": index / 30,
+        "capture_ts": T0 + index / 30 if ts is None else ts,
+        "processed_ts": T0 + 1,
+        "vehicles": list(vehicles),
+    }
     if in_roi is not None:
         msg["counts"] = {"in_roi": in_roi}
     if flow is not None:
@@ -30,9 +39,19 @@ def veh(track_id: int, kmh: float | None, cls: str = "car") -> dict:
 
 
 def violation(track_id: int, index: int, ts: float | None = None, camera=CAM) -> dict:
-    return {"v": 1, "type": "violation", "camera_id": camera, "track_id": track_id, "frame_index": index,
-            "capture_ts": T0 + index / 30 if ts is None else ts, "cls": "car", "kmh": 131.2, "limit_kmh": 100,
-            "over_s": 0.9, "evidence_uri": f"file:///ev/{camera}/{track_id}_{index}.jpg"}
+    return {
+        "v": 1,
+        "type": "violation",
+        "camera_id": camera,
+        "track_id": track_id,
+        "frame_index": index,
+        "capture_ts": T0 + index / 30 if ts is None else ts,
+        "cls": "car",
+        "kmh": 131.2,
+        "limit_kmh": 100,
+        "over_s": 0.9,
+        "evidence_uri": f"file:///ev/{camera}/{track_id}_{index}.jpg",
+    }
 
 
 @pytest.fixture
@@ -100,8 +119,18 @@ def test_violations_deduplicated_newest_first_and_capped():
 def test_health_deduplicated_and_bounded():
     b = LiveBuffers([CAM], max_health=3)
     for i in range(5):
-        assert b.add({"v": 1, "type": "health", "batch_id": i, "batch_ms": 800.0, "frames": 64, "fps": 80.0,
-                      "ts": T0 + i, "lag": {CAM: 12, "bad": "x"}})
+        assert b.add(
+            {
+                "v": 1,
+                "type": "health",
+                "batch_id": i,
+                "batch_ms": 800.0,
+                "frames": 64,
+                "fps": 80.0,
+                "ts": T0 + i,
+                "lag": {CAM: 12, "bad": "x"},
+            }
+        )
     assert not b.add({"v": 1, "type": "health", "batch_id": 4, "ts": T0 + 4})
     health = b.health()
     assert [h["batch_id"] for h in health] == [2, 3, 4]
@@ -137,9 +166,15 @@ def test_kpis(buffers):
     buffers.add(frame(0, ts=T0 - 600, vehicles=[veh(1, 70.0)], flow={"minute": minute - 600, "car": 1}))
     speeds = {2: [100.0, 110.0], 3: [80.0, 80.0], 4: [None, 130.0], 5: [60.0, 60.0]}
     for k in range(2):
-        buffers.add(frame(10 + k, ts=T0 + k, in_roi=4,
-                          vehicles=[veh(t, s[k], "truck" if t == 3 else "car") for t, s in speeds.items()],
-                          flow={"minute": minute, "car": 2 + k, "truck": 1}))
+        buffers.add(
+            frame(
+                10 + k,
+                ts=T0 + k,
+                in_roi=4,
+                vehicles=[veh(t, s[k], "truck" if t == 3 else "car") for t, s in speeds.items()],
+                flow={"minute": minute, "car": 2 + k, "truck": 1},
+            )
+        )
     # A stale flow update for the same minute (lower count) must not lower the total.
     buffers.add(frame(12, ts=T0 + 2, in_roi=3, vehicles=[], flow={"minute": minute, "car": 2, "truck": 1}))
     buffers.add(violation(4, 11, ts=T0 + 1))

@@ -1,4 +1,5 @@
 """The dashboard CLI refuses a deployment whose cameras do not fit their videos, naming the field."""
+
 from __future__ import annotations
 
 import pytest

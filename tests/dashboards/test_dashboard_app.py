@@ -1,4 +1,5 @@
 """The app over HTTP without Kafka: pages, callbacks (through Dash's own endpoint), video, snapshots, auth, CLI."""
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,10 @@ def flowing(demo_settings):
     """Buffers receiving synthetic results in real time (micro-batches every 0.25 s, 0.4 s processing delay)."""
     buffers = LiveBuffers.from_settings(demo_settings)
     start = time.time()
-    messages = sorted(synthetic_messages(demo_settings, n_frames=300, capture_start=start - 1.0, evidence=False),
-                      key=lambda m: m["capture_ts"])
+    messages = sorted(
+        synthetic_messages(demo_settings, n_frames=300, capture_start=start - 1.0, evidence=False),
+        key=lambda m: m["capture_ts"],
+    )
     stop = threading.Event()
 
     def run() -> None:
@@ -72,8 +75,9 @@ def app(demo_settings, filled):
     get_context(app).close()
 
 
-def dash_call(app, client, output: str, inputs: dict[str, Any], state: dict[str, Any] | None = None,
-              changed: str | None = None):
+def dash_call(
+    app, client, output: str, inputs: dict[str, Any], state: dict[str, Any] | None = None, changed: str | None = None
+):
     """POST one callback the way the Dash renderer does; returns (status, response json or None)."""
     spec = app.callback_map[output]
     outputs = [{"id": i, "property": p} for i, p in re.findall(r"([\w-]+)\.(\w+)", output)]
@@ -106,8 +110,9 @@ def test_page_and_layout(app, demo_settings):
 
 def test_kpi_callback(app, filled):
     client = app.server.test_client()
-    output = key_of(*[f"{L.kpi_value_id(k)}.children" for k in L.KPI_KEYS],
-                    *[f"{L.kpi_sub_id(k)}.children" for k in L.KPI_KEYS])
+    output = key_of(
+        *[f"{L.kpi_value_id(k)}.children" for k in L.KPI_KEYS], *[f"{L.kpi_sub_id(k)}.children" for k in L.KPI_KEYS]
+    )
     inputs = {"tick.n_intervals": 1, "camera.value": MOTORWAY, "kpi-window.value": 5}
     newest = filled.latest_frame(MOTORWAY).capture_ts
     before = time.time()
@@ -135,8 +140,17 @@ def test_charts_only_redraw_when_data_changed(app, filled, demo_settings):
     status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 2}, {"charts-state.data": state})
     assert status == 204
     latest = filled.latest_frame(MOTORWAY)
-    filled.add({"v": 1, "type": "frame", "camera_id": MOTORWAY, "frame_index": latest.frame_index + 1,
-                "pts_s": latest.pts_s + 0.033, "capture_ts": latest.capture_ts + 0.033, "vehicles": []})
+    filled.add(
+        {
+            "v": 1,
+            "type": "frame",
+            "camera_id": MOTORWAY,
+            "frame_index": latest.frame_index + 1,
+            "pts_s": latest.pts_s + 0.033,
+            "capture_ts": latest.capture_ts + 0.033,
+            "vehicles": [],
+        }
+    )
     # New data, but redrawn less than CHART_REFRESH_S ago: still left alone; a moment later it is redrawn.
     status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 3}, {"charts-state.data": state})
     assert status == 204
@@ -172,9 +186,15 @@ def test_history_callback_without_tables_says_no_data_yet(app):
     client = app.server.test_client()
     output = "..history-summary.children...history-flow.figure...history-speeds.figure.."
     today = time.strftime("%Y-%m-%d")
-    inputs = {"history-load.n_clicks": 1, "tabs.value": "history", "camera.value": MOTORWAY,
-              "history-dates.start_date": today, "history-dates.end_date": today,
-              "history-start-time.value": "00:00", "history-end-time.value": "23:59"}
+    inputs = {
+        "history-load.n_clicks": 1,
+        "tabs.value": "history",
+        "camera.value": MOTORWAY,
+        "history-dates.start_date": today,
+        "history-dates.end_date": today,
+        "history-start-time.value": "00:00",
+        "history-end-time.value": "23:59",
+    }
     status, out = dash_call(app, client, output, inputs, state=inputs)
     assert status == 200
     assert "No data yet" in str(out["response"]["history-summary"]["children"])
@@ -220,8 +240,9 @@ def test_mjpeg_stream_plays_processed_frames_live(demo_settings, flowing, test_o
         assert indices[0] > oldest, (oldest, indices[:5])
         delays = [time.time() - float(h["X-Capture-Ts"]) for h, _ in frames[-5:]]
         # Rate and delay are measurements (make bench reports them), not pass/fail criteria on a shared machine.
-        (test_output / "dashboard-mjpeg.json").write_text(json.dumps(
-            {"stream_fps": round(len(frames) / 3.0, 1), "delay_s_max_last5": round(max(delays), 3)}))
+        (test_output / "dashboard-mjpeg.json").write_text(
+            json.dumps({"stream_fps": round(len(frames) / 3.0, 1), "delay_s_max_last5": round(max(delays), 3)})
+        )
         image = cv2.imdecode(np.frombuffer(frames[-1][1], np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (540, 960, 3)  # scaled to about the size the page shows it at
 
@@ -263,9 +284,16 @@ def test_snapshot_route_serves_only_evidence(app, demo_settings, tmp_path):
     secret.write_bytes(b"not for you")
     (root / "link.jpg").symlink_to(secret)
     (root / "notes.txt").write_text("x")
-    for bad in ["/snapshot/../secret.jpg", "/snapshot/%2e%2e/secret.jpg", f"/snapshot/{secret}",
-                "/snapshot//etc/passwd", "/snapshot/link.jpg", "/snapshot/notes.txt", "/snapshot/missing.jpg",
-                "/snapshot/" + "..%2f" * 8 + "etc/passwd"]:
+    for bad in [
+        "/snapshot/../secret.jpg",
+        "/snapshot/%2e%2e/secret.jpg",
+        f"/snapshot/{secret}",
+        "/snapshot//etc/passwd",
+        "/snapshot/link.jpg",
+        "/snapshot/notes.txt",
+        "/snapshot/missing.jpg",
+        "/snapshot/" + "..%2f" * 8 + "etc/passwd",
+    ]:
         resp = client.get(bad)
         # 404 from the route, or Dash's own catch-all page for URLs the route does not match (//...).
         assert resp.status_code == 404 or resp.mimetype == "text/html", bad
@@ -281,8 +309,13 @@ def _basic(user: str, password: str) -> str:
 
 
 def test_basic_auth_protects_every_route(demo_settings, filled):
-    settings = demo_settings.model_copy(update={"dashboard": demo_settings.dashboard.model_copy(
-        update={"basic_auth_user": "staff", "basic_auth_password": "s3cret"})})
+    settings = demo_settings.model_copy(
+        update={
+            "dashboard": demo_settings.dashboard.model_copy(
+                update={"basic_auth_user": "staff", "basic_auth_password": "s3cret"}
+            )
+        }
+    )
     app = create_app(settings, buffers=filled, start_consumer=False)
     try:
         client = app.server.test_client()
@@ -294,8 +327,9 @@ def test_basic_auth_protects_every_route(demo_settings, filled):
         assert client.get("/", headers={"Authorization": _basic("staff", "s3cret")}).status_code == 200
     finally:
         get_context(app).close()
-    half = demo_settings.model_copy(update={"dashboard": demo_settings.dashboard.model_copy(
-        update={"basic_auth_user": "staff"})})
+    half = demo_settings.model_copy(
+        update={"dashboard": demo_settings.dashboard.model_copy(update={"basic_auth_user": "staff"})}
+    )
     with pytest.raises(ConfigError, match="together"):
         create_app(half, start_consumer=False)
 
@@ -306,9 +340,21 @@ def test_cli_serves_without_a_broker_and_stops_on_sigterm(demo_settings, tmp_pat
     port = free_port()
     env = {**os.environ, "TRAFFICSTREAM_STORAGE__VAR_DIR": str(tmp_path / "var")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trafficstream.dashboards", "--config", str(PROJECT_ROOT / "infra/config/demo.yaml"),
-         "--set", f"dashboard.port={port}", "--set", "kafka.bootstrap_servers=127.0.0.1:9"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "trafficstream.dashboards",
+            "--config",
+            str(PROJECT_ROOT / "infra/config/demo.yaml"),
+            "--set",
+            f"dashboard.port={port}",
+            "--set",
+            "kafka.bootstrap_servers=127.0.0.1:9",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -335,7 +381,12 @@ def test_cli_serves_without_a_broker_and_stops_on_sigterm(demo_settings, tmp_pat
 def test_cli_rejects_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dashboard: {port: 0}\n")
-    proc = subprocess.run([sys.executable, "-m", "trafficstream.dashboards", "--config", str(bad)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trafficstream.dashboards", "--config", str(bad)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "dashboard.port" in proc.stderr

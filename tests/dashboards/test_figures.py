@@ -1,4 +1,5 @@
 """Pure figure builders."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -12,8 +13,9 @@ T0 = 1_700_000_000.0
 
 
 def test_speed_histogram_stacks_classes_and_marks_the_limit():
-    fig = figures.speed_histogram([("car", 92.0), ("truck", 81.5), ("car", 118.0), ("motorcycle", 99.0)], 100,
-                                  uirevision="cam")
+    fig = figures.speed_histogram(
+        [("car", 92.0), ("truck", 81.5), ("car", 118.0), ("motorcycle", 99.0)], 100, uirevision="cam"
+    )
     names = [t.name for t in fig.data]
     assert names == ["car", "truck", "motorcycle"]  # fixed class order, stable colours
     assert list(fig.data[0].x) == [92.0, 118.0]
@@ -50,8 +52,10 @@ def test_flow_frame_and_chart():
 
 def test_flow_chart_converts_aware_times_to_local():
     utc = datetime(2025, 11, 21, 8, 30, tzinfo=timezone.utc)
-    df = pl.DataFrame({"minute": [utc], "class_name": ["car"], "vehicles": [4]},
-                      schema={"minute": pl.Datetime("us", "UTC"), "class_name": pl.String, "vehicles": pl.Int64})
+    df = pl.DataFrame(
+        {"minute": [utc], "class_name": ["car"], "vehicles": [4]},
+        schema={"minute": pl.Datetime("us", "UTC"), "class_name": pl.String, "vehicles": pl.Int64},
+    )
     fig = figures.flow_chart(df, bin_label="15 min", bin_s=900)
     assert fig.data[0].x[0] == utc.astimezone().replace(tzinfo=None)
     # One bin only (the live view's current minute): the bar still spans most of its bin, in ms on a date axis.

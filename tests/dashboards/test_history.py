@@ -1,4 +1,5 @@
 """History queries over real Delta tables written with delta-rs in a temporary directory."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -22,28 +23,38 @@ def _write(root, name: str, df: pl.DataFrame, partition_by=("camera_id",)) -> No
 def delta_root(tmp_path):
     root = tmp_path / "delta"
     minutes = [DAY + timedelta(hours=8, minutes=m) for m in range(0, 120)]  # 08:00 .. 09:59
-    flow = pl.DataFrame({
-        "camera_id": ["motorway"] * 240 + ["other"] * 2,
-        "minute": [m for m in minutes for _ in (0, 1)] + [minutes[0], minutes[1]],
-        "class_name": ["car", "truck"] * 120 + ["car", "car"],
-        "vehicles": [10, 1] * 120 + [99, 99],
-    }, schema_overrides={"minute": pl.Datetime("us", "UTC"), "vehicles": pl.Int64})
+    flow = pl.DataFrame(
+        {
+            "camera_id": ["motorway"] * 240 + ["other"] * 2,
+            "minute": [m for m in minutes for _ in (0, 1)] + [minutes[0], minutes[1]],
+            "class_name": ["car", "truck"] * 120 + ["car", "car"],
+            "vehicles": [10, 1] * 120 + [99, 99],
+        },
+        schema_overrides={"minute": pl.Datetime("us", "UTC"), "vehicles": pl.Int64},
+    )
     _write(root, tables.FLOW, flow)
-    tracks = pl.DataFrame({
-        "camera_id": ["motorway"] * 5 + ["other"],
-        "track_id": [1, 2, 3, 4, 5, 1],
-        "class_name": ["car", "car", "truck", "car", "car", "car"],
-        "first_seen_ts": [DAY + timedelta(hours=8, minutes=m) for m in (1, 2, 3, 70, 200)] + [DAY + timedelta(hours=8)],
-        "median_speed_kmh": [95.0, 121.0, 82.0, None, 99.0, 300.0],
-        "max_speed_kmh": [99.0, 130.0, 85.0, None, 100.0, 300.0],
-    }, schema_overrides={"first_seen_ts": pl.Datetime("us", "UTC")})
+    tracks = pl.DataFrame(
+        {
+            "camera_id": ["motorway"] * 5 + ["other"],
+            "track_id": [1, 2, 3, 4, 5, 1],
+            "class_name": ["car", "car", "truck", "car", "car", "car"],
+            "first_seen_ts": [DAY + timedelta(hours=8, minutes=m) for m in (1, 2, 3, 70, 200)]
+            + [DAY + timedelta(hours=8)],
+            "median_speed_kmh": [95.0, 121.0, 82.0, None, 99.0, 300.0],
+            "max_speed_kmh": [99.0, 130.0, 85.0, None, 100.0, 300.0],
+        },
+        schema_overrides={"first_seen_ts": pl.Datetime("us", "UTC")},
+    )
     _write(root, tables.TRACKS, tracks)
-    violations = pl.DataFrame({
-        "camera_id": ["motorway", "motorway", "other"],
-        "track_id": [2, 9, 1],
-        "capture_ts": [DAY + timedelta(hours=8, minutes=2), DAY + timedelta(hours=11), DAY + timedelta(hours=8)],
-        "speed_kmh": [125.0, 140.0, 300.0],
-    }, schema_overrides={"capture_ts": pl.Datetime("us", "UTC")})
+    violations = pl.DataFrame(
+        {
+            "camera_id": ["motorway", "motorway", "other"],
+            "track_id": [2, 9, 1],
+            "capture_ts": [DAY + timedelta(hours=8, minutes=2), DAY + timedelta(hours=11), DAY + timedelta(hours=8)],
+            "speed_kmh": [125.0, 140.0, 300.0],
+        },
+        schema_overrides={"capture_ts": pl.Datetime("us", "UTC")},
+    )
     _write(root, tables.VIOLATIONS, violations)
     return root
 
@@ -88,8 +99,13 @@ def test_missing_tables_mean_no_data_yet(tmp_path):
 def test_epoch_seconds_columns_are_understood(tmp_path):
     root = tmp_path / "delta"
     t = (DAY + timedelta(hours=8)).timestamp()
-    _write(root, tables.FLOW, pl.DataFrame({"camera_id": ["m", "m"], "minute": [t, t + 86_400.0],
-                                            "class_name": ["bus", "bus"], "vehicles": [3, 4]}))
+    _write(
+        root,
+        tables.FLOW,
+        pl.DataFrame(
+            {"camera_id": ["m", "m"], "minute": [t, t + 86_400.0], "class_name": ["bus", "bus"], "vehicles": [3, 4]}
+        ),
+    )
     flow = HistoryStore(root).flow("m", DAY, DAY + timedelta(days=1))
     assert flow.rows() == [(DAY + timedelta(hours=8), "bus", 3)]
 
@@ -99,8 +115,10 @@ def test_resample_and_bins():
     assert choose_bin(DAY, DAY + timedelta(days=1)) == "15m"
     assert choose_bin(DAY, DAY + timedelta(days=30)) == "1h"
     assert BINS["15m"] == ("15 min", 900)
-    flow = pl.DataFrame({"minute": [DAY + timedelta(minutes=m) for m in range(30)], "class_name": ["car"] * 30,
-                         "vehicles": [1] * 30}, schema_overrides={"minute": pl.Datetime("us", "UTC")})
+    flow = pl.DataFrame(
+        {"minute": [DAY + timedelta(minutes=m) for m in range(30)], "class_name": ["car"] * 30, "vehicles": [1] * 30},
+        schema_overrides={"minute": pl.Datetime("us", "UTC")},
+    )
     binned = resample_flow(flow, "15m")
     assert binned.rows() == [(DAY, "car", 15), (DAY + timedelta(minutes=15), "car", 15)]
 

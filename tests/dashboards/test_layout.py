@@ -1,4 +1,5 @@
 """Presentation helpers: KPI texts, status badge, violation rows."""
+
 from __future__ import annotations
 
 from trafficstream.dashboards import layout as L
@@ -8,9 +9,20 @@ T0 = 1_700_000_000.0
 
 
 def test_format_kpis():
-    k = Kpis("cam", in_roi=4, counted_total=17, counted_by_class={"car": 15, "truck": 2, "bus": 0},
-             speeding_window=3, speeding_total=9, mean_kmh=96.44, p85_kmh=121.6, vehicles_window=12, lag_s=1.26,
-             last_frame_index=812, last_capture_ts=T0)
+    k = Kpis(
+        "cam",
+        in_roi=4,
+        counted_total=17,
+        counted_by_class={"car": 15, "truck": 2, "bus": 0},
+        speeding_window=3,
+        speeding_total=9,
+        mean_kmh=96.44,
+        p85_kmh=121.6,
+        vehicles_window=12,
+        lag_s=1.26,
+        last_frame_index=812,
+        last_capture_ts=T0,
+    )
     f = L.format_kpis(k, 5)
     assert f["in_roi"] == ("4", "frame 812")
     assert f["counted"] == ("17", "car 15, truck 2")
@@ -31,8 +43,17 @@ def test_stream_status():
 
 
 def test_violation_row_links_the_snapshot():
-    v = {"camera_id": "cam", "track_id": 3, "frame_index": 40, "capture_ts": T0, "cls": "car", "kmh": 131.2,
-         "limit_kmh": 100.0, "over_s": 0.9, "evidence_uri": "file:///x.jpg"}
+    v = {
+        "camera_id": "cam",
+        "track_id": 3,
+        "frame_index": 40,
+        "capture_ts": T0,
+        "cls": "car",
+        "kmh": 131.2,
+        "limit_kmh": 100.0,
+        "over_s": 0.9,
+        "evidence_uri": "file:///x.jpg",
+    }
     row = L.violation_row(v, "/snapshot/cam/3_40.jpg")
     text = str(row.to_plotly_json())
     assert "/snapshot/cam/3_40.jpg" in text and "131 km/h" in text and "limit 100" in text and "#3 car" in text

@@ -1,4 +1,5 @@
 """The results consumer against a real Kafka broker (infra/local_kafka.py)."""
+
 from __future__ import annotations
 
 import time
@@ -63,8 +64,18 @@ def test_results_reach_the_buffers_and_duplicates_are_ignored(consumer_for, make
     assert violations, "the synthetic feed should produce violations in 3 s of each clip"
     health = [health_message(i, 800.0, 64, time.time(), {MOTORWAY: 3}) for i in range(3)]
     # Every message twice (a replayed micro-batch), plus junk and an unknown camera.
-    junk = [b"{not json", {"v": 1, "type": "frame", "camera_id": "unknown-cam", "frame_index": 1, "pts_s": 0.0,
-                           "capture_ts": time.time(), "vehicles": []}]
+    junk = [
+        b"{not json",
+        {
+            "v": 1,
+            "type": "frame",
+            "camera_id": "unknown-cam",
+            "frame_index": 1,
+            "pts_s": 0.0,
+            "capture_ts": time.time(),
+            "vehicles": [],
+        },
+    ]
     publish(settings, messages + health + junk + messages + health)
 
     wait_for(lambda: buffers.counters["received"] >= 2 * (len(messages) + len(health)) + 1, 60, "all messages")
@@ -86,15 +97,19 @@ def test_consumer_survives_a_broker_restart(tmp_path, settings_factory):
     """Broker gone for a while: the consumer logs, keeps running, and reads what is published after it returns."""
     with KafkaBroker(tmp_path / "kafka") as broker:
         settings = settings_factory(create_topics=False, name="dash-restart")
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-            update={"bootstrap_servers": broker.bootstrap_servers})})
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})}
+        )
         broker.create_topics([settings.kafka.results_topic], partitions=2)
         buffers = LiveBuffers.from_settings(settings)
         consumer = ResultsConsumer(settings, buffers).start()
         try:
             assert consumer.wait_assigned(60)
-            messages = [m for m in synthetic_messages(settings, 40, time.time() - 2, evidence=False)
-                        if m["camera_id"] == MOTORWAY and m["type"] == "frame"]
+            messages = [
+                m
+                for m in synthetic_messages(settings, 40, time.time() - 2, evidence=False)
+                if m["camera_id"] == MOTORWAY and m["type"] == "frame"
+            ]
             publish(settings, messages[:20])
             wait_for(lambda: len(buffers.frames(MOTORWAY)) == 20, 60, "frames before the outage")
 

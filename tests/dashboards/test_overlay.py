@@ -1,4 +1,5 @@
 """Overlay drawing and MJPEG framing on real frames of the sample clips."""
+
 from __future__ import annotations
 
 import cv2
@@ -37,13 +38,13 @@ def test_drawing_changes_the_box_and_leaves_the_rest(real_frame):
     assert np.array_equal(real_frame, original), "the source image must not be drawn on"
     changed = _changed(out, real_frame)
     x1, y1, x2, y2 = box
-    region = changed[y1:y2 + 1, x1:x2 + 1]
+    region = changed[y1 : y2 + 1, x1 : x2 + 1]
     assert region[:, 0].mean() > 0.9 and region[:, -1].mean() > 0.9  # left and right edges drawn
     assert region[0, :].mean() > 0.9 and region[-1, :].mean() > 0.9
     assert tuple(int(c) for c in out[y2, (x1 + x2) // 2]) == GREEN
     # The label sits just above the box; everything else is untouched.
     outside = changed.copy()
-    outside[y1 - 40:y2 + 3, x1 - 2:x2 + 3] = False
+    outside[y1 - 40 : y2 + 3, x1 - 2 : x2 + 3] = False
     assert not outside.any()
 
 
@@ -62,8 +63,9 @@ def test_label_shows_track_class_and_speed():
 
 def test_odd_boxes_are_clipped_or_skipped():
     img = np.zeros((100, 200, 3), np.uint8)
-    out = draw_overlays(img, [{"id": 1, "box": [-50, -20, 500, 400], "kmh": 50},
-                              {"id": 2, "box": [1, 2]}, {"id": 3}], 100)
+    out = draw_overlays(
+        img, [{"id": 1, "box": [-50, -20, 500, 400], "kmh": 50}, {"id": 2, "box": [1, 2]}, {"id": 3}], 100
+    )
     assert out.shape == img.shape and out.any()
 
 

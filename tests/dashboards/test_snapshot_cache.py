@@ -1,4 +1,5 @@
 """Evidence snapshots show number plates: behind basic auth no cache may keep them (Flask test client)."""
+
 from __future__ import annotations
 
 import base64
@@ -21,12 +22,21 @@ def _basic(user: str, password: str) -> dict[str, str]:
 @pytest.fixture
 def evidence_settings(tmp_path, data_dir):
     def make(*overrides: str):
-        settings = load_settings(DEFAULT_CONFIG, [f"storage.var_dir={tmp_path / 'var'}", f"storage.data_dir={data_dir}",
-                                                  "kafka.bootstrap_servers=127.0.0.1:9", *overrides], environ={})
+        settings = load_settings(
+            DEFAULT_CONFIG,
+            [
+                f"storage.var_dir={tmp_path / 'var'}",
+                f"storage.data_dir={data_dir}",
+                "kafka.bootstrap_servers=127.0.0.1:9",
+                *overrides,
+            ],
+            environ={},
+        )
         snap = settings.evidence_root / "motorway-overpass" / "3_40.jpg"
         snap.parent.mkdir(parents=True, exist_ok=True)
         snap.write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
         return settings
+
     return make
 
 

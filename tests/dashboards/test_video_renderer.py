@@ -1,4 +1,5 @@
 """The per-camera video renderer: playout pacing, bursts, stalls, viewers (real clip, no HTTP)."""
+
 from __future__ import annotations
 
 import itertools
@@ -26,8 +27,11 @@ class BurstFeed:
 
     def __init__(self, settings, buffers: LiveBuffers, batch_s: float, delay_s: float) -> None:
         self.buffers, self.batch_s, self.delay_s = buffers, batch_s, delay_s
-        self.frames = [m for m in synthetic_messages(settings, 335, 0.0, evidence=False)
-                       if m["camera_id"] == MOTORWAY and m["type"] == "frame"]
+        self.frames = [
+            m
+            for m in synthetic_messages(settings, 335, 0.0, evidence=False)
+            if m["camera_id"] == MOTORWAY and m["type"] == "frame"
+        ]
         self.offset = time.time()  # capture time = offset + pts
         self.paused_until = 0.0
         self._stop = threading.Event()
@@ -99,9 +103,17 @@ def test_bursts_play_smoothly_at_the_source_rate(streamer, demo_settings, test_o
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(late)]
     delays = [t - float(h["X-Capture-Ts"]) for t, h in late]
     # Rate, gaps and delays are measurements (make bench reports them), not pass/fail criteria on a shared machine.
-    (test_output / "video-bursts.json").write_text(json.dumps({
-        "fps": round(fps, 1), "max_gap_s": round(max(gaps), 3), "max_delay_s": round(max(delays), 3),
-        "playout_delay_s": round(stats.playout_delay_s, 3), "skipped": stats.skipped}))
+    (test_output / "video-bursts.json").write_text(
+        json.dumps(
+            {
+                "fps": round(fps, 1),
+                "max_gap_s": round(max(gaps), 3),
+                "max_delay_s": round(max(delays), 3),
+                "playout_delay_s": round(stats.playout_delay_s, 3),
+                "skipped": stats.skipped,
+            }
+        )
+    )
 
 
 def test_after_a_stall_the_video_returns_to_live_quickly(streamer, demo_settings, test_output):
@@ -117,16 +129,16 @@ def test_after_a_stall_the_video_returns_to_live_quickly(streamer, demo_settings
     assert float(resumed[-1][1]["X-Capture-Ts"]) > stall_start
     delays = [t - float(h["X-Capture-Ts"]) for t, h in resumed]
     # A measurement (make bench reports it), not a pass/fail criterion on a shared machine.
-    (test_output / "video-stall.json").write_text(json.dumps(
-        {"frames_after_stall": len(resumed), "max_delay_after_stall_s": round(max(delays), 3)}))
+    (test_output / "video-stall.json").write_text(
+        json.dumps({"frames_after_stall": len(resumed), "max_delay_after_stall_s": round(max(delays), 3)})
+    )
 
 
 def test_viewers_share_one_renderer(streamer, demo_settings):
     camera = demo_settings.camera(MOTORWAY)
     with BurstFeed(demo_settings, streamer.buffers, batch_s=0.25, delay_s=0.3):
         results: list[list] = [[], []]
-        threads = [threading.Thread(target=lambda k=k: results[k].extend(watch(streamer, camera, 3.0)))
-                   for k in (0, 1)]
+        threads = [threading.Thread(target=lambda k=k: results[k].extend(watch(streamer, camera, 3.0))) for k in (0, 1)]
         for t in threads:
             t.start()
         time.sleep(1.0)

@@ -1,4 +1,5 @@
 """The Maven-resolved Spark jar set (infra/lib/spark, `make jars`) against the pip-installed pyspark."""
+
 from __future__ import annotations
 
 import re
@@ -31,10 +32,15 @@ def artifact_id(jar: Path) -> str:
 
 def classes(jar: Path) -> set[str]:
     with zipfile.ZipFile(jar) as z:
-        return {n for n in z.namelist()
-                if n.endswith(".class") and not n.startswith("META-INF/") and n != "module-info.class"
-                # every Spark module carries this one placeholder class
-                and n != "org/apache/spark/unused/UnusedStubClass.class"}
+        return {
+            n
+            for n in z.namelist()
+            if n.endswith(".class")
+            and not n.startswith("META-INF/")
+            and n != "module-info.class"
+            # every Spark module carries this one placeholder class
+            and n != "org/apache/spark/unused/UnusedStubClass.class"
+        }
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,12 @@ def jars() -> list[Path]:
 
 def test_contains_the_kafka_connector_and_delta(jars: list[Path]) -> None:
     names = {j.name for j in jars}
-    for expected in ("spark-sql-kafka-0-10_2.13-4.2.0.jar", "kafka-clients-3.9.2.jar",
-                     "delta-spark_2.13-4.4.0.jar", "delta-storage-4.4.0.jar"):
+    for expected in (
+        "spark-sql-kafka-0-10_2.13-4.2.0.jar",
+        "kafka-clients-3.9.2.jar",
+        "delta-spark_2.13-4.4.0.jar",
+        "delta-storage-4.4.0.jar",
+    ):
         assert expected in names, f"{expected} missing from {sorted(names)}"
     assert any(n.startswith("spark-token-provider-kafka-0-10_2.13-") for n in names)
     assert any(n.startswith("commons-pool2-") for n in names)
@@ -85,6 +95,7 @@ def test_broker_classpath_is_resolved() -> None:
 
 def test_missing_jars_say_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import trafficstream.infra.jars as jars_mod
+
     monkeypatch.setattr(jars_mod, "SPARK_LIB", tmp_path / "spark")
     with pytest.raises(JarsMissingError, match="run `make jars`"):
         jars_mod.spark_jars()

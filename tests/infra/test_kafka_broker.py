@@ -1,4 +1,5 @@
 """A real single-node KRaft broker from infra/lib/kafka (needs `make jars` and Java 17+): one per module."""
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,9 @@ def test_produce_and_consume_keyed_messages(broker: KafkaBroker, topics: list[st
         else:
             delivered.append((msg.key(), msg.value(), msg.partition(), msg.offset()))
 
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
     for key, value in sent:
         producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
         producer.poll(0)
@@ -100,8 +102,14 @@ def test_produce_and_consume_keyed_messages(broker: KafkaBroker, topics: list[st
         assert partition_of.setdefault(key, partition) == partition  # keyed: one camera, one partition
 
     received: list[tuple[bytes, bytes, int, int]] = []
-    with Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "it-consumer",
-                   "auto.offset.reset": "earliest", "enable.auto.commit": False}) as consumer:
+    with Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": "it-consumer",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    ) as consumer:
         consumer.subscribe([topic])
         deadline = time.monotonic() + 60
         while len(received) < len(sent) and time.monotonic() < deadline:
@@ -118,18 +126,24 @@ def test_produce_and_consume_keyed_messages(broker: KafkaBroker, topics: list[st
         assert by_key[cam.encode()] == [v for k, v in sent if k == cam.encode()]
 
 
-def test_cli_creates_and_deletes_the_configured_topics(broker: KafkaBroker, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_creates_and_deletes_the_configured_topics(
+    broker: KafkaBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "deploy.yaml"
-    config.write_text("kafka:\n  frames_topic: cli-frames\n  results_topic: cli-results\n"
-                      "  dead_letter_topic: cli-dead-letter\n  partitions: 2\n")
+    config.write_text(
+        "kafka:\n  frames_topic: cli-frames\n  results_topic: cli-results\n"
+        "  dead_letter_topic: cli-dead-letter\n  partitions: 2\n"
+    )
     flags = ["--config", str(config), "--set", f"kafka.bootstrap_servers={broker.bootstrap_servers}"]
     assert kafka_cli.main(["create-topics", *flags]) == 0
     assert "cli-frames: created" in capsys.readouterr().out
     with AdminClient({"bootstrap.servers": broker.bootstrap_servers}) as admin:
         md = admin.list_topics(timeout=10)
     assert {n: len(md.topics[n].partitions) for n in ("cli-frames", "cli-results", "cli-dead-letter")} == {
-        "cli-frames": 2, "cli-results": 2, "cli-dead-letter": 2}
+        "cli-frames": 2,
+        "cli-results": 2,
+        "cli-dead-letter": 2,
+    }
     assert kafka_cli.main(["delete-topics", *flags]) == 0
     assert "cli-results: deleted" in capsys.readouterr().out
     assert kafka_cli.main(["delete-topics", *flags]) == 0

@@ -1,4 +1,5 @@
 """Static checks of the Kubernetes manifests in infra/k8s (not runnable here: parsed and inspected only)."""
+
 from __future__ import annotations
 
 import re
@@ -160,8 +161,15 @@ def test_cronjobs_never_overlap_themselves() -> None:
 
 def test_yamllint_relaxed() -> None:
     pytest.importorskip("yamllint")
-    config = ("{extends: relaxed, rules: {line-length: {max: 120, allow-non-breakable-words: true, "
-              "allow-non-breakable-inline-mappings: true}}}")
-    result = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-d", config, str(K8S)],
-                            check=False, capture_output=True, text=True, timeout=60)
+    config = (
+        "{extends: relaxed, rules: {line-length: {max: 120, allow-non-breakable-words: true, "
+        "allow-non-breakable-inline-mappings: true}}}"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "--strict", "-d", config, str(K8S)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

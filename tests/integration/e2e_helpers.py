@@ -1,4 +1,5 @@
 """Helpers for end-to-end tests: run the real job code on the shared SparkSession and read results back."""
+
 from __future__ import annotations
 
 from pathlib import Path

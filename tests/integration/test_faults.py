@@ -5,6 +5,7 @@ and results-topic duplicates carry the same key and are dropped by the dashboard
 
 Each test writes a report (what was injected, how often, rows expected vs found) to var/test-output/.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,9 @@ def _wait(predicate, job: JobProcess, timeout_s: float = 240, every_s: float = 0
 
 def _results(settings) -> list[tuple[bytes | None, bytes]]:
     topic = settings.kafka.results_topic
-    consumer = Consumer(settings.kafka.python_config(**{"group.id": f"faults-{time.time_ns()}",
-                                                        "enable.auto.commit": False}))
+    consumer = Consumer(
+        settings.kafka.python_config(**{"group.id": f"faults-{time.time_ns()}", "enable.auto.commit": False})
+    )
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
@@ -79,13 +81,20 @@ def _results(settings) -> list[tuple[bytes | None, bytes]]:
 
 
 def _check_exactly_once(settings, ingested: int) -> dict:
-    frames, det, dead = table(settings, tables.FRAMES), table(settings, tables.DETECTIONS), table(
-        settings, tables.DEAD_LETTERS)
+    frames, det, dead = (
+        table(settings, tables.FRAMES),
+        table(settings, tables.DETECTIONS),
+        table(settings, tables.DEAD_LETTERS),
+    )
     unique_frames = frames.select(pl.struct("camera_id", "frame_index").n_unique()).item()
     unique_det = det.select(pl.struct("camera_id", "frame_index", "track_id").n_unique()).item()
     report = {
-        "frames_ingested": ingested, "frames_rows": frames.height, "frames_unique": unique_frames,
-        "detections_rows": det.height, "detections_unique": unique_det, "dead_letters": dead.height,
+        "frames_ingested": ingested,
+        "frames_rows": frames.height,
+        "frames_unique": unique_frames,
+        "detections_rows": det.height,
+        "detections_unique": unique_det,
+        "dead_letters": dead.height,
     }
     assert frames.height == unique_frames, report
     assert det.height == unique_det, report
@@ -106,8 +115,9 @@ def _check_exactly_once(settings, ingested: int) -> dict:
     buffers = LiveBuffers([CAMERA], max_frames=10_000)
     accepted = sum(buffers.add_raw(v) for _, v in results)
     assert accepted == frames.height and len(buffers.frames(CAMERA)) == frames.height
-    report.update(results_frame_messages=len(results), results_duplicates=len(results) - len(by_frame),
-                  dashboard_frames=accepted)
+    report.update(
+        results_frame_messages=len(results), results_duplicates=len(results) - len(by_frame), dashboard_frames=accepted
+    )
     return report
 
 
@@ -126,8 +136,9 @@ class _PeakRss(threading.Thread):
                 try:
                     if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != self.pgid:
                         continue
-                    total += next(int(x.split()[1]) for x in (proc / "status").read_text().splitlines()
-                                  if x.startswith("VmRSS:"))
+                    total += next(
+                        int(x.split()[1]) for x in (proc / "status").read_text().splitlines() if x.startswith("VmRSS:")
+                    )
                 except (OSError, ValueError, IndexError, StopIteration):
                     continue
             self.peak_mb = max(self.peak_mb, total / 1024)
@@ -193,13 +204,22 @@ def test_sigkill_at_three_points_then_exactly_once(settings_factory, tmp_path_fa
     finally:
         sampler.stop()
         assert job.stop() == 0, job.log_tail()
-    batches = [json.loads(line) for f in (s.storage.var_dir / "metrics").glob("*.jsonl")
-               for line in f.read_text().splitlines() if line.strip()]
+    batches = [
+        json.loads(line)
+        for f in (s.storage.var_dir / "metrics").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     sizes = [b["counts"].get("frame", 0) + b["counts"].get("dead", 0) for b in batches]
     assert sizes and max(sizes) <= PER_BATCH, sizes
     assert sampler.peak_mb < 8 * 1024, sampler.peak_mb  # JVM + Python workers of local[2]; ~2.5 GB measured
-    report = {"injected": injected, "kills": len(injected), "batch_sizes": sizes,
-              "peak_rss_mb_after_restart": round(sampler.peak_mb), **_check_exactly_once(s, ingested)}
+    report = {
+        "injected": injected,
+        "kills": len(injected),
+        "batch_sizes": sizes,
+        "peak_rss_mb_after_restart": round(sampler.peak_mb),
+        **_check_exactly_once(s, ingested),
+    }
     (test_output / "faults-sigkill.json").write_text(json.dumps(report, indent=2))
 
 
@@ -217,8 +237,11 @@ def own_broker(tmp_path_factory):
 
 
 def test_broker_restart_while_ingest_and_job_run(own_broker, settings_factory, tmp_path_factory, test_output):
-    s = settings_factory(overrides=[f"kafka.bootstrap_servers={own_broker.bootstrap_servers}",
-                                    "spark.max_offsets_per_trigger=60"], create_topics=False, name="restart")
+    s = settings_factory(
+        overrides=[f"kafka.bootstrap_servers={own_broker.bootstrap_servers}", "spark.max_offsets_per_trigger=60"],
+        create_topics=False,
+        name="restart",
+    )
     k = s.kafka
     own_broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
     workdir = tmp_path_factory.mktemp("restart-job")
@@ -227,8 +250,9 @@ def test_broker_restart_while_ingest_and_job_run(own_broker, settings_factory, t
     try:
         job.wait_started()
         # A live camera: the UK clip paced at its own 30 fps (11 s), the broker restarted in the middle of it.
-        ingest = threading.Thread(target=lambda: stats.update(
-            r=run_ingest(s, ["dual-carriageway"], realtime=True)), name="ingest")
+        ingest = threading.Thread(
+            target=lambda: stats.update(r=run_ingest(s, ["dual-carriageway"], realtime=True)), name="ingest"
+        )
         ingest.start()
         time.sleep(4.0)
         t0 = time.time()
@@ -250,10 +274,14 @@ def test_broker_restart_while_ingest_and_job_run(own_broker, settings_factory, t
     det = table(s, tables.DETECTIONS)
     fr = table(s, tables.FRAMES)
     report = {
-        "injected": "broker stopped and restarted on its log directory, mid-ingest", "times": 1,
-        "broker_down_s": round(restart_s, 1), "frames_ingested": result.total, "frames_rows": frames,
+        "injected": "broker stopped and restarted on its log directory, mid-ingest",
+        "times": 1,
+        "broker_down_s": round(restart_s, 1),
+        "frames_ingested": result.total,
+        "frames_rows": frames,
         "frames_unique": fr.select(pl.struct("camera_id", "frame_index").n_unique()).item(),
-        "dead_letters": dead, "detections_rows": det.height,
+        "dead_letters": dead,
+        "detections_rows": det.height,
         "detections_unique": det.select(pl.struct("camera_id", "frame_index", "track_id").n_unique()).item(),
         "query_restarts": job.log_path.read_text(errors="replace").count("restarting from the checkpoint"),
     }

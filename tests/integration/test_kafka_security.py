@@ -2,6 +2,7 @@
 pipeline (ingest, Spark's Kafka source and sink, the job's own producer, the dashboard's consumer) when the
 deployment gives credentials, and refuses it without them. Credentials come from file references and never
 reach the JSON shipped to Spark tasks or the settings' repr."""
+
 from __future__ import annotations
 
 import time
@@ -37,12 +38,13 @@ def sasl_broker(tmp_path_factory):
 def _settings(settings_factory, broker, tmp_path_factory, credentials: bool, password: str = PASSWORD):
     secrets = tmp_path_factory.mktemp("secrets")
     (secrets / "password").write_text(password + "\n")
-    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
-            f'username="{USER}" password="{password}";')
+    jaas = f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{USER}" password="{password}";'
     (secrets / "jaas").write_text(jaas)
-    overrides = [f"kafka.bootstrap_servers={broker.bootstrap_servers}",
-                 # fail fast where the broker refuses us, instead of librdkafka's 5-minute default
-                 "kafka.client_python.message.timeout.ms=8000"]
+    overrides = [
+        f"kafka.bootstrap_servers={broker.bootstrap_servers}",
+        # fail fast where the broker refuses us, instead of librdkafka's 5-minute default
+        "kafka.client_python.message.timeout.ms=8000",
+    ]
     if credentials:
         overrides += [
             "kafka.client.security.protocol=SASL_PLAINTEXT",

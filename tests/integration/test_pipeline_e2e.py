@@ -1,5 +1,6 @@
 """End to end on real components: real Kafka broker, real Spark (the job's own query), real Delta tables,
 real YOLOv8n + MobileNetV2 weights on the real motorway clip, plus every dead-letter case in the same stream."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,20 @@ pytestmark = pytest.mark.integration
 CAMERA = "motorway-overpass"
 
 
-def _ref(camera_id: str, uri: str, index: int, pts: float, width: int = 1280, height: int = 720,
-         capture_ts: float = 1.7e9) -> bytes:
-    ref = dict(v=1, camera_id=camera_id, source_uri=uri, frame_index=index, pts_s=pts, capture_ts=capture_ts,
-               ingest_ts=1.7e9, width=width, height=height)
+def _ref(
+    camera_id: str, uri: str, index: int, pts: float, width: int = 1280, height: int = 720, capture_ts: float = 1.7e9
+) -> bytes:
+    ref = dict(
+        v=1,
+        camera_id=camera_id,
+        source_uri=uri,
+        frame_index=index,
+        pts_s=pts,
+        capture_ts=capture_ts,
+        ingest_ts=1.7e9,
+        width=width,
+        height=height,
+    )
     return json.dumps(ref).encode()
 
 
@@ -140,9 +151,14 @@ def test_speeds_on_calibrated_motorway(run):
     speeds = det.filter(pl.col("speed_kmh").is_not_null() & pl.col("speed_flag").is_null())["speed_kmh"]
     # Far vehicles (beyond the calibrated stretch + margin) and young tracks are flagged, not trusted.
     assert speeds.len() > 0.25 * det.height
-    assert set(det["speed_flag"].drop_nulls()) <= {"insufficient_history", "outside_calibration",
-                                                   "implausible_acceleration", "implausible_speed",
-                                                   "large_residual", "inconsistent_motion"}
+    assert set(det["speed_flag"].drop_nulls()) <= {
+        "insufficient_history",
+        "outside_calibration",
+        "implausible_acceleration",
+        "implausible_speed",
+        "large_residual",
+        "inconsistent_motion",
+    }
     share = ((speeds >= 40) & (speeds <= 160)).mean()
     assert share >= 0.9, f"only {share:.0%} of speeds within 40-160 km/h (median {speeds.median():.0f})"
     tracks = table(run["settings"], tables.TRACKS).drop_nulls("median_speed_kmh")
@@ -219,8 +235,10 @@ def test_analyst_notebook_runs_on_the_tables(run):
 
     from trafficstream.config import PROJECT_ROOT
 
-    ns = run_notebook(PROJECT_ROOT / "notebooks" / "traffic_analysis.ipynb",
-                      {"TRAFFICSTREAM_DELTA_ROOT": str(run["settings"].delta_root)})
+    ns = run_notebook(
+        PROJECT_ROOT / "notebooks" / "traffic_analysis.ipynb",
+        {"TRAFFICSTREAM_DELTA_ROOT": str(run["settings"].delta_root)},
+    )
     assert ns["quality"]["frames"].sum() == run["ingested"]
     assert set(ns["dead_by_reason"]["reason"]) == {name.split(":")[0] for name in run["bad"]}
     assert ns["speeds"]["vehicles"].sum() > 0

@@ -2,6 +2,7 @@
 homography) through the real pipeline (Kafka + Spark + Delta). Speed must be within 3 km/h on average and
 every vehicle that crosses the region must keep exactly one identity; violations match vehicles that
 really exceeded the limit and carry a JPEG evidence snapshot."""
+
 from __future__ import annotations
 
 import cv2
@@ -63,7 +64,9 @@ def test_violations_are_real_speeders_with_evidence(synthetic):
         # Which true vehicle is this track at the violation frame? (same box as in the detections table)
         box = det.filter((pl.col("frame_index") == v["frame_index"]) & (pl.col("track_id") == v["track_id"]))
         g = gt.boxes.filter(pl.col("frame_index") == v["frame_index"])
-        pairs = match_frame(g.select("x1", "y1", "x2", "y2").to_numpy(), box.select("x1", "y1", "x2", "y2").to_numpy(), 0.5)
+        pairs = match_frame(
+            g.select("x1", "y1", "x2", "y2").to_numpy(), box.select("x1", "y1", "x2", "y2").to_numpy(), 0.5
+        )
         assert pairs, f"violation of track {v['track_id']} matches no true vehicle"
         vehicle = g["vehicle_id"][pairs[0][0]]
         truth = gt.speeds.filter((pl.col("vehicle_id") == vehicle) & (pl.col("frame_index") == v["frame_index"]))
@@ -72,5 +75,5 @@ def test_violations_are_real_speeders_with_evidence(synthetic):
         image = cv2.imread(str(uri_to_path(v["evidence_uri"])))
         assert image is not None and image.shape[:2] == (SCENE.height, SCENE.width)
         x1, y1, x2, y2 = (int(round(c)) for c in (v["x1"], v["y1"], v["x2"], v["y2"]))
-        edge = image[max(0, y1 - 1):y1 + 2, x1:x2].reshape(-1, 3).astype(int)
+        edge = image[max(0, y1 - 1) : y1 + 2, x1:x2].reshape(-1, 3).astype(int)
         assert np.mean((edge[:, 2] > 180) & (edge[:, 1] < 80)) > 0.5  # the vehicle is boxed in red

@@ -5,6 +5,7 @@ The same stretch of the real motorway clip is processed (a) in one micro-batch, 
 checkpoint. Tracker state lives in Spark's state store, so all three must agree: the same confirmed tracks,
 and no vehicle changing identity at a batch boundary or across the crash.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -25,13 +26,16 @@ def _ingest(settings) -> int:
 
 
 def _tracks(det: pl.DataFrame) -> pl.DataFrame:
-    return det.select("frame_index", "track_id", (pl.col("x1") + pl.col("x2")).round(0).alias("cx"),
-                      pl.col("y2").round(0).alias("y2")).sort("frame_index", "track_id")
+    return det.select(
+        "frame_index", "track_id", (pl.col("x1") + pl.col("x2")).round(0).alias("cx"), pl.col("y2").round(0).alias("y2")
+    ).sort("frame_index", "track_id")
 
 
 def _id_mapping(ref: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
     """Pairs (ref id, other id) of detections of the same vehicle in the same frame (same box)."""
-    return ref.join(other, on=["frame_index", "cx", "y2"], suffix="_other").select("track_id", "track_id_other").unique()
+    return (
+        ref.join(other, on=["frame_index", "cx", "y2"], suffix="_other").select("track_id", "track_id_other").unique()
+    )
 
 
 @pytest.fixture(scope="module")

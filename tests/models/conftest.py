@@ -3,6 +3,7 @@
 
 Helpers are handed out as fixtures (``frames``, ``data_file``) rather than imported, so the tests work
 under any pytest import mode."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

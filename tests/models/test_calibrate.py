@@ -1,4 +1,5 @@
 """The calibration checker CLI on the real configs and clips."""
+
 from __future__ import annotations
 
 from pathlib import Path

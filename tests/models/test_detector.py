@@ -33,10 +33,15 @@ def assert_valid(dets: Detections, image: np.ndarray, min_confidence: float = 0.
     assert (np.diff(dets.confidence) <= 0).all()  # strongest first
 
 
-@pytest.mark.parametrize(("video", "index", "min_cars"), [
-    (OVERPASS, OVERPASS_FRAMES[0], 5), (OVERPASS, OVERPASS_FRAMES[1], 5),
-    (HIGHWAY, HIGHWAY_FRAMES[0], 6), (HIGHWAY, HIGHWAY_FRAMES[1], 6),
-])
+@pytest.mark.parametrize(
+    ("video", "index", "min_cars"),
+    [
+        (OVERPASS, OVERPASS_FRAMES[0], 5),
+        (OVERPASS, OVERPASS_FRAMES[1], 5),
+        (HIGHWAY, HIGHWAY_FRAMES[0], 6),
+        (HIGHWAY, HIGHWAY_FRAMES[1], 6),
+    ],
+)
 def test_finds_cars_in_real_frames(
     detector: YoloOnnxDetector, frames: FrameReader, video: str, index: int, min_cars: int
 ) -> None:

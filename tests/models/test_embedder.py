@@ -54,8 +54,9 @@ def test_degenerate_boxes_are_clipped_to_one_pixel(
 ) -> None:
     frame = scene[0]
     h, w = frame.shape[:2]
-    boxes = np.array([[10, 10, 10, 10], [w - 1, h - 1, w + 50, h + 50], [-30, -30, -5, -5], [50, 60, 40, 55]],
-                     dtype=np.float32)
+    boxes = np.array(
+        [[10, 10, 10, 10], [w - 1, h - 1, w + 50, h + 50], [-30, -30, -5, -5], [50, 60, 40, 55]], dtype=np.float32
+    )
     crops = crop_boxes(frame, boxes)
     assert all(c.shape[0] >= 1 and c.shape[1] >= 1 for c in crops)
     emb = embedder(frame, boxes)

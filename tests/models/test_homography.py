@@ -1,4 +1,5 @@
 """Road-plane homography: exact recovery, noisy fits, horizon handling, drift composition."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,13 @@ from trafficstream.cameras import Calibration
 from trafficstream.models.homography import RoadPlane, fit_homography, project, reprojection_error
 
 
-def camera_homography(f: float = 1000.0, height: float = 8.0, pitch_deg: float = 12.0, yaw_deg: float = 4.0,
-                      size: tuple[int, int] = (1280, 720)) -> np.ndarray:
+def camera_homography(
+    f: float = 1000.0,
+    height: float = 8.0,
+    pitch_deg: float = 12.0,
+    yaw_deg: float = 4.0,
+    size: tuple[int, int] = (1280, 720),
+) -> np.ndarray:
     """Image->world homography of a real pinhole camera looking down a road (y along the road, z up)."""
     p, y = np.radians(pitch_deg), np.radians(yaw_deg)
     base = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # world -> camera for a level view along +y
@@ -89,8 +95,9 @@ def make_plane() -> tuple[RoadPlane, np.ndarray]:
 
 def test_road_plane_round_trip_and_calibration_model() -> None:
     plane, H = make_plane()
-    cal = Calibration(image_points=[tuple(p) for p in plane.image_points],
-                      world_points=[tuple(p) for p in plane.world_points])
+    cal = Calibration(
+        image_points=[tuple(p) for p in plane.image_points], world_points=[tuple(p) for p in plane.world_points]
+    )
     same = RoadPlane.from_calibration(cal)
     world = np.array([[2.0, 5.0], [8.0, 30.0]])
     np.testing.assert_allclose(same.to_world(same.to_image(world)), world, atol=1e-6)

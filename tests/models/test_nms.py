@@ -16,13 +16,16 @@ def test_box_iou_matrix() -> None:
 
 
 def test_nms_keeps_best_of_overlapping_cluster_sorted_by_score() -> None:
-    boxes = np.array([
-        [0, 0, 100, 100],     # 0: cluster A, 0.8
-        [5, 5, 105, 105],     # 1: cluster A, 0.9 (best)
-        [200, 200, 260, 260], # 2: alone, 0.95
-        [2, 0, 100, 98],      # 3: cluster A, 0.7
-        [50, 0, 150, 100],    # 4: IoU 0.35 with 1: survives at 0.45
-    ], dtype=np.float32)
+    boxes = np.array(
+        [
+            [0, 0, 100, 100],  # 0: cluster A, 0.8
+            [5, 5, 105, 105],  # 1: cluster A, 0.9 (best)
+            [200, 200, 260, 260],  # 2: alone, 0.95
+            [2, 0, 100, 98],  # 3: cluster A, 0.7
+            [50, 0, 150, 100],  # 4: IoU 0.35 with 1: survives at 0.45
+        ],
+        dtype=np.float32,
+    )
     scores = np.array([0.8, 0.9, 0.95, 0.7, 0.6], dtype=np.float32)
     keep = nms(boxes, scores, iou_threshold=0.45)
     assert keep.tolist() == [2, 1, 4]
@@ -60,7 +63,11 @@ def test_batched_nms_with_far_apart_coordinates_and_many_classes() -> None:
     class_ids = rng.integers(0, 80, 200)
     keep = batched_nms(boxes, scores, class_ids, 0.5)
     # Same as running plain NMS per class.
-    expected = np.concatenate([np.flatnonzero(class_ids == c)[nms(boxes[class_ids == c], scores[class_ids == c], 0.5)]
-                               for c in np.unique(class_ids)])
+    expected = np.concatenate(
+        [
+            np.flatnonzero(class_ids == c)[nms(boxes[class_ids == c], scores[class_ids == c], 0.5)]
+            for c in np.unique(class_ids)
+        ]
+    )
     assert sorted(keep.tolist()) == sorted(expected.tolist())
     assert (np.diff(scores[keep]) <= 0).all()

@@ -1,4 +1,5 @@
 """Camera-drift registration on the real overpass clip (which sways by up to ~20 px)."""
+
 from __future__ import annotations
 
 import json

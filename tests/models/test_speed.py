@@ -1,4 +1,5 @@
 """Speed from road-plane positions: accuracy, robustness, plausibility flags, bounded serialisable state."""
+
 from __future__ import annotations
 
 import json

@@ -27,9 +27,11 @@ def _dets(*rows):
 def test_tile_boxes_shift_back_and_duplicates_merge():
     image = np.zeros((720, 1280, 3), np.uint8)
     full = _dets([600, 100, 640, 130, 0.5, 2])  # a far car, weakly seen in the full frame
-    tile = _dets([200, 100, 240, 130, 0.9, 2],  # the same car in tile coordinates (tile x0 = 400)
-                 [10, 20, 30, 40, 0.8, 2],  # a car only the tile sees
-                 [500, 250, 560, 300, 0.9, 7])  # cut by the tile's bottom edge (y1=300 < 720): dropped
+    tile = _dets(
+        [200, 100, 240, 130, 0.9, 2],  # the same car in tile coordinates (tile x0 = 400)
+        [10, 20, 30, 40, 0.8, 2],  # a car only the tile sees
+        [500, 250, 560, 300, 0.9, 7],
+    )  # cut by the tile's bottom edge (y1=300 < 720): dropped
     det = ScriptedDetector({(720, 1280): full, (300, 560): tile})
     out = detect_tiled(det, image, [(400, 0, 960, 300)])
     assert det.calls == [[(720, 1280), (300, 560)]]  # one batch for frame + tile

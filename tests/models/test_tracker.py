@@ -1,6 +1,7 @@
 """VehicleTracker on synthetic scenes: constant-velocity boxes with pixel noise, missed detections, a
 crossing pair, vehicles entering and leaving, and per-vehicle embeddings (a shared "vehicle" direction
 plus an identity direction, unit-normalised, with per-frame noise), like MobileNetV2 embeddings of cars."""
+
 from __future__ import annotations
 
 import os
@@ -125,9 +126,7 @@ def steady_vehicles() -> list[Vehicle]:
     ]
 
 
-def traffic_vehicles(
-    n_frames: int, seed: int, spawn_every: int = 8, spawn_until: int | None = None
-) -> list[Vehicle]:
+def traffic_vehicles(n_frames: int, seed: int, spawn_every: int = 8, spawn_until: int | None = None) -> list[Vehicle]:
     """Vehicles entering from either side at 6-14 px/frame (~100-200 frames in view)."""
     rng = np.random.default_rng(seed)
     lanes = [120, 240, 360, 480, 600]
@@ -152,9 +151,7 @@ def ids_per_vehicle(frames: list[Frame], outputs: list[list[TrackedVehicle]]) ->
     return ids
 
 
-def run(
-    frames: list[Frame], tracker: VehicleTracker, restore_every: int | None = None
-) -> tuple[list, VehicleTracker]:
+def run(frames: list[Frame], tracker: VehicleTracker, restore_every: int | None = None) -> tuple[list, VehicleTracker]:
     """Every frame's full output (all tracks) and ended ids, optionally thawing the state every k frames."""
     log = []
     for k, frame in enumerate(frames):
@@ -306,9 +303,9 @@ def test_restore_in_another_process(tmp_path: Path) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_tracker as T
         from trafficstream.models.tracker import VehicleTracker
-        tracker = VehicleTracker.from_bytes(open({str(tmp_path / 'state.bin')!r}, 'rb').read())
+        tracker = VehicleTracker.from_bytes(open({str(tmp_path / "state.bin")!r}, 'rb').read())
         log, _ = T.run(T.roundtrip_scene()[150:], tracker)
-        pickle.dump(log, open({str(tmp_path / 'log.pkl')!r}, 'wb'))
+        pickle.dump(log, open({str(tmp_path / "log.pkl")!r}, 'wb'))
         """
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
@@ -488,8 +485,10 @@ def _resign(blob: bytes, *, version: int | None = None, tag: bytes | None = None
 
 def test_state_is_deterministic_and_gallery_is_float16_when_lossless() -> None:
     frames = make_scene(steady_vehicles(), 20, seed=17)
-    f16 = [Frame(f.xyxy, f.confidence, f.class_id, f.embeddings.astype(np.float16).astype(np.float32), f.vehicle)
-           for f in frames]
+    f16 = [
+        Frame(f.xyxy, f.confidence, f.class_id, f.embeddings.astype(np.float16).astype(np.float32), f.vehicle)
+        for f in frames
+    ]
     a, b, half = new_tracker(), new_tracker(), new_tracker()
     for f, g in zip(frames, f16, strict=True):
         update(a, f)

@@ -1,4 +1,5 @@
 """Violations: sustained plausible overspeed, one per passage, conservative about doubtful estimates."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,19 @@ from trafficstream.models.violations import Violation, ViolationRule
 
 
 def est(kmh: float, flag: str | None = None) -> SpeedEstimate:
-    return SpeedEstimate(kmh=kmh, vx=0.0, vy=kmh / 3.6, heading_deg=0.0, n_points=24, residual_m=0.05, flag=flag,
-                         span_s=0.8)
+    return SpeedEstimate(
+        kmh=kmh, vx=0.0, vy=kmh / 3.6, heading_deg=0.0, n_points=24, residual_m=0.05, flag=flag, span_s=0.8
+    )
 
 
-def run(rule: ViolationRule, speeds: list[float], track_id: int = 1, t0: float = 0.0, dt: float = 1 / 30,
-        flags: dict[int, str] | None = None) -> list[Violation]:
+def run(
+    rule: ViolationRule,
+    speeds: list[float],
+    track_id: int = 1,
+    t0: float = 0.0,
+    dt: float = 1 / 30,
+    flags: dict[int, str] | None = None,
+) -> list[Violation]:
     out = []
     for i, kmh in enumerate(speeds):
         v = rule.feed(track_id, t0 + i * dt, est(kmh, (flags or {}).get(i)))

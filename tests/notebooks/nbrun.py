@@ -8,6 +8,7 @@ this interpreter (``sys.executable``), whatever kernelspecs the machine has inst
 Use from another test folder: ``sys.path.insert(0, str(PROJECT_ROOT / "tests" / "notebooks"))`` then
 ``from nbrun import execute_notebook``.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,17 @@ class _ThisInterpreter(KernelSpecManager):
     """Every kernel name resolves to an ipykernel running on this Python (the project's virtualenv)."""
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                          display_name="Python 3", language="python", env={})
+        return KernelSpec(
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name="Python 3",
+            language="python",
+            env={},
+        )
 
 
-def execute_notebook(path: str | Path, delta_root: str | Path, *, timeout: int = 180,
-                     env: Mapping[str, str] | None = None) -> nbformat.NotebookNode:
+def execute_notebook(
+    path: str | Path, delta_root: str | Path, *, timeout: int = 180, env: Mapping[str, str] | None = None
+) -> nbformat.NotebookNode:
     """Runs every cell of the notebook at ``path`` on the tables under ``delta_root``; returns the executed
     notebook (outputs included). Raises ``CellExecutionError`` on any cell error, ``TimeoutError`` when one
     cell runs longer than ``timeout`` seconds. ``env`` adds or replaces variables of the kernel's environment.
@@ -45,8 +51,14 @@ def execute_notebook(path: str | Path, delta_root: str | Path, *, timeout: int =
     kernel_env = {**os.environ, "TRAFFICSTREAM_DELTA_ROOT": str(delta_root), **(env or {})}
     kernel_env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning on frozen modules
     km = KernelManager(kernel_name="python3", kernel_spec_manager=_ThisInterpreter())
-    client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=False, record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=timeout,
+        allow_errors=False,
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute(env=kernel_env)
     return nb
 
@@ -73,5 +85,8 @@ def output_text(nb: nbformat.NotebookNode) -> str:
 
 def figures(nb: nbformat.NotebookNode) -> list[dict]:
     """The Plotly figures the notebook displayed."""
-    return [out.data[PLOTLY_MIME] for out in outputs(nb)
-            if out.output_type in ("display_data", "execute_result") and PLOTLY_MIME in out.data]
+    return [
+        out.data[PLOTLY_MIME]
+        for out in outputs(nb)
+        if out.output_type in ("display_data", "execute_result") and PLOTLY_MIME in out.data
+    ]

@@ -8,6 +8,7 @@ file is gone) and a few dead letters. Each table is written twice (version 0: th
 version 1: the rest), so time travel has an older version. ``empty=True`` writes the same tables with
 their schemas and no rows (a run without traffic), also as two versions.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,31 +24,121 @@ S, L, I32, D, F, B = pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.float
 TS, DT = pa.timestamp("us", tz="UTC"), pa.date32()
 
 SCHEMAS: dict[str, tuple[pa.Schema, list[str]]] = {
-    "frames": (pa.schema([
-        ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("ingest_ts", TS),
-        ("processed_ts", TS), ("kafka_partition", I32), ("kafka_offset", L), ("raw_detections", I32),
-        ("vehicles", I32),
-        ("decode_ms", D), ("detect_ms", D), ("embed_ms", D), ("track_ms", D), ("speed_ms", D),
-        ("state_bytes", L), ("batch_id", L), ("event_date", DT)]), ["camera_id", "event_date"]),
-    "detections": (pa.schema([
-        ("camera_id", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS), ("track_id", L), ("class_name", S),
-        ("confidence", F), ("x1", F), ("y1", F), ("x2", F), ("y2", F), ("world_x_m", D), ("world_y_m", D),
-        ("speed_kmh", D), ("speed_flag", S), ("over_limit", B), ("batch_id", L), ("event_date", DT)]),
-        ["camera_id", "event_date"]),
-    "tracks": (pa.schema([
-        ("camera_id", S), ("track_id", L), ("class_name", S), ("first_frame", L), ("last_frame", L),
-        ("first_seen_ts", TS), ("last_seen_ts", TS), ("n_frames", I32), ("median_speed_kmh", D),
-        ("max_speed_kmh", D), ("distance_m", D), ("direction_deg", D), ("ended", B), ("updated_batch", L)]),
-        ["camera_id"]),
-    "violations": (pa.schema([
-        ("camera_id", S), ("track_id", L), ("class_name", S), ("frame_index", L), ("pts_s", D), ("capture_ts", TS),
-        ("speed_kmh", D), ("limit_kmh", D), ("over_s", D), ("x1", F), ("y1", F), ("x2", F), ("y2", F),
-        ("evidence_uri", S), ("batch_id", L), ("event_date", DT)]), ["camera_id"]),
-    "flow": (pa.schema([
-        ("camera_id", S), ("minute", TS), ("class_name", S), ("vehicles", L), ("updated_batch", L)]), ["camera_id"]),
-    "dead_letters": (pa.schema([
-        ("reason", S), ("detail", S), ("camera_id", S), ("frame_index", L), ("payload", S), ("kafka_topic", S),
-        ("kafka_partition", I32), ("kafka_offset", L), ("dead_ts", TS), ("batch_id", L)]), []),
+    "frames": (
+        pa.schema(
+            [
+                ("camera_id", S),
+                ("frame_index", L),
+                ("pts_s", D),
+                ("capture_ts", TS),
+                ("ingest_ts", TS),
+                ("processed_ts", TS),
+                ("kafka_partition", I32),
+                ("kafka_offset", L),
+                ("raw_detections", I32),
+                ("vehicles", I32),
+                ("decode_ms", D),
+                ("detect_ms", D),
+                ("embed_ms", D),
+                ("track_ms", D),
+                ("speed_ms", D),
+                ("state_bytes", L),
+                ("batch_id", L),
+                ("event_date", DT),
+            ]
+        ),
+        ["camera_id", "event_date"],
+    ),
+    "detections": (
+        pa.schema(
+            [
+                ("camera_id", S),
+                ("frame_index", L),
+                ("pts_s", D),
+                ("capture_ts", TS),
+                ("track_id", L),
+                ("class_name", S),
+                ("confidence", F),
+                ("x1", F),
+                ("y1", F),
+                ("x2", F),
+                ("y2", F),
+                ("world_x_m", D),
+                ("world_y_m", D),
+                ("speed_kmh", D),
+                ("speed_flag", S),
+                ("over_limit", B),
+                ("batch_id", L),
+                ("event_date", DT),
+            ]
+        ),
+        ["camera_id", "event_date"],
+    ),
+    "tracks": (
+        pa.schema(
+            [
+                ("camera_id", S),
+                ("track_id", L),
+                ("class_name", S),
+                ("first_frame", L),
+                ("last_frame", L),
+                ("first_seen_ts", TS),
+                ("last_seen_ts", TS),
+                ("n_frames", I32),
+                ("median_speed_kmh", D),
+                ("max_speed_kmh", D),
+                ("distance_m", D),
+                ("direction_deg", D),
+                ("ended", B),
+                ("updated_batch", L),
+            ]
+        ),
+        ["camera_id"],
+    ),
+    "violations": (
+        pa.schema(
+            [
+                ("camera_id", S),
+                ("track_id", L),
+                ("class_name", S),
+                ("frame_index", L),
+                ("pts_s", D),
+                ("capture_ts", TS),
+                ("speed_kmh", D),
+                ("limit_kmh", D),
+                ("over_s", D),
+                ("x1", F),
+                ("y1", F),
+                ("x2", F),
+                ("y2", F),
+                ("evidence_uri", S),
+                ("batch_id", L),
+                ("event_date", DT),
+            ]
+        ),
+        ["camera_id"],
+    ),
+    "flow": (
+        pa.schema([("camera_id", S), ("minute", TS), ("class_name", S), ("vehicles", L), ("updated_batch", L)]),
+        ["camera_id"],
+    ),
+    "dead_letters": (
+        pa.schema(
+            [
+                ("reason", S),
+                ("detail", S),
+                ("camera_id", S),
+                ("frame_index", L),
+                ("payload", S),
+                ("kafka_topic", S),
+                ("kafka_partition", I32),
+                ("kafka_offset", L),
+                ("dead_ts", TS),
+                ("batch_id", L),
+            ]
+        ),
+        [],
+    ),
 }
 
 CAMERAS = {"motorway-overpass": 100.0, "dual-carriageway": 112.0}
@@ -102,31 +193,74 @@ def make_rows(evidence_root: Path, seed: int = 7) -> dict[str, list[dict[str, An
                     if k == 3 and rng.random() < 0.1:
                         speed, flag = 250.0, "implausible_speed"
                     y = 40.0 - 5 * k
-                    dets.append({
-                        "camera_id": cam, "frame_index": idx, "pts_s": idx / FPS, "capture_ts": ts,
-                        "track_id": track_id, "class_name": cls, "confidence": 0.6 + 0.3 * rng.random(),
-                        "x1": 500.0 + k, "y1": 300.0 - 10 * k,
-                        "x2": 560.0 + k, "y2": 340.0 - 10 * k, "world_x_m": 5.0, "world_y_m": y, "speed_kmh": speed,
-                        "speed_flag": flag, "over_limit": bool(speed is not None and flag is None and speed > limit),
-                        "batch_id": batch_of(ts), "event_date": ts.date()})
-                    frame = frames.setdefault((cam, idx), {
-                        "camera_id": cam, "frame_index": idx, "pts_s": idx / FPS, "capture_ts": ts,
-                        "ingest_ts": ts + dt.timedelta(milliseconds=5), "processed_ts": ts + dt.timedelta(seconds=2),
-                        "kafka_partition": 0 if cam == "motorway-overpass" else 1, "kafka_offset": idx,
-                        "raw_detections": 0, "vehicles": 0, "decode_ms": 4.0, "detect_ms": 35.0 + rng.random() * 10,
-                        "embed_ms": 3.0, "track_ms": 1.5, "speed_ms": 0.2, "state_bytes": 20_000,
-                        "batch_id": batch_of(ts), "event_date": ts.date()})
+                    dets.append(
+                        {
+                            "camera_id": cam,
+                            "frame_index": idx,
+                            "pts_s": idx / FPS,
+                            "capture_ts": ts,
+                            "track_id": track_id,
+                            "class_name": cls,
+                            "confidence": 0.6 + 0.3 * rng.random(),
+                            "x1": 500.0 + k,
+                            "y1": 300.0 - 10 * k,
+                            "x2": 560.0 + k,
+                            "y2": 340.0 - 10 * k,
+                            "world_x_m": 5.0,
+                            "world_y_m": y,
+                            "speed_kmh": speed,
+                            "speed_flag": flag,
+                            "over_limit": bool(speed is not None and flag is None and speed > limit),
+                            "batch_id": batch_of(ts),
+                            "event_date": ts.date(),
+                        }
+                    )
+                    frame = frames.setdefault(
+                        (cam, idx),
+                        {
+                            "camera_id": cam,
+                            "frame_index": idx,
+                            "pts_s": idx / FPS,
+                            "capture_ts": ts,
+                            "ingest_ts": ts + dt.timedelta(milliseconds=5),
+                            "processed_ts": ts + dt.timedelta(seconds=2),
+                            "kafka_partition": 0 if cam == "motorway-overpass" else 1,
+                            "kafka_offset": idx,
+                            "raw_detections": 0,
+                            "vehicles": 0,
+                            "decode_ms": 4.0,
+                            "detect_ms": 35.0 + rng.random() * 10,
+                            "embed_ms": 3.0,
+                            "track_ms": 1.5,
+                            "speed_ms": 0.2,
+                            "state_bytes": 20_000,
+                            "batch_id": batch_of(ts),
+                            "event_date": ts.date(),
+                        },
+                    )
                     frame["vehicles"] += 1
                     frame["raw_detections"] += 1
                 rows["detections"] += dets
                 trusted = [d["speed_kmh"] for d in dets if d["speed_flag"] is None]
                 last = dets[-1]
-                rows["tracks"].append({
-                    "camera_id": cam, "track_id": track_id, "class_name": cls, "first_frame": dets[0]["frame_index"],
-                    "last_frame": last["frame_index"], "first_seen_ts": first, "last_seen_ts": last["capture_ts"],
-                    "n_frames": len(dets), "median_speed_kmh": float(np.median(trusted)),
-                    "max_speed_kmh": float(max(trusted)), "distance_m": 25.0, "direction_deg": 180.0, "ended": True,
-                    "updated_batch": last["batch_id"]})
+                rows["tracks"].append(
+                    {
+                        "camera_id": cam,
+                        "track_id": track_id,
+                        "class_name": cls,
+                        "first_frame": dets[0]["frame_index"],
+                        "last_frame": last["frame_index"],
+                        "first_seen_ts": first,
+                        "last_seen_ts": last["capture_ts"],
+                        "n_frames": len(dets),
+                        "median_speed_kmh": float(np.median(trusted)),
+                        "max_speed_kmh": float(max(trusted)),
+                        "distance_m": 25.0,
+                        "direction_deg": 180.0,
+                        "ended": True,
+                        "updated_batch": last["batch_id"],
+                    }
+                )
                 if float(np.median(trusted)) > limit + 5:
                     over = next(d for d in dets if d["over_limit"]) if any(d["over_limit"] for d in dets) else last
                     n = len(rows["violations"])
@@ -136,35 +270,67 @@ def make_rows(evidence_root: Path, seed: int = 7) -> dict[str, list[dict[str, An
                     uri = None if n == 1 else target.resolve().as_uri()
                     if n == 2:
                         target.unlink()  # evidence written, then lost (retention, moved storage)
-                    rows["violations"].append({
-                        "camera_id": cam, "track_id": track_id, "class_name": cls, "frame_index": over["frame_index"],
-                        "pts_s": over["pts_s"], "capture_ts": over["capture_ts"], "speed_kmh": over["speed_kmh"],
-                        "limit_kmh": limit, "over_s": 0.8, "x1": over["x1"], "y1": over["y1"], "x2": over["x2"],
-                        "y2": over["y2"], "evidence_uri": uri, "batch_id": over["batch_id"],
-                        "event_date": over["capture_ts"].date()})
+                    rows["violations"].append(
+                        {
+                            "camera_id": cam,
+                            "track_id": track_id,
+                            "class_name": cls,
+                            "frame_index": over["frame_index"],
+                            "pts_s": over["pts_s"],
+                            "capture_ts": over["capture_ts"],
+                            "speed_kmh": over["speed_kmh"],
+                            "limit_kmh": limit,
+                            "over_s": 0.8,
+                            "x1": over["x1"],
+                            "y1": over["y1"],
+                            "x2": over["x2"],
+                            "y2": over["y2"],
+                            "evidence_uri": uri,
+                            "batch_id": over["batch_id"],
+                            "event_date": over["capture_ts"].date(),
+                        }
+                    )
     rows["frames"] = sorted(frames.values(), key=lambda r: (r["camera_id"], r["frame_index"]))
     flow: dict[tuple[str, dt.datetime, str], int] = {}
     for t in rows["tracks"]:
         key = (t["camera_id"], t["first_seen_ts"].replace(second=0, microsecond=0), t["class_name"])
         flow[key] = flow.get(key, 0) + 1
-    rows["flow"] = [{"camera_id": c, "minute": m, "class_name": k, "vehicles": n, "updated_batch": batch_of(m)}
-                    for (c, m, k), n in sorted(flow.items())]
+    rows["flow"] = [
+        {"camera_id": c, "minute": m, "class_name": k, "vehicles": n, "updated_batch": batch_of(m)}
+        for (c, m, k), n in sorted(flow.items())
+    ]
     for i, reason in enumerate(("malformed_message", "unknown_camera", "source_missing", "malformed_message")):
         ts = START + dt.timedelta(minutes=10 + 20 * i)
-        rows["dead_letters"].append({
-            "reason": reason, "detail": f"test {reason}", "camera_id": None if i == 0 else "nowhere",
-            "frame_index": None if i == 0 else i, "payload": "{not json" if i == 0 else '{"camera_id": "nowhere"}',
-            "kafka_topic": "frames", "kafka_partition": 0, "kafka_offset": 10_000 + i, "dead_ts": ts,
-            "batch_id": batch_of(ts)})
+        rows["dead_letters"].append(
+            {
+                "reason": reason,
+                "detail": f"test {reason}",
+                "camera_id": None if i == 0 else "nowhere",
+                "frame_index": None if i == 0 else i,
+                "payload": "{not json" if i == 0 else '{"camera_id": "nowhere"}',
+                "kafka_topic": "frames",
+                "kafka_partition": 0,
+                "kafka_offset": 10_000 + i,
+                "dead_ts": ts,
+                "batch_id": batch_of(ts),
+            }
+        )
     return rows
 
 
-TIME_COLUMN = {"frames": "capture_ts", "detections": "capture_ts", "tracks": "first_seen_ts",
-               "violations": "capture_ts", "flow": "minute", "dead_letters": "dead_ts"}
+TIME_COLUMN = {
+    "frames": "capture_ts",
+    "detections": "capture_ts",
+    "tracks": "first_seen_ts",
+    "violations": "capture_ts",
+    "flow": "minute",
+    "dead_letters": "dead_ts",
+}
 
 
-def write_tables(root: Path, *, empty: bool = False, evidence_root: Path | None = None,
-                 seed: int = 7) -> dict[str, int]:
+def write_tables(
+    root: Path, *, empty: bool = False, evidence_root: Path | None = None, seed: int = 7
+) -> dict[str, int]:
     """Writes the six tables under ``root`` (two versions each); returns the final row count per table."""
     root.mkdir(parents=True, exist_ok=True)
     evidence_root = evidence_root or root.parent / "evidence"
@@ -175,8 +341,9 @@ def write_tables(root: Path, *, empty: bool = False, evidence_root: Path | None 
         early = [r for r in rows[name] if r[col] < SPLIT]
         late = [r for r in rows[name] if r[col] >= SPLIT]
         for mode, part in (("error", early), ("append", late)):
-            write_deltalake(str(root / name), pa.Table.from_pylist(part, schema=schema), mode=mode,
-                            partition_by=partitions or None)
+            write_deltalake(
+                str(root / name), pa.Table.from_pylist(part, schema=schema), mode=mode, partition_by=partitions or None
+            )
         counts[name] = len(rows[name])
     return counts
 

@@ -2,6 +2,7 @@
 tables written here with deltalake (tables_fixture.py): once on a 90-minute, two-camera run and once on empty
 tables (a run without traffic), where the notebooks show "no data" instead of figures. Any cell error fails.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,11 @@ ANALYST_NOTEBOOKS = ("01_traffic_flow.ipynb", "02_speeds.ipynb", "03_violations_
 # figures each analyst notebook shows on the fixture run (every one of its charts)
 FIGURES = {"01_traffic_flow.ipynb": 4, "02_speeds.ipynb": 4, "03_violations_review.ipynb": 4}
 # the table each one time-travels on
-TIME_TRAVEL = {"01_traffic_flow.ipynb": tables.FLOW, "02_speeds.ipynb": tables.DETECTIONS,
-               "03_violations_review.ipynb": tables.VIOLATIONS}
+TIME_TRAVEL = {
+    "01_traffic_flow.ipynb": tables.FLOW,
+    "02_speeds.ipynb": tables.DETECTIONS,
+    "03_violations_review.ipynb": tables.VIOLATIONS,
+}
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -90,9 +94,15 @@ def test_notebook_runs_on_empty_tables(path: Path, empty_root: Path):
 
 
 def test_speed_limits_from_the_deployment_config(run_root: tuple[Path, dict[str, int]]):
-    nb = execute_notebook(NOTEBOOKS_DIR / "02_speeds.ipynb", run_root[0],
-                          env={"TRAFFICSTREAM_CONFIG": str(DEFAULT_CONFIG)})
-    shown = [out.data["text/plain"] for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
-             if out.output_type == "execute_result" and "limit_source" in out.data.get("text/plain", "")]
+    nb = execute_notebook(
+        NOTEBOOKS_DIR / "02_speeds.ipynb", run_root[0], env={"TRAFFICSTREAM_CONFIG": str(DEFAULT_CONFIG)}
+    )
+    shown = [
+        out.data["text/plain"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if out.output_type == "execute_result" and "limit_source" in out.data.get("text/plain", "")
+    ]
     assert len(shown) == 1
     assert shown[0].count("┆ config") == 2 and "┆ violations" not in shown[0]  # both cameras' limits from the YAML

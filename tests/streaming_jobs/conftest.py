@@ -4,6 +4,7 @@ Helpers are handed out as fixtures (like ``tests/models/conftest.py``), so the t
 import mode. The camera's road plane is 0.1 m per pixel (image x = road x), so a box moving ``v`` px/frame at
 25 fps drives ``v * 2.5 * 3.6`` km/h.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,14 @@ def make_settings(speed_limit_kmh: float = 100.0, min_violation_s: float = 0.5, 
         world_points=[(0, 72), (128, 72), (128, 0), (0, 0)],
     )
     source = str(default_data_dir() / "videos" / "cam-1.mp4")  # inside storage.allowed_roots; never opened here
-    camera = Camera(id=CAMERA_ID, source=source, fps=FPS, speed_limit_kmh=speed_limit_kmh,
-                    min_violation_s=min_violation_s, calibration=calibration)
+    camera = Camera(
+        id=CAMERA_ID,
+        source=source,
+        fps=FPS,
+        speed_limit_kmh=speed_limit_kmh,
+        min_violation_s=min_violation_s,
+        calibration=calibration,
+    )
     return Settings(cameras=[camera], tracker=tracker)
 
 
@@ -78,19 +85,41 @@ def scene_rows(cars: list[Car], frames: range, *, dim: int = 64, seed: int = 0, 
             classes.append(car.class_id)
             embs.append(_unit(bases[i] + rng.normal(scale=0.05, size=dim)))
         emb = np.asarray(embs, np.float16).reshape(len(scores), dim)
-        rows.append(stage1_row(f, boxes=boxes, scores=scores, classes=classes, embeddings=emb.tobytes(),
-                               embedding_dim=dim, t0=t0))
+        rows.append(
+            stage1_row(
+                f, boxes=boxes, scores=scores, classes=classes, embeddings=emb.tobytes(), embedding_dim=dim, t0=t0
+            )
+        )
     return frame_df(rows)
 
 
 def stage1_row(frame_index: int | None, status: str = "ok", *, t0: float = T0, **kw: Any) -> dict[str, Any]:
     fi = 0 if frame_index is None else frame_index
     row: dict[str, Any] = {
-        "camera_id": CAMERA_ID, "frame_index": frame_index, "pts_s": fi / FPS, "capture_ts": t0 + fi / FPS,
-        "ingest_ts": t0 + fi / FPS + 0.01, "source_uri": "file:///data/cam-1.mp4", "width": 1280, "height": 720,
-        "kafka_topic": "frames", "kafka_partition": 0, "kafka_offset": fi, "status": status, "reason": None,
-        "detail": None, "payload": None, "boxes": [], "scores": [], "classes": [], "embeddings": b"",
-        "embedding_dim": 0, "drift": None, "raw_detections": 0, "decode_ms": 1.0, "detect_ms": 2.0,
+        "camera_id": CAMERA_ID,
+        "frame_index": frame_index,
+        "pts_s": fi / FPS,
+        "capture_ts": t0 + fi / FPS,
+        "ingest_ts": t0 + fi / FPS + 0.01,
+        "source_uri": "file:///data/cam-1.mp4",
+        "width": 1280,
+        "height": 720,
+        "kafka_topic": "frames",
+        "kafka_partition": 0,
+        "kafka_offset": fi,
+        "status": status,
+        "reason": None,
+        "detail": None,
+        "payload": None,
+        "boxes": [],
+        "scores": [],
+        "classes": [],
+        "embeddings": b"",
+        "embedding_dim": 0,
+        "drift": None,
+        "raw_detections": 0,
+        "decode_ms": 1.0,
+        "detect_ms": 2.0,
         "embed_ms": 3.0,
     }
     row.update(kw)
@@ -102,8 +131,9 @@ def frame_df(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[f.name for f in PERCEPTION.fields])
 
 
-def run_batch(settings: Settings | str, rows: pd.DataFrame, state: FakeGroupState,
-              camera_id: str = CAMERA_ID) -> pd.DataFrame:
+def run_batch(
+    settings: Settings | str, rows: pd.DataFrame, state: FakeGroupState, camera_id: str = CAMERA_ID
+) -> pd.DataFrame:
     """One micro-batch of one camera through ``track_camera``; checks the output fits ``TRACKED``."""
     from trafficstream.streaming_jobs.tracking import track_camera
 
@@ -154,8 +184,19 @@ def group_state() -> Callable[..., FakeGroupState]:
     return FakeGroupState
 
 
-_EXPORTS = ("CAMERA_ID", "FPS", "T0", "Car", "FakeGroupState", "frame_df", "make_settings", "payloads", "run_batch",
-            "scene_rows", "stage1_row")
+_EXPORTS = (
+    "CAMERA_ID",
+    "FPS",
+    "T0",
+    "Car",
+    "FakeGroupState",
+    "frame_df",
+    "make_settings",
+    "payloads",
+    "run_batch",
+    "scene_rows",
+    "stage1_row",
+)
 
 
 @pytest.fixture

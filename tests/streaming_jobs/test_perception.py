@@ -1,5 +1,6 @@
 """Stage 1 (``perceive_one``) on real weights and the real clips: every hostile or broken reference becomes a
 dead row with a reason and its original payload, the row always converts to Arrow, and nothing raises."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,17 @@ def motorway_uri(rt) -> str:
 
 
 def _ref(uri: str, index: int = 0, pts: float = 0.0, **kw) -> dict:
-    base = dict(camera_id=CAMERA, source_uri=uri, frame_index=index, pts_s=pts, capture_ts=NOW, ingest_ts=NOW,
-                width=1280, height=720, v=1)
+    base = dict(
+        camera_id=CAMERA,
+        source_uri=uri,
+        frame_index=index,
+        pts_s=pts,
+        capture_ts=NOW,
+        ingest_ts=NOW,
+        width=1280,
+        height=720,
+        v=1,
+    )
     base.update(kw)
     return base
 
@@ -176,12 +186,35 @@ def test_unexpected_exception_is_a_dead_letter_not_a_crash(rt, motorway_uri, mon
 
 def test_unrepresentable_row_becomes_a_dead_row(rt):
     rows = [
-        {"camera_id": "a", "kafka_topic": "frames", "kafka_partition": 0, "kafka_offset": 1, "status": "ok",
-         "frame_index": 2**70, "payload": "x"},
-        {"camera_id": "b", "kafka_topic": "frames", "kafka_partition": 0, "kafka_offset": 2, "status": "dead",
-         "reason": "malformed_message", "detail": "\ud800", "payload": "y"},
-        {"camera_id": "c", "kafka_topic": "frames", "kafka_partition": 0, "kafka_offset": 3, "status": "dead",
-         "reason": "malformed_message", "detail": "fine", "payload": "z"},
+        {
+            "camera_id": "a",
+            "kafka_topic": "frames",
+            "kafka_partition": 0,
+            "kafka_offset": 1,
+            "status": "ok",
+            "frame_index": 2**70,
+            "payload": "x",
+        },
+        {
+            "camera_id": "b",
+            "kafka_topic": "frames",
+            "kafka_partition": 0,
+            "kafka_offset": 2,
+            "status": "dead",
+            "reason": "malformed_message",
+            "detail": "\ud800",
+            "payload": "y",
+        },
+        {
+            "camera_id": "c",
+            "kafka_topic": "frames",
+            "kafka_partition": 0,
+            "kafka_offset": 3,
+            "status": "dead",
+            "reason": "malformed_message",
+            "detail": "fine",
+            "payload": "z",
+        },
     ]
     out = to_record_batch(rows, rt.schema).to_pylist()
     assert [r["kafka_offset"] for r in out] == [1, 2, 3]

@@ -2,6 +2,7 @@
 stage-2 run (frames in ``track_camera``, violations in the evidence step, camera events in the sinks) is valid
 under the JSON Schema and ``validate_message``, and every stage-2 payload has exactly the fields of its
 payload schema (derived from the table declarations)."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,14 @@ from trafficstream.streaming_jobs.schemas import (
 from trafficstream.streaming_jobs.tracking import STATE_VERSION
 
 jsonschema = pytest.importorskip("jsonschema")
-PAYLOADS = {KIND_FRAME: schemas.FRAME_PAYLOAD, KIND_TRACK: schemas.TRACK_PAYLOAD, KIND_FLOW: schemas.FLOW_PAYLOAD,
-            KIND_VIOLATION: schemas.VIOLATION_PAYLOAD, KIND_HEALTH: schemas.HEALTH_PAYLOAD,
-            KIND_DEAD: schemas.DEAD_PAYLOAD}
+PAYLOADS = {
+    KIND_FRAME: schemas.FRAME_PAYLOAD,
+    KIND_TRACK: schemas.TRACK_PAYLOAD,
+    KIND_FLOW: schemas.FLOW_PAYLOAD,
+    KIND_VIOLATION: schemas.VIOLATION_PAYLOAD,
+    KIND_HEALTH: schemas.HEALTH_PAYLOAD,
+    KIND_DEAD: schemas.DEAD_PAYLOAD,
+}
 
 
 _RUN: list[tuple[str, pd.DataFrame]] = []  # one stage-2 run shared by the tests of this module
@@ -46,8 +52,9 @@ def _run(synth: Any) -> tuple[str, pd.DataFrame]:
     settings_json = settings_to_json(synth.make_settings())
     state = synth.FakeGroupState()
     outs = [synth.run_batch(settings_json, synth.scene_rows(cars, range(k, k + 20)), state) for k in range(0, 60, 20)]
-    dead = synth.frame_df([synth.stage1_row(None, status="dead", reason="malformed_message", detail="not JSON",
-                                            payload="{nope")])
+    dead = synth.frame_df(
+        [synth.stage1_row(None, status="dead", reason="malformed_message", detail="not JSON", payload="{nope")]
+    )
     outs.append(synth.run_batch(settings_json, dead, state))
     corrupt = synth.FakeGroupState((STATE_VERSION, b"\x00garbage"))
     outs.append(synth.run_batch(settings_json, synth.scene_rows(cars, range(60, 70)), corrupt))

@@ -1,5 +1,6 @@
 """The sinks' MERGE guard on a real Delta table (shared SparkSession): a replayed batch changes nothing, a late
 replay of an older batch never overwrites newer rows, and a flow count is never lowered."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

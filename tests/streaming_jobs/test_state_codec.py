@@ -1,4 +1,5 @@
 """The per-camera state format (models/state_codec.py): explicit, versioned, deterministic, no pickle."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,17 @@ from trafficstream.streaming_jobs.tracking import STATE_VERSION, CameraState
 def _doc() -> dict[str, Any]:
     rng = np.random.default_rng(0)
     return {
-        "name": "cam-1", "n": 3, "x": 0.1, "none": None, "flag": True,
+        "name": "cam-1",
+        "n": 3,
+        "x": 0.1,
+        "none": None,
+        "flag": True,
         "pool": rng.normal(size=(5, 8)).astype(np.float16),
         "tracks": [{"mean": rng.normal(size=8), "cov": np.eye(8, dtype=np.float32), "id": 7}],
-        "ints": np.arange(6, dtype=np.int64).reshape(2, 3), "empty": np.zeros((0, 4), np.float32),
-        "scalar": np.float32(0.5), "count": np.int64(4),
+        "ints": np.arange(6, dtype=np.int64).reshape(2, 3),
+        "empty": np.zeros((0, 4), np.float32),
+        "scalar": np.float32(0.5),
+        "count": np.int64(4),
         "pairs": [["truck", 2], ["car", 5]],  # order that matters lives in lists
     }
 
@@ -140,8 +147,17 @@ def test_camera_state_blob_round_trips_byte_for_byte(synth, group_state) -> None
     assert restored.to_bytes() == blob
     env, doc = decode(blob, "camera")
     assert env.next_id == restored.next_track_id > 1
-    assert {"fps", "last_frame_index", "last_pts_s", "error_streak", "tracks", "flow", "tracker", "kinematics",
-            "violations"} == set(doc)
+    assert {
+        "fps",
+        "last_frame_index",
+        "last_pts_s",
+        "error_streak",
+        "tracks",
+        "flow",
+        "tracker",
+        "kinematics",
+        "violations",
+    } == set(doc)
     assert doc["tracker"]["pool"].dtype == np.float16  # stage 1's float16 embeddings: stored losslessly as such
     assert doc["last_frame_index"] == 29 and len(doc["tracks"]) == 2
     assert state_codec.KINDS["camera"] == blob[4:8]

@@ -1,5 +1,6 @@
 """Stage 2 (``track_camera``) without Spark: synthetic stage-1 rows, a fake GroupState, state restored from its
 blob between micro-batches exactly as Spark's state store would hand it back."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ def track_ids(out: pd.DataFrame, synth) -> list[int]:
 
 def dead(out: pd.DataFrame, synth) -> list[tuple[int | None, str, str]]:
     rows = out[out.kind == KIND_DEAD]
-    return [(None if pd.isna(fi) else int(fi), p["reason"], p["detail"])
-            for fi, p in zip(rows.frame_index, synth.payloads(out, KIND_DEAD), strict=True)]
+    return [
+        (None if pd.isna(fi) else int(fi), p["reason"], p["detail"])
+        for fi, p in zip(rows.frame_index, synth.payloads(out, KIND_DEAD), strict=True)
+    ]
 
 
 def frames_of(out: pd.DataFrame) -> list[int]:
@@ -98,20 +101,28 @@ def test_a_changed_speed_limit_applies_to_violations_after_restore(synth, group_
     fast = [v for p in synth.payloads(second, KIND_FRAME) for v in p["vehicles"] if v["track_id"] == 1]
     assert fast[-1]["over_limit"] == "true"
     # the same batch under the unchanged limit: no violation
-    unchanged = synth.run_batch(synth.make_settings(speed_limit_kmh=200), synth.scene_rows(cars, range(20, 50)),
-                                group_state(saved))
+    unchanged = synth.run_batch(
+        synth.make_settings(speed_limit_kmh=200), synth.scene_rows(cars, range(20, 50)), group_state(saved)
+    )
     assert synth.payloads(unchanged, KIND_VIOLATION) == []
 
 
 def test_tracker_and_speed_parameters_come_from_the_current_config(synth, group_state, cars) -> None:
     state = group_state()
     synth.run_batch(synth.make_settings(), synth.scene_rows(cars, range(20)), state)
-    changed = synth.make_settings(max_age_s=0.2, n_init=2, nn_budget=5, max_cosine_distance=0.25,
-                                  max_plausible_kmh=120.0, speed_window_s=0.6)
+    changed = synth.make_settings(
+        max_age_s=0.2, n_init=2, nn_budget=5, max_cosine_distance=0.25, max_plausible_kmh=120.0, speed_window_s=0.6
+    )
     out = synth.run_batch(changed, synth.scene_rows(cars, range(20, 40)), state)
     _, doc = state_codec.decode(state.get[1], "camera")
-    assert doc["tracker"]["params"] == {"max_age_frames": 5, "n_init": 2, "max_cosine_distance": 0.25,
-                                        "max_iou_distance": 0.7, "nn_budget": 5, "gallery_cap": None}
+    assert doc["tracker"]["params"] == {
+        "max_age_frames": 5,
+        "n_init": 2,
+        "max_cosine_distance": 0.25,
+        "max_iou_distance": 0.7,
+        "nn_budget": 5,
+        "gallery_cap": None,
+    }
     assert doc["kinematics"]["params"]["max_plausible_kmh"] == 120.0
     assert doc["kinematics"]["params"]["window_s"] == 0.6
     assert all(len(refs) <= 5 for _, refs in doc["tracker"]["samples"])
@@ -148,7 +159,11 @@ def test_a_corrupt_blob_resets_and_ids_go_on_above_the_previous_ones(synth, grou
 
     event = _reset_event(out, synth)
     assert (event["cause"], event["id_floor_from"], event["next_track_id"], event["resets"]) == (
-        RESET_CORRUPT, "envelope", mark, 1)
+        RESET_CORRUPT,
+        "envelope",
+        mark,
+        1,
+    )
     assert "CRC" in event["detail"] and event["state_version"] == STATE_VERSION
     assert "tracking state reset" in caplog.text
     ids = track_ids(out, synth)
@@ -285,9 +300,14 @@ def test_duplicates_and_frames_not_after_the_last_one_are_dead_lettered(synth, g
     out = synth.run_batch(synth.make_settings(), pd.concat([rows, stale], ignore_index=True), state)
     got = dead(out, synth)
     assert [(fi, reason) for fi, reason, _ in got] == [
-        (15, REASON_DUPLICATE_FRAME), (16, REASON_DUPLICATE_FRAME), (17, REASON_DUPLICATE_FRAME),
-        (18, REASON_DUPLICATE_FRAME), (19, REASON_DUPLICATE_FRAME), (22, REASON_DUPLICATE_FRAME),
-        (30, REASON_DUPLICATE_FRAME)]
+        (15, REASON_DUPLICATE_FRAME),
+        (16, REASON_DUPLICATE_FRAME),
+        (17, REASON_DUPLICATE_FRAME),
+        (18, REASON_DUPLICATE_FRAME),
+        (19, REASON_DUPLICATE_FRAME),
+        (22, REASON_DUPLICATE_FRAME),
+        (30, REASON_DUPLICATE_FRAME),
+    ]
     assert got[0][2] == "frame 15 <= last processed 19" and "not after last processed pts" in got[-1][2]
     assert frames_of(out) == list(range(20, 25))
     # replaying the whole first batch after a restart: all duplicates, state unchanged but for nothing new
@@ -304,20 +324,24 @@ def test_absurd_ok_rows_never_reach_the_state(synth, group_state, cars) -> None:
     good = synth.scene_rows(cars, range(20))
     emb = np.zeros((1, 8), np.float16).tobytes()
     box = {"boxes": [0.0, 0.0, 10.0, 10.0], "scores": [0.9], "classes": [2]}
-    bad = synth.frame_df([
-        synth.stage1_row(20, pts_s=math.nan),
-        synth.stage1_row(21, pts_s=math.inf),
-        synth.stage1_row(-1),
-        synth.stage1_row(2**60),  # would make every later frame a "duplicate"
-        synth.stage1_row(22, capture_ts=math.nan),
-        synth.stage1_row(23, boxes=[1.0, 2.0], scores=[0.5], classes=[2]),
-        synth.stage1_row(24, **box, embeddings=emb, embedding_dim=64),  # 16 bytes, not 1 x 64 float16
-        synth.stage1_row(25, **box, embeddings=b"", embedding_dim=0),
-    ])
+    bad = synth.frame_df(
+        [
+            synth.stage1_row(20, pts_s=math.nan),
+            synth.stage1_row(21, pts_s=math.inf),
+            synth.stage1_row(-1),
+            synth.stage1_row(2**60),  # would make every later frame a "duplicate"
+            synth.stage1_row(22, capture_ts=math.nan),
+            synth.stage1_row(23, boxes=[1.0, 2.0], scores=[0.5], classes=[2]),
+            synth.stage1_row(24, **box, embeddings=emb, embedding_dim=64),  # 16 bytes, not 1 x 64 float16
+            synth.stage1_row(25, **box, embeddings=b"", embedding_dim=0),
+        ]
+    )
     out = synth.run_batch(synth.make_settings(), pd.concat([good, bad], ignore_index=True), state)
     got = dead(out, synth)
     assert sorted(fi for fi, _, _ in got) == [-1, 20, 21, 22, 23, 24, 25, 2**60]
-    assert all(reason == REASON_PROCESSING_ERROR and detail.startswith("invalid stage-1 row") for _, reason, detail in got)
+    assert all(
+        reason == REASON_PROCESSING_ERROR and detail.startswith("invalid stage-1 row") for _, reason, detail in got
+    )
     assert frames_of(out) == list(range(20))
     _, doc = state_codec.decode(state.get[1], "camera")
     assert doc["last_frame_index"] == 19 and doc["last_pts_s"] == pytest.approx(19 / 25)
@@ -345,11 +369,20 @@ def test_unknown_camera_dead_letters_and_keeps_its_state(synth, group_state, car
 
 
 def test_stage1_dead_rows_pass_through(synth, group_state, cars) -> None:
-    rows = synth.frame_df([
-        *synth.scene_rows(cars, range(3)).to_dict("records"),
-        synth.stage1_row(None, status="dead", reason="source_missing", detail="no such file", payload='{"v":1}',
-                         pts_s=None, capture_ts=None),
-    ])
+    rows = synth.frame_df(
+        [
+            *synth.scene_rows(cars, range(3)).to_dict("records"),
+            synth.stage1_row(
+                None,
+                status="dead",
+                reason="source_missing",
+                detail="no such file",
+                payload='{"v":1}',
+                pts_s=None,
+                capture_ts=None,
+            ),
+        ]
+    )
     state = group_state()
     out = synth.run_batch(synth.make_settings(), rows, state)
     assert dead(out, synth) == [(None, "source_missing", "no such file")]
@@ -364,11 +397,17 @@ def test_stage1_dead_rows_pass_through(synth, group_state, cars) -> None:
 def test_each_confirmed_track_is_counted_once_in_its_minute(synth, group_state) -> None:
     minute = math.floor(synth.T0 / 60) * 60
     t0 = minute + 59.0  # frame 25 starts the next minute
-    cars = [synth.Car(0, 100, 150, 60.0), synth.Car(8, 300, 300, 60.0, class_id=7),  # confirmed in minute 0
-            synth.Car(30, 100, 450, 60.0), synth.Car(40, 300, 600, 60.0)]  # confirmed in minute 1
+    cars = [
+        synth.Car(0, 100, 150, 60.0),
+        synth.Car(8, 300, 300, 60.0, class_id=7),  # confirmed in minute 0
+        synth.Car(30, 100, 450, 60.0),
+        synth.Car(40, 300, 600, 60.0),
+    ]  # confirmed in minute 1
     state = group_state()
-    outs = [synth.run_batch(synth.make_settings(), synth.scene_rows(cars, frames, t0=t0), state)
-            for frames in (range(20), range(20, 45), range(45, 70))]
+    outs = [
+        synth.run_batch(synth.make_settings(), synth.scene_rows(cars, frames, t0=t0), state)
+        for frames in (range(20), range(20, 45), range(45, 70))
+    ]
     latest: dict[tuple[float, str], int] = {}
     for out in outs:
         for p in synth.payloads(out, KIND_FLOW):

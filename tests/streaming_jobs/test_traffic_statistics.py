@@ -4,6 +4,7 @@ Input tables are written with delta-spark in the vehicle job's own schemas and p
 (sinks.TABLE_SCHEMAS); the camera limits come from infra/config/demo.yaml (motorway-overpass 100 km/h,
 dual-carriageway 112 km/h).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ def test_range_is_widened_to_whole_quarter_hours() -> None:
     assert ts.aligned_range(at(7 * 60 + 3), at(29 * 60)) == (T0, at(30 * 60))
     assert ts.aligned_range(T0, at(15 * 60)) == (T0, at(15 * 60))
     assert ts.replace_predicate(T0, at(900)) == (
-        "bin_start >= TIMESTAMP '2024-05-01 08:00:00+00:00' AND bin_start < TIMESTAMP '2024-05-01 08:15:00+00:00'")
+        "bin_start >= TIMESTAMP '2024-05-01 08:00:00+00:00' AND bin_start < TIMESTAMP '2024-05-01 08:15:00+00:00'"
+    )
 
 
 def test_contract_lists_every_column_once() -> None:
@@ -51,14 +53,22 @@ def test_contract_lists_every_column_once() -> None:
 
 # -- Spark ------------------------------------------------------------------------------------------------------
 TRACKS = [  # camera, track, class, first seen (s after 08:00)
-    (MOTORWAY, 1, "car", 10), (MOTORWAY, 2, "car", 40), (MOTORWAY, 3, "car", 65), (MOTORWAY, 4, "car", 899),
-    (MOTORWAY, 5, "truck", 120), (MOTORWAY, 6, "car", -1),  # 6: first seen before the range
+    (MOTORWAY, 1, "car", 10),
+    (MOTORWAY, 2, "car", 40),
+    (MOTORWAY, 3, "car", 65),
+    (MOTORWAY, 4, "car", 899),
+    (MOTORWAY, 5, "truck", 120),
+    (MOTORWAY, 6, "car", -1),  # 6: first seen before the range
     (DUAL, 1, "car", 1200),
 ]
 DETECTIONS = [  # camera, track, seconds, speed, flag
-    (MOTORWAY, 1, 11, 90.0, None), (MOTORWAY, 1, 12, 100.0, None), (MOTORWAY, 1, 13, 110.0, None),
-    (MOTORWAY, 1, 14, 300.0, "implausible_speed"), (MOTORWAY, 1, 10, None, "insufficient_history"),
-    (MOTORWAY, 2, 41, 120.0, None), (MOTORWAY, 2, 42, 130.0, None),
+    (MOTORWAY, 1, 11, 90.0, None),
+    (MOTORWAY, 1, 12, 100.0, None),
+    (MOTORWAY, 1, 13, 110.0, None),
+    (MOTORWAY, 1, 14, 300.0, "implausible_speed"),
+    (MOTORWAY, 1, 10, None, "insufficient_history"),
+    (MOTORWAY, 2, 41, 120.0, None),
+    (MOTORWAY, 2, 42, 130.0, None),
     (MOTORWAY, 3, 66, 80.0, None),
     (MOTORWAY, 4, 901, 140.0, None),  # measured after its bin (and after the 08:15 end of a narrow run)
     (MOTORWAY, 5, 121, 60.0, "outside_calibration"),  # never trusted: counted, no speed
@@ -74,27 +84,71 @@ def _write_inputs(spark, settings) -> None:
     def append(table: str, rows: list[dict]) -> None:  # the job's schema and partitioning, created on write
         schema, partitions = TABLE_SCHEMAS[table]
         data = [tuple(r.get(f.name) for f in schema.fields) for r in rows]
-        (spark.createDataFrame(data, schema).write.format("delta").mode("append").partitionBy(*partitions)
-         .save(settings.table_uri(table)))
+        (
+            spark.createDataFrame(data, schema)
+            .write.format("delta")
+            .mode("append")
+            .partitionBy(*partitions)
+            .save(settings.table_uri(table))
+        )
 
     def naive(seconds: float) -> datetime:  # the session time zone is UTC
         return at(seconds).replace(tzinfo=None)
 
-    append(tables.TRACKS, [{"camera_id": c, "track_id": t, "class_name": k, "first_seen_ts": naive(s),
-                            "last_seen_ts": naive(s + 3), "ended": True, "updated_batch": 0}
-                           for c, t, k, s in TRACKS])
-    append(tables.DETECTIONS, [{"camera_id": c, "track_id": t, "class_name": "car", "frame_index": i,
-                                "capture_ts": naive(s), "speed_kmh": v, "speed_flag": f,
-                                "event_date": date(2024, 5, 1)} for i, (c, t, s, v, f) in enumerate(DETECTIONS)])
-    append(tables.VIOLATIONS, [{"camera_id": c, "track_id": t, "class_name": k, "capture_ts": naive(s),
-                                "speed_kmh": 130.0, "limit_kmh": 100.0, "event_date": date(2024, 5, 1)}
-                               for c, t, k, s in VIOLATIONS])
+    append(
+        tables.TRACKS,
+        [
+            {
+                "camera_id": c,
+                "track_id": t,
+                "class_name": k,
+                "first_seen_ts": naive(s),
+                "last_seen_ts": naive(s + 3),
+                "ended": True,
+                "updated_batch": 0,
+            }
+            for c, t, k, s in TRACKS
+        ],
+    )
+    append(
+        tables.DETECTIONS,
+        [
+            {
+                "camera_id": c,
+                "track_id": t,
+                "class_name": "car",
+                "frame_index": i,
+                "capture_ts": naive(s),
+                "speed_kmh": v,
+                "speed_flag": f,
+                "event_date": date(2024, 5, 1),
+            }
+            for i, (c, t, s, v, f) in enumerate(DETECTIONS)
+        ],
+    )
+    append(
+        tables.VIOLATIONS,
+        [
+            {
+                "camera_id": c,
+                "track_id": t,
+                "class_name": k,
+                "capture_ts": naive(s),
+                "speed_kmh": 130.0,
+                "limit_kmh": 100.0,
+                "event_date": date(2024, 5, 1),
+            }
+            for c, t, k, s in VIOLATIONS
+        ],
+    )
 
 
 def _rows(settings) -> dict[tuple, dict]:
     df = pl.read_delta(settings.table_uri(ts.TRAFFIC_STATS))
-    return {(r["camera_id"], r["bin_minutes"], r["bin_start"].replace(tzinfo=UTC), r["class_name"]): r
-            for r in df.to_dicts()}
+    return {
+        (r["camera_id"], r["bin_minutes"], r["bin_start"].replace(tzinfo=UTC), r["class_name"]): r
+        for r in df.to_dicts()
+    }
 
 
 @pytest.mark.integration
@@ -126,7 +180,11 @@ def test_known_inputs_give_known_statistics_and_reruns_are_identical(spark, sett
     assert (late_violation["vehicles"], late_violation["violations"]) == (0, 1)
     dual = rows[(DUAL, 15, at(900), "car")]
     assert (dual["vehicles"], dual["mean_speed_kmh"], dual["speed_limit_kmh"], dual["share_over_limit"]) == (
-        1, 100.0, 112.0, 0.0)
+        1,
+        100.0,
+        112.0,
+        0.0,
+    )
     assert not any(k[0] == MOTORWAY and k[2] < T0 for k in rows)  # track 6 is outside the range
     # 15-min rows: motorway car + truck @08:00, violation-only @08:15, dual @08:15; 1-min rows: 08:00, 08:01,
     # 08:02 truck, 08:14, 08:15 violation, dual 08:20.
@@ -139,10 +197,22 @@ def test_known_inputs_give_known_statistics_and_reruns_are_identical(spark, sett
     # A narrower rerun replaces only its own bins: a vehicle added at 08:20 shows up, 08:00 stays as it was.
     tracks_path = settings.table_uri(tables.TRACKS)
     extra = spark.read.format("delta").load(tracks_path).where("camera_id = 'dual-carriageway'").limit(1)
-    extra.selectExpr("camera_id", "CAST(2 AS BIGINT) AS track_id", "class_name", "first_frame", "last_frame",
-                     "first_seen_ts + INTERVAL 30 SECONDS AS first_seen_ts", "last_seen_ts", "n_frames",
-                     "median_speed_kmh", "max_speed_kmh", "distance_m", "direction_deg", "ended",
-                     "updated_batch").write.format("delta").mode("append").save(tracks_path)
+    extra.selectExpr(
+        "camera_id",
+        "CAST(2 AS BIGINT) AS track_id",
+        "class_name",
+        "first_frame",
+        "last_frame",
+        "first_seen_ts + INTERVAL 30 SECONDS AS first_seen_ts",
+        "last_seen_ts",
+        "n_frames",
+        "median_speed_kmh",
+        "max_speed_kmh",
+        "distance_m",
+        "direction_deg",
+        "ended",
+        "updated_batch",
+    ).write.format("delta").mode("append").save(tracks_path)
     ts.run(spark, settings, at(900), at(1800))
     after = _rows(settings)
     assert after[(DUAL, 15, at(900), "car")]["vehicles"] == 2

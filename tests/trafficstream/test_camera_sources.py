@@ -1,5 +1,6 @@
 """Start-up check of the cameras against their videos: allowed roots (symlinks resolved), the frame size from
 the video header, one ConfigError naming every bad field."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,13 @@ from trafficstream.errors import ConfigError
 CLIP = "highway_640x360.mp4"  # 640 x 360
 
 
-def _settings(tmp_path: Path, data_dir: Path, camera_extra: str = "", source: str = "{data_dir}/videos/" + CLIP,
-              roots: str = '["{data_dir}"]'):
+def _settings(
+    tmp_path: Path,
+    data_dir: Path,
+    camera_extra: str = "",
+    source: str = "{data_dir}/videos/" + CLIP,
+    roots: str = '["{data_dir}"]',
+):
     config = tmp_path / "deploy.yaml"
     config.write_text(f"""
 storage:

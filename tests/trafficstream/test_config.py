@@ -42,13 +42,17 @@ def test_precedence_cli_over_env_over_file(tmp_path):
 @pytest.mark.parametrize(
     "patch, needle",
     [
-        (("image_points: [[0, 0], [100, 0], [100, 100], [0, 100]]", "image_points: [[0, 0], [100, 0], [100, 100]]"),
-         "cameras[0].calibration.image_points"),
+        (
+            ("image_points: [[0, 0], [100, 0], [100, 100], [0, 100]]", "image_points: [[0, 0], [100, 0], [100, 100]]"),
+            "cameras[0].calibration.image_points",
+        ),
         (("speed_limit_kmh: 100", "speed_limit_kmh: -5"), "cameras[0].speed_limit_kmh"),
         (("id: cam-1", "id: 'bad id!'"), "cameras[0].id"),
-        (("world_points: [[0, 0], [3.5, 0], [3.5, 20], [0, 20]]", "world_points: [[0, 0], [1, 1], [2, 2], [3, 3]]"),
-         "collinear"),
-        (("source: \"{data_dir}/videos/highway_640x360.mp4\"", "source: rtmp://x/y"), "unsupported source scheme"),
+        (
+            ("world_points: [[0, 0], [3.5, 0], [3.5, 20], [0, 20]]", "world_points: [[0, 0], [1, 1], [2, 2], [3, 3]]"),
+            "collinear",
+        ),
+        (('source: "{data_dir}/videos/highway_640x360.mp4"', "source: rtmp://x/y"), "unsupported source scheme"),
     ],
 )
 def test_bad_camera_config_names_the_field(tmp_path, patch, needle):
@@ -81,8 +85,11 @@ def test_paths_expand(tmp_path):
 
 
 def test_storage_uris_stay_uris(tmp_path):
-    s = load_settings(_write(tmp_path, CAM), ["storage.delta_root=s3a://bucket/traffic/delta/",
-                                              "storage.checkpoint_root=hdfs://nn/chk"], environ={})
+    s = load_settings(
+        _write(tmp_path, CAM),
+        ["storage.delta_root=s3a://bucket/traffic/delta/", "storage.checkpoint_root=hdfs://nn/chk"],
+        environ={},
+    )
     assert s.table_uri("frames") == "s3a://bucket/traffic/delta/frames"
     assert s.checkpoint_uri("vehicles") == "hdfs://nn/chk/vehicles"
     local = load_settings(_write(tmp_path, CAM), [f"storage.var_dir={tmp_path}"], environ={})
@@ -90,12 +97,19 @@ def test_storage_uris_stay_uris(tmp_path):
 
 
 def test_kafka_client_settings_split(tmp_path):
-    s = load_settings(_write(tmp_path, CAM + """
+    s = load_settings(
+        _write(
+            tmp_path,
+            CAM
+            + """
 kafka:
   client: {security.protocol: SASL_SSL}
   client_python: {sasl.username: u}
   client_spark: {sasl.jaas.config: x}
-"""), environ={})
+""",
+        ),
+        environ={},
+    )
     py = s.kafka.python_config(**{"group.id": "g"})
     assert py["security.protocol"] == "SASL_SSL" and py["sasl.username"] == "u" and "sasl.jaas.config" not in py
     sp = s.kafka.spark_options()
@@ -104,8 +118,11 @@ kafka:
 
 
 def test_property_maps_take_dotted_keys_from_env_and_cli(tmp_path):
-    s = load_settings(_write(tmp_path, CAM), ["kafka.client_spark.ssl.truststore.location=/t.jks"],
-                      environ={"TRAFFICSTREAM_KAFKA__CLIENT_PYTHON__SASL.PASSWORD": "secret"})
+    s = load_settings(
+        _write(tmp_path, CAM),
+        ["kafka.client_spark.ssl.truststore.location=/t.jks"],
+        environ={"TRAFFICSTREAM_KAFKA__CLIENT_PYTHON__SASL.PASSWORD": "secret"},
+    )
     assert s.kafka.client_python == {"sasl.password": "secret"}
     assert s.kafka.client_spark == {"ssl.truststore.location": "/t.jks"}
 
@@ -131,16 +148,26 @@ WORLD = "world_points: [[0, 0], [3.5, 0], [3.5, 20], [0, 20]]"
 @pytest.mark.parametrize(
     "patch, needle",
     [
-        ((SQUARE, "image_points: [[0, 0], [100, 0], [100, 0], [0, 100], [50, 60]]"),
-         "cameras[0].calibration.image_points: points 1 and 2 are the same point [100, 0]"),
-        ((WORLD, "world_points: [[0, 0], [3.5, 0], [3.5, 20], [3.5, 20]]"),
-         "cameras[0].calibration.world_points: points 2 and 3 are the same point"),
-        ((SQUARE, "image_points: [[0, 0], [50, 0], [100, 0], [0, 100]]"),  # 3 of 4 collinear: singular fit
-         "cameras[0].calibration: homography fit failed"),
-        ((WORLD, "world_points: [[0, 0], [3.5, 0], [0, 20], [3.5, 20]]"),  # two pairs swapped
-         "cameras[0].calibration: image_points [2, 3] map beyond the horizon"),
-        ((SQUARE, "image_points: [[0, 0], [100, -1], [100, 100], [0, 100]]"),
-         "cameras[0].calibration.image_points: point 1 [100, -1]: pixel coordinates must be >= 0"),
+        (
+            (SQUARE, "image_points: [[0, 0], [100, 0], [100, 0], [0, 100], [50, 60]]"),
+            "cameras[0].calibration.image_points: points 1 and 2 are the same point [100, 0]",
+        ),
+        (
+            (WORLD, "world_points: [[0, 0], [3.5, 0], [3.5, 20], [3.5, 20]]"),
+            "cameras[0].calibration.world_points: points 2 and 3 are the same point",
+        ),
+        (
+            (SQUARE, "image_points: [[0, 0], [50, 0], [100, 0], [0, 100]]"),  # 3 of 4 collinear: singular fit
+            "cameras[0].calibration: homography fit failed",
+        ),
+        (
+            (WORLD, "world_points: [[0, 0], [3.5, 0], [0, 20], [3.5, 20]]"),  # two pairs swapped
+            "cameras[0].calibration: image_points [2, 3] map beyond the horizon",
+        ),
+        (
+            (SQUARE, "image_points: [[0, 0], [100, -1], [100, 100], [0, 100]]"),
+            "cameras[0].calibration.image_points: point 1 [100, -1]: pixel coordinates must be >= 0",
+        ),
     ],
 )
 def test_degenerate_calibrations_fail_at_load(tmp_path, patch, needle):
@@ -150,13 +177,19 @@ def test_degenerate_calibrations_fail_at_load(tmp_path, patch, needle):
 @pytest.mark.parametrize(
     "patch, field",
     [
-        ((SQUARE, "image_points: [[0, 0], [100, .nan], [100, 100], [0, 100]]"),
-         "cameras[0].calibration.image_points[1][1]"),
+        (
+            (SQUARE, "image_points: [[0, 0], [100, .nan], [100, 100], [0, 100]]"),
+            "cameras[0].calibration.image_points[1][1]",
+        ),
         ((WORLD, "world_points: [[0, 0], [3.5, 0], [.inf, 20], [0, 20]]"), "cameras[0].calibration.world_points[2][0]"),
-        (("speed_limit_kmh: 100", "speed_limit_kmh: 100\n    roi: [[0, 0], [10, .nan], [10, 10]]"),
-         "cameras[0].roi[1][1]"),
-        (("speed_limit_kmh: 100", "speed_limit_kmh: 100\n    detect_tiles: [[0, 0, .inf, 64]]"),
-         "cameras[0].detect_tiles[0][2]"),
+        (
+            ("speed_limit_kmh: 100", "speed_limit_kmh: 100\n    roi: [[0, 0], [10, .nan], [10, 10]]"),
+            "cameras[0].roi[1][1]",
+        ),
+        (
+            ("speed_limit_kmh: 100", "speed_limit_kmh: 100\n    detect_tiles: [[0, 0, .inf, 64]]"),
+            "cameras[0].detect_tiles[0][2]",
+        ),
         (("speed_limit_kmh: 100", "speed_limit_kmh: .nan"), "cameras[0].speed_limit_kmh"),
         (("speed_limit_kmh: 100", "speed_limit_kmh: 100\n    fps: .inf"), "cameras[0].fps"),
     ],
@@ -165,13 +198,16 @@ def test_nan_and_inf_are_rejected_in_cameras(tmp_path, patch, field):
     assert f"{field}: Input should be a finite number" in _error(tmp_path, CAM.replace(*patch))
 
 
-@pytest.mark.parametrize("override, field", [
-    ("spark.trigger_seconds=.nan", "spark.trigger_seconds"),
-    ("spark.stop_after_idle_s=.inf", "spark.stop_after_idle_s"),
-    ("detector.confidence=.nan", "detector.confidence"),
-    ("tracker.max_age_s=.inf", "tracker.max_age_s"),
-    ("tracker.max_plausible_kmh=.inf", "tracker.max_plausible_kmh"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("spark.trigger_seconds=.nan", "spark.trigger_seconds"),
+        ("spark.stop_after_idle_s=.inf", "spark.stop_after_idle_s"),
+        ("detector.confidence=.nan", "detector.confidence"),
+        ("tracker.max_age_s=.inf", "tracker.max_age_s"),
+        ("tracker.max_plausible_kmh=.inf", "tracker.max_plausible_kmh"),
+    ],
+)
 def test_nan_and_inf_are_rejected_in_float_settings(tmp_path, override, field):
     assert f"{field}: Input should be a finite number" in _error(tmp_path, CAM, [override])
 
@@ -185,14 +221,17 @@ def test_a_deployment_needs_a_camera(tmp_path):
     assert Settings().cameras == []
 
 
-@pytest.mark.parametrize("roots, needle", [
-    ('["/"]', "storage.allowed_roots[0]: '/' is the filesystem root"),
-    ('["{data_dir}", "/tmp/.."]', "storage.allowed_roots[1]: '/tmp/..' is the filesystem root"),
-    ('["{data_dir}", ""]', "storage.allowed_roots[1]: empty"),
-    ('["  "]', "storage.allowed_roots[0]: empty"),
-    ('["s3a://bucket/videos"]', "storage.allowed_roots[0]: 's3a://bucket/videos': roots are local directories"),
-    ('["{datadir}"]', "storage.allowed_roots[0]: '{datadir}' has a bad placeholder"),
-])
+@pytest.mark.parametrize(
+    "roots, needle",
+    [
+        ('["/"]', "storage.allowed_roots[0]: '/' is the filesystem root"),
+        ('["{data_dir}", "/tmp/.."]', "storage.allowed_roots[1]: '/tmp/..' is the filesystem root"),
+        ('["{data_dir}", ""]', "storage.allowed_roots[1]: empty"),
+        ('["  "]', "storage.allowed_roots[0]: empty"),
+        ('["s3a://bucket/videos"]', "storage.allowed_roots[0]: 's3a://bucket/videos': roots are local directories"),
+        ('["{datadir}"]', "storage.allowed_roots[0]: '{datadir}' has a bad placeholder"),
+    ],
+)
 def test_allowed_roots_must_be_real_directories(tmp_path, roots, needle):
     assert needle in _error(tmp_path, CAM + f"storage:\n  allowed_roots: {roots}\n")
 
@@ -202,15 +241,18 @@ def test_data_dir_at_the_filesystem_root_is_refused(tmp_path):
     assert "storage.allowed_roots[0]: '{data_dir}' is the filesystem root" in msg
 
 
-@pytest.mark.parametrize("roi, needle", [
-    ("[[0, 0], [50, 50], [100, 100]]", "collinear"),
-    ("[[0, 0], [100, 0], [100, 0.01], [50, 0.005]]", "no area"),  # a sliver
-    ("[[0, 0], [100, 0], [100, 100], [100, 200], [100, 50]]", "fold back"),
-    ("[[0, 0], [100, 100], [100, 0], [0, 100]]", "edge 0-1 and edge 2-3 cross"),  # a bow tie
-    ("[[0, 0], [100, 0], [100, 100], [100, 0], [0, 100]]", "vertices 1 and 3 are the same point"),
-    ("[[0, 0], [100, 0], [100, 100], [50, 0], [0, 100]]", "cross"),  # a vertex touching another edge
-    ("[[-5, 0], [100, 0], [100, 100]]", "vertex 0 [-5, 0]: pixel coordinates must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "roi, needle",
+    [
+        ("[[0, 0], [50, 50], [100, 100]]", "collinear"),
+        ("[[0, 0], [100, 0], [100, 0.01], [50, 0.005]]", "no area"),  # a sliver
+        ("[[0, 0], [100, 0], [100, 100], [100, 200], [100, 50]]", "fold back"),
+        ("[[0, 0], [100, 100], [100, 0], [0, 100]]", "edge 0-1 and edge 2-3 cross"),  # a bow tie
+        ("[[0, 0], [100, 0], [100, 100], [100, 0], [0, 100]]", "vertices 1 and 3 are the same point"),
+        ("[[0, 0], [100, 0], [100, 100], [50, 0], [0, 100]]", "cross"),  # a vertex touching another edge
+        ("[[-5, 0], [100, 0], [100, 100]]", "vertex 0 [-5, 0]: pixel coordinates must be >= 0"),
+    ],
+)
 def test_degenerate_rois_fail_at_load(tmp_path, roi, needle):
     msg = _error(tmp_path, CAM.replace("speed_limit_kmh: 100", f"speed_limit_kmh: 100\n    roi: {roi}"))
     assert "cameras[0].roi: " in msg and needle in msg, msg
@@ -231,7 +273,13 @@ def test_overrides_without_equals_are_not_echoed(tmp_path):
 
 
 def test_scalar_client_properties_become_strings(tmp_path):
-    s = load_settings(_write(tmp_path, CAM + "kafka:\n  client: {linger.ms: 5, enable.idempotence: true}\n"),
-                      environ={"TRAFFICSTREAM_KAFKA__CLIENT_PYTHON__ACKS": "1"})
-    assert s.kafka.python_config() == {"bootstrap.servers": "127.0.0.1:9092", "linger.ms": "5",
-                                       "enable.idempotence": "true", "acks": "1"}
+    s = load_settings(
+        _write(tmp_path, CAM + "kafka:\n  client: {linger.ms: 5, enable.idempotence: true}\n"),
+        environ={"TRAFFICSTREAM_KAFKA__CLIENT_PYTHON__ACKS": "1"},
+    )
+    assert s.kafka.python_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "linger.ms": "5",
+        "enable.idempotence": "true",
+        "acks": "1",
+    }

@@ -1,4 +1,5 @@
 """docs/ is generated from the declarations (``python -m trafficstream.docs``) and must be current."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Unit part: small partitioned tables written with delta-rs (many small appends ->
 Integration part: the job's own table definitions created by delta-spark, maintained here, then written again
 by delta-spark (append, replayed txn, MERGE) and read by Polars.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,14 +27,16 @@ CAMERAS = ("cam-a", "cam-b", "cam-c")
 
 def _detections(batch: int, day: int, n: int = 20) -> pa.Table:
     ts = [BASE + dt.timedelta(days=day, seconds=batch * 30 + i) for i in range(n)]
-    return pa.table({
-        "camera_id": pa.array([CAMERAS[(batch + i) % 3] for i in range(n)]),
-        "frame_index": pa.array([batch * n + i for i in range(n)], pa.int64()),
-        "capture_ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
-        "track_id": pa.array([(batch * n + i) // 4 for i in range(n)], pa.int64()),
-        "speed_kmh": pa.array([float((batch * 7 + i * 3) % 130) for i in range(n)]),
-        "event_date": pa.array([(BASE + dt.timedelta(days=day)).date()] * n, pa.date32()),
-    })
+    return pa.table(
+        {
+            "camera_id": pa.array([CAMERAS[(batch + i) % 3] for i in range(n)]),
+            "frame_index": pa.array([batch * n + i for i in range(n)], pa.int64()),
+            "capture_ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "track_id": pa.array([(batch * n + i) // 4 for i in range(n)], pa.int64()),
+            "speed_kmh": pa.array([float((batch * 7 + i * 3) % 130) for i in range(n)]),
+            "event_date": pa.array([(BASE + dt.timedelta(days=day)).date()] * n, pa.date32()),
+        }
+    )
 
 
 @pytest.fixture
@@ -42,14 +45,25 @@ def delta_root(tmp_path: Path) -> Path:
     root = tmp_path / "delta"
     for day in (0, 1):
         for batch in range(30):
-            write_deltalake(root / tables.DETECTIONS, _detections(batch, day), mode="append",
-                            partition_by=["camera_id", "event_date"])
+            write_deltalake(
+                root / tables.DETECTIONS,
+                _detections(batch, day),
+                mode="append",
+                partition_by=["camera_id", "event_date"],
+            )
     for batch in range(10):
-        write_deltalake(root / tables.FLOW, pa.table({
-            "camera_id": pa.array(["cam-a", "cam-b"]),
-            "minute": pa.array([BASE + dt.timedelta(minutes=batch)] * 2, pa.timestamp("us", tz="UTC")),
-            "vehicles": pa.array([batch, 2 * batch], pa.int64()),
-        }), mode="append", partition_by=["camera_id"])
+        write_deltalake(
+            root / tables.FLOW,
+            pa.table(
+                {
+                    "camera_id": pa.array(["cam-a", "cam-b"]),
+                    "minute": pa.array([BASE + dt.timedelta(minutes=batch)] * 2, pa.timestamp("us", tz="UTC")),
+                    "vehicles": pa.array([batch, 2 * batch], pa.int64()),
+                }
+            ),
+            mode="append",
+            partition_by=["camera_id"],
+        )
     for batch in range(5):  # found under the root (declared or not)
         write_deltalake(root / "traffic_stats", pa.table({"x": pa.array([batch], pa.int64())}), mode="append")
     return root
@@ -83,8 +97,17 @@ def test_compaction_zorder_vacuum_checkpoint_keep_results(delta_root: Path, caps
     assert files_before >= 150  # 60 appends x ~3 camera partitions
 
     t0 = time.perf_counter()
-    rc = maintenance.main(["--config", str(DEMO), "--set", f"storage.var_dir={delta_root.parent}",
-                           "--set", f"storage.delta_root={delta_root}", "--zorder"])
+    rc = maintenance.main(
+        [
+            "--config",
+            str(DEMO),
+            "--set",
+            f"storage.var_dir={delta_root.parent}",
+            "--set",
+            f"storage.delta_root={delta_root}",
+            "--zorder",
+        ]
+    )
     seconds = time.perf_counter() - t0
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -121,8 +144,13 @@ def test_second_run_rewrites_nothing(delta_root: Path) -> None:
 
 def test_recent_days_compacts_only_recent_partitions(delta_root: Path) -> None:
     settings = _settings(delta_root.parent)
-    opts = maintenance.Options(tables=[tables.DETECTIONS], recent_days=1, today=(BASE + dt.timedelta(days=1)).date(),
-                               vacuum=False, checkpoint=False)
+    opts = maintenance.Options(
+        tables=[tables.DETECTIONS],
+        recent_days=1,
+        today=(BASE + dt.timedelta(days=1)).date(),
+        vacuum=False,
+        checkpoint=False,
+    )
     s = maintenance.run(settings, opts)[0]
     assert s["compaction"]["partitions"] == 3  # the 3 cameras of day 2; day 1 untouched
     adds = pa.table(DeltaTable(str(delta_root / tables.DETECTIONS)).get_add_actions(flatten=True)).to_pylist()
@@ -138,15 +166,19 @@ def test_vacuum_removes_compacted_files_after_retention(delta_root: Path) -> Non
     path = delta_root / tables.DETECTIONS
     n_parquet = len(list(path.rglob("*.parquet")))
     first = maintenance.run(settings, maintenance.Options(tables=[tables.DETECTIONS], vacuum=False))[0]
-    dry = maintenance.run(settings, maintenance.Options(tables=[tables.DETECTIONS], vacuum_hours=0,
-                                                        force_short_retention=True, dry_run=True))[0]
+    dry = maintenance.run(
+        settings,
+        maintenance.Options(tables=[tables.DETECTIONS], vacuum_hours=0, force_short_retention=True, dry_run=True),
+    )[0]
 
     def data_files() -> list[Path]:
         return [p for p in path.rglob("*.parquet") if "_delta_log" not in p.parts]
 
     assert dry["vacuum"]["files"] == first["files_before"] and len(data_files()) == n_parquet + 6
-    real = maintenance.run(settings, maintenance.Options(tables=[tables.DETECTIONS], vacuum_hours=0,
-                                                         force_short_retention=True, compact=False))[0]
+    real = maintenance.run(
+        settings,
+        maintenance.Options(tables=[tables.DETECTIONS], vacuum_hours=0, force_short_retention=True, compact=False),
+    )[0]
     assert real["vacuum"]["files"] == first["files_before"]
     assert len(data_files()) == 6
     assert pl.read_delta(str(path)).height == first["rows_before"]
@@ -171,8 +203,18 @@ def test_table_retention_setting_is_honoured(delta_root: Path) -> None:
 def test_dry_run_changes_nothing(delta_root: Path, capsys) -> None:
     det = delta_root / tables.DETECTIONS
     version = DeltaTable(str(det)).version()
-    rc = maintenance.main(["--config", str(DEMO), "--set", f"storage.delta_root={delta_root}", "--dry-run",
-                           "--tables", tables.DETECTIONS, "nope"])
+    rc = maintenance.main(
+        [
+            "--config",
+            str(DEMO),
+            "--set",
+            f"storage.delta_root={delta_root}",
+            "--dry-run",
+            "--tables",
+            tables.DETECTIONS,
+            "nope",
+        ]
+    )
     assert rc == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["status"] for o in out] == ["dry_run", "missing"]
@@ -183,8 +225,9 @@ def test_failed_table_does_not_stop_the_others(delta_root: Path, capsys) -> None
     broken = delta_root / "broken"
     (broken / "_delta_log").mkdir(parents=True)
     (broken / "_delta_log" / "00000000000000000000.json").write_text("not json\n")
-    rc = maintenance.main(["--config", str(DEMO), "--set", f"storage.delta_root={delta_root}",
-                           "--tables", "broken", tables.FLOW])
+    rc = maintenance.main(
+        ["--config", str(DEMO), "--set", f"storage.delta_root={delta_root}", "--tables", "broken", tables.FLOW]
+    )
     assert rc == 1
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["status"] for o in out] in (["error", "ok"], ["missing", "ok"])
@@ -218,11 +261,18 @@ def test_delta_spark_writes_maintained_tables(spark, settings_factory) -> None:
 
     def flow_rows(batch: int, minute: int, vehicles: int):
         return spark.createDataFrame(
-            [("cam-a", dt.datetime(2024, 5, 1, 8, minute), "car", vehicles, batch)], flow_schema)
+            [("cam-a", dt.datetime(2024, 5, 1, 8, minute), "car", vehicles, batch)], flow_schema
+        )
 
     def append(batch: int, minute: int, vehicles: int) -> None:  # as BatchWriter._append: idempotent append
-        (flow_rows(batch, minute, vehicles).write.format("delta").mode("append")
-         .option("txnAppId", "trafficstream-test").option("txnVersion", batch).save(paths[tables.FLOW]))
+        (
+            flow_rows(batch, minute, vehicles)
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", "trafficstream-test")
+            .option("txnVersion", batch)
+            .save(paths[tables.FLOW])
+        )
 
     for batch in range(3):
         append(batch, batch, batch)
@@ -237,16 +287,28 @@ def test_delta_spark_writes_maintained_tables(spark, settings_factory) -> None:
     append(2, 2, 2)  # a replayed micro-batch: still skipped after the delta-rs checkpoint (txn kept)
     append(3, 30, 60)  # a new one
     src = flow_rows(4, 1, 33)  # the job's MERGE of an absolute count, guarded by updated_batch
-    (SparkDeltaTable.forPath(spark, paths[tables.FLOW]).alias("t")
-     .merge(src.alias("s"), "t.camera_id = s.camera_id AND t.minute = s.minute AND t.class_name = s.class_name")
-     .whenMatchedUpdateAll(condition="s.updated_batch > t.updated_batch").whenNotMatchedInsertAll().execute())
+    (
+        SparkDeltaTable.forPath(spark, paths[tables.FLOW])
+        .alias("t")
+        .merge(src.alias("s"), "t.camera_id = s.camera_id AND t.minute = s.minute AND t.class_name = s.class_name")
+        .whenMatchedUpdateAll(condition="s.updated_batch > t.updated_batch")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
     # delta-spark appends to a maintained append table too (Z-ordered detections).
     det_schema, _ = TABLE_SCHEMAS[tables.DETECTIONS]
     row = {f.name: None for f in det_schema.fields} | {
-        "camera_id": "cam-a", "frame_index": 1, "capture_ts": dt.datetime(2024, 5, 1, 8), "track_id": 7,
-        "class_name": "car", "speed_kmh": 88.0, "event_date": dt.date(2024, 5, 1)}
-    spark.createDataFrame([tuple(row[f.name] for f in det_schema.fields)], det_schema).write.format(
-        "delta").mode("append").save(paths[tables.DETECTIONS])
+        "camera_id": "cam-a",
+        "frame_index": 1,
+        "capture_ts": dt.datetime(2024, 5, 1, 8),
+        "track_id": 7,
+        "class_name": "car",
+        "speed_kmh": 88.0,
+        "event_date": dt.date(2024, 5, 1),
+    }
+    spark.createDataFrame([tuple(row[f.name] for f in det_schema.fields)], det_schema).write.format("delta").mode(
+        "append"
+    ).save(paths[tables.DETECTIONS])
 
     got = pl.read_delta(paths[tables.FLOW]).sort("minute")
     assert dict(zip(got["minute"].dt.minute(), got["vehicles"], strict=True)) == {0: 0, 1: 33, 2: 2, 30: 60}

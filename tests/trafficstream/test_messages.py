@@ -13,9 +13,16 @@ from trafficstream.results import parse_result
 
 
 def _ref(**kw) -> FrameRef:
-    base = dict(camera_id="motorway-overpass", source_uri="file:///work/shared/data/videos/highway_overpass_1280x720.mp4",
-                frame_index=12345, pts_s=411.746666, capture_ts=1763690000.123456, ingest_ts=1763690000.130001,
-                width=1280, height=720)
+    base = dict(
+        camera_id="motorway-overpass",
+        source_uri="file:///work/shared/data/videos/highway_overpass_1280x720.mp4",
+        frame_index=12345,
+        pts_s=411.746666,
+        capture_ts=1763690000.123456,
+        ingest_ts=1763690000.130001,
+        width=1280,
+        height=720,
+    )
     base.update(kw)
     return FrameRef(**base)
 
@@ -73,8 +80,18 @@ def test_missing_field_named():
 
 
 def test_dead_letter_keeps_payload_and_origin():
-    rec = json.loads(dead_letter("unknown_camera", "camera 'x' unknown", b'{"camera_id":"x"}', camera_id="x",
-                                 topic="frames", partition=1, offset=42, ts=1.0))
+    rec = json.loads(
+        dead_letter(
+            "unknown_camera",
+            "camera 'x' unknown",
+            b'{"camera_id":"x"}',
+            camera_id="x",
+            topic="frames",
+            partition=1,
+            offset=42,
+            ts=1.0,
+        )
+    )
     assert rec["reason"] == "unknown_camera"
     assert rec["payload"] == '{"camera_id":"x"}'
     assert rec["source"] == {"topic": "frames", "partition": 1, "offset": 42}
@@ -110,8 +127,15 @@ def test_size_cap():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("frame_index", 2**63), ("capture_ts", 1e300), ("ingest_ts", 0.0), ("pts_s", 1e9), ("source_uri", "a\ud800b"),
-     ("source_uri", "x" * 5000), ("capture_ts", 10**400)],
+    [
+        ("frame_index", 2**63),
+        ("capture_ts", 1e300),
+        ("ingest_ts", 0.0),
+        ("pts_s", 1e9),
+        ("source_uri", "a\ud800b"),
+        ("source_uri", "x" * 5000),
+        ("capture_ts", 10**400),
+    ],
 )
 def test_bounds(field, value):
     obj = json.loads(_ref().to_json())

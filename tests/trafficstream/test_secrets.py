@@ -1,5 +1,6 @@
 """Secrets stay secret: file references, env, masking in repr / dumps / errors, nothing shipped to Spark tasks,
 nothing in the settings file written for spark-submit."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,14 @@ cameras:
     source: "{data_dir}/videos/highway_640x360.mp4"
     speed_limit_kmh: 100
 """
-SECRETS = {"sasl.password": "pw-FROM-FILE", "jaas": "JAAS-ScramLoginModule-secret", "trust": "0123",
-           "key": "-----BEGIN PRIVATE KEY-----x", "dash": "dash-PW", "spark": "s3-SECRET-key"}
+SECRETS = {
+    "sasl.password": "pw-FROM-FILE",
+    "jaas": "JAAS-ScramLoginModule-secret",
+    "trust": "0123",
+    "key": "-----BEGIN PRIVATE KEY-----x",
+    "dash": "dash-PW",
+    "spark": "s3-SECRET-key",
+}
 
 
 @pytest.fixture
@@ -36,22 +43,30 @@ def secret_settings(tmp_path: Path):
     pw_file = tmp_path / "kafka_password"
     pw_file.write_text(SECRETS["sasl.password"] + "\n")  # Docker / Kubernetes secrets end with a newline
     config = tmp_path / "deploy.yaml"
-    config.write_text(CAM + f"""
+    config.write_text(
+        CAM
+        + f"""
 kafka:
   client: {{security.protocol: SASL_SSL, sasl.mechanism: SCRAM-SHA-512}}
   client_python:
     sasl.username: trafficstream
     sasl.password: file:{pw_file}
-    ssl.key.pem: "{SECRETS['key']}"
+    ssl.key.pem: "{SECRETS["key"]}"
   client_spark:
-    sasl.jaas.config: "{SECRETS['jaas']}"
+    sasl.jaas.config: "{SECRETS["jaas"]}"
 dashboard:
   basic_auth_user: staff
-""")
-    env = {"TRAFFICSTREAM_KAFKA__CLIENT_SPARK__SSL.TRUSTSTORE.PASSWORD": SECRETS["trust"],
-           "TRAFFICSTREAM_DASHBOARD__BASIC_AUTH_PASSWORD": SECRETS["dash"]}
-    return load_settings(config, ["spark.conf.spark.hadoop.fs.s3a.secret.key=" + SECRETS["spark"],
-                                  "spark.conf.spark.sql.shuffle.partitions=2"], environ=env)
+"""
+    )
+    env = {
+        "TRAFFICSTREAM_KAFKA__CLIENT_SPARK__SSL.TRUSTSTORE.PASSWORD": SECRETS["trust"],
+        "TRAFFICSTREAM_DASHBOARD__BASIC_AUTH_PASSWORD": SECRETS["dash"],
+    }
+    return load_settings(
+        config,
+        ["spark.conf.spark.hadoop.fs.s3a.secret.key=" + SECRETS["spark"], "spark.conf.spark.sql.shuffle.partitions=2"],
+        environ=env,
+    )
 
 
 def _leaks(text: str) -> list[str]:
@@ -59,9 +74,18 @@ def _leaks(text: str) -> list[str]:
 
 
 def test_secret_keys():
-    for key in ("sasl.password", "sasl.jaas.config", "ssl.key.password", "ssl.keystore.password",
-                "ssl.truststore.password", "ssl.key.pem", "sasl.oauthbearer.client.secret", "SASL.PASSWORD",
-                "spark.hadoop.fs.s3a.secret.key", "spark.ssl.keyPassword"):
+    for key in (
+        "sasl.password",
+        "sasl.jaas.config",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "ssl.truststore.password",
+        "ssl.key.pem",
+        "sasl.oauthbearer.client.secret",
+        "SASL.PASSWORD",
+        "spark.hadoop.fs.s3a.secret.key",
+        "spark.ssl.keyPassword",
+    ):
         assert is_secret_key(key), key
     for key in ("sasl.username", "security.protocol", "ssl.truststore.location", "ssl.key.location", "acks"):
         assert not is_secret_key(key), key
@@ -83,9 +107,19 @@ def test_clients_get_the_real_values(secret_settings):
 def test_nothing_prints_a_secret(secret_settings, caplog):
     s = secret_settings
     k = s.kafka
-    texts = [repr(s), str(s), f"{s}", str(s.model_dump()), s.model_dump_json(), json.dumps(s.model_dump(mode="json")),
-             repr(k.python_config()), str(k.spark_options()), f"{k.client_python}", repr(s.spark.conf),
-             yaml.safe_dump(s.model_dump(mode="json"))]
+    texts = [
+        repr(s),
+        str(s),
+        f"{s}",
+        str(s.model_dump()),
+        s.model_dump_json(),
+        json.dumps(s.model_dump(mode="json")),
+        repr(k.python_config()),
+        str(k.spark_options()),
+        f"{k.client_python}",
+        repr(s.spark.conf),
+        yaml.safe_dump(s.model_dump(mode="json")),
+    ]
     caplog.set_level(logging.DEBUG)
     logging.getLogger("test").info("settings %s, python %s, spark %s", s, k.python_config(), k.spark_options())
     texts.append(caplog.text)
@@ -126,8 +160,13 @@ def test_secrets_travel_to_a_child_process_through_its_environment(secret_settin
 def test_env_keeps_the_case_of_camel_cased_property_names(tmp_path):
     config = tmp_path / "d.yaml"
     config.write_text(CAM)
-    s = load_settings(config, environ={"TRAFFICSTREAM_SPARK__CONF__spark.ssl.keyPassword": "yes",
-                                       "TRAFFICSTREAM_KAFKA__CLIENT__SASL.PASSWORD": "[not yaml"})
+    s = load_settings(
+        config,
+        environ={
+            "TRAFFICSTREAM_SPARK__CONF__spark.ssl.keyPassword": "yes",
+            "TRAFFICSTREAM_KAFKA__CLIENT__SASL.PASSWORD": "[not yaml",
+        },
+    )
     assert s.spark.conf == {"spark.ssl.keyPassword": "yes"}  # "yes" stays text (YAML would say True)
     assert s.kafka.client == {"sasl.password": "[not yaml"}
 
@@ -139,15 +178,18 @@ def test_unreadable_secret_file_names_the_field_and_path_only(tmp_path):
         load_settings(config, environ={})
     assert "kafka.client_spark: sasl.jaas.config: cannot read secret file /nonexistent/jaas" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        load_settings(config, ["kafka.client_spark.sasl.jaas.config=x", "dashboard.basic_auth_password=file:"],
-                      environ={})
+        load_settings(
+            config, ["kafka.client_spark.sasl.jaas.config=x", "dashboard.basic_auth_password=file:"], environ={}
+        )
     assert "dashboard.basic_auth_password: " in str(err.value)
 
 
 def test_errors_never_show_a_secret(tmp_path):
     config = tmp_path / "d.yaml"
-    config.write_text(CAM + "kafka:\n  client_python: {sasl.password: [hunter2-SECRET]}\n"
-                            "dashboard:\n  basic_auth_password: {p: hunter2-SECRET}\n")
+    config.write_text(
+        CAM + "kafka:\n  client_python: {sasl.password: [hunter2-SECRET]}\n"
+        "dashboard:\n  basic_auth_password: {p: hunter2-SECRET}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_settings(config, environ={})
     assert "kafka.client_python.sasl.password" in str(err.value) and "dashboard.basic_auth_password" in str(err.value)
@@ -182,11 +224,14 @@ def test_the_sasl_ssl_example_config_loads_with_its_secret_files(tmp_path):
     for name in ("kafka_password", "kafka_jaas_config", "kafka_truststore_password", "dashboard_password"):
         files[name] = tmp_path / name
         files[name].write_text(f"{name}-value\n")
-    overrides = [f"storage.data_dir={tmp_path}", f"storage.evidence_root={tmp_path / 'ev'}",
-                 f"kafka.client_python.sasl.password=file:{files['kafka_password']}",
-                 f"kafka.client_spark.sasl.jaas.config=file:{files['kafka_jaas_config']}",
-                 f"kafka.client_spark.ssl.truststore.password=file:{files['kafka_truststore_password']}",
-                 f"dashboard.basic_auth_password=file:{files['dashboard_password']}"]
+    overrides = [
+        f"storage.data_dir={tmp_path}",
+        f"storage.evidence_root={tmp_path / 'ev'}",
+        f"kafka.client_python.sasl.password=file:{files['kafka_password']}",
+        f"kafka.client_spark.sasl.jaas.config=file:{files['kafka_jaas_config']}",
+        f"kafka.client_spark.ssl.truststore.password=file:{files['kafka_truststore_password']}",
+        f"dashboard.basic_auth_password=file:{files['dashboard_password']}",
+    ]
     s = load_settings(PROJECT_ROOT / "infra" / "config" / "sasl_ssl.example.yaml", overrides, environ={})
     assert s.kafka.spark_options()["kafka.sasl.jaas.config"] == "kafka_jaas_config-value"
     assert "kafka_password-value" not in repr(s)

@@ -1,4 +1,5 @@
 """The Delta tables are declared once (trafficstream.tables) and the job's schemas derive from the declarations."""
+
 from __future__ import annotations
 
 import re
@@ -8,8 +9,14 @@ import pytest
 from trafficstream import tables
 from trafficstream.tables import Column, Table
 
-NAMES = {"FRAMES": "frames", "DETECTIONS": "detections", "TRACKS": "tracks", "VIOLATIONS": "violations",
-         "FLOW": "flow", "DEAD_LETTERS": "dead_letters"}
+NAMES = {
+    "FRAMES": "frames",
+    "DETECTIONS": "detections",
+    "TRACKS": "tracks",
+    "VIOLATIONS": "violations",
+    "FLOW": "flow",
+    "DEAD_LETTERS": "dead_letters",
+}
 
 
 def test_name_constants_and_the_vehicle_jobs_tables():
@@ -60,8 +67,9 @@ def test_table_schemas_are_the_declarations(spark_side):
     assert list(sinks.TABLE_SCHEMAS) == list(tables.ALL_TABLES)
     for name, (struct, partitions) in sinks.TABLE_SCHEMAS.items():
         t = tables.table(name)
-        assert [(f.name, f.dataType) for f in struct.fields] == [(c.name, schemas.spark_type(c.type))
-                                                                  for c in t.columns], name
+        assert [(f.name, f.dataType) for f in struct.fields] == [
+            (c.name, schemas.spark_type(c.type)) for c in t.columns
+        ], name
         assert partitions == list(t.partition_by)
     assert schemas.spark_schema(tables.FLOW) == schemas.spark_schema(tables.table(tables.FLOW))
 
@@ -92,9 +100,14 @@ def test_every_written_column_is_computed_from_a_declared_source(spark_side):
 
 def test_payloads_carry_table_columns_with_their_declared_types(spark_side):
     schemas, _ = spark_side
-    for payload, table in ((schemas.VEHICLE, tables.DETECTIONS), (schemas.FRAME_PAYLOAD, tables.FRAMES),
-                           (schemas.TRACK_PAYLOAD, tables.TRACKS), (schemas.VIOLATION_PAYLOAD, tables.VIOLATIONS),
-                           (schemas.FLOW_PAYLOAD, tables.FLOW), (schemas.DEAD_PAYLOAD, tables.DEAD_LETTERS)):
+    for payload, table in (
+        (schemas.VEHICLE, tables.DETECTIONS),
+        (schemas.FRAME_PAYLOAD, tables.FRAMES),
+        (schemas.TRACK_PAYLOAD, tables.TRACKS),
+        (schemas.VIOLATION_PAYLOAD, tables.VIOLATIONS),
+        (schemas.FLOW_PAYLOAD, tables.FLOW),
+        (schemas.DEAD_PAYLOAD, tables.DEAD_LETTERS),
+    ):
         t = tables.table(table)
         shared = [f for f in payload.fields if f.name in t.column_names and f.name != "vehicles"]
         assert shared, table
