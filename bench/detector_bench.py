@@ -89,7 +89,8 @@ def bench_detectors(
         configs.append(("int8 640x640", int8_model, (640, 640)))
     elif int8_model is not None:
         log.warning("int8 model %s not found; skipped", int8_model)
-    rows, reference = [], []
+    rows: list[dict[str, Any]] = []
+    reference: list[Any] = []
     for name, path, size in configs:
         detector = YoloOnnxDetector(path, input_size=size, threads=threads)
         timer, dets = time_calls(detector, frames)

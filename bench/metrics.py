@@ -172,7 +172,7 @@ def _rate(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
 
-def _stat(values: Sequence[float], fn: Any) -> float | None:
+def _stat(values: Sequence[float] | np.ndarray, fn: Any) -> float | None:
     return float(fn(values)) if len(values) else None
 
 
@@ -229,8 +229,8 @@ def evaluate(
     n_care = care_boxes.height
     tp = sum(1 for m in matches if m[3])
     # Recall by box height: how far out the pipeline sees (small = far away).
-    keys = zip(care_boxes["frame_index"].to_list(), care_boxes["vehicle_id"].to_list(), strict=True)
-    heights = dict(zip(keys, (care_boxes["y2"] - care_boxes["y1"]).to_list(), strict=True))
+    box_keys = zip(care_boxes["frame_index"].to_list(), care_boxes["vehicle_id"].to_list(), strict=True)
+    heights = dict(zip(box_keys, (care_boxes["y2"] - care_boxes["y1"]).to_list(), strict=True))
     hit_keys = {(frame, vid) for frame, vid, _, care in matches if care}
     recall_by_height: dict[str, float | None] = {}
     for lo, hi in HEIGHT_BINS:

@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from trafficstream import tables
+from trafficstream.analysis import number
 from trafficstream.config import PROJECT_ROOT, add_config_arguments, load_settings
 from trafficstream.logs import setup_logging
 
@@ -67,8 +68,8 @@ def stateful_figures(delta_root: Path) -> dict[str, Any]:
     )
     return {
         "state_bytes_per_camera": {r["camera_id"]: {"mean": r["mean"], "max": r["max"]} for r in state.to_dicts()},
-        "stateful_ms_per_frame": round((frames["track_ms"] + frames["speed_ms"]).mean(), 2),
-        "stateful_ms_p90": round((frames["track_ms"] + frames["speed_ms"]).quantile(0.9), 2),
+        "stateful_ms_per_frame": round(number((frames["track_ms"] + frames["speed_ms"]).mean()), 2),
+        "stateful_ms_p90": round(number((frames["track_ms"] + frames["speed_ms"]).quantile(0.9)), 2),
     }
 
 

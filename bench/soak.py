@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
         job = JobProcess(s, workdir / "run", name="soak").start()
         job.wait_started()
+        if job.pid is None:
+            raise RuntimeError("the soak job did not start")
         sampler = TreeSampler(job.pid, args.every, job.checkpoint)
         sampler.start()
         stop = threading.Event()

@@ -59,7 +59,7 @@ def create_app(
     app = dash.Dash(
         __name__,
         title="TrafficStream",
-        update_title=None,  # no "Updating..." flicker in the tab title every second
+        update_title="",  # no "Updating..." flicker in the tab title every second (None and "" both disable it)
         assets_folder=str(ASSETS),
         suppress_callback_exceptions=True,  # the inactive tab's components are not mounted
     )

@@ -30,8 +30,8 @@ def install_basic_auth(server: flask.Flask, user: str, password: str) -> None:
     def _require_basic_auth() -> flask.Response | None:
         auth = flask.request.authorization
         # Evaluate both comparisons (no short-circuit) so timing does not reveal which part was wrong.
-        ok = auth is not None and auth.type == "basic"
-        if ok:
+        ok = False
+        if auth is not None and auth.type == "basic":
             user_ok = _equal(auth.username or "", user)
             password_ok = _equal(auth.password or "", password)
             ok = user_ok and password_ok

@@ -348,7 +348,7 @@ class LiveBuffers:
                 return []
             horizon = buf.frames[-1].capture_ts - window_s
             return [
-                (t.cls, t.speed_kmh)  # type: ignore[misc]
+                (t.cls, t.speed_kmh)
                 for t in buf.tracks.values()
                 if t.last_seen_ts >= horizon and t.speed_kmh is not None
             ]

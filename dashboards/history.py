@@ -19,8 +19,8 @@ from trafficstream import tables
 
 log = logging.getLogger(__name__)
 
-FLOW_SCHEMA = {"minute": pl.Datetime("us", "UTC"), "class_name": pl.String, "vehicles": pl.Int64}
-SPEED_SCHEMA = {"seen_ts": pl.Datetime("us", "UTC"), "class_name": pl.String, "speed_kmh": pl.Float64}
+FLOW_SCHEMA = pl.Schema({"minute": pl.Datetime("us", "UTC"), "class_name": pl.String(), "vehicles": pl.Int64()})
+SPEED_SCHEMA = pl.Schema({"seen_ts": pl.Datetime("us", "UTC"), "class_name": pl.String(), "speed_kmh": pl.Float64()})
 
 
 def _as_utc(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -105,7 +105,7 @@ class HistoryStore:
             .agg(pl.col("vehicles").cast(pl.Int64).sum())
             .sort("minute", "class_name")
             .collect()
-            .cast(FLOW_SCHEMA)  # type: ignore[arg-type]
+            .cast(FLOW_SCHEMA)
         )
 
     def vehicle_speeds(self, camera_id: str, start: datetime, end: datetime) -> pl.DataFrame | None:

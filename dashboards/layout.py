@@ -49,7 +49,7 @@ KPI_LABELS = {
 WINDOW_OPTIONS_MIN = (1, 5, 15)
 VIOLATION_LOG_SIZE = 50
 REFRESH_MS = 1000
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "responsive": True}
 
 
 def kpi_value_id(key: str) -> str:
@@ -239,8 +239,8 @@ def _history_tab(today: date) -> html.Div:
                     html.Div(
                         dcc.DatePickerRange(
                             id=H_DATES,
-                            start_date=today,
-                            end_date=today,
+                            start_date=today.isoformat(),  # what the browser sends back: YYYY-MM-DD
+                            end_date=today.isoformat(),
                             display_format="YYYY-MM-DD",
                             updatemode="bothdates",
                         ),

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +196,17 @@ class CameraRenderer:
         try:
             while not self.stop_event.is_set():
                 with self._cond:
-                    self._cond.wait_for(
-                        lambda last=seen: self._seq != last or self.stop_event.is_set(), timeout=keepalive_s
-                    )
+                    self._cond.wait_for(partial(self._changed_since, seen), timeout=keepalive_s)
                     part, seen = self._part, self._seq
                 if part is not None:
                     yield part  # raises GeneratorExit here when the client has gone
         finally:
             with self._cond:
                 self.viewers -= 1
+
+    def _changed_since(self, seq: int) -> bool:
+        """``wait_for`` predicate (called with the condition held): a new part, or stopping."""
+        return self._seq != seq or self.stop_event.is_set()
 
     def _publish(self, part: bytes) -> None:
         with self._cond:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,8 @@ def pipeline_stats(settings: Settings, job: JobProcess | None = None) -> dict[st
     """Figures of a finished run, read back from the Delta tables and the topics."""
     import polars as pl
 
+    from trafficstream.analysis import number
+
     root = settings.delta_root
     frames = pl.read_delta(str(root / tables.FRAMES))
     det = pl.read_delta(str(root / tables.DETECTIONS))
@@ -246,10 +249,13 @@ def pipeline_stats(settings: Settings, job: JobProcess | None = None) -> dict[st
     }
     if frames.height:
         stage = {
-            c.removesuffix("_ms"): round(frames[c].mean(), 2)
+            c.removesuffix("_ms"): round(number(frames[c].mean()), 2)
             for c in ("decode_ms", "detect_ms", "embed_ms", "track_ms", "speed_ms")
         }
-        span = (frames["processed_ts"].max() - frames["ingest_ts"].min()).total_seconds()
+        last_processed, first_ingested = frames["processed_ts"].max(), frames["ingest_ts"].min()
+        if not isinstance(last_processed, datetime) or not isinstance(first_ingested, datetime):
+            raise TypeError(f"expected timestamps, got {last_processed!r} and {first_ingested!r}")
+        span = (last_processed - first_ingested).total_seconds()
         stats["pipeline_fps"] = round(frames.height / span, 2) if span > 0 else None
         stats["stage_ms_per_frame"] = stage
         if job is not None:

@@ -238,7 +238,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
         image_pts, world_pts = parse_points(args.points)
     if args.video:
         video = Path(args.video)
-    if image_pts is None:
+    if image_pts is None or world_pts is None:  # both set or neither
         raise CalibrationError("nothing to check: give --camera (with --config) or --points")
     return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to)
 

@@ -39,10 +39,9 @@ def letterbox(
     pad_y = (dst_h - new_h) // 2
     channels = 1 if image.ndim == 2 else image.shape[2]
     fill = (color,) * channels if isinstance(color, int) else tuple(color)
-    if image.ndim == 2:
-        fill = fill[0]
+    value: int | tuple[int, ...] = fill[0] if image.ndim == 2 else fill
     padded = cv2.copyMakeBorder(
-        resized, pad_y, dst_h - new_h - pad_y, pad_x, dst_w - new_w - pad_x, cv2.BORDER_CONSTANT, value=fill
+        resized, pad_y, dst_h - new_h - pad_y, pad_x, dst_w - new_w - pad_x, cv2.BORDER_CONSTANT, value=value
     )
     return LetterboxResult(padded, float(scale), int(pad_x), int(pad_y))
 

@@ -54,7 +54,7 @@ def _orb(
         small_mask = cv2.resize(
             (mask > 0).astype(np.uint8) * 255, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST
         )
-    orb = cv2.ORB_create(nfeatures=n_features, fastThreshold=10)
+    orb = cv2.ORB.create(nfeatures=n_features, fastThreshold=10)
     kps, desc = orb.detectAndCompute(small, small_mask)
     pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
     return pts, desc

@@ -119,16 +119,16 @@ class ViolationRule:
         if st.last_t is not None and t <= st.last_t:
             log.debug("track %s: timestamp %.6f not after %.6f, ignored", track_id, t, st.last_t)
             return None
-        if st.start is not None and t - st.last_t > self.max_gap_s:
+        if st.start is not None and st.last_t is not None and t - st.last_t > self.max_gap_s:
             st.reset()
         st.last_t = float(t)
-        over = estimate is not None and estimate.flag is None and estimate.kmh > self.limit_kmh + self.margin_kmh
-        if not over:
+        kmh = estimate.kmh if estimate is not None and estimate.flag is None else None
+        if kmh is None or not kmh > self.limit_kmh + self.margin_kmh:  # `not >`: a NaN speed is not over
             st.reset()
             return None
         if st.start is None:
             st.start = float(t)
-        st.speeds.append(float(estimate.kmh))
+        st.speeds.append(float(kmh))
         if len(st.speeds) > self.max_samples:
             del st.speeds[0]
         over_s = float(t) - st.start

@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -200,8 +200,10 @@ class BatchWriter:
         self.app_id = "trafficstream-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:16]
         self.paths = create_tables(spark, settings)
         self.kafka = settings.kafka.spark_options()
-        self._producer = Producer(settings.kafka.python_config(**{"client.id": "trafficstream-job-health"}))
-        self._watermarks = Consumer(
+        self._producer: Producer | None = Producer(
+            settings.kafka.python_config(**{"client.id": "trafficstream-job-health"})
+        )
+        self._watermarks: Consumer | None = Consumer(
             settings.kafka.python_config(**{"group.id": "trafficstream-job-lag", "enable.auto.commit": False})
         )
         self.last: dict[str, Any] = {}
@@ -250,7 +252,8 @@ class BatchWriter:
         with self._timed(table):
             merge = DeltaTable.forPath(self.spark, self.paths[table]).alias("t").merge(df.alias("s"), cond)
             if set_:
-                columns = {c: f"s.{c}" for c in df.columns} | set_
+                columns: dict[str, str | Column] = {c: f"s.{c}" for c in df.columns}
+                columns |= set_
                 merge = merge.whenMatchedUpdate(condition=guard, set=columns)
             else:
                 merge = merge.whenMatchedUpdateAll(condition=guard)
@@ -404,13 +407,16 @@ class BatchWriter:
     def _health(self, df: DataFrame, batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]) -> None:
         """Per-batch health on the results topic: duration, frames/s, consumer lag per camera."""
         try:
+            producer, watermarks = self._producer, self._watermarks
+            if producer is None or watermarks is None:
+                raise RuntimeError("the writer is closed")
             lag: dict[str, int] = {}
             delay: dict[str, float] = {}
             now = time.time()
             for cam, part, off, cap in self._positions(df):
                 if cam is None or part is None or off is None:
                     continue
-                _, high = self._watermarks.get_watermark_offsets(
+                _, high = watermarks.get_watermark_offsets(
                     TopicPartition(self.settings.kafka.frames_topic, part), timeout=5
                 )
                 lag[cam] = max(lag.get(cam, 0), high - (off + 1))  # references published, not yet processed
@@ -419,7 +425,7 @@ class BatchWriter:
             msg = batch_health_message(
                 batch_id=batch_id, batch_ms=batch_ms, frames=n_frames, ts=now, lag=lag, delay_s=delay, counts=counts
             )
-            self._producer.produce(self.settings.kafka.results_topic, key=HEALTH_KEY, value=encode(msg))
-            self._producer.poll(0)
+            producer.produce(self.settings.kafka.results_topic, key=HEALTH_KEY, value=encode(msg))
+            producer.poll(0)
         except Exception as exc:  # broad on purpose: health is best effort; never fail a batch for it
             log.warning("health message for batch %d not sent: %s", batch_id, exc)

@@ -120,7 +120,7 @@ def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: flo
     last_active = time.time()
     seen_batch = -1
     while query.isActive:
-        if query.awaitTermination(1.0):
+        if query.awaitTermination(1):  # seconds
             break
         progress = query.lastProgress
         if progress and progress["batchId"] != seen_batch:

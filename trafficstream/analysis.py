@@ -55,6 +55,14 @@ def resolve_delta_root(value: str | None = None, repo_root: Path | None = None) 
     return str(path.resolve())
 
 
+def number(value: object) -> float:
+    """A Polars scalar aggregate (``Series.mean()``, ``.quantile()``, ...) that must be a number here: Polars
+    types them as any Python value or None. ``TypeError`` for anything else (None: an empty or all-null column)."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
+
+
 def table_path(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 

@@ -312,8 +312,8 @@ class Settings(_Section):
 
 def _expand_cameras(raw: dict[str, Any]) -> None:
     """Expand ``{data_dir}`` in camera sources before validation (so the source check sees real paths)."""
-    storage = raw.get("storage") if isinstance(raw.get("storage"), dict) else {}
-    data_dir = storage.get("data_dir") or default_data_dir()
+    storage = raw.get("storage")
+    data_dir = (storage.get("data_dir") if isinstance(storage, dict) else None) or default_data_dir()
     cameras = raw.get("cameras")
     for cam in cameras if isinstance(cameras, list) else []:
         if isinstance(cam, dict) and isinstance(cam.get("source"), str):
@@ -329,7 +329,8 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     if len(keys) > 3 and tuple(keys[:2]) in _MAP_SECTIONS:
         keys = [*keys[:2], ".".join(keys[2:])]
     if keys[0] == "cameras" and len(keys) >= 3:  # cameras.<id>.field=value: cameras are a list keyed by id
-        listed = target.get("cameras") if isinstance(target.get("cameras"), list) else []
+        listed = target.get("cameras")
+        listed = listed if isinstance(listed, list) else []
         cams = [c for c in listed if isinstance(c, dict) and c.get("id") == keys[1]]
         if not cams:
             raise ConfigError(f"{dotted}: no camera with id {keys[1]!r}")

@@ -86,7 +86,7 @@ def _open(path: Path) -> av.container.InputContainer:
         raise SourceMissing(f"video not found: {path}")
     try:
         container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:  # type: ignore[attr-defined]
+    except (av.error.FFmpegError, OSError) as exc:
         raise SourceUnreadable(f"cannot open {path}: {exc}") from None
     if not container.streams.video:
         container.close()
@@ -141,7 +141,7 @@ class VideoFileSource:
         try:
             for index, frame in enumerate(self._container.decode(self._stream)):
                 yield VideoFrame(index, self._timestamp(frame, index), frame.to_ndarray(format="bgr24"))
-        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+        except av.error.FFmpegError as exc:
             raise SourceUnreadable(f"decode error in {self.path}: {exc}") from None
 
     def _timestamp(self, frame: av.VideoFrame, index: int) -> float:

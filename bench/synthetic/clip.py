@@ -162,7 +162,7 @@ def vehicle_summary(
         "last_frame": last,
         "frames": len(seen),
         # Entered and left the picture during the clip.
-        "crossed": bool(seen) and first > 0 and last < n_frames - 1,
+        "crossed": first is not None and last is not None and first > 0 and last < n_frames - 1,
         "min_speed_kmh": round(min(speeds), 3) if speeds else None,
         "max_speed_kmh": round(max(speeds), 3) if speeds else None,
         "mean_speed_kmh": round(float(np.mean(speeds)), 3) if speeds else None,

@@ -19,7 +19,7 @@ from trafficstream.bench.synthetic.traffic import VehiclePlan, trajectory, vehic
 
 def _value_noise(rng: np.random.Generator, size: int, blur: float) -> np.ndarray:
     """Tileable smooth noise in [-1, 1] (float32, size x size)."""
-    noise = rng.standard_normal((size, size)).astype(np.float32)
+    noise: np.ndarray = rng.standard_normal((size, size)).astype(np.float32)
     if blur > 0:  # blur a wrapped copy so the texture tiles without seams (GaussianBlur has no BORDER_WRAP)
         pad = min(size, math.ceil(blur * 4))
         noise = cv2.GaussianBlur(np.pad(noise, pad, mode="wrap"), (0, 0), blur)[pad:-pad, pad:-pad]

@@ -127,7 +127,8 @@ def save_sprites(path: Path, sprites: Sequence[Sprite]) -> None:
     ]
     arrays = {f"sprite_{i}": s.image for i, s in enumerate(sprites)}
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    # numpy's stub types **kwds like its bool keyword allow_pickle, so arrays passed by name do not type-check.
+    np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
     tmp.replace(path)  # atomic: a concurrent reader never sees half a file
 
 
