@@ -8,11 +8,13 @@ CONFIG ?= infra/config/demo.yaml
 # Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
 TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 
-.PHONY: install jars browser-deps test test-unit demo dashboard eval bench soak package maintenance stats kafka-start kafka-stop clean help
+.PHONY: install jars browser-deps lint format test test-unit demo dashboard eval bench soak package maintenance stats kafka-start kafka-stop clean help
 
 help:
 	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
-	@echo "make test       install everything and run the test suite"
+	@echo "make test       install everything, run \`make lint\`, then the test suite"
+	@echo "make lint       ruff check, ruff format --check, mypy (python -m trafficstream.infra.typecheck), docs current"
+	@echo "make format     apply ruff's fixes and ruff format"
 	@echo "make dashboard  start the Dash app on 127.0.0.1:8050 (CONFIG=...)"
 	@echo "make eval       synthetic known-speed clip through the real pipeline; accuracy JSON"
 	@echo "make bench      measure detector / pipeline throughput into var/bench/"
@@ -40,7 +42,18 @@ browser-deps:
 	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 
-test: install browser-deps
+# Static checks; `make test` runs them first, so CI fails on lint, format, type or stale-docs errors.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m trafficstream.infra.typecheck
+	$(PY) -m trafficstream.docs --check
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint install browser-deps
 	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: install
