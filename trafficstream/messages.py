@@ -49,6 +49,24 @@ def _compact(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+def load_json(raw: bytes | str | None, max_bytes: int) -> Any:
+    """Parse one Kafka message value as JSON; any defect is a :class:`MessageError` with a reason code.
+
+    Never raises anything else: deep nesting (RecursionError), integers with too many digits (ValueError),
+    invalid UTF-8 all become ``malformed_message``; values over ``max_bytes`` are not even parsed.
+    """
+    if raw is None or len(raw) == 0:
+        raise MessageError(REASON_MALFORMED, "empty message value")
+    if len(raw) > max_bytes:
+        raise MessageError(REASON_MESSAGE_TOO_LARGE, f"{len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
+    except (RecursionError, ValueError, MemoryError) as exc:  # nesting too deep, int with too many digits
+        raise MessageError(REASON_MALFORMED, f"not parseable: {type(exc).__name__}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class FrameRef:
     """A reference to one decoded frame of a camera source (about 200-300 bytes as JSON)."""
@@ -77,16 +95,7 @@ class FrameRef:
         Never raises anything else: deep nesting, huge integers, invalid UTF-8 or lone surrogates all become
         a reason code (a single crafted message must not fail the task, and with it every camera).
         """
-        if raw is None or len(raw) == 0:
-            raise MessageError(REASON_MALFORMED, "empty message value")
-        if len(raw) > max_bytes:
-            raise MessageError(REASON_MESSAGE_TOO_LARGE, f"{len(raw)} bytes, the limit is {max_bytes}")
-        try:
-            obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
-        except (RecursionError, ValueError, MemoryError) as exc:  # nesting too deep, int with too many digits
-            raise MessageError(REASON_MALFORMED, f"not parseable: {type(exc).__name__}") from None
+        obj = load_json(raw, max_bytes)
         if not isinstance(obj, dict):
             raise MessageError(REASON_MALFORMED, "expected a JSON object")
         version = obj.get("v")

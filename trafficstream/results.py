@@ -28,8 +28,8 @@ from trafficstream.messages import (
     MAX_WALL_TS,
     MIN_WALL_TS,
     REASON_MALFORMED,
-    REASON_MESSAGE_TOO_LARGE,
     REASON_UNSUPPORTED_VERSION,
+    load_json,
     safe_text,
 )
 
@@ -559,16 +559,7 @@ def parse_result(raw: bytes | str | None) -> dict[str, Any]:
     """Parse a results-topic message: a v1 object of a known type whose declared fields, where present, have
     their declared types and bounds. Raises :class:`MessageError` (and nothing else) otherwise; unknown fields
     are kept and ignored, missing ones tolerated (see :data:`COMPATIBILITY`)."""
-    if raw is None or len(raw) == 0:
-        raise MessageError(REASON_MALFORMED, "empty message value")
-    if len(raw) > MAX_RESULT_BYTES:
-        raise MessageError(REASON_MESSAGE_TOO_LARGE, f"{len(raw)} bytes, the limit is {MAX_RESULT_BYTES}")
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(REASON_MALFORMED, f"not JSON: {exc}") from None
-    except (RecursionError, ValueError, MemoryError) as exc:  # nesting too deep, int with too many digits
-        raise MessageError(REASON_MALFORMED, f"not parseable: {type(exc).__name__}") from None
+    obj = load_json(raw, MAX_RESULT_BYTES)
     _validate(obj, complete=False)
     return obj
 
