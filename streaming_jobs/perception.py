@@ -23,7 +23,6 @@ import pyarrow as pa
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import MessageError
 from trafficstream.messages import (
-    MAX_FRAME_REF_BYTES,
     REASON_FRAME_MISMATCH,
     REASON_MALFORMED,
     REASON_PATH_NOT_ALLOWED,
@@ -76,7 +75,7 @@ class Runtime:
         self.roots = settings.allowed_roots
         self._references: dict[str, Any] = {}
         self._sources: dict[str, Any] = {}
-        self.max_message_bytes = int(getattr(settings.kafka, "max_message_bytes", MAX_FRAME_REF_BYTES))
+        self.max_message_bytes = settings.kafka.max_message_bytes
         self.schema = _arrow_schema()
 
     def reference(self, camera_id: str) -> Any | None:

@@ -94,6 +94,8 @@ class KafkaSettings(_Section):
     results_topic: str = "results"
     dead_letter_topic: str = "dead-letter"
     partitions: int = Field(default=4, ge=1, le=1024)
+    # Frame references are ~250 bytes: anything larger than this is dead-lettered unparsed (message_too_large).
+    max_message_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     replication_factor: int = Field(default=1, ge=1)
     # Extra client properties for real clusters. ``client`` goes to every client (names both spell the same:
     # security.protocol, sasl.mechanism, ...); ``client_python`` only to the Python clients (librdkafka:

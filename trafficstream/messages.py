@@ -36,7 +36,7 @@ REASON_DUPLICATE_FRAME = "duplicate_frame"  # a camera's frame that was already 
 
 # Bounds on every field of a frame reference: anything outside is a producer bug or an attack, and must be
 # dead-lettered here rather than overflow Arrow (int64), the dashboards (datetime) or a camera's state.
-MAX_FRAME_REF_BYTES = 16 * 1024  # default cap on a frame reference's size; `kafka.max_message_bytes` overrides
+MAX_FRAME_REF_BYTES = 16 * 1024  # default cap on a frame reference's size (setting: kafka.max_message_bytes)
 MAX_FRAME_INDEX = 2**31 - 1  # ~2.3 years of a 30 fps stream in one source / segment
 MAX_PTS_S = 10**7  # ~115 days from the start of one source / segment
 MIN_WALL_TS = 946_684_800.0  # 2000-01-01T00:00:00Z

@@ -225,3 +225,13 @@ def test_unrepresentable_row_becomes_a_dead_row(rt):
 def test_frame_ref_round_trip_still_fits(motorway_uri):
     ref = FrameRef(CAMERA, motorway_uri, 12, 0.4, NOW, NOW, 1280, 720)
     assert FrameRef.from_json(ref.to_json()) == ref
+
+
+def test_message_size_cap_is_a_setting(motorway_uri):
+    settings = load_settings(
+        DEFAULT_CONFIG, [f"storage.data_dir={default_data_dir()}", "kafka.max_message_bytes=1024"], environ={}
+    )
+    small = Runtime(settings)
+    raw = json.dumps(_ref(motorway_uri, pad="x" * 2000)).encode()
+    row = _run(small, raw)
+    assert (row["status"], row["reason"]) == ("dead", "message_too_large")
