@@ -90,6 +90,12 @@ class Runtime:
 
         if camera_id not in self._references:
             cam = self.cameras[camera_id]
+            if cam.calibration is not None and cam.calibration.reference_image:
+                image = cv2.imread(str(self.settings.path(cam.calibration.reference_image)), cv2.IMREAD_GRAYSCALE)
+                if image is None:
+                    raise SourceError(f"registration reference {cam.calibration.reference_image} is unreadable")
+                self._references[camera_id] = prepare_reference(image)
+                return self._references[camera_id]
             target = cam.calibration.reference_frame if cam.calibration and cam.calibration.reference_frame else 0
             with VideoFileSource(cam.source_path(), cam.fps) as src:
                 for frame in src.frames():
@@ -100,10 +106,16 @@ class Runtime:
         return self._references.get(camera_id)
 
     def source_matches(self, camera_id: str, path) -> bool:
-        """A reference may only point at its camera's own configured source."""
+        """A reference may only point at its camera's own configured source: the file, or for a live camera
+        a segment in its own folder of ``storage.segments_root``."""
+        cam = self.cameras[camera_id]
         if camera_id not in self._sources:
-            self._sources[camera_id] = self.cameras[camera_id].source_path().resolve()
-        return path.resolve() == self._sources[camera_id]
+            own = self.settings.segment_dir(camera_id) if cam.is_live else cam.source_path()
+            self._sources[camera_id] = own.resolve()
+        resolved = path.resolve()
+        if cam.is_live:
+            return resolved.parent == self._sources[camera_id]
+        return resolved == self._sources[camera_id]
 
 
 @lru_cache(maxsize=4)
@@ -151,6 +163,8 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str
         capture_ts=ref.capture_ts,
         ingest_ts=ref.ingest_ts,
         source_uri=ref.source_uri,
+        source_index=ref.index_in_source,
+        source_pts_s=ref.pts_in_source,
         width=ref.width,
         height=ref.height,
     )
@@ -164,7 +178,7 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str
         if not rt.source_matches(camera.id, path):
             return _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
         t0 = time.perf_counter()
-        image = rt.readers.get(path, camera.fps).read(ref.frame_index, ref.pts_s)
+        image = rt.readers.get(path, camera.fps).read(ref.index_in_source, ref.pts_in_source)
         if image.shape[:2] != (ref.height, ref.width):
             return _dead(
                 row,

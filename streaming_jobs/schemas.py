@@ -81,6 +81,8 @@ PERCEPTION = StructType(
         StructField("capture_ts", DoubleType()),
         StructField("ingest_ts", DoubleType()),
         StructField("source_uri", StringType()),
+        StructField("source_index", LongType()),  # the frame's position in source_uri (segment, looped file)
+        StructField("source_pts_s", DoubleType()),
         StructField("width", IntegerType()),
         StructField("height", IntegerType()),
         StructField("kafka_topic", StringType()),
@@ -160,6 +162,7 @@ FRAME_PAYLOAD = StructType(
     ]
     # state_bytes: the tracking state's size, on a camera's last frame of a batch only
     + payload_fields(tables.FRAMES, ("decode_ms", "detect_ms", "embed_ms", "track_ms", "speed_ms", "state_bytes"))
+    + payload_fields(tables.FRAMES, ("analysis", "stride", "skip_reason"))
 )
 
 DEAD_PAYLOAD = StructType(

@@ -160,6 +160,9 @@ class Calibration(BaseModel):
     world_points: list[Point] = Field(min_length=4)
     # Optional reference frame for registration against camera drift (frame index in the source).
     reference_frame: int | None = Field(default=None, ge=0)
+    # A still of the calibrated view (PNG/JPEG): the registration reference of a live camera, whose stream
+    # has no fixed frame to go back to.
+    reference_image: str | None = Field(default=None, min_length=1)
 
     @field_validator("image_points", "world_points")
     @classmethod
@@ -198,7 +201,9 @@ class Camera(BaseModel):
     model_config = _MODEL_CONFIG
 
     id: Annotated[str, Field(pattern=CAMERA_ID_PATTERN.pattern)]
-    source: str = Field(min_length=1, description="video file path, file:// URI (rtsp:// later)")
+    source: str = Field(
+        min_length=1, description="video file path or file:// URI; live: rtsp(s)://, http(s):// (HLS), /dev/videoN"
+    )
     name: str | None = None
     fps: float | None = Field(default=None, gt=0, le=240, description="override when the container lies")
     speed_limit_kmh: float = Field(gt=0, le=300)
@@ -209,6 +214,10 @@ class Camera(BaseModel):
     # Extra detector passes over these [x0, y0, x1, y1] source-pixel boxes (the far end of the road), batched
     # with the full frame: small distant vehicles are found and tracked earlier.
     detect_tiles: list[tuple[int, int, int, int]] = Field(default_factory=list, max_length=4)
+    # Detect on every k-th frame; the tracker predicts the frames between (boxes and ids on every frame).
+    detect_every: int = Field(default=1, ge=1, le=30, description="detection stride in frames")
+    # Capture -> result budget of this camera (default: live.latency_budget_s); load is shed to hold it.
+    latency_budget_s: float | None = Field(default=None, gt=0, le=3600)
 
     @field_validator("detect_tiles")
     @classmethod
@@ -235,19 +244,61 @@ class Camera(BaseModel):
     @field_validator("source")
     @classmethod
     def _source_scheme(cls, v: str) -> str:
-        scheme = urlparse(v).scheme
-        if scheme not in ("", "file") and len(scheme) > 1:  # len>1: keep Windows drive letters as paths
-            raise ValueError(f"unsupported source scheme {scheme!r}: only video files (path or file://) for now")
+        scheme = urlparse(v).scheme.lower()
+        if scheme not in ("", "file", *LIVE_SCHEMES) and len(scheme) > 1:  # len>1: keep Windows drive letters
+            raise ValueError(
+                f"unsupported source scheme {scheme!r}: a video file (path or file://) or a live stream "
+                f"({', '.join(s + '://' for s in LIVE_SCHEMES)}, /dev/videoN)"
+            )
         return v
 
+    @model_validator(mode="after")
+    def _live_registration(self) -> Camera:
+        if self.is_live and self.register_frames and not (self.calibration and self.calibration.reference_image):
+            raise ValueError(
+                "register_frames: a live camera registers against calibration.reference_image "
+                "(a still of the calibrated view); set it or turn register_frames off"
+            )
+        return self
+
+    @property
+    def is_live(self) -> bool:
+        """A stream (RTSP, HTTP/HLS, a V4L2 device) rather than a file: recorded into segments by ingest."""
+        return is_live_source(self.source)
+
     def source_path(self) -> Path:
-        """The local path of a file source."""
+        """The local path of a file source (a live camera has none: its frames live in segments)."""
+        if self.is_live:
+            raise ValueError(f"camera {self.id!r} is a live source ({redact_url(self.source)}), not a file")
         parsed = urlparse(self.source)
         return Path(parsed.path if parsed.scheme == "file" else self.source)
 
     def source_uri(self) -> str:
         """Canonical URI carried in frame references (absolute ``file://`` URI)."""
         return self.source_path().resolve().as_uri()
+
+    @property
+    def source_label(self) -> str:
+        """The source as logs may show it (credentials of a stream URL removed)."""
+        return redact_url(self.source)
+
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp")
+
+
+def is_live_source(source: str) -> bool:
+    scheme = urlparse(source).scheme.lower()
+    return scheme in LIVE_SCHEMES or (scheme == "" and source.startswith("/dev/video"))
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user info (``rtsp://user:pass@host/`` -> ``rtsp://***@host/``): safe for logs."""
+    parsed = urlparse(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    host = parsed.hostname or ""
+    netloc = f"***@{host}" + (f":{parsed.port}" if parsed.port else "")
+    return parsed._replace(netloc=netloc).geturl()
 
 
 # -- start-up check against the video ----------------------------------------------------------------------

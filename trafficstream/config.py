@@ -168,8 +168,25 @@ class StorageSettings(_Section):
     delta_root: str = "{var_dir}/delta"  # a path or a URI Spark can write (s3a://bucket/delta)
     checkpoint_root: str = "{var_dir}/checkpoints"  # likewise; must be shared storage on a cluster
     evidence_root: str = "{var_dir}/evidence"  # a path visible to executors and the dashboard (NFS mount)
+    # Live cameras are recorded here in short segments, one folder per camera (shared storage on a cluster:
+    # the executors decode them). Always an allowed root of frame references.
+    segments_root: str = "{var_dir}/segments"
     # Frame references may only point below these roots; anything else is dead-lettered.
     allowed_roots: list[str] = Field(default_factory=lambda: ["{data_dir}"])
+
+
+class LiveSettings(_Section):
+    """Live cameras: latency budget and load shedding (job), segment recording and reconnects (ingest)."""
+
+    latency_budget_s: float = Field(default=2.0, gt=0, le=3600, description="capture -> result budget per camera")
+    shed_load: bool = Field(default=True, description="raise the detection stride, then skip stale frames")
+    max_detect_every: int = Field(default=6, ge=1, le=30, description="highest stride load shedding goes to")
+    segment_seconds: float = Field(default=2.0, gt=0, le=60, description="length of a recorded segment")
+    segment_retention_h: float = Field(default=6.0, gt=0, description="recorded segments kept this long")
+    evidence_retention_h: float = Field(default=24.0 * 30, gt=0, description="segments with evidence kept")
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    open_timeout_s: float = Field(default=10.0, gt=0, le=600, description="connect / read timeout of a stream")
 
 
 class DashboardSettings(_Section):
@@ -188,6 +205,7 @@ class Settings(_Section):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     cameras: list[Camera] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -217,6 +235,7 @@ class Settings(_Section):
             "storage.delta_root": self.storage.delta_root,
             "storage.checkpoint_root": self.storage.checkpoint_root,
             "storage.evidence_root": self.storage.evidence_root,
+            "storage.segments_root": self.storage.segments_root,
             **{f"storage.allowed_roots[{i}]": r for i, r in enumerate(self.storage.allowed_roots)},
         }
         out = []
@@ -254,6 +273,8 @@ class Settings(_Section):
         roots = self.allowed_roots
         out = []
         for i, cam in enumerate(self.cameras):
+            if cam.is_live:  # recorded by ingest under storage.segments_root, an allowed root
+                continue
             try:
                 src = self.path(str(cam.source_path()))  # resolves symlinks, like the job's check
             except (KeyError, IndexError, ValueError) as exc:
@@ -302,8 +323,20 @@ class Settings(_Section):
         return self.path(self.storage.evidence_root)
 
     @property
+    def segments_root(self) -> Path:
+        return self.path(self.storage.segments_root)
+
+    def segment_dir(self, camera_id: str) -> Path:
+        """Where a live camera's segments are recorded (and the only place its frame references may name)."""
+        return self.segments_root / camera_id
+
+    def budget_s(self, camera: Camera) -> float:
+        """A camera's capture -> result latency budget."""
+        return camera.latency_budget_s or self.live.latency_budget_s
+
+    @property
     def allowed_roots(self) -> list[Path]:
-        return [self.path(r) for r in self.storage.allowed_roots]
+        return [self.path(r) for r in self.storage.allowed_roots] + [self.segments_root]
 
     def camera(self, camera_id: str) -> Camera:
         for cam in self.cameras:
@@ -516,6 +549,8 @@ def check_cameras_against_sources(settings: Settings, *, require_sources: bool =
     problems = settings.source_problems()
     sizes: dict[str, tuple[int, int]] = {}
     for i, cam in enumerate(settings.cameras):
+        if cam.is_live:  # nothing to read before the stream connects; ingest checks each segment
+            continue
         path = cam.source_path()
         try:
             width, height, frames = probe_frame_size(path)

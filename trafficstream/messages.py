@@ -79,13 +79,32 @@ class FrameRef:
     ingest_ts: float  # wall-clock time the ingest worker published the reference, Unix seconds
     width: int
     height: int
+    # Where the frame sits in ``source_uri`` when that differs from the camera-wide position: a live camera's
+    # frames live in short segments (index and pts restart in each), a file looped as a live camera restarts
+    # at every pass. ``frame_index`` / ``pts_s`` stay the camera's own, strictly increasing sequence and time.
+    source_index: int | None = None
+    source_pts_s: float | None = None
     v: int = FRAME_REF_VERSION
+
+    @property
+    def index_in_source(self) -> int:
+        return self.frame_index if self.source_index is None else self.source_index
+
+    @property
+    def pts_in_source(self) -> float:
+        return self.pts_s if self.source_pts_s is None else self.source_pts_s
 
     def to_json(self) -> bytes:
         d = asdict(self)
         d["pts_s"] = round(self.pts_s, 6)
         d["capture_ts"] = round(self.capture_ts, 6)
         d["ingest_ts"] = round(self.ingest_ts, 6)
+        if self.source_index is None:
+            del d["source_index"]
+        if self.source_pts_s is None:
+            del d["source_pts_s"]
+        else:
+            d["source_pts_s"] = round(self.source_pts_s, 6)
         return _compact(d)
 
     @classmethod
@@ -111,6 +130,8 @@ class FrameRef:
             ingest_ts=float(_field(obj, "ingest_ts", (int, float), check=_wall_clock)),
             width=_field(obj, "width", int, check=lambda i: 0 < i <= 16384),
             height=_field(obj, "height", int, check=lambda i: 0 < i <= 16384),
+            source_index=_optional(obj, "source_index", int, check=lambda i: 0 <= i <= MAX_FRAME_INDEX),
+            source_pts_s=_optional_float(obj, "source_pts_s", check=lambda x: _finite_in(x, 0.0, MAX_PTS_S)),
         )
 
 
@@ -170,6 +191,16 @@ def _field(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
         shown = safe_text(value, 80) if not isinstance(value, int) or value.bit_length() < 256 else "<huge int>"
         raise MessageError(REASON_MALFORMED, f"field {name!r} has invalid value {shown}")
     return value
+
+
+def _optional(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
+    """An optional field: absent or null is None, anything else must pass like a required one."""
+    return None if obj.get(name) is None else _field(obj, name, typ, check)
+
+
+def _optional_float(obj: dict, name: str, check=None) -> float | None:
+    value = _optional(obj, name, (int, float), check)
+    return None if value is None else float(value)
 
 
 def dead_letter(

@@ -208,6 +208,18 @@ FRAME = MessageType(
             "per-stage processing time of the frame",
             "ms",
         ),
+        column_field(tables.FRAMES, "analysis", type=string("^(detected|predicted)$")),
+        column_field(tables.FRAMES, "stride", type=integer(1, 1000)),
+        Field(
+            "source",
+            obj(
+                Field("uri", string(), "file:// URI of the video or segment holding the frame"),
+                Field("index", integer(0, MAX_FRAME_INDEX), "frame index in that file"),
+                Field("pts_s", number(0, MAX_PTS_S), "presentation time in that file", "s"),
+            ),
+            "where the frame's pixels are (for viewers that draw the frame)",
+            nullable=True,
+        ),
     ),
     key="camera_id",
 )
@@ -260,6 +272,20 @@ BATCH_HEALTH = MessageType(
             obj(values=integer(0), key="row kind"),
             "stage-2 rows of the batch per kind (frame, dead, track, flow, violation, health)",
             "rows",
+        ),
+        Field(
+            "analysis",
+            obj(
+                values=obj(
+                    Field("detected", integer(0), "frames run through the detector", "frames"),
+                    Field("predicted", integer(0), "frames whose boxes the tracker predicted", "frames"),
+                    Field("skipped", integer(0), "stale frames skipped to hold the latency budget", "frames"),
+                    Field("stride", integer(1), "detection stride in force at the batch's last frame", "frames"),
+                    Field("budget_s", number(0), "the camera's capture -> result latency budget", "s"),
+                ),
+                key="camera id",
+            ),
+            "per camera: how its frames of the batch were analysed (load shedding)",
         ),
     ),
     key="health",
@@ -359,10 +385,14 @@ def frame_message(
     flow_minute: float,
     flow_counts: Mapping[str, int],
     ms: Mapping[str, float | None],
+    analysis: str = "detected",
+    stride: int = 1,
+    source: tuple[str, int, float] | None = None,
 ) -> dict[str, Any]:
     """``vehicles``: :func:`frame_vehicle` entries; ``class_counts``: vehicles of this frame per class;
     ``flow_counts``: vehicles counted in the minute starting at ``flow_minute`` per class; ``ms``: per stage
-    (:data:`STAGES`; a missing one is null)."""
+    (:data:`STAGES`; a missing one is null); ``analysis``: detected, or predicted by the tracker between
+    detections (``stride``); ``source``: (uri, index, pts) of the frame's pixels."""
     return {
         "v": RESULT_VERSION,
         "type": RESULT_FRAME,
@@ -375,6 +405,9 @@ def frame_message(
         "counts": {"in_roi": len(vehicles), **_counts(class_counts)},
         "flow": {"minute": _num(flow_minute), **_counts(flow_counts)},
         "ms": {stage: _num(ms.get(stage), 2) for stage in (*STAGES, *(k for k in ms if k not in STAGES))},
+        "analysis": analysis,
+        "stride": int(stride),
+        "source": None if source is None else {"uri": source[0], "index": int(source[1]), "pts_s": _num(source[2], 6)},
     }
 
 
@@ -416,7 +449,9 @@ def batch_health_message(
     lag: Mapping[str, int],
     delay_s: Mapping[str, float],
     counts: Mapping[str, int],
+    analysis: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """``analysis``: per camera {detected, predicted, skipped, stride, budget_s} of the batch."""
     return {
         "v": RESULT_VERSION,
         "type": RESULT_HEALTH,
@@ -428,6 +463,16 @@ def batch_health_message(
         "lag": {str(k): max(0, int(n)) for k, n in lag.items()},  # never "-3 behind"
         "delay_s": {str(k): _num(d, 3) for k, d in delay_s.items()},
         "counts": _counts(counts),
+        "analysis": {
+            str(cam): {
+                "detected": max(0, int(a.get("detected") or 0)),
+                "predicted": max(0, int(a.get("predicted") or 0)),
+                "skipped": max(0, int(a.get("skipped") or 0)),
+                "stride": max(1, int(a.get("stride") or 1)),
+                "budget_s": _num(a.get("budget_s"), 3),
+            }
+            for cam, a in (analysis or {}).items()
+        },
     }
 
 

@@ -144,6 +144,15 @@ DECLARATIONS: dict[str, Table] = {
                     "bytes",
                     "the camera's tracking-state size in the state store (last frame of a micro-batch, else null)",
                 ),
+                Column(
+                    "analysis",
+                    "string",
+                    "",
+                    "detected (the detector ran) | predicted (boxes from the tracker between detections) | "
+                    "skipped (stale: dropped to hold the latency budget, no detections rows)",
+                ),
+                Column("stride", "int", "frames", "detection stride in force (1: every frame detected)"),
+                Column("skip_reason", "string", "", "why a skipped frame was skipped (stale), else null"),
                 _BATCH_ID,
                 _EVENT_DATE,
             ),

@@ -52,7 +52,7 @@ def test_precedence_cli_over_env_over_file(tmp_path):
             ("world_points: [[0, 0], [3.5, 0], [3.5, 20], [0, 20]]", "world_points: [[0, 0], [1, 1], [2, 2], [3, 3]]"),
             "collinear",
         ),
-        (('source: "{data_dir}/videos/highway_640x360.mp4"', "source: rtmp://x/y"), "unsupported source scheme"),
+        (('source: "{data_dir}/videos/highway_640x360.mp4"', "source: ftp://x/y"), "unsupported source scheme"),
     ],
 )
 def test_bad_camera_config_names_the_field(tmp_path, patch, needle):
@@ -81,7 +81,9 @@ def test_duplicate_camera_ids(tmp_path):
 def test_paths_expand(tmp_path):
     s = load_settings(_write(tmp_path, CAM), [f"storage.var_dir={tmp_path}"], environ={})
     assert s.delta_root == (tmp_path / "delta").resolve()
-    assert s.allowed_roots == [s.storage.data_dir.resolve()]
+    # the live cameras' segment folder is always a root: the executors decode the segments
+    assert s.allowed_roots == [s.storage.data_dir.resolve(), (tmp_path / "segments").resolve()]
+    assert s.segment_dir("cam-1") == (tmp_path / "segments" / "cam-1").resolve()
 
 
 def test_storage_uris_stay_uris(tmp_path):
