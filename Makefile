@@ -8,7 +8,7 @@ CONFIG ?= infra/config/demo.yaml
 # Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
 TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 
-.PHONY: install jars browser-deps lint format test test-unit demo dashboard eval bench soak package maintenance stats kafka-start kafka-stop clean help
+.PHONY: install jars browser-deps rtsp-deps lint format test test-unit demo dashboard eval bench soak package maintenance stats kafka-start kafka-stop clean help
 
 help:
 	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
@@ -42,6 +42,14 @@ browser-deps:
 	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 
+# GStreamer's RTSP server for the live-camera tests (infra/rtsp_server.py runs under Debian's /usr/bin/python3).
+rtsp-deps:
+	@if /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null; then exit 0; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gstreamer1.0-rtsp \
+	  gir1.2-gst-rtsp-server-1.0 python3-gst-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	  gstreamer1.0-plugins-base >/dev/null
+
 # Static checks; `make test` runs them first, so CI fails on lint, format, type or stale-docs errors.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -53,7 +61,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint install browser-deps
+test: lint install browser-deps rtsp-deps
 	JAVA_TOOL_OPTIONS="$(TEST_JAVA_OPTS)" $(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: install
