@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-kmh", type=float, default=60.0)
     parser.add_argument("--max-kmh", type=float, default=130.0)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "var" / "eval", help="wiped at start")
+    parser.add_argument(
+        "--detect-every", type=int, default=None, metavar="K", help="detection stride of the camera (tracker between)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     setup_logging("INFO")
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             clip.config_path,
             [f"kafka.bootstrap_servers={broker.bootstrap_servers}", f"storage.var_dir={out / 'run'}", *args.overrides],
         )
+        if args.detect_every:
+            cams = [c.model_copy(update={"detect_every": args.detect_every}) for c in settings.cameras]
+            settings = settings.model_copy(update={"cameras": cams})
         k = settings.kafka
         broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
         job = JobProcess(settings, out).start()
@@ -102,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             job.kill()
     result = score(settings, clip)
     result.update(
-        seed=args.seed, frames=ingested, seconds=round(time.time() - t0, 1), ground_truth=str(clip.ground_truth_path)
+        seed=args.seed,
+        detect_every=args.detect_every or 1,
+        frames=ingested,
+        seconds=round(time.time() - t0, 1),
+        ground_truth=str(clip.ground_truth_path),
     )
     for key in HEADLINE:
         log.info("%-28s %s", key, result.get(key))

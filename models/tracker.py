@@ -176,6 +176,7 @@ class VehicleTracker:
             embedder=None,  # embeddings come from models/embedder.py
         )
         self._deepsort.tracker._next_id = int(first_track_id)
+        self._stride = 1
         self._embed_dim: int | None = None
         self._frame_count = 0
         # track id -> {class_id: votes}; insertion order = recency, which breaks ties in the vote
@@ -307,6 +308,71 @@ class VehicleTracker:
             )
         self._apply_gallery_cap()
         return out
+
+    def predicted(self, steps: float) -> list[TrackedVehicle]:
+        """The confirmed tracks matched at the last :meth:`update`, moved ``steps`` updates ahead on their
+        Kalman velocity: the boxes of a frame between two detections. Changes nothing in the tracker.
+
+        ``steps``: frames since that update (velocities are per frame: see :meth:`advance`).
+        """
+        out: list[TrackedVehicle] = []
+        for track in self._deepsort.tracker.tracks:
+            if not (track.is_confirmed() and track.time_since_update == 0):
+                continue
+            mean = np.asarray(track.mean, dtype=np.float64)
+            x, y, a, h = mean[:4] + steps * mean[4:8]
+            w = a * h
+            if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
+                continue
+            tid = int(track.track_id)
+            out.append(
+                TrackedVehicle(
+                    track_id=tid,
+                    xyxy=(float(x - w / 2), float(y - h / 2), float(x + w / 2), float(y + h / 2)),
+                    class_id=self._majority_class(tid),
+                    confidence=None,
+                    is_confirmed=True,
+                    age=int(track.age),
+                    time_since_update=0,
+                    hits=int(track.hits),
+                    detection_index=None,
+                )
+            )
+        out.sort(key=lambda v: v.track_id)
+        return out
+
+    def advance(self, frames: int) -> None:
+        """Move every track's Kalman state ``frames`` frames ahead without a detection: the frames between two
+        detections (detection stride, skipped frames), so that the next :meth:`update` matches detections
+        against where the vehicles are *now*, with velocities kept per frame. Ages and misses are not
+        touched: DeepSORT counts those per update (see :meth:`set_max_age` for strides)."""
+        if frames <= 0:
+            return
+        tracker = self._deepsort.tracker
+        with _single_threaded_blas():
+            for track in tracker.tracks:
+                mean, cov = track.mean, track.covariance
+                for _ in range(frames):
+                    mean, cov = tracker.kf.predict(mean, cov)
+                track.mean, track.covariance = mean, cov
+
+    @property
+    def stride(self) -> int:
+        return self._stride
+
+    def set_stride(self, stride: int) -> None:
+        """Run with the detector on every ``stride``-th frame (updates ``stride`` frames apart, the frames
+        between predicted with :meth:`advance`). DeepSORT counts misses per update, so the track lifetime
+        becomes ``max_age_frames / stride`` updates (the same time unseen); a new track has no velocity yet,
+        so its box-overlap gate widens with the distance a vehicle covers between updates. Appearance still
+        decides first for confirmed tracks. The configured parameters (:attr:`params`) do not change."""
+        stride = max(1, int(stride))
+        self._stride = stride
+        tracker = self._deepsort.tracker
+        tracker.max_age = max(1, round(self._params["max_age_frames"] / stride))
+        for track in tracker.tracks:
+            track._max_age = tracker.max_age
+        tracker.max_iou_distance = 1.0 - (1.0 - self._params["max_iou_distance"]) / stride
 
     def ended_track_ids(self, include_tentative: bool = False) -> list[int]:
         """Ids of tracks deleted since the last call (in deletion order); clears the list.

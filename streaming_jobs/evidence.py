@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from trafficstream.config import settings_from_json
+from trafficstream.ingest.segments import mark_evidence
 from trafficstream.results import encode, violation_message
-from trafficstream.video import ReaderPool, SourceError, uri_to_path
+from trafficstream.video import ReaderPool, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
 _pool = ReaderPool(max_open=4)
@@ -29,6 +30,11 @@ _pool = ReaderPool(max_open=4)
 @lru_cache(maxsize=4)
 def _evidence_root(settings_json: str) -> Path:
     return settings_from_json(settings_json).evidence_root
+
+
+@lru_cache(maxsize=4)
+def _segments_root(settings_json: str) -> Path:
+    return settings_from_json(settings_json).segments_root
 
 
 def draw_violation(image: np.ndarray, box: tuple[float, float, float, float], label: str) -> np.ndarray:
@@ -68,6 +74,16 @@ def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None
     ).decode("utf-8")
 
 
+def _keep_segment(settings_json: str, source: Path) -> None:
+    """A live camera's segment holding evidence outlives the normal retention (the ingest worker's sweep
+    keeps it until ``live.evidence_retention_h``)."""
+    if is_under_roots(source, [_segments_root(settings_json)]):
+        try:
+            mark_evidence(source)
+        except OSError as exc:
+            log.warning("segment %s not marked as evidence: %s", source.name, exc)
+
+
 def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless) and sets
     ``message`` to the violation's results-topic message."""
@@ -79,7 +95,11 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
             p = json.loads(row.payload)
             target = evidence_path(root, row.camera_id, int(p["track_id"]), int(row.frame_index))
             try:
-                image = _pool.get(uri_to_path(p["source_uri"])).read(int(row.frame_index), float(row.pts_s))
+                source = uri_to_path(p["source_uri"])
+                index = int(row.frame_index) if p.get("source_index") is None else int(p["source_index"])
+                pts = float(row.pts_s) if p.get("source_pts_s") is None else float(p["source_pts_s"])
+                image = _pool.get(source).read(index, pts)
+                _keep_segment(settings_json, source)
                 label = f"#{p['track_id']} {p['class_name']} {p['speed_kmh']:.0f} km/h > {p['limit_kmh']:.0f}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 ok = cv2.imwrite(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -38,6 +39,7 @@ from trafficstream.models.embedder import AppearanceEmbedder
 from trafficstream.models.roi import bottom_centre, points_in_polygon
 from trafficstream.models.tiling import detect_tiled
 from trafficstream.streaming_jobs.schemas import PERCEPTION
+from trafficstream.streaming_jobs.shedding import DETECTED, LoadShedder
 from trafficstream.video import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,26 @@ class Runtime:
         self._sources: dict[str, Any] = {}
         self.max_message_bytes = settings.kafka.max_message_bytes
         self.schema = _arrow_schema()
+        self._shedders: dict[tuple[str, bool], LoadShedder] = {}
+
+    def shedder(self, camera_id: str, live: bool) -> LoadShedder:
+        """The camera's load shedder in this worker; live references shed load (if enabled), others never."""
+        key = (camera_id, live)
+        if key not in self._shedders:
+            cam, live_cfg = self.cameras[camera_id], self.settings.live
+            self._shedders[key] = LoadShedder(
+                cam.detect_every,
+                live_cfg.max_detect_every,
+                self.settings.budget_s(cam),
+                enabled=live and live_cfg.shed_load,
+            )
+        return self._shedders[key]
+
+    def warm_up(self) -> None:
+        """One inference through each model, so the first real frame does not pay for graph set-up."""
+        blank = np.zeros((max(64, self.settings.detector.input_height), 640, 3), np.uint8)
+        self.detector(blank)
+        self.embedder(blank, np.asarray([[0, 0, 64, 64]], np.float32))
 
     def reference(self, camera_id: str) -> Any | None:
         """Registration features of a drifting camera's reference frame (computed once per worker).
@@ -131,8 +153,13 @@ def _dead(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     return base
 
 
-def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """Process one Kafka record into one PERCEPTION row. Never raises: any defect is a ``dead`` row."""
+def perceive_one(
+    rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int, newer_waiting: int = 0
+) -> dict[str, Any]:
+    """Process one Kafka record into one PERCEPTION row. Never raises: any defect is a ``dead`` row.
+
+    ``newer_waiting``: frames of the same camera after this one in the task's input (load shedding skips a
+    stale frame only when fresher ones are waiting)."""
     row: dict[str, Any] = {
         "camera_id": "",
         "kafka_topic": topic,
@@ -145,13 +172,13 @@ def perceive_one(rt: Runtime, value: bytes | None, topic: str, partition: int, o
         "payload": payload_text(value, rt.max_message_bytes),
     }
     try:
-        return _perceive(rt, value, row)
+        return _perceive(rt, value, row, newer_waiting)
     except Exception as exc:  # a bug or a hostile record must not kill the partition: dead-letter it
         log.exception("processing failed for %s offset %s", topic, offset)
         return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str, Any]:
+def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any], newer_waiting: int) -> dict[str, Any]:
     try:
         ref = FrameRef.from_json(value, rt.max_message_bytes)
     except MessageError as exc:
@@ -177,6 +204,10 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any]) -> dict[str
             return _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
         if not rt.source_matches(camera.id, path):
             return _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
+        decision = rt.shedder(camera.id, ref.live).decide(ref.frame_index, ref.capture_ts, time.time(), newer_waiting)
+        row.update(analysis=decision.analysis, stride=decision.stride, skip_reason=decision.skip_reason)
+        if decision.analysis != DETECTED:  # stage 2 predicts the tracks onto it, or records the skip
+            return row
         t0 = time.perf_counter()
         image = rt.readers.get(path, camera.fps).read(ref.index_in_source, ref.pts_in_source)
         if image.shape[:2] != (ref.height, ref.width):
@@ -254,13 +285,36 @@ def to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordB
     return pa.RecordBatch.from_pylist(safe, schema=schema)
 
 
+def _camera_of(value: bytes | None, max_bytes: int) -> str | None:
+    try:
+        return FrameRef.from_json(value, max_bytes).camera_id
+    except MessageError:
+        return None
+
+
 def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: Kafka records (value, topic, partition, offset) -> PERCEPTION rows."""
     rt = runtime_for(settings_json)
     for batch in batches:
         cols = batch.to_pydict()
-        rows = [
-            perceive_one(rt, v, t, p, o)
-            for v, t, p, o in zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True)
-        ]
+        # Frames of each camera still to come in this input (a cheap parse): stale ones are only skipped
+        # for fresher ones.
+        cameras = [_camera_of(v, rt.max_message_bytes) for v in cols["value"]]
+        waiting = Counter(c for c in cameras if c is not None)
+        rows = []
+        for cam, v, t, p, o in zip(
+            cameras, cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True
+        ):
+            if cam is not None:
+                waiting[cam] -= 1
+            rows.append(perceive_one(rt, v, t, p, o, waiting[cam] if cam is not None else 0))
         yield to_record_batch(rows, rt.schema)
+
+
+def warm_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body of the warm-up job: load the runtime and run each model once in this worker."""
+    t0 = time.perf_counter()
+    runtime_for(settings_json).warm_up()
+    ms = (time.perf_counter() - t0) * 1e3
+    for batch in batches:
+        yield pa.RecordBatch.from_pylist([{"ms": ms}] * batch.num_rows, schema=pa.schema([("ms", pa.float64())]))

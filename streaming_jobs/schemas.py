@@ -103,6 +103,10 @@ PERCEPTION = StructType(
         StructField("decode_ms", DoubleType()),
         StructField("detect_ms", DoubleType()),
         StructField("embed_ms", DoubleType()),
+        # Load shedding (streaming_jobs/shedding.py): detected | predicted | skipped, the stride, why skipped.
+        StructField("analysis", StringType()),
+        StructField("stride", IntegerType()),
+        StructField("skip_reason", StringType()),
     ]
 )
 
@@ -193,7 +197,12 @@ TRACK_PAYLOAD = StructType(
 
 VIOLATION_PAYLOAD = StructType(
     payload_fields(tables.VIOLATIONS, ("track_id", "class_name", "speed_kmh", "limit_kmh", "over_s"))
-    + [StructField("source_uri", StringType())]  # the evidence step re-reads the frame from it
+    # the evidence step re-reads the frame from its place in the source (a file, a segment)
+    + [
+        StructField("source_uri", StringType()),
+        StructField("source_index", LongType()),
+        StructField("source_pts_s", DoubleType()),
+    ]
     + payload_fields(tables.VIOLATIONS, ("x1", "y1", "x2", "y2"))
 )
 

@@ -5,8 +5,12 @@ Delivery semantics:
   replays a micro-batch after a crash, Delta skips the already committed write -> exactly once.
 - ``tracks`` and ``flow`` are MERGE upserts of absolute values guarded by ``updated_batch``: a replayed
   batch changes nothing.
-- Kafka results and dead letters are at least once: a replayed batch may re-send them. Consumers
-  de-duplicate on (camera_id, frame_index) — the dashboard does.
+- Frame results go first: the driver produces the batch's frame messages (idempotent producer, acks=all,
+  every acknowledgement awaited) before any Delta commit, so a frame is on the results topic as soon as
+  stage 2 has tracked it. Results and dead letters are at least once: a replayed batch may re-send them.
+  Consumers de-duplicate on (camera_id, frame_index) — the dashboard does.
+- ``detections`` holds what the detector saw; boxes predicted between detections (detection stride) are on
+  the results topic only, and the frames table says how each frame was analysed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,7 +32,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -54,6 +59,7 @@ from trafficstream.streaming_jobs.schemas import (
     spark_schema,
     spark_type,
 )
+from trafficstream.streaming_jobs.shedding import DETECTED
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +206,19 @@ class BatchWriter:
         self.app_id = "trafficstream-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:16]
         self.paths = create_tables(spark, settings)
         self.kafka = settings.kafka.spark_options()
+        # The driver's producer: frame results (first, before any Delta commit) and batch health. Idempotent,
+        # acks=all: a batch whose results are not all acknowledged fails and is retried (at least once).
         self._producer: Producer | None = Producer(
-            settings.kafka.python_config(**{"client.id": "trafficstream-job-health"})
+            settings.kafka.python_config(
+                **{
+                    "client.id": "trafficstream-job-results",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 2,
+                    "compression.type": "lz4",
+                    "partitioner": "murmur2_random",  # Java's partitioner, as the Spark Kafka sink uses
+                }
+            )
         )
         self._watermarks: Consumer | None = Consumer(
             settings.kafka.python_config(**{"group.id": "trafficstream-job-lag", "enable.auto.commit": False})
@@ -238,6 +255,7 @@ class BatchWriter:
             (
                 df.write.format("delta")
                 .mode("append")
+                .option("mergeSchema", "true")  # tables written before a column was declared gain it
                 .option("txnAppId", self.app_id)
                 .option("txnVersion", batch_id)
                 .save(self.paths[table])
@@ -272,8 +290,23 @@ class BatchWriter:
         self._sink_ms: dict[str, float] = {}
         df = batch_df.persist()
         try:
-            counts = {r["kind"]: r["count"] for r in df.groupBy("kind").count().collect()}
+            # One action brings what the driver needs (small columns and the frames' results messages).
+            rows = df.select(
+                "kind",
+                "camera_id",
+                "frame_index",
+                "capture_ts",
+                F.when(F.col("kind") == KIND_FRAME, F.col("message")).alias("message"),
+                F.get_json_object("payload", "$.analysis").alias("analysis"),
+                F.get_json_object("payload", "$.stride").cast("int").alias("stride"),
+                F.get_json_object("payload", "$.kafka_partition").cast("int").alias("partition"),
+                F.get_json_object("payload", "$.kafka_offset").cast("long").alias("offset"),
+            ).collect()
+            counts = dict(Counter(r["kind"] for r in rows))
             t1 = time.perf_counter()
+            # Results first: a frame reaches the results topic before the batch's Delta commits.
+            with self._timed("results"):
+                self._publish_results(rows)
             if counts:
                 self._write(df, batch_id, counts)
             inject_fault("after_sinks", batch_id)  # every sink committed, Spark's checkpoint commit not yet
@@ -298,9 +331,40 @@ class BatchWriter:
                 self._sink_ms,
             )
             if counts:
-                self._health(df, batch_id, batch_ms, n, counts)
+                self._health(rows, batch_id, batch_ms, n, counts)
         finally:
             df.unpersist()
+
+    def _publish_results(self, rows: list[Row]) -> None:
+        """Produce the batch's frame messages (key: camera id) and wait for every acknowledgement; raise if
+        any failed, so Spark retries the batch (consumers de-duplicate on camera_id + frame_index)."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the writer is closed")
+        failed: list[str] = []
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                failed.append(str(err))
+
+        topic = self.settings.kafka.results_topic
+        ordered = sorted(
+            (r for r in rows if r["message"] is not None), key=lambda r: (r["camera_id"], r["frame_index"])
+        )
+        for r in ordered:
+            while True:
+                try:
+                    producer.produce(topic, key=r["camera_id"], value=r["message"], on_delivery=on_delivery)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain
+                    producer.poll(0.1)
+            producer.poll(0)
+        remaining = producer.flush(30)
+        if remaining or failed:
+            raise RuntimeError(
+                f"results topic: {len(failed)} deliveries failed, {remaining} unacknowledged "
+                f"(first error: {failed[0] if failed else 'timeout'})"
+            )
 
     def _write(self, df: DataFrame, batch_id: int, counts: dict[str, int]) -> None:
         tasks = {
@@ -328,15 +392,11 @@ class BatchWriter:
     def _write_frames(self, df: DataFrame, batch_id: int) -> None:
         fr = self._stage2(df, KIND_FRAME, FRAME_PAYLOAD, batch_id)
         self._append(table_rows(fr, tables.FRAMES), tables.FRAMES, batch_id)
-        det = fr.select(
+        # detections: what the detector saw; predicted boxes (between detections) live on the results topic only
+        det = fr.where(F.coalesce(F.col("p.analysis"), F.lit(DETECTED)) == DETECTED).select(
             "camera_id", "frame_index", "pts_s", "capture_ts", "batch_id", F.explode("p.vehicles").alias("v")
         )
         self._append(table_rows(det, tables.DETECTIONS), tables.DETECTIONS, batch_id)
-        # Results after Delta: a consumer that sees a frame can already find it in the tables.
-        self._to_kafka(
-            fr.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
-            self.settings.kafka.results_topic,
-        )
 
     def _write_dead(self, df: DataFrame, batch_id: int) -> None:
         dead = self._stage2(df, KIND_DEAD, DEAD_PAYLOAD, batch_id)
@@ -392,20 +452,8 @@ class BatchWriter:
         finally:
             vio.unpersist()
 
-    def _positions(self, df: DataFrame) -> list[tuple[str | None, int, int, float | None]]:
-        """(camera, partition, max offset, newest capture_ts) of the frame references in this batch."""
-        part = F.get_json_object("payload", "$.kafka_partition").cast("int")
-        off = F.get_json_object("payload", "$.kafka_offset").cast("long")
-        rows = (
-            df.where(F.col("kind").isin(KIND_FRAME, KIND_DEAD))
-            .groupBy("camera_id", part.alias("partition"))
-            .agg(F.max(off).alias("offset"), F.max("capture_ts").alias("capture_ts"))
-            .collect()
-        )
-        return [(r["camera_id"], r["partition"], r["offset"], r["capture_ts"]) for r in rows]
-
-    def _health(self, df: DataFrame, batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]) -> None:
-        """Per-batch health on the results topic: duration, frames/s, consumer lag per camera."""
+    def _health(self, rows: list[Row], batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]) -> None:
+        """Per-batch health on the results topic: duration, frames/s, consumer lag and analysis per camera."""
         try:
             producer, watermarks = self._producer, self._watermarks
             if producer is None or watermarks is None:
@@ -413,7 +461,7 @@ class BatchWriter:
             lag: dict[str, int] = {}
             delay: dict[str, float] = {}
             now = time.time()
-            for cam, part, off, cap in self._positions(df):
+            for cam, part, off, cap in positions(rows):
                 if cam is None or part is None or off is None:
                     continue
                 _, high = watermarks.get_watermark_offsets(
@@ -422,10 +470,54 @@ class BatchWriter:
                 lag[cam] = max(lag.get(cam, 0), high - (off + 1))  # references published, not yet processed
                 if cap is not None:
                     delay[cam] = round(now - cap, 3)
+            analysis = {
+                cam: {**a, "budget_s": self.settings.budget_s(self.settings.camera(cam))}
+                for cam, a in analysis_counts(rows).items()
+                if any(c.id == cam for c in self.settings.cameras)
+            }
             msg = batch_health_message(
-                batch_id=batch_id, batch_ms=batch_ms, frames=n_frames, ts=now, lag=lag, delay_s=delay, counts=counts
+                batch_id=batch_id,
+                batch_ms=batch_ms,
+                frames=n_frames,
+                ts=now,
+                lag=lag,
+                delay_s=delay,
+                counts=counts,
+                analysis=analysis,
             )
             producer.produce(self.settings.kafka.results_topic, key=HEALTH_KEY, value=encode(msg))
             producer.poll(0)
         except Exception as exc:  # broad on purpose: health is best effort; never fail a batch for it
             log.warning("health message for batch %d not sent: %s", batch_id, exc)
+
+
+def positions(rows: list[Row]) -> list[tuple[str | None, int, int, float | None]]:
+    """(camera, partition, max offset, newest capture_ts) of the frame references in a batch's rows."""
+    out: dict[tuple[str | None, int], tuple[int, float | None]] = {}
+    for r in rows:
+        if r["kind"] not in (KIND_FRAME, KIND_DEAD) or r["partition"] is None or r["offset"] is None:
+            continue
+        key = (r["camera_id"], r["partition"])
+        off, cap = out.get(key, (-1, None))
+        c = r["capture_ts"]
+        out[key] = (max(off, r["offset"]), c if cap is None or (c is not None and c > cap) else cap)
+    return [(cam, part, off, cap) for (cam, part), (off, cap) in out.items()]
+
+
+def analysis_counts(rows: list[Row]) -> dict[str, dict[str, int]]:
+    """Per camera: frames detected / predicted / skipped in the batch, and the stride at its last frame."""
+    out: dict[str, dict[str, int]] = {}
+    last: dict[str, int] = {}
+    for r in rows:
+        if r["kind"] != KIND_FRAME or r["camera_id"] is None:
+            continue
+        cam = r["camera_id"]
+        a = out.setdefault(cam, {"detected": 0, "predicted": 0, "skipped": 0, "stride": 1})
+        kind = r["analysis"] or DETECTED
+        if kind in a:
+            a[kind] += 1
+        fi = r["frame_index"] if r["frame_index"] is not None else -1
+        if fi >= last.get(cam, -2):
+            last[cam] = fi
+            a["stride"] = r["stride"] or 1
+    return out

@@ -59,7 +59,7 @@ from trafficstream.models.roi import bottom_centre
 from trafficstream.models.speed import TrackKinematics
 from trafficstream.models.tracker import VehicleTracker
 from trafficstream.models.violations import ViolationRule
-from trafficstream.results import encode, frame_message, frame_vehicle
+from trafficstream.results import STAGES, encode, frame_message, frame_vehicle
 from trafficstream.streaming_jobs.schemas import (
     KIND_DEAD,
     KIND_FLOW,
@@ -69,11 +69,13 @@ from trafficstream.streaming_jobs.schemas import (
     KIND_VIOLATION,
     TRACKED,
 )
+from trafficstream.streaming_jobs.shedding import DETECTED, PREDICTED, SKIPPED
 
 log = logging.getLogger(__name__)
 STATE_VERSION = state_codec.FORMAT_VERSION  # CAMERA_STATE.version this build writes and reads
 STATE_KIND = "camera"
 FLOW_MINUTES_KEPT = 3
+MAX_ADVANCE_FRAMES = 1000  # a longer gap ends every track anyway (max_age): no need to predict through it
 MAX_ERROR_STREAK = 10  # consecutive frames failing processing before the camera's state is reset
 DEFAULT_FPS = 25.0
 CLOCK_IDS_PER_SECOND = 1_000_000  # clock floor of track ids when no high-water mark survived
@@ -114,6 +116,8 @@ class TrackMeta:
     class_votes: Counter = field(default_factory=Counter)
     n_frames: int = 0
     counted_minute: float | None = None
+    speed_kmh: float | None = None  # the latest estimate and its flag: what predicted frames show
+    speed_flag: str | None = None
 
     def to_list(self, track_id: int) -> list[Any]:
         return [
@@ -124,12 +128,15 @@ class TrackMeta:
             self.last_ts,
             self.n_frames,
             self.counted_minute,
-            [[c, n] for c, n in self.class_votes.items()],
-        ]  # order breaks vote ties
+            [[c, n] for c, n in self.class_votes.items()],  # order breaks vote ties
+            self.speed_kmh,
+            self.speed_flag,
+        ]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> tuple[int, TrackMeta]:
-        tid, first_frame, first_ts, last_frame, last_ts, n_frames, counted, votes = v
+        tid, first_frame, first_ts, last_frame, last_ts, n_frames, counted, votes = v[:8]
+        speed, flag = (v[8], v[9]) if len(v) >= 10 else (None, None)  # states written before strides: 8 items
         return int(tid), cls(
             int(first_frame),
             float(first_ts),
@@ -138,6 +145,8 @@ class TrackMeta:
             Counter({str(c): int(n) for c, n in votes}),
             int(n_frames),
             None if counted is None else float(counted),
+            None if speed is None else float(speed),
+            None if flag is None else str(flag),
         )
 
 
@@ -155,6 +164,8 @@ class CameraState:
     last_pts_s: float | None = None
     error_streak: int = 0  # frames in a row whose processing raised
     resets: int = 0  # times this camera's state was thrown away (kept in the blob's envelope)
+    stride: int = 1  # detection stride of the last detected frame (the tracker's max age is in detections)
+    last_detected_index: int = -1  # frame index of the last detected frame
 
     @property
     def next_track_id(self) -> int:
@@ -167,6 +178,8 @@ class CameraState:
             "last_frame_index": self.last_frame_index,
             "last_pts_s": self.last_pts_s,
             "error_streak": self.error_streak,
+            "stride": self.stride,
+            "last_detected_index": self.last_detected_index,
             "tracks": [meta.to_list(tid) for tid, meta in self.tracks.items()],
             "flow": [[minute, [[c, n] for c, n in counts.items()]] for minute, counts in self.flow.items()],
             "tracker": self.tracker.to_state(),
@@ -188,9 +201,13 @@ class CameraState:
         """
         env, doc = state_codec.decode(blob, STATE_KIND)
         fps = camera.fps or _checked_fps(doc["fps"])
+        stride = int(doc.get("stride", 1))  # absent in states written before detection strides
+        if not 1 <= stride <= 1000:
+            raise ValueError(f"implausible stride {stride}")
         tracker = VehicleTracker.from_state(
             doc["tracker"], params=VehicleTracker.params_from_settings(settings.tracker, fps)
         )
+        tracker.set_stride(stride)
         kinematics = TrackKinematics.from_settings(settings.tracker, plane=plane).restore_tracks(doc["kinematics"])
         violations = ViolationRule.from_camera(camera).restore_tracks(doc["violations"])
         for name, now in (("kinematics", kinematics.params()), ("violations", violations.params())):
@@ -212,6 +229,8 @@ class CameraState:
             None if last_pts is None else float(last_pts),
             int(doc["error_streak"]),
             env.resets,
+            stride,
+            int(doc.get("last_detected_index", -1)),
         )
 
 
@@ -224,12 +243,16 @@ def new_state(
     first_track_id: int = 1,
     resets: int = 0,
 ) -> CameraState:
+    stride = camera.detect_every
+    tracker = VehicleTracker.from_settings(settings.tracker, fps, first_track_id=first_track_id)
+    tracker.set_stride(stride)
     return CameraState(
-        tracker=VehicleTracker.from_settings(settings.tracker, fps, first_track_id=first_track_id),
+        tracker=tracker,
         kinematics=TrackKinematics.from_settings(settings.tracker, plane=plane),
         violations=ViolationRule.from_camera(camera),
         fps=fps,
         resets=resets,
+        stride=stride,
     )
 
 
@@ -376,9 +399,32 @@ class CameraProcessor:
         out.update(extra)
         self.rows.append(out)
 
-    def process_frame(self, row: pd.Series) -> None:
+    def process_frame(self, row: Any) -> None:
+        """One frame, as stage 1 analysed it: detected, predicted between detections, or skipped."""
+        analysis = getattr(row, "analysis", None) or DETECTED
+        if analysis == SKIPPED:
+            self._frame_out(row, [], Counter(), {}, SKIPPED)
+        elif analysis == PREDICTED and self.state.last_detected_index >= 0:
+            self._predicted_frame(row)
+        else:  # a predicted frame before any detection has nothing to predict from: detect (no boxes) instead
+            self._detected_frame(row)
+        st = self.state
+        st.last_frame_index, st.last_pts_s = int(row.frame_index), float(row.pts_s)
+
+    def _stride(self, row: Any) -> int:
+        stride = _opt_int(getattr(row, "stride", None))
+        return stride if stride is not None and 1 <= stride <= 1000 else 1
+
+    def _detected_frame(self, row: Any) -> None:
         st = self.state
         t0 = time.perf_counter()
+        stride = self._stride(row)
+        if stride != st.stride:
+            st.stride = stride
+            st.tracker.set_stride(stride)
+        fi = int(row.frame_index)
+        if st.last_detected_index >= 0:  # the frames since the last detection: tracks move on by them
+            st.tracker.advance(min(fi - st.last_detected_index - 1, MAX_ADVANCE_FRAMES))
         n = len(row.scores) if row.scores is not None else 0
         xyxy = np.asarray(row.boxes, dtype=np.float32).reshape(n, 4)
         dim = int(row.embedding_dim or 0)
@@ -390,6 +436,7 @@ class CameraProcessor:
         tracked = st.tracker.update(
             xyxy, np.asarray(row.scores, np.float32).reshape(n), np.asarray(row.classes, np.int32).reshape(n), emb
         )
+        st.last_detected_index = fi
         t1 = time.perf_counter()
         ts = float(row.pts_s)
         vehicles: list[dict[str, Any]] = []
@@ -418,6 +465,7 @@ class CameraProcessor:
             wx = wy = None
             if world is not None:
                 wx, wy = float(world[i, 0]), float(world[i, 1])
+                # speeds from detected positions only, at their true timestamps (never from predictions)
                 est = st.kinematics.update(v.track_id, ts, (wx, wy))
                 if est is not None:
                     speed, flag = est.kmh, est.flag
@@ -426,29 +474,11 @@ class CameraProcessor:
                         self._emit_violation(row, v, cls, violation)
             else:
                 flag = "uncalibrated"
-            over = speed is not None and flag is None and speed > self.camera.speed_limit_kmh
+            meta.speed_kmh, meta.speed_flag = speed, flag
             counts[cls] += 1
-            vehicles.append(
-                {
-                    "track_id": v.track_id,
-                    "class_name": cls,
-                    "confidence": _round(v.confidence, 3),
-                    "x1": float(v.xyxy[0]),
-                    "y1": float(v.xyxy[1]),
-                    "x2": float(v.xyxy[2]),
-                    "y2": float(v.xyxy[3]),
-                    "world_x_m": _round(wx, 3),
-                    "world_y_m": _round(wy, 3),
-                    "speed_kmh": _round(speed, 2),
-                    "speed_flag": flag,
-                    "over_limit": "true" if over else "false",
-                }
-            )
+            vehicles.append(self._vehicle(v, cls, speed, flag, wx, wy))
         self._end_tracks()
         t2 = time.perf_counter()
-        st.last_frame_index, st.last_pts_s = int(row.frame_index), ts
-        minute = _minute(float(row.capture_ts))
-        flow_now = {"minute": minute, **dict(st.flow.get(minute, {}))}
         timings = {
             "decode": _round(row.decode_ms, 1),
             "detect": _round(row.detect_ms, 1),
@@ -456,6 +486,57 @@ class CameraProcessor:
             "track": _round((t1 - t0) * 1e3, 2),
             "speed": _round((t2 - t1) * 1e3, 2),
         }
+        self._frame_out(row, vehicles, counts, timings, DETECTED)
+
+    def _predicted_frame(self, row: Any) -> None:
+        """Boxes of a frame between detections: the tracks matched at the last detection, moved on by their
+        Kalman velocity; speeds and flags as last measured (nothing is measured on a prediction)."""
+        st = self.state
+        t0 = time.perf_counter()
+        steps = int(row.frame_index) - st.last_detected_index
+        vehicles: list[dict[str, Any]] = []
+        counts: Counter = Counter()
+        for v in st.tracker.predicted(steps):
+            meta = st.tracks.get(v.track_id)
+            if meta is None:
+                continue
+            cls = VEHICLE_CLASSES.get(int(v.class_id), str(v.class_id))
+            counts[cls] += 1
+            vehicles.append(self._vehicle(v, cls, meta.speed_kmh, meta.speed_flag, None, None))
+        timings = {"decode": None, "detect": None, "embed": None, "track": _round((time.perf_counter() - t0) * 1e3, 2)}
+        self._frame_out(row, vehicles, counts, timings, PREDICTED)
+
+    def _vehicle(
+        self, v: Any, cls: str, speed: float | None, flag: str | None, wx: float | None, wy: float | None
+    ) -> dict[str, Any]:
+        over = speed is not None and flag is None and speed > self.camera.speed_limit_kmh
+        return {
+            "track_id": v.track_id,
+            "class_name": cls,
+            "confidence": _round(v.confidence, 3),
+            "x1": float(v.xyxy[0]),
+            "y1": float(v.xyxy[1]),
+            "x2": float(v.xyxy[2]),
+            "y2": float(v.xyxy[3]),
+            "world_x_m": _round(wx, 3),
+            "world_y_m": _round(wy, 3),
+            "speed_kmh": _round(speed, 2),
+            "speed_flag": flag,
+            "over_limit": "true" if over else "false",
+        }
+
+    def _frame_out(
+        self,
+        row: Any,
+        vehicles: list[dict[str, Any]],
+        counts: Counter,
+        timings: dict[str, float | None],
+        analysis: str,
+    ) -> None:
+        """The frame's stage-2 row and (unless skipped) its results-topic message."""
+        st = self.state
+        stride = self._stride(row)
+        minute = _minute(float(row.capture_ts))
         payload = {
             "ingest_ts": float(row.ingest_ts),
             "kafka_partition": int(row.kafka_partition),
@@ -463,36 +544,45 @@ class CameraProcessor:
             "raw_detections": int(row.raw_detections or 0),
             "vehicles": vehicles,
             "counts": json.dumps(dict(counts)),
-            "flow": json.dumps(flow_now),
-            "decode_ms": timings["decode"],
-            "detect_ms": timings["detect"],
-            "embed_ms": timings["embed"],
-            "track_ms": timings["track"],
-            "speed_ms": timings["speed"],
+            "flow": json.dumps({"minute": minute, **dict(st.flow.get(minute, {}))}),
+            "decode_ms": timings.get("decode"),
+            "detect_ms": timings.get("detect"),
+            "embed_ms": timings.get("embed"),
+            "track_ms": timings.get("track"),
+            "speed_ms": timings.get("speed"),
+            "analysis": analysis,
+            "stride": stride,
+            "skip_reason": getattr(row, "skip_reason", None) if analysis == SKIPPED else None,
         }
-        message = frame_message(
-            camera_id=self.camera.id,
-            frame_index=int(row.frame_index),
-            pts_s=ts,
-            capture_ts=row.capture_ts,
-            processed_ts=time.time(),
-            vehicles=[
-                frame_vehicle(
-                    track_id=x["track_id"],
-                    class_name=x["class_name"],
-                    confidence=x["confidence"],
-                    box=(x["x1"], x["y1"], x["x2"], x["y2"]),
-                    speed_kmh=x["speed_kmh"],
-                    over_limit=x["over_limit"] == "true",
-                )
-                for x in vehicles
-            ],
-            class_counts=counts,
-            flow_minute=minute,
-            flow_counts=st.flow.get(minute, {}),
-            ms=timings,
-        )
-        self.emit(KIND_FRAME, row, payload, message=encode(message).decode("utf-8"))
+        message: str | None = None
+        if analysis != SKIPPED:
+            msg = frame_message(
+                camera_id=self.camera.id,
+                frame_index=int(row.frame_index),
+                pts_s=float(row.pts_s),
+                capture_ts=row.capture_ts,
+                processed_ts=time.time(),
+                vehicles=[
+                    frame_vehicle(
+                        track_id=x["track_id"],
+                        class_name=x["class_name"],
+                        confidence=x["confidence"],
+                        box=(x["x1"], x["y1"], x["x2"], x["y2"]),
+                        speed_kmh=x["speed_kmh"],
+                        over_limit=x["over_limit"] == "true",
+                    )
+                    for x in vehicles
+                ],
+                class_counts=counts,
+                flow_minute=minute,
+                flow_counts=st.flow.get(minute, {}),
+                ms={k: v for k, v in timings.items() if k in STAGES},
+                analysis=analysis,
+                stride=stride,
+                source=_source_of(row),
+            )
+            message = encode(msg).decode("utf-8")
+        self.emit(KIND_FRAME, row, payload, message=message)
 
     def _emit_violation(self, row: pd.Series, v: Any, cls: str, violation: Any) -> None:
         self.emit(
@@ -505,6 +595,8 @@ class CameraProcessor:
                 "limit_kmh": float(violation.limit_kmh),
                 "over_s": _round(violation.over_s, 3),
                 "source_uri": row.source_uri,
+                "source_index": _opt_int(getattr(row, "source_index", None)),
+                "source_pts_s": _finite(getattr(row, "source_pts_s", None)),
                 "x1": float(v.xyxy[0]),
                 "y1": float(v.xyxy[1]),
                 "x2": float(v.xyxy[2]),
@@ -556,6 +648,16 @@ class CameraProcessor:
             self.emit(KIND_FLOW, None, {"minute_ts": minute, "class_name": cls, "vehicles": st.flow[minute][cls]})
         for minute in sorted(st.flow)[:-FLOW_MINUTES_KEPT]:  # bounded: older minutes are final in Delta
             del st.flow[minute]
+
+
+def _source_of(row: Any) -> tuple[str, int, float] | None:
+    """(uri, index, pts) of the frame's pixels, for viewers; None when the row does not say."""
+    uri = getattr(row, "source_uri", None)
+    if not isinstance(uri, str) or not uri:
+        return None
+    index = _opt_int(getattr(row, "source_index", None))
+    pts = _finite(getattr(row, "source_pts_s", None))
+    return uri, int(row.frame_index) if index is None else index, float(row.pts_s) if pts is None else pts
 
 
 def _finite(x: Any) -> float | None:

@@ -41,7 +41,7 @@ from trafficstream.config import (
 )
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
-from trafficstream.streaming_jobs.perception import perceive_batches
+from trafficstream.streaming_jobs.perception import perceive_batches, warm_batches
 from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
 from trafficstream.streaming_jobs.sinks import BatchWriter
 from trafficstream.streaming_jobs.tracking import track_camera
@@ -108,6 +108,16 @@ def start_query(
     return stream.start(), writer
 
 
+def warm_up(spark: SparkSession, settings: Settings) -> float:
+    """Load the models into the Python workers and run each once before the query starts, so that the first
+    frames meet the latency budget too (a cold worker spends seconds loading ONNX sessions). Returns seconds."""
+    t0 = time.perf_counter()
+    n = max(1, spark.sparkContext.defaultParallelism)
+    schema = "ms double"
+    spark.range(n, numPartitions=n).mapInArrow(partial(warm_batches, settings_to_json(settings)), schema).collect()
+    return time.perf_counter() - t0
+
+
 class QueryFailed(RuntimeError):
     """The streaming query stopped with an exception (its cause is in ``__cause__``)."""
 
@@ -145,6 +155,8 @@ def run_supervised(spark: SparkSession, settings: Settings, args: argparse.Names
     exponential backoff, like a cluster manager would restart the driver, up to ``--max-restarts`` in a row.
     A query that ran for ``stable_s`` resets the count: only a fault that persists stops the job."""
     restarts, backoff, stable_s = 0, 2.0, 300.0
+    if not args.no_warm_up:
+        log.info("workers warmed up in %.1f s (models loaded)", warm_up(spark, settings))
     while True:
         started = time.time()
         query, writer = start_query(spark, settings, args.checkpoint, available_now=args.available_now)
@@ -191,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--available-now", action="store_true", help="process what is in Kafka, then exit")
     parser.add_argument("--stop-file", type=Path, default=None, help="stop gracefully when this file appears")
     parser.add_argument("--idle-timeout", type=float, default=None, help="stop after N seconds without input")
+    parser.add_argument(
+        "--no-warm-up", action="store_true", help="start the query without loading the models first"
+    )
     parser.add_argument(
         "--max-restarts",
         type=int,

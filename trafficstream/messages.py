@@ -84,6 +84,9 @@ class FrameRef:
     # at every pass. ``frame_index`` / ``pts_s`` stay the camera's own, strictly increasing sequence and time.
     source_index: int | None = None
     source_pts_s: float | None = None
+    # True when the frame was captured (or replayed) in real time: the job then holds the camera's latency
+    # budget by shedding load. A recording published as fast as it decodes is analysed frame by frame.
+    live: bool = False
     v: int = FRAME_REF_VERSION
 
     @property
@@ -105,6 +108,8 @@ class FrameRef:
             del d["source_pts_s"]
         else:
             d["source_pts_s"] = round(self.source_pts_s, 6)
+        if not self.live:
+            del d["live"]
         return _compact(d)
 
     @classmethod
@@ -132,6 +137,7 @@ class FrameRef:
             height=_field(obj, "height", int, check=lambda i: 0 < i <= 16384),
             source_index=_optional(obj, "source_index", int, check=lambda i: 0 <= i <= MAX_FRAME_INDEX),
             source_pts_s=_optional_float(obj, "source_pts_s", check=lambda x: _finite_in(x, 0.0, MAX_PTS_S)),
+            live=bool(_optional(obj, "live", bool)),
         )
 
 
@@ -185,7 +191,7 @@ def _field(obj: dict, name: str, typ: type | tuple[type, ...], check=None):
         raise MessageError(REASON_MALFORMED, f"missing field {name!r}")
     value = obj[name]
     # bool is an int subclass in Python; a boolean frame index is a producer bug, not a number.
-    if isinstance(value, bool) or not isinstance(value, typ):
+    if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
         raise MessageError(REASON_MALFORMED, f"field {name!r} has wrong type {type(value).__name__}")
     if check is not None and not check(value):
         shown = safe_text(value, 80) if not isinstance(value, int) or value.bit_length() < 256 else "<huge int>"

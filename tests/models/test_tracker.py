@@ -566,3 +566,27 @@ def test_input_validation() -> None:
     tracker.update(box, [0.5], [CAR], emb)
     with pytest.raises(ValueError, match="dim"):
         tracker.update(box, [0.5], [CAR], emb[:, :128])
+
+
+def test_strided_updates_predict_between_and_end_tracks_after_the_same_time() -> None:
+    """Detector on every 3rd frame: advance() moves tracks through the frames between, predicted() gives
+    their boxes, and a track unseen for max_age_frames *frames* ends whatever the stride."""
+    tracker = VehicleTracker(max_age_frames=12, n_init=2)
+    tracker.set_stride(3)
+    emb = np.ones((1, 8), np.float32) / np.sqrt(8)
+    speed = 10.0  # px per frame
+    for f in range(0, 30, 3):
+        if f:
+            tracker.advance(2)
+        x = 100 + speed * f
+        out = tracker.update(np.array([[x, 50, x + 60, 90]]), np.array([0.9]), np.array([2]), emb)
+    assert [v.track_id for v in out] == [1]
+    (mid,) = tracker.predicted(1)  # frame 28: one frame after the last detection (27)
+    assert abs(mid.xyxy[0] - (100 + speed * 28)) < 2.0 and mid.confidence is None
+    assert tracker.params["max_age_frames"] == 12  # the configured value stays; DeepSORT runs 12 / 3 updates
+    ended = []
+    for _ in range(5):  # 5 updates without detections = 15 frames unseen > 12
+        tracker.advance(2)
+        tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), np.zeros((0, 8), np.float32))
+        ended += tracker.ended_track_ids()
+    assert ended == [1]

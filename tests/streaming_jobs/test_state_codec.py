@@ -149,6 +149,8 @@ def test_camera_state_blob_round_trips_byte_for_byte(synth, group_state) -> None
     assert env.next_id == restored.next_track_id > 1
     assert {
         "fps",
+        "stride",
+        "last_detected_index",
         "last_frame_index",
         "last_pts_s",
         "error_streak",

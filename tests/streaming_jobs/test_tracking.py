@@ -418,3 +418,90 @@ def test_each_confirmed_track_is_counted_once_in_its_minute(synth, group_state) 
     last = synth.payloads(outs[-1], KIND_FRAME)[-1]
     assert Counter(v["class_name"] for v in last["vehicles"]) == {"car": 3, "truck": 1}
     assert json.loads(last["flow"]) == {"minute": minute + 60.0, "car": 2}
+
+
+# -- detection stride and load shedding -----------------------------------------------------------------
+
+
+def _strided(rows: pd.DataFrame, stride: int, skipped: set[int] = frozenset()) -> pd.DataFrame:
+    """Stage-1 rows as load shedding leaves them: every ``stride``-th frame detected, the others predicted
+    (no detections, no decode), ``skipped`` frames skipped as stale."""
+    rows = rows.copy()
+    empty = {"boxes": [], "scores": [], "classes": [], "embeddings": b"", "embedding_dim": 0, "raw_detections": 0}
+    analysis, strides, reasons = [], [], []
+    for i, fi in enumerate(rows.frame_index):
+        kind = "skipped" if fi in skipped else ("detected" if fi % stride == 0 else "predicted")
+        if kind != "detected":
+            for k, v in empty.items():
+                rows.at[rows.index[i], k] = v
+            for k in ("decode_ms", "detect_ms", "embed_ms"):
+                rows.at[rows.index[i], k] = None
+        analysis.append(kind)
+        strides.append(stride)
+        reasons.append("stale" if kind == "skipped" else None)
+    return rows.assign(analysis=analysis, stride=strides, skip_reason=reasons)
+
+
+def _messages(out: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    frames = out[out.kind == KIND_FRAME]
+    return {int(fi): json.loads(m) for fi, m in zip(frames.frame_index, frames.message, strict=True) if m is not None}
+
+
+@pytest.mark.parametrize("stride", [2, 3, 5])
+def test_frames_between_detections_get_predicted_boxes_ids_and_speeds(synth, group_state, cars, stride) -> None:
+    settings = synth.make_settings()
+    out = synth.run_batch(settings, _strided(synth.scene_rows(cars, range(90)), stride), group_state())
+    messages = _messages(out)
+    assert sorted(messages) == list(range(90))  # every frame has a results message
+    for fi, m in messages.items():
+        assert m["analysis"] == ("detected" if fi % stride == 0 else "predicted") and m["stride"] == stride
+    late = [m for fi, m in messages.items() if 12 * stride <= fi < 80]  # both confirmed, car 1 not yet gone
+    assert all({v["id"] for v in m["vehicles"]} == {1, 2} for m in late)
+    # predicted boxes follow the cars: centre within a few px of where the car really is
+    car = cars[0]
+    for fi, m in messages.items():
+        if not 12 * stride <= fi < 80 or m["analysis"] != "predicted":
+            continue
+        (box,) = [v["box"] for v in m["vehicles"] if v["id"] == 1]
+        true_x = car.x + car.px_per_frame * (fi - car.start)
+        assert abs((box[0] + box[2]) / 2 - true_x) <= 3 + 0.15 * car.px_per_frame * stride
+    # speeds: measured on detected frames at their true times, shown on the predicted ones
+    kmh = [v["kmh"] for m in late for v in m["vehicles"] if v["id"] == 1 and v["kmh"] is not None]
+    assert kmh and abs(float(np.median(kmh)) - CARS_KMH[0]) < 1.5
+    frames = synth.payloads(out, KIND_FRAME)
+    assert Counter(p["analysis"] for p in frames) == {
+        "detected": len(range(0, 90, stride)),
+        "predicted": 90 - len(range(0, 90, stride)),
+    }
+    assert all(p["detect_ms"] is None for p in frames if p["analysis"] == "predicted")
+
+
+def test_stride_results_survive_batch_boundaries(synth, group_state, cars) -> None:
+    settings = synth.make_settings()
+    rows = _strided(synth.scene_rows(cars, range(60)), 3)
+    one = group_state()
+    whole = _messages(synth.run_batch(settings, rows, one))
+    split = group_state()
+    parts: dict[int, dict[str, Any]] = {}
+    for k in range(0, 60, 10):  # batch boundaries inside strides (10 is not a multiple of 3)
+        parts.update(_messages(synth.run_batch(settings, rows.iloc[k : k + 10], split)))
+
+    def strip(m: dict[str, Any]) -> Any:
+        return (m["analysis"], [(v["id"], v["box"], v["kmh"]) for v in m["vehicles"]])
+
+    assert {fi: strip(m) for fi, m in parts.items()} == {fi: strip(m) for fi, m in whole.items()}
+
+
+def test_skipped_frames_are_recorded_and_leave_the_tracks_alone(synth, group_state, cars) -> None:
+    settings = synth.make_settings()
+    skipped = set(range(30, 40))
+    out = synth.run_batch(settings, _strided(synth.scene_rows(cars, range(60)), 1, skipped), group_state())
+    frames = {
+        int(fi): p
+        for fi, p in zip(out.loc[out.kind == KIND_FRAME, "frame_index"], synth.payloads(out, KIND_FRAME), strict=True)
+    }
+    assert sorted(frames) == list(range(60))  # frames in = detected + predicted + skipped
+    assert {fi for fi, p in frames.items() if p["analysis"] == "skipped"} == skipped
+    assert all(frames[fi]["skip_reason"] == "stale" and frames[fi]["vehicles"] == [] for fi in skipped)
+    assert sorted(_messages(out)) == [fi for fi in range(60) if fi not in skipped]  # no message for a skip
+    assert sorted(set(track_ids(out, synth))) == [1, 2]  # a 10-frame gap keeps the identities

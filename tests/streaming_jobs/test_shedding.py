@@ -1,0 +1,66 @@
+"""Load shedding decisions of stage 1 (streaming_jobs/shedding.py): stride, adaptation, stale skips."""
+
+from __future__ import annotations
+
+import pytest
+
+from trafficstream.streaming_jobs.shedding import DETECTED, PREDICTED, SKIP_STALE, SKIPPED, LoadShedder
+
+
+def _run(shedder: LoadShedder, n: int, *, age: float = 0.0, fps: float = 30.0, t0: float = 1000.0) -> list:
+    """n frames arriving at fps, each ``age`` seconds old when stage 1 reaches it (nothing else waiting)."""
+    out = []
+    for i in range(n):
+        capture = t0 + i / fps
+        out.append(shedder.decide(i, capture, capture + age, newer_waiting=0))
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 5])
+def test_fixed_stride_detects_every_kth_frame(stride):
+    decisions = _run(LoadShedder(stride, 8, budget_s=2.0), 30)
+    detected = [i for i, d in enumerate(decisions) if d.analysis == DETECTED]
+    assert detected == list(range(0, 30, stride))
+    assert all(d.analysis in (DETECTED, PREDICTED) and d.stride == stride for d in decisions)
+
+
+def test_late_frames_raise_the_stride_then_fresh_frames_bring_it_back():
+    shedder = LoadShedder(1, 4, budget_s=2.0)
+    late = _run(shedder, 300, age=1.5)  # 10 s of frames 1.5 s late (> half the budget)
+    assert late[-1].stride == 4  # one step a second, capped at max_detect_every
+    assert late[0].stride == late[29].stride == 2  # one step per second, not at once
+    detected = sum(d.analysis == DETECTED for d in late[-60:])
+    assert 14 <= detected <= 16  # every 4th frame at the cap
+    fresh = _run(shedder, 300, age=0.1, t0=2000.0)  # load gone: frames fresh again
+    assert fresh[-1].stride == 1
+    assert all(d.analysis == DETECTED for d in fresh[-30:])
+    assert not any(d.analysis == SKIPPED for d in late + fresh)  # nothing newer was waiting
+
+
+def test_stale_frame_skipped_only_when_fresher_ones_wait():
+    shedder = LoadShedder(1, 4, budget_s=2.0)
+    stale = shedder.decide(0, 1000.0, 1003.0, newer_waiting=5)
+    assert (stale.analysis, stale.skip_reason) == (SKIPPED, SKIP_STALE)
+    # the newest frame of the camera is analysed even when late: results keep coming
+    assert shedder.decide(1, 1000.1, 1003.0, newer_waiting=0).analysis == DETECTED
+
+
+def test_shedding_off_never_skips_or_changes_the_stride():
+    shedder = LoadShedder(2, 6, budget_s=1.0, enabled=False)
+    decisions = [shedder.decide(i, 1000.0, 1100.0, newer_waiting=10) for i in range(20)]
+    assert {d.analysis for d in decisions} == {DETECTED, PREDICTED}
+    assert {d.stride for d in decisions} == {2}
+
+
+def test_going_back_in_frame_order_starts_with_a_detection():
+    shedder = LoadShedder(3, 3, budget_s=2.0)
+    assert shedder.decide(10, 0, 0, 0).analysis == DETECTED
+    assert shedder.decide(11, 0, 0, 0).analysis == PREDICTED
+    assert shedder.decide(4, 0, 0, 0).analysis == DETECTED  # a replayed range: nothing to predict from
+
+
+def test_bad_parameters_refused():
+    with pytest.raises(ValueError):
+        LoadShedder(0, 3, 2.0)
+    with pytest.raises(ValueError):
+        LoadShedder(1, 3, 0.0)
