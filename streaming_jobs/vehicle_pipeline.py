@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--available-now", action="store_true", help="process what is in Kafka, then exit")
     parser.add_argument("--stop-file", type=Path, default=None, help="stop gracefully when this file appears")
     parser.add_argument("--idle-timeout", type=float, default=None, help="stop after N seconds without input")
-    parser.add_argument(
-        "--no-warm-up", action="store_true", help="start the query without loading the models first"
-    )
+    parser.add_argument("--no-warm-up", action="store_true", help="start the query without loading the models first")
     parser.add_argument(
         "--max-restarts",
         type=int,
