@@ -12,6 +12,10 @@ of being mistaken for a replay.
 Every message is checked for plausibility first (dashboards.times): implausible times, indices, counts and
 boxes are dropped and counted as invalid (logged at debug), so one absurd message cannot break a figure,
 a callback or the video renderer.
+
+Health messages are of two kinds: batch health (one per micro-batch, with per-camera load shedding in
+``analysis``: detected / predicted / skipped frames, stride, budget) and camera events (``event``: the ingest
+worker's source_lost / source_restored, the job's state_reset), kept per camera.
 """
 
 from __future__ import annotations
@@ -42,7 +46,23 @@ TRACK_RETENTION_S = 15 * 60  # longest KPI window offered in the UI
 MAX_FLOW_MINUTES = 24 * 60
 MAX_COUNT = 10**9  # per-minute vehicle counts above this are garbage (and would overflow Int64 sums)
 MAX_BOX_PX = 1e6  # box coordinates beyond this are garbage (OpenCV draws with int32)
+MAX_CAMERA_EVENTS = 50  # per camera, newest kept
+MAX_STRIDE = 1000
+MAX_BUDGET_S = 3600.0
+ANALYSIS_WINDOW_S = 10.0  # the health panel's "current" analysis rate and predicted / skipped counts
+DETECTED, PREDICTED = "detected", "predicted"
+SOURCE_LOST, SOURCE_RESTORED, STATE_RESET = "source_lost", "source_restored", "state_reset"
 FrameKey = tuple[float, int]  # (capture_ts, frame_index): buffer order and identity
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSource:
+    """Where a frame's pixels are, as the results message says (``source``): a file URI, the frame's index and
+    presentation time in that file. Untrusted: the video renderer checks the path before opening it."""
+
+    uri: str
+    index: int
+    pts_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +76,17 @@ class LiveFrame:
     processed_ts: float | None
     vehicles: tuple[dict[str, Any], ...]
     in_roi: int | None
+    analysis: str = DETECTED  # detected | predicted (the tracker's boxes between detections)
+    stride: int = 1  # detection stride in force
+    source: FrameSource | None = None  # None: the camera's file at (frame_index, pts_s) (older producers)
 
     @property
     def key(self) -> FrameKey:
         return (self.capture_ts, self.frame_index)
+
+    @property
+    def predicted(self) -> bool:
+        return self.analysis == PREDICTED
 
 
 @dataclass(slots=True)
@@ -92,6 +119,74 @@ class Kpis:
     last_capture_ts: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class AnalysisSummary:
+    """How the job analysed one camera's frames over the last micro-batches (batch health ``analysis``)."""
+
+    camera_id: str
+    detected_fps: float | None  # frames run through the detector per second (None: no time span to divide by)
+    detected: int  # in the window
+    predicted: int
+    skipped: int
+    skipped_total: int  # since the dashboard started
+    stride: int | None  # in force at the newest batch that had the camera's frames
+    budget_s: float | None
+    window_s: float
+    batches: int  # batches in the window that had the camera's frames
+
+
+@dataclass(frozen=True, slots=True)
+class CameraEvents:
+    """The newest camera events of one camera (each a dict: ts, cause, gap_s, detail, batch_id)."""
+
+    last_lost: dict[str, Any] | None = None
+    last_restored: dict[str, Any] | None = None
+    last_reset: dict[str, Any] | None = None
+    resets: int = 0
+
+    @property
+    def source_down(self) -> bool:
+        """The newest source event says the camera is lost."""
+        lost, restored = self.last_lost, self.last_restored
+        return lost is not None and (restored is None or restored["ts"] < lost["ts"])
+
+
+def summarize_analysis(
+    health: Sequence[Mapping[str, Any]], camera_id: str, window_s: float = ANALYSIS_WINDOW_S, skipped_total: int = 0
+) -> AnalysisSummary | None:
+    """The camera's analysis over the batches of the last ``window_s`` (ending at the newest batch), or None when
+    no batch reported analysis (an older job).
+
+    The rate divides the detected frames by the time those batches cover: from the start of the oldest one
+    (its end minus its duration) to the end of the newest. Stride and budget come from the newest batch that
+    reported them, even before the window (a camera without frames keeps its last stride)."""
+    reported = [h for h in health if h.get("analysis")]
+    if not reported:
+        return None
+    newest_ts = max(h["ts"] for h in health)
+    window = [h for h in health if h["ts"] > newest_ts - window_s]
+    mine = [(h, h["analysis"][camera_id]) for h in window if camera_id in (h.get("analysis") or {})]
+    entries = [h["analysis"][camera_id] for h in reversed(health) if camera_id in (h.get("analysis") or {})]
+    detected = sum(a["detected"] for _, a in mine)
+    rate = None
+    if window:
+        oldest = min(window, key=lambda h: h["ts"])
+        span = newest_ts - oldest["ts"] + (oldest.get("batch_ms") or 0.0) / 1000.0
+        rate = detected / span if span > 0 else None
+    return AnalysisSummary(
+        camera_id=camera_id,
+        detected_fps=rate,
+        detected=detected,
+        predicted=sum(a["predicted"] for _, a in mine),
+        skipped=sum(a["skipped"] for _, a in mine),
+        skipped_total=skipped_total,
+        stride=next((a["stride"] for a in entries if a["stride"] is not None), None),
+        budget_s=next((a["budget_s"] for a in entries if a["budget_s"] is not None), None),
+        window_s=window_s,
+        batches=len(mine),
+    )
+
+
 def speed_stats(speeds: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and 85th percentile (linear interpolation between order statistics, as numpy's default)."""
     if len(speeds) == 0:
@@ -114,6 +209,10 @@ class _CameraBuffer:
         self.violation_keys: OrderedDict[tuple[int, int], None] = OrderedDict()
         self.violation_times: deque[float] = deque(maxlen=10_000)
         self.violations_total = 0
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_CAMERA_EVENTS)
+        self.event_keys: deque[tuple[Any, ...]] = deque(maxlen=MAX_CAMERA_EVENTS)
+        self.resets = 0
+        self.skipped_total = 0
         self.version = 0
 
     # -- frames -------------------------------------------------------------------------------------
@@ -252,6 +351,8 @@ class LiveBuffers:
         with self._lock:
             self.counters["received"] += 1
             self.last_message_wall = now
+            if kind == RESULT_HEALTH and "event" in msg:
+                return self._add_camera_event(msg, now)
             if kind == RESULT_HEALTH:
                 return self._add_health(msg, now)
             camera_id = msg.get("camera_id")
@@ -291,6 +392,11 @@ class LiveBuffers:
             return False
         self._health_keys.append(key)
         lag = msg.get("lag")
+        analysis = _analysis(msg.get("analysis"))
+        for camera_id, a in analysis.items():
+            buf = self._cameras.get(camera_id)
+            if buf is not None:
+                buf.skipped_total += a["skipped"]
         self._health.append(
             {
                 "ts": ts,
@@ -301,9 +407,45 @@ class LiveBuffers:
                 "lag": {str(k): n for k, n in lag.items() if integer(n, 0, MAX_COUNT) is not None}
                 if isinstance(lag, Mapping)
                 else {},
+                "analysis": analysis,
             }
         )
         self.health_version += 1
+        return True
+
+    def _add_camera_event(self, msg: Mapping[str, Any], now: float | None = None) -> bool:
+        camera_id = msg.get("camera_id")
+        buf = self._cameras.get(camera_id) if isinstance(camera_id, str) else None
+        if buf is None:
+            self.counters["unknown_camera"] += 1
+            return False
+        ts, event = wall_ts(msg.get("ts"), now), msg.get("event")
+        if ts is None or not isinstance(event, str):
+            self.counters["invalid"] += 1
+            log.debug("dropping camera event of %s: implausible ts / event (%.40r, %.40r)", camera_id, ts, event)
+            return False
+        key = (event, ts, msg.get("batch_id") if isinstance(msg.get("batch_id"), int) else None)
+        if key in buf.event_keys:
+            self.counters["duplicates"] += 1
+            return False
+        buf.event_keys.append(key)
+        cause, detail = msg.get("cause"), msg.get("detail")
+        buf.events.append(
+            {
+                "event": event[:100],
+                "ts": ts,
+                "batch_id": key[2],
+                "cause": cause[:100] if isinstance(cause, str) else None,
+                "gap_s": finite(msg.get("gap_s"), 0.0, 1e9),
+                "detail": detail[:300] if isinstance(detail, str) else None,
+            }
+        )
+        if event == STATE_RESET:
+            buf.resets += 1
+        if event in (SOURCE_LOST, SOURCE_RESTORED):
+            log.info("camera %s: %s (%s)", camera_id, event, cause if event == SOURCE_LOST else msg.get("gap_s"))
+        self.counters["camera_events"] += 1
+        buf.version += 1
         return True
 
     # -- snapshot accessors -------------------------------------------------------------------------
@@ -368,6 +510,27 @@ class LiveBuffers:
             items = list(self._health)
         return items[-limit:] if limit else items
 
+    def analysis(self, camera_id: str, window_s: float = ANALYSIS_WINDOW_S) -> AnalysisSummary | None:
+        """The camera's load shedding over the last micro-batches (None: no batch reported it yet)."""
+        with self._lock:
+            items = list(self._health)
+            buf = self._cameras.get(camera_id)
+            skipped_total = buf.skipped_total if buf else 0
+        return summarize_analysis(items, camera_id, window_s, skipped_total)
+
+    def camera_events(self, camera_id: str) -> CameraEvents:
+        """The newest source_lost / source_restored / state_reset events of the camera (newest by ts)."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            if buf is None:
+                return CameraEvents()
+            events, resets = [dict(e) for e in buf.events], buf.resets
+
+        def last(kind: str) -> dict[str, Any] | None:
+            return max((e for e in events if e["event"] == kind), key=lambda e: e["ts"], default=None)
+
+        return CameraEvents(last(SOURCE_LOST), last(SOURCE_RESTORED), last(STATE_RESET), resets)
+
     def kpis(self, camera_id: str, window_s: float, now: float | None = None) -> Kpis:
         """Live KPIs; the window ends at the newest processed frame (lag is reported separately)."""
         now = time.time() if now is None else now
@@ -419,6 +582,35 @@ def _vehicle(v: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _analysis(value: Any) -> dict[str, dict[str, Any]]:
+    """Batch health ``analysis`` with every number made safe; cameras whose entry is not an object are dropped."""
+    if not isinstance(value, Mapping):
+        return {}
+    out = {}
+    for camera_id, a in value.items():
+        if not isinstance(a, Mapping):
+            continue
+        out[str(camera_id)] = {
+            "detected": integer(a.get("detected"), 0, MAX_COUNT) or 0,
+            "predicted": integer(a.get("predicted"), 0, MAX_COUNT) or 0,
+            "skipped": integer(a.get("skipped"), 0, MAX_COUNT) or 0,
+            "stride": integer(a.get("stride"), 1, MAX_STRIDE),
+            "budget_s": finite(a.get("budget_s"), 0.0, MAX_BUDGET_S),
+        }
+    return out
+
+
+def _source(value: Any) -> FrameSource | None:
+    """A frame message's ``source`` when it is well formed, else None (the camera's file is assumed)."""
+    if not isinstance(value, Mapping):
+        return None
+    uri = value.get("uri")
+    index, pts_s = integer(value.get("index"), 0, MAX_FRAME_INDEX), finite(value.get("pts_s"), *PTS_RANGE)
+    if not isinstance(uri, str) or not uri or len(uri) > 4096 or index is None or pts_s is None:
+        return None
+    return FrameSource(uri, index, pts_s)
+
+
 def _frame_from_msg(msg: Mapping[str, Any], now: float | None = None) -> LiveFrame | None:
     frame_index = integer(msg.get("frame_index"), 0, MAX_FRAME_INDEX)
     pts_s = finite(msg.get("pts_s"), *PTS_RANGE)
@@ -444,6 +636,9 @@ def _frame_from_msg(msg: Mapping[str, Any], now: float | None = None) -> LiveFra
         processed_ts=wall_ts(msg.get("processed_ts"), now),
         vehicles=vehicles,
         in_roi=len(vehicles) if in_roi is None else in_roi,
+        analysis=PREDICTED if msg.get("analysis") == PREDICTED else DETECTED,  # missing (older producers): detected
+        stride=integer(msg.get("stride"), 1, MAX_STRIDE) or 1,
+        source=_source(msg.get("source")),
     )
 
 

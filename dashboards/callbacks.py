@@ -2,7 +2,8 @@
 
 Every live callback runs on the 1 s interval and writes only its own components; charts and the health
 graph are rebuilt only when their data changed (a version number kept in a Store) and at most every
-CHART_REFRESH_S, and new violations are prepended with a Patch instead of re-sending the log.
+CHART_REFRESH_S, and new violations are prepended with a Patch instead of re-sending the log. The lag badge
+under the video says how far behind capture the newest frame on screen is, against the camera's budget.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from trafficstream.dashboards import layout as L
 from trafficstream.dashboards.buffers import speed_stats
 from trafficstream.dashboards.context import DashboardContext
 from trafficstream.dashboards.history import BINS, choose_bin, local_range, resample_flow
-from trafficstream.dashboards.video import snapshot_url
+from trafficstream.dashboards.video import StreamStats, snapshot_url
 
 log = logging.getLogger(__name__)
 LIVE_FLOW_MINUTES = 30
@@ -49,6 +50,29 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
     def video_src(camera_id: str | None) -> str:
         camera_or_stop(camera_id)
         return app.get_relative_path(f"/video/{camera_id}.mjpg")
+
+    def watched() -> dict[str, StreamStats]:
+        return {s.camera_id: s for s in ctx.streamer.active_streams()}
+
+    def lag_of(camera_id: str, streams: dict[str, StreamStats], now: float) -> tuple[float | None, bool]:
+        """(now - capture time of the newest frame on screen, True), or of the newest result when the camera's
+        video shows nothing (False)."""
+        stream = streams.get(camera_id)
+        if stream is not None and stream.last_capture_ts is not None:
+            return stream.lag_s(now), True
+        newest = buffers.latest_frame(camera_id)
+        return (None if newest is None else now - newest.capture_ts), False
+
+    @app.callback(
+        Output(L.VIDEO_LAG, "children"),
+        Output(L.VIDEO_LAG, "className"),
+        Input(L.TICK, "n_intervals"),
+        Input(L.CAMERA, "value"),
+    )
+    def video_lag(_n: int | None, camera_id: str | None) -> tuple[str, str]:
+        camera = camera_or_stop(camera_id)
+        lag, on_screen = lag_of(camera.id, watched(), time.time())
+        return L.lag_indicator(lag, settings.budget_s(camera), on_screen)
 
     kpi_outputs = [Output(L.kpi_value_id(k), "children") for k in L.KPI_KEYS] + [
         Output(L.kpi_sub_id(k), "children") for k in L.KPI_KEYS
@@ -139,10 +163,24 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
     )
     def health(_n: int | None, camera_id: str | None, state: dict | None):
         history = buffers.health(limit=120)
-        video = next((s for s in ctx.streamer.active_streams() if s.camera_id == camera_id), None)
+        streams, now = watched(), time.time()
+        video = streams.get(camera_id) if camera_id else None
+        rows = []
+        for cam in cameras.values():
+            lag, on_screen = lag_of(cam.id, streams, now)
+            rows.append(
+                L.CameraHealth(
+                    cam.id,
+                    budget_s=settings.budget_s(cam),
+                    lag_s=lag,
+                    on_screen=on_screen,
+                    analysis=buffers.analysis(cam.id),
+                    events=buffers.camera_events(cam.id),
+                )
+            )
         panel = L.health_panel(
             history[-1] if history else None,
-            list(cameras),
+            rows,
             video.fps() if video else None,
             video.playout_delay_s if video else None,
         )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from dash import dcc, html
 
 from trafficstream.config import Settings
-from trafficstream.dashboards.buffers import Kpis
+from trafficstream.dashboards.buffers import AnalysisSummary, CameraEvents, Kpis
 from trafficstream.dashboards.figures import empty_figure
 from trafficstream.dashboards.times import clock
 
@@ -21,6 +22,7 @@ TABS = "tabs"
 TICK = "tick"
 STREAM_STATUS = "stream-status"
 VIDEO = "live-video"
+VIDEO_LAG = "video-lag"
 SPEED_HIST = "speed-histogram"
 FLOW = "flow-chart"
 CHARTS_STATE = "charts-state"
@@ -49,6 +51,8 @@ KPI_LABELS = {
 WINDOW_OPTIONS_MIN = (1, 5, 15)
 VIOLATION_LOG_SIZE = 50
 REFRESH_MS = 1000
+LAG_OK, LAG_OVER, LAG_UNKNOWN = "ok", "over", "unknown"
+LAG_CLASS = {LAG_OK: "status status-live", LAG_OVER: "status status-stale", LAG_UNKNOWN: "status status-waiting"}
 GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "responsive": True}
 
 
@@ -85,6 +89,26 @@ def format_kpis(k: Kpis, window_min: float) -> dict[str, tuple[str, str]]:
         "p85": (_kmh(k.p85_kmh), f"last {window_min:g} min"),
         "lag": (format_lag(k.lag_s), "now − capture time of newest result"),
     }
+
+
+def lag_state(lag_s: float | None, budget_s: float | None) -> str:
+    """ok / over (budget) / unknown: how far behind capture what is shown is, against the camera's budget."""
+    if lag_s is None or budget_s is None:
+        return LAG_UNKNOWN
+    return LAG_OK if lag_s <= budget_s else LAG_OVER
+
+
+def lag_indicator(lag_s: float | None, budget_s: float | None, on_screen: bool = True) -> tuple[str, str]:
+    """(text, css class) of a camera's lag badge. ``on_screen``: the lag of the newest frame the video shows;
+    otherwise of the newest result (nobody watches the camera)."""
+    state = lag_state(lag_s, budget_s)
+    budget = "" if budget_s is None else f" (budget {budget_s:g} s)"
+    if lag_s is None:
+        return f"no frames yet{budget}", LAG_CLASS[state]
+    what = "video" if on_screen else "results"
+    verdict = {LAG_OK: "ok", LAG_OVER: "over budget", LAG_UNKNOWN: ""}[state]
+    text = f"{what} {format_lag(max(0.0, lag_s))} behind capture{budget}"
+    return (f"{text} · {verdict}" if verdict else text), LAG_CLASS[state]
 
 
 def stream_status(last_message_wall: float | None, last_error: str | None, now: float | None = None) -> tuple[str, str]:
@@ -143,22 +167,118 @@ def _metric(label: str, value: str) -> html.Div:
     return html.Div([html.Div(label, className="kpi-label"), html.Div(value, className="kpi-value small")])
 
 
+@dataclass(frozen=True, slots=True)
+class CameraHealth:
+    """One camera's row of the health panel."""
+
+    camera_id: str
+    budget_s: float | None = None
+    lag_s: float | None = None  # now - capture time of the newest frame on screen (or result, when not watched)
+    on_screen: bool = False
+    analysis: AnalysisSummary | None = None
+    events: CameraEvents = CameraEvents()
+
+
+def format_analysis(a: AnalysisSummary | None) -> tuple[str, str, str, str]:
+    """(detected frames/s, stride, predicted, skipped) cells; dashes when no batch reported the analysis."""
+    if a is None:
+        return "–", "–", "–", "–"
+    rate = "–" if a.detected_fps is None else f"{a.detected_fps:.1f}/s"
+    stride = "–" if a.stride is None else ("every frame" if a.stride == 1 else f"every {a.stride}")
+    skipped = str(a.skipped) + (f" ({a.skipped_total} total)" if a.skipped_total else "")
+    return rate, stride, str(a.predicted), skipped
+
+
+def format_source_events(events: CameraEvents) -> str:
+    """The newest source_lost / source_restored of a camera, newest first (state resets counted)."""
+    parts = []
+    lost, restored = events.last_lost, events.last_restored
+    if lost is not None:
+        parts.append(f"lost {clock(lost['ts'])}" + (f" ({lost['cause']})" if lost.get("cause") else ""))
+    if restored is not None:
+        gap = restored.get("gap_s")
+        after = "" if gap is None else f" after {format_lag(gap)}"
+        parts.append(f"restored {clock(restored['ts'])}{after}")
+    if lost is not None and restored is not None and restored["ts"] >= lost["ts"]:
+        parts.reverse()  # newest first
+    if events.resets:
+        parts.append(f"{events.resets} state reset{'s' if events.resets > 1 else ''}")
+    return " · ".join(parts) or "–"
+
+
+def _camera_row(c: CameraHealth, consumer_lag: Any) -> html.Tr:
+    text, css = lag_indicator(c.lag_s, c.budget_s, c.on_screen)
+    state = lag_state(c.lag_s, c.budget_s)
+    behind = "–" if c.lag_s is None else f"{format_lag(max(0.0, c.lag_s))} ({'video' if c.on_screen else 'results'})"
+    budget = "–" if c.budget_s is None else f"{c.budget_s:g} s"
+    verdict = {LAG_OK: "ok", LAG_OVER: "over budget", LAG_UNKNOWN: ""}[state]
+    rate, stride, predicted, skipped = format_analysis(c.analysis)
+    return html.Tr(
+        [
+            html.Td(c.camera_id),
+            html.Td(behind, title=text),
+            html.Td([budget, " ", html.Span(verdict, className=css)] if verdict else budget, title=text),
+            html.Td(rate),
+            html.Td(stride),
+            html.Td(predicted),
+            html.Td(skipped),
+            html.Td("–" if consumer_lag is None else str(consumer_lag)),
+            html.Td(
+                format_source_events(c.events),
+                style={"color": "#b00020", "fontWeight": 600} if c.events.source_down else None,
+            ),
+        ]
+    )
+
+
+HEALTH_COLUMNS = (
+    "camera",
+    "behind capture",
+    "budget",
+    "analysed",
+    "detect",
+    "predicted",
+    "skipped",
+    "consumer lag (frames)",
+    "source",
+)
+
+
 def health_panel(
-    latest: Mapping[str, Any] | None, camera_ids: list[str], video_fps: float | None, video_delay_s: float | None
+    latest: Mapping[str, Any] | None,
+    cameras: Sequence[CameraHealth | str],
+    video_fps: float | None,
+    video_delay_s: float | None,
 ) -> list[Any]:
-    """Pipeline micro-batch figures, consumer lag per camera, and the video stream of the shown camera."""
+    """Pipeline micro-batch figures, per camera how far behind capture it is shown against its budget, how its
+    frames are analysed (detected frames/s, stride, predicted and skipped frames over the last batches), its
+    consumer lag and last source events, and the video stream of the shown camera."""
     video = _metric(
         "Video stream",
         "not watched" if video_fps is None else f"{video_fps:.1f} frames/s, {format_lag(video_delay_s)} behind",
     )
+    rows = [CameraHealth(c) if isinstance(c, str) else c for c in cameras]
+    lag = (latest.get("lag") if latest else None) or {}
+    window = next((r.analysis.window_s for r in rows if r.analysis is not None), None)
+    table = html.Table(
+        className="lag-table",
+        children=[
+            html.Thead(html.Tr([html.Th(h) for h in HEALTH_COLUMNS])),
+            html.Tbody([_camera_row(r, lag.get(r.camera_id)) for r in rows]),
+        ],
+    )
+    note = (
+        f"analysed: detected frames/s, predicted / skipped: frames in the last {window:g} s of micro-batches"
+        if window is not None
+        else "no analysis reported by the pipeline yet"
+    )
     if latest is None:
         return [
             html.Div(className="health-row", children=[video]),
+            table,
             html.Div("No pipeline health reports yet", className="empty-note"),
         ]
-    lag = latest.get("lag") or {}
     batch_ms, fps = latest.get("batch_ms"), latest.get("fps")
-    rows = [html.Tr([html.Td(cid), html.Td(str(lag.get(cid, "–")))]) for cid in camera_ids]
     return [
         html.Div(
             className="health-row",
@@ -168,14 +288,8 @@ def health_panel(
                 video,
             ],
         ),
-        html.Table(
-            className="lag-table",
-            children=[
-                html.Thead(html.Tr([html.Th("camera"), html.Th("consumer lag (frames)")])),
-                html.Tbody(rows),
-            ],
-        ),
-        html.Div(f"batch {latest.get('batch_id')} at {clock(latest.get('ts'))}", className="kpi-sub"),
+        table,
+        html.Div(f"batch {latest.get('batch_id')} at {clock(latest.get('ts'))} · {note}", className="kpi-sub"),
     ]
 
 
@@ -205,6 +319,16 @@ def _live_tab() -> html.Div:
                 className="card video-card",
                 children=[
                     html.Img(id=VIDEO, className="video", alt="live video with detections"),
+                    html.Div(
+                        style={"display": "flex", "gap": "12px", "alignItems": "center", "padding": "6px 2px 0"},
+                        children=[
+                            html.Div("–", id=VIDEO_LAG, className=LAG_CLASS[LAG_UNKNOWN]),
+                            html.Div(
+                                "solid boxes: detected · dashed: predicted by the tracker between detections",
+                                style={"color": "#aab", "fontSize": "12px"},
+                            ),
+                        ],
+                    ),
                 ],
             ),
             html.Div(className="kpis", children=[_kpi_card(k) for k in KPI_KEYS]),

@@ -1,9 +1,15 @@
 """Live video with overlays as MJPEG, and evidence snapshots, served by the dashboard's Flask server.
 
-The results topic carries metadata only, so the pixels come from the camera source itself: a camera's
-renderer opens one sequential :class:`~trafficstream.video.FrameReader`, decodes exactly the frames the
-pipeline has processed (matched by frame index / pts), draws the boxes, track ids and speeds, and plays
-them out at the source frame rate to every viewer of that camera (decoded and encoded once, not per viewer).
+The results topic carries metadata only, so the pixels come from the video files themselves: a frame
+message's ``source`` names the file holding the frame (a live camera's recorded segment, or the camera's
+file) and the frame's index / pts in it; older messages have none, and then the camera's file at the frame's
+index / pts is read. Sources are untrusted input: only files below ``storage.allowed_roots`` that are the
+camera's own (its file, or a segment in its folder of the segments root) are opened; any other frame is shown
+without its image (logged once). A camera's renderer keeps one sequential
+:class:`~trafficstream.video.FrameReader` per file, decodes exactly the frames the pipeline has processed,
+draws the boxes, track ids and speeds (dashed for frames whose boxes the tracker predicted between
+detections), and plays them out at the camera's frame rate to every viewer of that camera (decoded and
+encoded once, not per viewer), never further behind capture than the camera's latency budget.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +33,15 @@ from trafficstream.cameras import Camera
 from trafficstream.config import Settings
 from trafficstream.dashboards.buffers import FrameKey, LiveBuffers, LiveFrame
 from trafficstream.dashboards.times import clock, finite
-from trafficstream.video import FrameReader, SourceError, is_under_roots, uri_to_path
+from trafficstream.video import (
+    FrameNotFound,
+    FrameReader,
+    SourceError,
+    SourceMissing,
+    SourceUnreadable,
+    is_under_roots,
+    uri_to_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,8 @@ YELLOW = (0, 215, 255)
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 SNAPSHOT_SUFFIXES = {".jpg", ".jpeg", ".png"}
+DASH_PX, GAP_PX = 10, 7  # predicted boxes: dashed outline, at 1280 px wide (scaled with the image)
+DEFAULT_FRAME_SIZE = (1280, 720)  # of a frame shown without its image before any image was decoded
 
 
 # -- drawing (pure) -------------------------------------------------------------------------------------
@@ -57,6 +73,27 @@ def vehicle_label(vehicle: Mapping[str, Any]) -> str:
     return label
 
 
+def dashed_rectangle(
+    image: np.ndarray,
+    p1: tuple[int, int],
+    p2: tuple[int, int],
+    color: tuple[int, int, int],
+    thickness: int,
+    dash: int = DASH_PX,
+    gap: int = GAP_PX,
+) -> None:
+    """Draw the outline of the rectangle p1-p2 on ``image`` (in place) as dashes of ``dash`` px ``gap`` px apart."""
+    (x1, y1), (x2, y2) = p1, p2
+    dash, gap = max(1, dash), max(1, gap)
+    for a, b, fixed, horizontal in ((x1, x2, y1, True), (x1, x2, y2, True), (y1, y2, x1, False), (y1, y2, x2, False)):
+        for start in range(a, b + 1, dash + gap):
+            end = min(start + dash - 1, b)
+            if horizontal:
+                cv2.line(image, (start, fixed), (end, fixed), color, thickness)
+            else:
+                cv2.line(image, (fixed, start), (fixed, end), color, thickness)
+
+
 def draw_overlays(
     image: np.ndarray,
     vehicles: Sequence[Mapping[str, Any]],
@@ -65,11 +102,14 @@ def draw_overlays(
     roi: Sequence[tuple[float, float]] | None = None,
     caption: str | None = None,
     scale: float = 1.0,
+    predicted: bool = False,
 ) -> np.ndarray:
     """A copy of ``image`` (BGR) with each vehicle's box, track id, class and speed drawn on it.
 
     Speeding vehicles (flagged ``over`` or faster than ``limit_kmh``) are red, others green. ``scale``
-    maps source-pixel boxes and ROI onto ``image`` when it was resized from the source.
+    maps source-pixel boxes and ROI onto ``image`` when it was resized from the source. ``predicted``: the
+    frame's boxes are the tracker's predictions between detector runs; their outlines are dashed (ids and
+    speeds shown as on detected frames).
     """
     out = image.copy()  # the reader keeps its last decoded frame; never draw on it
     h, w = out.shape[:2]
@@ -88,7 +128,10 @@ def draw_overlays(
         x1, x2 = sorted((max(0, min(w - 1, x1)), max(0, min(w - 1, x2))))
         y1, y2 = sorted((max(0, min(h - 1, y1)), max(0, min(h - 1, y2))))
         color = RED if is_speeding(v, limit_kmh) else GREEN
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        if predicted:
+            dashed_rectangle(out, (x1, y1), (x2, y2), color, thickness, round(DASH_PX * size), round(GAP_PX * size))
+        else:
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         label = vehicle_label(v)
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y2 + th + 4)  # above the box, else below
@@ -105,6 +148,134 @@ def placeholder_image(text: str, width: int = 640, height: int = 360) -> np.ndar
     img = np.full((height, width, 3), 40, dtype=np.uint8)
     cv2.putText(img, text, (20, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7, WHITE, 1, cv2.LINE_AA)
     return img
+
+
+def frame_caption(camera_id: str, frame: LiveFrame) -> str:
+    caption = f"{camera_id}  frame {frame.frame_index}  {clock(frame.capture_ts)}"
+    return caption + (f"  predicted (detect every {frame.stride})" if frame.predicted else "")
+
+
+# -- frame pixels -----------------------------------------------------------------------------------------
+class NoImage(Exception):
+    """The frame is shown without its image (the message names no readable, allowed source); str: why."""
+
+
+def frame_location(
+    frame: LiveFrame, camera: Camera, roots: Sequence[Path], segment_dir: Path | None
+) -> tuple[Path, int, float]:
+    """(file, index in it, pts in it) of the frame's pixels; raises :class:`NoImage` when they may not be read.
+
+    ``frame.source`` comes from the results topic: its path must lie below one of ``roots`` (symlinks
+    resolved) and be the camera's own source, as the job checks its frame references (the camera's file, or
+    for a live camera a segment directly in ``segment_dir``). A frame without ``source`` (older producers)
+    is read from the camera's configured file at its own index / pts; a live camera has no such file."""
+    if frame.source is None:
+        try:
+            return camera.source_path(), frame.frame_index, frame.pts_s
+        except ValueError:
+            raise NoImage("live camera frame without a source") from None
+    try:
+        path = uri_to_path(frame.source.uri)
+    except SourceError:
+        raise NoImage("source is not a file URI") from None
+    if not path.is_absolute() or not is_under_roots(path, list(roots)):
+        raise NoImage("source outside the allowed roots")
+    real = path.resolve()
+    if camera.is_live:
+        own = segment_dir is not None and real.parent == segment_dir.resolve()
+    else:
+        own = real == camera.source_path().resolve()
+    if not own:
+        raise NoImage("source is not this camera's")
+    return real, frame.source.index, frame.source.pts_s
+
+
+class FrameImages:
+    """A camera renderer's access to frame pixels: a few open sequential readers (the current segment, and the
+    next one while it starts), sources checked by :func:`frame_location`, open failures remembered briefly.
+    Not thread-safe (one renderer thread)."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        roots: Sequence[Path],
+        segment_dir: Path | None = None,
+        *,
+        max_open: int = 3,
+        retry_open_s: float = 1.0,
+    ) -> None:
+        self.camera = camera
+        self.roots = [r.resolve() for r in roots]
+        self.segment_dir = segment_dir
+        self.max_open = max_open
+        self.retry_open_s = retry_open_s
+        self.opened = 0  # readers opened (tests, observability)
+        self._readers: OrderedDict[Path, FrameReader] = OrderedDict()
+        self._failed: dict[Path, tuple[float, str]] = {}  # path -> (retry after, monotonic; why)
+        self._checked: OrderedDict[str | None, Path | str] = OrderedDict()  # source uri -> path | why
+        self._logged: set[str] = set()
+
+    def _note(self, why: str, detail: str) -> None:
+        """Log each kind of problem once per renderer (a hostile or broken stream repeats it every frame)."""
+        if why not in self._logged:
+            self._logged.add(why)
+            log.warning("camera %s: frames shown without their image: %s (%s)", self.camera.id, why, detail)
+
+    def _reader(self, path: Path) -> FrameReader:
+        reader = self._readers.pop(path, None)
+        if reader is None:
+            failed = self._failed.get(path)
+            if failed is not None and time.monotonic() < failed[0]:
+                raise NoImage(failed[1])
+            try:
+                reader = FrameReader(path, self.camera.fps)
+            except (SourceMissing, SourceUnreadable) as exc:
+                why = "video source missing" if isinstance(exc, SourceMissing) else "video source unreadable"
+                self._failed[path] = (time.monotonic() + self.retry_open_s, why)
+                while len(self._failed) > 64:
+                    self._failed.pop(next(iter(self._failed)))
+                self._note(why, str(exc))
+                raise NoImage(why) from None
+            self._failed.pop(path, None)
+            self.opened += 1
+        self._readers[path] = reader
+        while len(self._readers) > self.max_open:
+            _, old = self._readers.popitem(last=False)
+            old.close()
+        return reader
+
+    def read(self, frame: LiveFrame) -> np.ndarray:
+        """The frame's BGR image. Raises :class:`NoImage` (show the frame without it), or a
+        :class:`~trafficstream.video.SourceError` / ValueError / OSError when the frame is not in its file
+        (skip it)."""
+        key = frame.source.uri if frame.source else None  # None: the camera's own file
+        checked = self._checked.pop(key, None)
+        if checked is None:  # resolving paths costs system calls: check each file once, not every frame
+            try:
+                checked = frame_location(frame, self.camera, self.roots, self.segment_dir)[0]
+            except NoImage as exc:
+                checked = str(exc)
+                self._note(checked, (key or "no source")[:200])
+        self._checked[key] = checked
+        while len(self._checked) > 256:
+            self._checked.popitem(last=False)
+        if isinstance(checked, str):
+            raise NoImage(checked)
+        path = checked
+        index, pts_s = (frame.source.index, frame.source.pts_s) if frame.source else (frame.frame_index, frame.pts_s)
+        reader = self._reader(path)
+        try:
+            return reader.read(index, pts_s)
+        except FrameNotFound:
+            # Perhaps read while still being written: its end is cached in the reader; reopen next time.
+            self._readers.pop(path, None)
+            reader.close()
+            raise
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
@@ -131,6 +302,9 @@ class StreamStats:
     frames_sent: int = 0
     skipped: int = 0  # processed frames not shown: the renderer was late, or they were not decodable
     playout_delay_s: float = 0.0
+    predicted_sent: int = 0  # frames shown with the tracker's predicted boxes
+    no_image: int = 0  # frames shown without their image (no allowed, readable source)
+    budget_s: float | None = None  # the camera's latency budget: the playout delay never exceeds it
     last_frame_index: int | None = None
     last_capture_ts: float | None = None
     recent_sent: deque[float] = field(default_factory=lambda: deque(maxlen=300))  # wall times of sends
@@ -138,9 +312,16 @@ class StreamStats:
 
     def record(self, frame: LiveFrame, now: float) -> None:
         self.frames_sent += 1
+        self.predicted_sent += frame.predicted
         self.last_frame_index, self.last_capture_ts = frame.frame_index, frame.capture_ts
         self.recent_sent.append(now)
         self.recent_delay_s.append(now - frame.capture_ts)
+
+    def lag_s(self, now: float | None = None) -> float | None:
+        """Now minus the capture time of the newest frame on screen (None before the first)."""
+        if self.last_capture_ts is None:
+            return None
+        return (time.time() if now is None else now) - self.last_capture_ts
 
     def fps(self, window_s: float = 3.0, now: float | None = None) -> float:
         now = time.time() if now is None else now
@@ -153,8 +334,11 @@ class CameraRenderer:
     One sequential FrameReader per camera, however many people watch. Playout is a jitter buffer: results
     arrive in micro-batch bursts, so frames are shown at capture time + D, where D is the largest lag at
     arrival (arrival time minus capture time of a burst's oldest frame) over the last ``lag_window_s``,
-    plus a margin. The video then plays at the source rate without stalling between bursts; when
-    rendering cannot keep up, late frames are skipped, so the delay stays at D instead of growing.
+    plus a margin, but never more than ``budget_s`` (the camera's capture -> result latency budget) less the
+    margin and the time a frame takes to render. The video then plays at the camera's rate without stalling
+    between bursts; frames that arrive later than that, or that rendering cannot keep up with, are skipped: it
+    jumps to the newest due frame, so the delay stays within the budget (or at the pipeline's own lag) instead
+    of growing.
     """
 
     def __init__(
@@ -168,8 +352,14 @@ class CameraRenderer:
         lag_window_s: float = 10.0,
         margin_s: float = 0.15,
         idle_stop_s: float = 5.0,
+        roots: Sequence[Path] = (),
+        segment_dir: Path | None = None,
+        budget_s: float | None = None,
     ) -> None:
         self.camera = camera
+        self.roots = list(roots)
+        self.segment_dir = segment_dir
+        self.budget_s = budget_s
         self.buffers = buffers
         self.stop_event = stop_event
         self.jpeg_quality = jpeg_quality
@@ -177,7 +367,9 @@ class CameraRenderer:
         self.lag_window_s = lag_window_s
         self.margin_s = margin_s
         self.idle_stop_s = idle_stop_s
-        self.stats = StreamStats(camera.id)
+        self.stats = StreamStats(camera.id, budget_s=budget_s)
+        self._render_s = 0.0  # moving average of the time one frame takes to decode, draw and encode
+        self._last_size: tuple[int, int] | None = None  # (width, height) of the last decoded image
         self.viewers = 0
         self._cond = threading.Condition()
         self._seq = 0
@@ -219,21 +411,14 @@ class CameraRenderer:
 
     # -- rendering ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            reader = FrameReader(self.camera.source_path(), self.camera.fps)
-        except SourceError as exc:
-            log.warning("camera %s: cannot open the source for video: %s", self.camera.id, exc)
-            self._placeholder("no video source")
-            with self._cond:
-                self._thread = None  # the next viewer tries again
-            return
+        images = FrameImages(self.camera, self.roots, self.segment_dir)
         log.debug("video renderer of %s started", self.camera.id)
         try:
-            self._render(reader)
+            self._render(images)
         except Exception:  # a broken renderer must not take the app down; the next viewer restarts it
             log.exception("video renderer of %s failed", self.camera.id)
         finally:
-            reader.close()
+            images.close()
             with self._cond:
                 if self._thread is threading.current_thread():
                     self._thread = None
@@ -254,7 +439,35 @@ class CameraRenderer:
             self._thread = None
             return False
 
-    def _render(self, reader: FrameReader) -> None:
+    def playout_delay(self, lag_s: float) -> float:
+        """Capture -> shown delay for a pipeline lag of ``lag_s``: lag + margin, within the budget (less the
+        margin and the time a frame takes to render, so that the frame on screen stays within it)."""
+        delay = lag_s + self.margin_s
+        if self.budget_s is not None:
+            delay = min(delay, max(0.0, self.budget_s - self.margin_s - self._render_s))
+        return delay
+
+    def _image(self, images: FrameImages, frame: LiveFrame) -> tuple[np.ndarray, float, bool] | None:
+        """(image to draw on, scale from source pixels, real image?); None: skip the frame."""
+        try:
+            image = images.read(frame)
+        except NoImage as exc:
+            width, height = self._last_size or DEFAULT_FRAME_SIZE
+            scale = min(1.0, self.max_width / width) if self.max_width else 1.0
+            return placeholder_image(f"no image: {exc}", round(width * scale), round(height * scale)), scale, False
+        except (SourceError, ValueError, OverflowError, OSError) as exc:  # absurd index / pts: skip, go on
+            log.debug("camera %s: frame %d not decodable: %s", self.camera.id, frame.frame_index, exc)
+            return None
+        self._last_size = (image.shape[1], image.shape[0])
+        scale = 1.0
+        if self.max_width and image.shape[1] > self.max_width:
+            # About the size the page shows it at: less to encode here and to decode in every browser.
+            scale = self.max_width / image.shape[1]
+            size = (self.max_width, round(image.shape[0] * scale))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return image, scale, True
+
+    def _render(self, images: FrameImages) -> None:
         lags: deque[tuple[float, float]] = deque()  # (monotonic arrival time, lag at arrival) per burst
         newest_seen: FrameKey | None = None
         last_key: FrameKey | None = None  # last frame shown
@@ -277,7 +490,7 @@ class CameraRenderer:
                 lags.popleft()
             # Before the first burst (or after a long silence) the newest result's age is all we know.
             lag = max(lag for _, lag in lags) if lags else now_wall - newest.capture_ts
-            delay = lag + self.margin_s
+            delay = self.playout_delay(lag)
             self.stats.playout_delay_s = delay
             due_before = now_wall - delay
             pending = self.buffers.frames_after(self.camera.id, last_key)
@@ -289,28 +502,30 @@ class CameraRenderer:
             frame = due[-1]  # the newest due frame; older due ones are late, skip them
             self.stats.skipped += len(due) - 1
             last_key = frame.key
-            try:
-                image = reader.read(frame.frame_index, frame.pts_s)
-            except (SourceError, ValueError, OverflowError, OSError) as exc:  # absurd index / pts: skip, go on
-                log.debug("camera %s: frame %d not decodable: %s", self.camera.id, frame.frame_index, exc)
+            t0 = time.perf_counter()
+            got = self._image(images, frame)
+            if got is None:
                 self.stats.skipped += 1
                 continue
-            scale = 1.0
-            if self.max_width and image.shape[1] > self.max_width:
-                # About the size the page shows it at: less to encode here and to decode in every browser.
-                scale = self.max_width / image.shape[1]
-                size = (self.max_width, round(image.shape[0] * scale))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            caption = f"{self.camera.id}  frame {frame.frame_index}  {clock(frame.capture_ts)}"
+            image, scale, real = got
             drawn = draw_overlays(
-                image, frame.vehicles, self.camera.speed_limit_kmh, roi=self.camera.roi, caption=caption, scale=scale
+                image,
+                frame.vehicles,
+                self.camera.speed_limit_kmh,
+                roi=self.camera.roi if real else None,
+                caption=frame_caption(self.camera.id, frame),
+                scale=scale,
+                predicted=frame.predicted,
             )
-            self._publish(
-                mjpeg_part(
-                    encode_jpeg(drawn, self.jpeg_quality),
-                    {"X-Frame-Index": str(frame.frame_index), "X-Capture-Ts": f"{frame.capture_ts:.6f}"},
-                )
-            )
+            headers = {
+                "X-Frame-Index": str(frame.frame_index),
+                "X-Capture-Ts": f"{frame.capture_ts:.6f}",
+                "X-Analysis": frame.analysis,
+                "X-Image": "1" if real else "0",
+            }
+            self._publish(mjpeg_part(encode_jpeg(drawn, self.jpeg_quality), headers))
+            self._render_s = 0.9 * self._render_s + 0.1 * (time.perf_counter() - t0)
+            self.stats.no_image += not real
             self.stats.record(frame, time.time())
 
 
@@ -331,9 +546,13 @@ class MjpegStreamer:
         with self._lock:
             r = self._renderers.get(camera.id)
             if r is None:
-                r = self._renderers[camera.id] = CameraRenderer(
-                    camera, self.buffers, self.stop_event, **self.renderer_options
-                )
+                options = {
+                    "roots": self.settings.allowed_roots,
+                    "segment_dir": self.settings.segment_dir(camera.id),
+                    "budget_s": self.settings.budget_s(camera),
+                    **self.renderer_options,
+                }
+                r = self._renderers[camera.id] = CameraRenderer(camera, self.buffers, self.stop_event, **options)
             return r
 
     def stream(self, camera: Camera) -> Iterator[bytes]:

@@ -79,6 +79,7 @@ class SyntheticCamera:
     seed: int = 0
     lanes: int = 4
     speeding_share: float = 0.3
+    stride: int = 1  # detect every k-th frame: the frames between are "predicted" (as the job under load)
     _vehicles: list[_Vehicle] = field(default_factory=list)
     _next_spawn: float = 0.0
     _next_id: int = 1
@@ -176,8 +177,14 @@ class SyntheticCamera:
             flow_minute=minute,
             flow_counts=flow,
             ms={"decode": 3.1, "detect": self._rng.uniform(40, 60), "embed": 18.0, "track": 1.2, "speed": 0.1},
+            analysis=self.analysis_of(frame_index),
+            stride=self.stride,
+            source=(cam.source_uri(), frame_index, pts_s),  # the camera's file (a looped clip: its index in it)
         )
         return [frame, *violations]
+
+    def analysis_of(self, frame_index: int) -> str:
+        return "detected" if frame_index % self.stride == 0 else "predicted"
 
     def _violation(
         self,
@@ -217,8 +224,16 @@ def _reader(path: str, fps: float | None) -> FrameReader:
     return FrameReader(path, fps)
 
 
-def health_message(batch_id: int, batch_ms: float, frames: int, ts: float, lag: dict[str, int]) -> dict[str, Any]:
-    """A batch health message as the job sends it (no delays measured)."""
+def health_message(
+    batch_id: int,
+    batch_ms: float,
+    frames: int,
+    ts: float,
+    lag: dict[str, int],
+    analysis: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A batch health message as the job sends it (no delays measured); ``analysis``: per camera
+    {detected, predicted, skipped, stride, budget_s}."""
     return batch_health_message(
         batch_id=batch_id,
         batch_ms=batch_ms,
@@ -227,6 +242,7 @@ def health_message(batch_id: int, batch_ms: float, frames: int, ts: float, lag: 
         lag=lag,
         delay_s={},
         counts={"frame": frames} if frames else {},
+        analysis=analysis,
     )
 
 
@@ -238,9 +254,16 @@ class ResultsFeed:
     """
 
     def __init__(
-        self, settings: Settings, *, batch_interval_s: float = 0.5, processing_delay_s: float = 0.5, seed: int = 7
+        self,
+        settings: Settings,
+        *,
+        batch_interval_s: float = 0.5,
+        processing_delay_s: float = 0.5,
+        seed: int = 7,
+        stride: int = 2,
     ) -> None:
         self.settings = settings
+        self.stride = stride  # every other frame's boxes "predicted": both kinds of box on screen
         self.batch_interval_s = batch_interval_s
         self.processing_delay_s = processing_delay_s
         self.seed = seed
@@ -278,7 +301,7 @@ class ResultsFeed:
             {
                 "cam": cam,
                 "clip": clip,
-                "synth": SyntheticCamera(cam, clip, seed=self.seed + i),
+                "synth": SyntheticCamera(cam, clip, seed=self.seed + i, stride=self.stride),
                 "loop_start": start,
                 "pos": 0,
             }
@@ -287,14 +310,22 @@ class ResultsFeed:
         while not self._stop.is_set():
             now = time.time()
             t_batch = time.perf_counter()
-            n_frames, lag = 0, {}
+            n_frames, lag, analysis = 0, {}, {}
             for s in streams:
                 cam, clip = s["cam"], s["clip"]
+                counts = analysis[cam.id] = {
+                    "detected": 0,
+                    "predicted": 0,
+                    "skipped": 0,
+                    "stride": self.stride,
+                    "budget_s": self.settings.budget_s(cam),
+                }
                 while True:
                     index, pts = clip.frames[s["pos"]]
                     capture = s["loop_start"] + pts
                     if capture > now - self.processing_delay_s:
                         break
+                    counts[s["synth"].analysis_of(index)] += 1
                     for msg in s["synth"].frame_messages(index, pts, capture - start, capture, now, evidence_root):
                         producer.produce(topic, encode(msg), key=cam.id.encode())
                         if msg["type"] == RESULT_VIOLATION:
@@ -309,7 +340,9 @@ class ResultsFeed:
             self.frames_published += n_frames
             batch_ms = (time.perf_counter() - t_batch) * 1000 + self.batch_interval_s * 1000
             producer.produce(
-                topic, encode(health_message(self.batches, batch_ms, n_frames, time.time(), lag)), key=HEALTH_KEY
+                topic,
+                encode(health_message(self.batches, batch_ms, n_frames, time.time(), lag, analysis)),
+                key=HEALTH_KEY,
             )
             self.batches += 1
             producer.flush(10)
@@ -318,13 +351,19 @@ class ResultsFeed:
 
 
 def synthetic_messages(
-    settings: Settings, n_frames: int, capture_start: float, *, seed: int = 7, evidence: bool = True
+    settings: Settings,
+    n_frames: int,
+    capture_start: float,
+    *,
+    seed: int = 7,
+    evidence: bool = True,
+    stride: int = 1,
 ) -> list[dict[str, Any]]:
     """The first ``n_frames`` frames of every camera as results messages (violations write evidence)."""
     out: list[dict[str, Any]] = []
     for i, cam in enumerate(settings.cameras):
         clip = clip_frames(str(cam.source_path()), cam.fps)
-        synth = SyntheticCamera(cam, clip, seed=seed + i)
+        synth = SyntheticCamera(cam, clip, seed=seed + i, stride=stride)
         for index, pts in clip.frames[:n_frames]:
             out.extend(
                 synth.frame_messages(

@@ -266,6 +266,7 @@ def test_every_live_callback_answers_after_absurd_messages(absurd_app):
         (kpis, {**base, "kpi-window.value": 5}),
         ("..speed-histogram.figure...flow-chart.figure...charts-state.data..", {**base, "kpi-window.value": 5}),
         ("..violations-log.children...violations-state.data..", base),
+        (key_of(f"{L.VIDEO_LAG}.children", f"{L.VIDEO_LAG}.className"), base),
         (
             key_of(
                 "health-kpis.children",

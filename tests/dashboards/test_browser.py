@@ -186,6 +186,10 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         delays = list(streams[0].recent_delay_s)[-100:]
         stream_fps = streams[0].fps(window_s=5)
         playout_delay_s = streams[0].playout_delay_s
+        # What the viewer reads under the video: how far behind capture the frame on screen is, against the
+        # camera's budget; and how many shown frames had predicted (dashed) boxes or no image.
+        lag_badge = browser.find_element("id", L.VIDEO_LAG).text
+        shown = {k: getattr(streams[0], k) for k in ("frames_sent", "predicted_sent", "no_image", "skipped")}
         # The stream itself as any client sees it: multipart boundaries in 2 s.
         parts_per_s = count_stream_parts(handle.url + src[len(handle.url) :], 2.0) / 2.0
 
@@ -246,9 +250,12 @@ def test_dashboard_live_in_a_browser(results_feed, browser, test_output):
         "delay_s_p95": round(sorted(delays)[int(0.95 * (len(delays) - 1))], 3),
         "delay_s_max": round(max(delays), 3),
         "playout_delay_s": round(playout_delay_s, 3),
+        "budget_s": settings.budget_s(settings.camera(MOTORWAY)),
+        "lag_badge": lag_badge,
+        "video_frames": shown,
         "feed": {
             k: getattr(results_feed, k, None)
-            for k in ("batch_interval_s", "processing_delay_s", "frames_published", "violations_published")
+            for k in ("batch_interval_s", "processing_delay_s", "stride", "frames_published", "violations_published")
         },
         "load_avg_1m": round(os.getloadavg()[0], 1),
         "cpus": os.cpu_count(),  # shared machines vary a lot
