@@ -425,17 +425,16 @@ class CameraProcessor:
         fi = int(row.frame_index)
         if st.last_detected_index >= 0:  # the frames since the last detection: tracks move on by them
             st.tracker.advance(min(fi - st.last_detected_index - 1, MAX_ADVANCE_FRAMES))
-        n = len(row.scores) if row.scores is not None else 0
-        xyxy = np.asarray(row.boxes, dtype=np.float32).reshape(n, 4)
-        dim = int(row.embedding_dim or 0)
+        n = _size(row.scores)  # null detection columns (a frame stage 1 did not decode): no detections
+        xyxy = np.asarray(row.boxes if n else [], dtype=np.float32).reshape(n, 4)
+        dim = _opt_int(row.embedding_dim) or 0
         emb = (
             np.frombuffer(row.embeddings, dtype=np.float16).reshape(n, dim).astype(np.float32)
             if n and dim
             else np.zeros((0, dim or 1), np.float32)
         )
-        tracked = st.tracker.update(
-            xyxy, np.asarray(row.scores, np.float32).reshape(n), np.asarray(row.classes, np.int32).reshape(n), emb
-        )
+        scores = np.asarray(row.scores if n else [], np.float32).reshape(n)
+        tracked = st.tracker.update(xyxy, scores, np.asarray(row.classes if n else [], np.int32).reshape(n), emb)
         st.last_detected_index = fi
         t1 = time.perf_counter()
         ts = float(row.pts_s)
@@ -541,7 +540,7 @@ class CameraProcessor:
             "ingest_ts": float(row.ingest_ts),
             "kafka_partition": int(row.kafka_partition),
             "kafka_offset": int(row.kafka_offset),
-            "raw_detections": int(row.raw_detections or 0),
+            "raw_detections": _opt_int(row.raw_detections) or 0,
             "vehicles": vehicles,
             "counts": json.dumps(dict(counts)),
             "flow": json.dumps({"minute": minute, **dict(st.flow.get(minute, {}))}),

@@ -427,14 +427,15 @@ def _strided(rows: pd.DataFrame, stride: int, skipped: set[int] = frozenset()) -
     """Stage-1 rows as load shedding leaves them: every ``stride``-th frame detected, the others predicted
     (no detections, no decode), ``skipped`` frames skipped as stale."""
     rows = rows.copy()
-    empty = {"boxes": [], "scores": [], "classes": [], "embeddings": b"", "embedding_dim": 0, "raw_detections": 0}
+    # as perceive_one leaves a frame it did not decode: no detection columns at all (nulls; NaN in pandas)
+    empty = {"boxes": None, "scores": None, "classes": None, "embeddings": None, "embedding_dim": None}
     analysis, strides, reasons = [], [], []
     for i, fi in enumerate(rows.frame_index):
         kind = "skipped" if fi in skipped else ("detected" if fi % stride == 0 else "predicted")
         if kind != "detected":
             for k, v in empty.items():
                 rows.at[rows.index[i], k] = v
-            for k in ("decode_ms", "detect_ms", "embed_ms"):
+            for k in ("decode_ms", "detect_ms", "embed_ms", "raw_detections"):
                 rows.at[rows.index[i], k] = None
         analysis.append(kind)
         strides.append(stride)
@@ -505,3 +506,11 @@ def test_skipped_frames_are_recorded_and_leave_the_tracks_alone(synth, group_sta
     assert all(frames[fi]["skip_reason"] == "stale" and frames[fi]["vehicles"] == [] for fi in skipped)
     assert sorted(_messages(out)) == [fi for fi in range(60) if fi not in skipped]  # no message for a skip
     assert sorted(set(track_ids(out, synth))) == [1, 2]  # a 10-frame gap keeps the identities
+
+
+def test_predicted_frames_before_any_detection_are_empty_frames(synth, group_state, cars) -> None:
+    """A camera whose first frames in a worker are predicted (nothing detected yet): no boxes, no failure."""
+    rows = _strided(synth.scene_rows(cars, range(1, 30)), 3)  # frame 0 (the first detection) never comes
+    out = synth.run_batch(synth.make_settings(), rows, group_state())
+    assert dead(out, synth) == []
+    assert [m["vehicles"] for fi, m in sorted(_messages(out).items()) if fi < 3] == [[], []]
