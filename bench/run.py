@@ -6,7 +6,11 @@
    micro-batch compute vs sink time, tracking-state bytes per camera, message sizes, peak memory (RSS) of
    the job's process tree.
 
+3. Live latency (bench/live.py): 1, 2 and 4 cameras replayed as live 30 fps cameras, load shedding on and
+   off; capture -> results-topic latency, detection rate, stride, skips (``bench/results/live.json``).
+
     python -m trafficstream.bench.run [--frames 40] [--config infra/config/demo.yaml] [--skip-models]
+        [--skip-live] [--live-seconds 180]
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per model configuration")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per camera in the pipeline run")
+    parser.add_argument("--live-seconds", type=float, default=180.0, help="per live-latency scenario")
+    parser.add_argument("--skip-live", action="store_true", help="skip the live-latency scenarios (bench/live.py)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -104,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     stats.update(stateful_figures(settings.delta_root))
     summary["pipeline"] = stats
     (OUT / "pipeline.json").write_text(json.dumps(stats, indent=2, default=str))
+    if not args.skip_live:  # 1, 2, 4 live cameras, load shedding on and off: bench/results/live.json
+        from trafficstream.bench import live
+
+        live_args = ["--config", str(args.config), "--seconds", str(args.live_seconds)]
+        live.main(live_args + [a for o in args.overrides for a in ("--set", o)])
+        summary["live"] = json.loads(live.RESULTS.joinpath("live.json").read_text())
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("wrote %s", OUT / "summary.json")
     print(

@@ -264,6 +264,14 @@ def pipeline_stats(settings: Settings, job: JobProcess | None = None) -> dict[st
                 n = sum(m["counts"].get("frame", 0) + m["counts"].get("dead", 0) for m in metrics) or 1
                 stage["sinks"] = round(sum(m["sink_ms"] for m in metrics) / n, 2)
                 stats["micro_batches"] = len(metrics)
+            commits = _job_metrics(settings, "commits")
+            if commits:  # background Delta commits (spool): off the micro-batch path
+                stats["delta_commits"] = {
+                    "commits": len(commits),
+                    "micro_batches_per_commit": round(sum(c["batches"] for c in commits) / len(commits), 2),
+                    "ms_per_commit": round(sum(c["delta_ms"] for c in commits) / len(commits), 1),
+                    "ms_per_frame": round(sum(c["delta_ms"] for c in commits) / max(1, frames.height), 2),
+                }
         stats["speed_kmh"] = _speed_summary(det)
         stats["per_camera"] = {
             r["camera_id"]: {"frames": r["frames"], "frames_with_vehicles": r["with_vehicles"]}
@@ -297,8 +305,9 @@ def _speed_summary(det) -> dict[str, Any]:
     }
 
 
-def _job_metrics(settings: Settings) -> list[dict[str, Any]]:
+def _job_metrics(settings: Settings, kind: str = "") -> list[dict[str, Any]]:
+    """The job's per-micro-batch metric lines, or (``kind="commits"``) its background Delta commits."""
     out = []
-    for path in (settings.storage.var_dir / "metrics").glob("*.jsonl"):
+    for path in (settings.storage.var_dir / "metrics" / kind).glob("*.jsonl"):
         out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return out

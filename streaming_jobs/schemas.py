@@ -131,6 +131,10 @@ TRACKED = StructType(
     ]
 )
 
+# Stage-2 rows as the sinks get them: with the micro-batch that produced each (spooled batches are committed
+# to Delta several at a time, each row keeping its own batch id).
+SPOOLED = StructType(TRACKED.fields + [StructField("batch_id", LongType())])
+
 # The per-camera state kept in Spark's state store (restored from the checkpoint after a restart).
 CAMERA_STATE = StructType([StructField("version", IntegerType()), StructField("blob", BinaryType())])
 

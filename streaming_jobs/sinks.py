@@ -28,11 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -51,8 +53,8 @@ from trafficstream.streaming_jobs.schemas import (
     KIND_HEALTH,
     KIND_TRACK,
     KIND_VIOLATION,
+    SPOOLED,
     TRACK_PAYLOAD,
-    TRACKED,
     VEHICLE,
     VIOLATION_PAYLOAD,
     from_payload,
@@ -60,6 +62,7 @@ from trafficstream.streaming_jobs.schemas import (
     spark_type,
 )
 from trafficstream.streaming_jobs.shedding import DETECTED
+from trafficstream.streaming_jobs.spool import Group, Spool
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +170,13 @@ FAULT_ENV = "TRAFFICSTREAM_FAULT"
 
 
 def inject_fault(point: str, batch_id: int) -> None:
-    """Crash here, like a lost machine, when ``$TRAFFICSTREAM_FAULT`` is ``point:batch_id`` (the fault tests).
+    """Crash here, like a lost machine, when ``$TRAFFICSTREAM_FAULT`` is ``point:batch_id`` or ``point:*`` (the
+    fault tests).
 
     SIGKILL to the whole process group: the driver JVM, this Python process and the workers die at once.
     Inert unless the variable names this exact point and batch.
     """
-    if os.environ.get(FAULT_ENV) == f"{point}:{batch_id}":
+    if os.environ.get(FAULT_ENV) in (f"{point}:{batch_id}", f"{point}:*"):
         log.warning("fault injection: SIGKILL at %s of batch %d", point, batch_id)
         logging.shutdown()
         os.killpg(os.getpgrp(), signal.SIGKILL)
@@ -231,9 +235,23 @@ class BatchWriter:
         # One JSON line per micro-batch (compute/sink timings) for `make demo` / `make bench` reports.
         self.metrics_path = settings.storage.var_dir / "metrics" / f"{self.app_id}.jsonl"
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        self._sink_ms: dict[str, float] = {}
+        self._write_timings: dict[str, float] = self._sink_ms
+        # Delta commits in the background from a spool beside the checkpoint (a local or mounted path);
+        # with a checkpoint on object storage, every micro-batch commits before the next one starts.
+        self._committer: DeltaCommitter | None = None
+        if settings.spark.async_delta_commits and "://" not in checkpoint:
+            self._committer = DeltaCommitter(self, Spool(Path(checkpoint + ".spool")))
+            self._committer.start()
 
     def close(self) -> None:
-        """Flush and release the driver-side Kafka clients (Spark may keep this object referenced)."""
+        """Commit what is spooled, flush and release the driver-side clients (Spark may keep this object)."""
+        if self._committer is not None:
+            if not self._committer.drain():
+                log.error("spooled micro-batches not all committed; the next start commits them")
+            elif self._committer.error is not None:
+                log.error("Delta commits failed: %s; the next start commits the spool", self._committer.error)
+            self._committer = None
         self._pool.shutdown(wait=True)
         if self._producer is not None:
             self._producer.flush(10)
@@ -244,11 +262,13 @@ class BatchWriter:
 
     # -- helpers ---------------------------------------------------------------------------------------
     @contextmanager
-    def _timed(self, sink: str) -> Iterator[None]:
+    def _timed(self, sink: str, into: dict[str, float] | None = None) -> Iterator[None]:
+        """Add the block's duration to ``into`` (default: the timings of the :meth:`_write` in progress)."""
         t0 = time.perf_counter()
         yield
+        timings = self._write_timings if into is None else into
         with self._lock:
-            self._sink_ms[sink] = round(self._sink_ms.get(sink, 0.0) + (time.perf_counter() - t0) * 1e3, 1)
+            timings[sink] = round(timings.get(sink, 0.0) + (time.perf_counter() - t0) * 1e3, 1)
 
     def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
         with self._timed(table):
@@ -287,29 +307,25 @@ class BatchWriter:
     # -- the batch -------------------------------------------------------------------------------------
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         t0 = time.perf_counter()
-        self._sink_ms: dict[str, float] = {}
+        self._sink_ms = {}
+        if self._committer is not None:
+            self._committer.check()  # a committer that keeps failing fails the query (restarted from the checkpoint)
         df = batch_df.persist()
         try:
-            # One action brings what the driver needs (small columns and the frames' results messages).
-            rows = df.select(
-                "kind",
-                "camera_id",
-                "frame_index",
-                "capture_ts",
-                F.when(F.col("kind") == KIND_FRAME, F.col("message")).alias("message"),
-                F.get_json_object("payload", "$.analysis").alias("analysis"),
-                F.get_json_object("payload", "$.stride").cast("int").alias("stride"),
-                F.get_json_object("payload", "$.kafka_partition").cast("int").alias("partition"),
-                F.get_json_object("payload", "$.kafka_offset").cast("long").alias("offset"),
-            ).collect()
+            # One action: the batch's rows reach the driver (results, health, the spool).
+            table = df.toArrow()
+            rows = summary_rows(table)
             counts = dict(Counter(r["kind"] for r in rows))
             t1 = time.perf_counter()
-            # Results first: a frame reaches the results topic before the batch's Delta commits.
-            with self._timed("results"):
+            # Results first: a frame reaches the results topic before any Delta commit of its batch.
+            with self._timed("results", self._sink_ms):
                 self._publish_results(rows)
-            if counts:
-                self._write(df, batch_id, counts)
-            inject_fault("after_sinks", batch_id)  # every sink committed, Spark's checkpoint commit not yet
+            if counts and self._committer is not None:
+                with self._timed("spool", self._sink_ms):
+                    self._committer.put(batch_id, table)
+            elif counts:
+                self._write(df.withColumn("batch_id", F.lit(batch_id).cast("long")), batch_id, counts)
+            inject_fault("after_sinks", batch_id)  # sinks done (or spooled), Spark's checkpoint commit not yet
             t2 = time.perf_counter()
             batch_ms = (t2 - t0) * 1e3
             n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)
@@ -319,6 +335,7 @@ class BatchWriter:
                 "compute_ms": (t1 - t0) * 1e3,
                 "sink_ms": (t2 - t1) * 1e3,
                 "sinks": self._sink_ms,
+                "delta": "spooled" if self._committer is not None else "committed",
             }
             with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps({**self.last, "ts": time.time()}) + "\n")
@@ -335,7 +352,20 @@ class BatchWriter:
         finally:
             df.unpersist()
 
-    def _publish_results(self, rows: list[Row]) -> None:
+    def commit_group(self, table: pa.Table, version: int) -> dict[str, Any]:
+        """Commit spooled batches (``table``: their rows with ``batch_id``) to every Delta table as one
+        transaction per table (``txnVersion`` = ``version``). Called by the committer thread."""
+        t0 = time.perf_counter()
+        self._commit_ms: dict[str, float] = {}
+        df = self.spark.createDataFrame(table, schema=SPOOLED).persist()
+        try:
+            counts = dict(Counter(table.column("kind").to_pylist()))
+            self._write(df, version, counts, timings=self._commit_ms)
+        finally:
+            df.unpersist()
+        return {"counts": counts, "delta_ms": round((time.perf_counter() - t0) * 1e3, 1), "sinks": self._commit_ms}
+
+    def _publish_results(self, rows: list[dict[str, Any]]) -> None:
         """Produce the batch's frame messages (key: camera id) and wait for every acknowledgement; raise if
         any failed, so Spark retries the batch (consumers de-duplicate on camera_id + frame_index)."""
         producer = self._producer
@@ -366,7 +396,12 @@ class BatchWriter:
                 f"(first error: {failed[0] if failed else 'timeout'})"
             )
 
-    def _write(self, df: DataFrame, batch_id: int, counts: dict[str, int]) -> None:
+    def _write(
+        self, df: DataFrame, batch_id: int, counts: dict[str, int], timings: dict[str, float] | None = None
+    ) -> None:
+        """Every sink of stage-2 rows ``df`` (with their ``batch_id``); ``batch_id``: the Delta txnVersion."""
+        # one _write at a time: the query thread's (synchronous commits) or the committer's
+        self._write_timings = self._sink_ms if timings is None else timings
         tasks = {
             KIND_FRAME: self._write_frames,
             KIND_DEAD: self._write_dead,
@@ -382,12 +417,8 @@ class BatchWriter:
                 raise exc
 
     def _stage2(self, df: DataFrame, kind: str, payload: StructType, batch_id: int) -> DataFrame:
-        """The batch's rows of ``kind`` with their payload parsed (``p``) and ``batch_id``."""
-        return (
-            df.where(F.col("kind") == kind)
-            .withColumn("p", F.from_json("payload", payload))
-            .withColumn("batch_id", F.lit(batch_id).cast("long"))
-        )
+        """The rows of ``kind`` with their payload parsed (``p``); each row keeps its own ``batch_id``."""
+        return df.where(F.col("kind") == kind).withColumn("p", F.from_json("payload", payload))
 
     def _write_frames(self, df: DataFrame, batch_id: int) -> None:
         fr = self._stage2(df, KIND_FRAME, FRAME_PAYLOAD, batch_id)
@@ -417,7 +448,11 @@ class BatchWriter:
     def _write_flow(self, df: DataFrame, batch_id: int) -> None:
         fl = table_rows(self._stage2(df, KIND_FLOW, FLOW_PAYLOAD, batch_id), tables.FLOW)
         keys = list(tables.table(tables.FLOW).keys)
-        fl = fl.groupBy(*keys, "updated_batch").agg(F.max("vehicles").alias("vehicles")).select(*fl.columns)
+        # One row per minute and class: the counts are absolute and only grow, so the largest is the latest
+        # (several micro-batches are committed at once).
+        columns = fl.columns
+        fl = fl.groupBy(*keys).agg(F.max("vehicles").alias("vehicles"), F.max("updated_batch").alias("updated_batch"))
+        fl = fl.select(*columns)
         # A camera whose tracking state was reset counts its current minute again from 0: never lower a
         # count already published.
         self._merge(fl, tables.FLOW, keys, set_={"vehicles": "greatest(t.vehicles, s.vehicles)"})
@@ -427,9 +462,9 @@ class BatchWriter:
         topic as ``health`` messages with the camera id, so operators see them next to the batch health."""
         ev = df.where(F.col("kind") == KIND_HEALTH).withColumn("p", F.from_json("payload", HEALTH_PAYLOAD))
         events = []
-        for r in ev.select("camera_id", "processed_ts", "p.*").collect():  # a handful: one per camera reset
-            value = camera_event_result(r.asDict(), batch_id)
-            log.warning("camera event in batch %d: %s", batch_id, value)
+        for r in ev.select("camera_id", "processed_ts", "batch_id", "p.*").collect():  # one per camera reset
+            value = camera_event_result(r.asDict(), r["batch_id"])
+            log.warning("camera event in batch %d: %s", r["batch_id"], value)
             events.append((r["camera_id"], value))
         self._to_kafka(
             self.spark.createDataFrame(events, "key string, value string"), self.settings.kafka.results_topic
@@ -438,12 +473,10 @@ class BatchWriter:
     def _write_violations(self, df: DataFrame, batch_id: int) -> None:
         vio = df.where(F.col("kind") == KIND_VIOLATION)
         # The evidence step adds evidence_uri and fills `message` (the results-topic violation message).
-        out_schema = StructType(TRACKED.fields + [StructField("evidence_uri", StringType())])
+        out_schema = StructType(SPOOLED.fields + [StructField("evidence_uri", StringType())])
         vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
         try:
-            v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD)).withColumn(
-                "batch_id", F.lit(batch_id).cast("long")
-            )
+            v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))
             self._append(table_rows(v, tables.VIOLATIONS), tables.VIOLATIONS, batch_id)
             self._to_kafka(
                 v.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
@@ -452,7 +485,9 @@ class BatchWriter:
         finally:
             vio.unpersist()
 
-    def _health(self, rows: list[Row], batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]) -> None:
+    def _health(
+        self, rows: list[dict[str, Any]], batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]
+    ) -> None:
         """Per-batch health on the results topic: duration, frames/s, consumer lag and analysis per camera."""
         try:
             producer, watermarks = self._producer, self._watermarks
@@ -491,7 +526,131 @@ class BatchWriter:
             log.warning("health message for batch %d not sent: %s", batch_id, exc)
 
 
-def positions(rows: list[Row]) -> list[tuple[str | None, int, int, float | None]]:
+def summary_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """What the driver needs of each stage-2 row: kind, camera, frame, capture time, the frame's results
+    message, and from frame / dead payloads the analysis, stride and Kafka position."""
+    cols = table.select(["kind", "camera_id", "frame_index", "capture_ts", "payload", "message"]).to_pydict()
+    out = []
+    for kind, cam, fi, cap, payload, message in zip(*cols.values(), strict=True):
+        p: dict[str, Any] = {}
+        if kind in (KIND_FRAME, KIND_DEAD) and payload:
+            try:
+                p = json.loads(payload)
+            except ValueError:
+                p = {}
+        out.append(
+            {
+                "kind": kind,
+                "camera_id": cam,
+                "frame_index": fi,
+                "capture_ts": cap,
+                "message": message if kind == KIND_FRAME else None,
+                "analysis": p.get("analysis"),
+                "stride": p.get("stride"),
+                "partition": p.get("kafka_partition"),
+                "offset": p.get("kafka_offset"),
+            }
+        )
+    return out
+
+
+class DeltaCommitter(threading.Thread):
+    """Commits spooled micro-batches to Delta in the background, all pending batches as one group (see
+    streaming_jobs/spool.py). Retries a failed commit with backoff; after ``MAX_FAILURES`` in a row
+    :meth:`check` raises in the query thread, so the query fails and restarts from its checkpoint."""
+
+    MAX_FAILURES = 3
+    MAX_PENDING = 64  # spooled batches not yet committed before the query waits (backpressure)
+    MAX_GROUP = 200  # batches per commit
+
+    def __init__(self, writer: BatchWriter, spool: Spool) -> None:
+        super().__init__(name="delta-committer", daemon=True)
+        self.writer = writer
+        self.spool = spool
+        self.error: BaseException | None = None
+        self.commits = 0
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._failures = 0
+        self.metrics_path = writer.metrics_path.parent / "commits" / writer.metrics_path.name
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def put(self, batch_id: int, table: pa.Table) -> None:
+        """Spool a batch (durable when this returns); waits while too much is uncommitted."""
+        self.spool.put(batch_id, table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.int64())))
+        with self._wake:
+            self._wake.notify_all()
+            t0 = time.time()
+            while len(self.spool) > self.MAX_PENDING and self.error is None and not self._stopping:
+                if time.time() - t0 > 5:
+                    log.warning("%d micro-batches wait for their Delta commits: the query waits", len(self.spool))
+                    t0 = time.time()
+                self._wake.wait(1.0)
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"Delta commits failing: {self.error}") from self.error
+
+    def drain(self, timeout_s: float = 600) -> bool:
+        """Commit everything spooled, then stop; False when that did not finish in time."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        self.join(timeout_s)
+        return not self.is_alive()
+
+    def run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                groups = self.spool.groups() or self._new_group()
+            except Exception as exc:  # broad on purpose: the spool folder itself is unusable
+                self._failed(exc)
+                return
+            if not groups:
+                with self._wake:
+                    if self._stopping:
+                        return
+                    self._wake.wait(0.2)
+                continue
+            try:
+                for group in groups:
+                    self._commit(group)
+                self._failures, backoff = 0, 1.0
+            except Exception as exc:  # broad on purpose: retried, then surfaced to the query
+                self._failures += 1
+                log.exception("Delta commit failed (%d in a row)", self._failures)
+                if self._failures >= self.MAX_FAILURES:
+                    self._failed(exc)
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _new_group(self) -> list[Group]:
+        pending = self.spool.pending()[: self.MAX_GROUP]
+        return [self.spool.open_group(pending)] if pending else []
+
+    def _commit(self, group: Group) -> None:
+        table = self.spool.read(group)
+        if table is not None and table.num_rows:
+            figures = self.writer.commit_group(table, group.version)
+            inject_fault("after_commit", group.version)  # every table has the group, the spool still too
+            line = {"version": group.version, "batches": len(group.batches), **figures, "ts": time.time()}
+            with self.metrics_path.open("a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            log.info("delta commit of %d micro-batch(es) up to %d: %s", len(group.batches), group.version, figures)
+        self.spool.close_group(group)
+        self.commits += 1
+        with self._wake:
+            self._wake.notify_all()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        with self._wake:
+            self._wake.notify_all()
+
+
+def positions(rows: list[dict[str, Any]]) -> list[tuple[str | None, int, int, float | None]]:
     """(camera, partition, max offset, newest capture_ts) of the frame references in a batch's rows."""
     out: dict[tuple[str | None, int], tuple[int, float | None]] = {}
     for r in rows:
@@ -504,7 +663,7 @@ def positions(rows: list[Row]) -> list[tuple[str | None, int, int, float | None]
     return [(cam, part, off, cap) for (cam, part), (off, cap) in out.items()]
 
 
-def analysis_counts(rows: list[Row]) -> dict[str, dict[str, int]]:
+def analysis_counts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Per camera: frames detected / predicted / skipped in the batch, and the stride at its last frame."""
     out: dict[str, dict[str, int]] = {}
     last: dict[str, int] = {}

@@ -132,6 +132,9 @@ class SparkSettings(_Section):
     # Extra Spark SQL conf set on the session. Delta's default of 50 partitions for rebuilding a table's
     # snapshot costs seconds per commit on small local tables; clusters with big tables raise it.
     conf: PropertyMap = Field(default_factory=lambda: SecretMap({"spark.databricks.delta.snapshotPartitions": "2"}))
+    # Commit Delta in the background, several micro-batches at once, from a durable spool beside the
+    # checkpoint (streaming_jobs/spool.py): micro-batches no longer wait for Delta. Exactly once either way.
+    async_delta_commits: bool = True
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
     stop_after_idle_s: float | None = Field(default=None, gt=0)
 

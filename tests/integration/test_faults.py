@@ -1,4 +1,5 @@
-"""Faults on real components: the job under ``spark-submit`` SIGKILLed at three points of a micro-batch, and
+"""Faults on real components: the job under ``spark-submit`` SIGKILLed at four points of a micro-batch and its
+background Delta commit, and
 the Kafka broker restarted under a running ingest and job. Afterwards the Delta tables hold exactly one row per
 (camera, frame) and per (camera, frame, track), every ingested frame is processed or dead-lettered exactly once,
 and results-topic duplicates carry the same key and are dropped by the dashboard's consumer.
@@ -148,40 +149,43 @@ class _PeakRss(threading.Thread):
         self.join()
 
 
-# -- SIGKILL at three points of a micro-batch -----------------------------------------------------------
-def test_sigkill_at_three_points_then_exactly_once(settings_factory, tmp_path_factory, test_output, monkeypatch):
+# -- SIGKILL at four points of a micro-batch and its background Delta commit ------------------------------
+def _spool_files(spool: Path, pattern: str) -> set[int]:
+    return {int(p.stem.split("-")[1]) for p in spool.glob(pattern)} if spool.is_dir() else set()
+
+
+def test_sigkill_at_four_points_then_exactly_once(settings_factory, tmp_path_factory, test_output, monkeypatch):
     s = settings_factory(overrides=[f"spark.max_offsets_per_trigger={PER_BATCH}"], name="faults")
     workdir = tmp_path_factory.mktemp("faults-job")
     ingested = run_ingest(s, [CAMERA], start_frame=START, max_frames=FRAMES).total
     assert ingested == FRAMES
     chk = s.checkpoint_root / "vehicles"
+    spool = chk.with_name("vehicles.spool")
     injected: list[dict] = []
 
-    # 1. During stage 1: batch N planned (offsets/N written), nothing of it in Delta yet.
+    # 1. During stage 1: batch N planned (offsets/N written), nothing of it spooled or in Delta yet.
     job = JobProcess(s, workdir, name="run1").start()
     job.wait_started()
     _wait(lambda: 0 in _batch_files(chk, "commits"), job)
     n = _wait(lambda: max(_batch_files(chk, "offsets") - _batch_files(chk, "commits"), default=None), job)
     time.sleep(1.0)  # inside decode/detect of a 30-frame batch (several seconds on 2 cores)
     in_delta = any(n in _txn_versions(s, t) for t in tables.ALL_TABLES)
+    spooled = n in _spool_files(spool, "batch-*.arrow")
     job.kill()
-    assert not in_delta and n not in _batch_files(chk, "commits")
+    assert not in_delta and not spooled and n not in _batch_files(chk, "commits")
     injected.append({"point": "stage 1", "batch": n})
 
-    # 2. During the Delta commits: the frames table has batch M, Spark's commit of M not written.
+    # 2. During a background Delta commit: a group of spooled batches is open (its manifest written), some
+    # of its tables committed, others not.
     job = JobProcess(s, workdir, name="run2").start()
-
-    def in_commits() -> int | None:
-        pending = _batch_files(chk, "offsets") - _batch_files(chk, "commits")
-        return next((b for b in sorted(pending) if b in _txn_versions(s, tables.FRAMES)), None)
-
-    m = _wait(in_commits, job)
+    groups = _wait(lambda: _spool_files(spool, "group-*.json"), job, every_s=0.01)
     job.kill()
+    m = max(groups)
     written = [t for t in tables.ALL_TABLES if m in _txn_versions(s, t)]
-    assert m not in _batch_files(chk, "commits")
-    injected.append({"point": "during Delta commits", "batch": m, "tables_committed_at_kill": written})
+    assert m in _spool_files(spool, "group-*.json")
+    injected.append({"point": "during a Delta commit", "group_version": m, "tables_committed_at_kill": written})
 
-    # 3. Between the Delta commits and the checkpoint commit: the job kills itself after its sinks.
+    # 3. Spooled, Spark's checkpoint commit not yet written: the job kills itself after its sinks.
     k = max(_batch_files(chk, "commits")) + 2
     monkeypatch.setenv(FAULT_ENV, f"after_sinks:{k}")
     job = JobProcess(s, workdir, name="run3").start()
@@ -190,13 +194,25 @@ def test_sigkill_at_three_points_then_exactly_once(settings_factory, tmp_path_fa
         time.sleep(0.2)
     assert job.proc.returncode is not None and job.proc.returncode < 0, job.log_tail()
     job.kill()
-    assert k in _txn_versions(s, tables.FRAMES) and k not in _batch_files(chk, "commits"), job.log_tail()
-    injected.append({"point": "after Delta commits, before checkpoint commit", "batch": k})
+    assert k in _spool_files(spool, "batch-*.arrow") and k not in _batch_files(chk, "commits"), job.log_tail()
+    injected.append({"point": "spooled, before the checkpoint commit", "batch": k})
+
+    # 4. Every table committed, the spool not yet cleaned: the group is committed again after the restart.
+    monkeypatch.setenv(FAULT_ENV, "after_commit:*")
+    job = JobProcess(s, workdir, name="run4").start()
+    deadline = time.time() + 300
+    while job.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.proc.returncode is not None and job.proc.returncode < 0, job.log_tail()
+    job.kill()
+    (g,) = _spool_files(spool, "group-*.json")
+    assert all(g in _txn_versions(s, t) for t in (tables.FRAMES, tables.DETECTIONS)), job.log_tail()
+    injected.append({"point": "Delta committed, spool not cleaned", "group_version": g})
     monkeypatch.delenv(FAULT_ENV)
 
-    # 4. Restart and finish. The whole clip was published at once (a burst far above real time): batches stay
+    # 5. Restart and finish. The whole clip was published at once (a burst far above real time): batches stay
     # within maxOffsetsPerTrigger, and the job's memory stays bounded.
-    job = JobProcess(s, workdir, name="run4").start()
+    job = JobProcess(s, workdir, name="run5").start()
     sampler = _PeakRss(job.pid)
     sampler.start()
     try:
@@ -213,6 +229,7 @@ def test_sigkill_at_three_points_then_exactly_once(settings_factory, tmp_path_fa
     sizes = [b["counts"].get("frame", 0) + b["counts"].get("dead", 0) for b in batches]
     assert sizes and max(sizes) <= PER_BATCH, sizes
     assert sampler.peak_mb < 8 * 1024, sampler.peak_mb  # JVM + Python workers of local[2]; ~2.5 GB measured
+    assert not list(spool.glob("*.arrow")) and not list(spool.glob("group-*.json"))  # all committed
     report = {
         "injected": injected,
         "kills": len(injected),

@@ -235,3 +235,44 @@ def test_message_size_cap_is_a_setting(motorway_uri):
     raw = json.dumps(_ref(motorway_uri, pad="x" * 2000)).encode()
     row = _run(small, raw)
     assert (row["status"], row["reason"]) == ("dead", "message_too_large")
+
+
+def test_live_references_shed_load_and_recordings_never_do(motorway_uri):
+    """perceive_batches over one Arrow batch: stale live frames are skipped while fresher ones of the camera
+    wait (the newest is still analysed); the same frames without the live mark are all decoded and detected."""
+    import time
+
+    from trafficstream.config import settings_to_json
+    from trafficstream.streaming_jobs.perception import perceive_batches
+
+    settings = load_settings(DEFAULT_CONFIG, [f"storage.data_dir={default_data_dir()}"], environ={})
+    now = time.time()
+
+    def batch(live: bool) -> pa.RecordBatch:
+        values = [
+            json.dumps(_ref(motorway_uri, i, _frame_pts_cached(i), capture_ts=now - 10 + i * 0.03, live=live)).encode()
+            for i in range(4)
+        ]
+        return pa.RecordBatch.from_pydict(
+            {"value": values, "topic": ["frames"] * 4, "partition": [0] * 4, "offset": list(range(4))}
+        )
+
+    live = pa.Table.from_batches(list(perceive_batches(settings_to_json(settings), iter([batch(True)])))).to_pylist()
+    assert [r["analysis"] for r in live] == ["skipped", "skipped", "skipped", "detected"]
+    assert all(r["skip_reason"] == "stale" and r["detect_ms"] is None for r in live[:3])
+    recorded = pa.Table.from_batches(list(perceive_batches(settings_to_json(settings), iter([batch(False)]))))
+    assert [r["analysis"] for r in recorded.to_pylist()] == ["detected"] * 4
+    assert all(r["status"] == "ok" and r["detect_ms"] is not None for r in recorded.to_pylist())
+
+
+_PTS: dict[int, float] = {}
+
+
+def _frame_pts_cached(index: int) -> float:
+    if index not in _PTS:
+        with VideoFileSource(default_data_dir() / "videos" / "highway_overpass_1280x720.mp4") as src:
+            for frame in src.frames():
+                _PTS[frame.index] = frame.pts_s
+                if frame.index >= 8:
+                    break
+    return _PTS[index]

@@ -1,0 +1,54 @@
+"""The write-ahead spool of the vehicle job (streaming_jobs/spool.py): durable batches, groups that are
+committed again exactly as they were after a crash."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from trafficstream.streaming_jobs.spool import Group, Spool
+
+
+def _rows(batch: int, n: int = 3) -> pa.Table:
+    return pa.table({"kind": ["frame"] * n, "frame_index": [batch * 10 + i for i in range(n)]})
+
+
+def test_batches_survive_a_new_process_and_group_in_order(tmp_path):
+    spool = Spool(tmp_path / "s")
+    for b in (3, 1, 2):
+        spool.put(b, _rows(b))
+    again = Spool(tmp_path / "s")  # another process after a crash
+    assert again.pending() == [1, 2, 3] and len(again) == 3
+    group = again.open_group(again.pending())
+    assert group == Group(3, (1, 2, 3))
+    table = again.read(group)
+    assert table is not None and table.column("frame_index").to_pylist() == [10, 11, 12, 20, 21, 22, 30, 31, 32]
+    assert not list((tmp_path / "s").glob(".*.tmp"))  # written atomically
+
+
+def test_an_open_group_is_redone_with_the_same_batches_and_version(tmp_path):
+    spool = Spool(tmp_path / "s")
+    for b in (5, 6):
+        spool.put(b, _rows(b))
+    group = spool.open_group([5, 6])
+    spool.put(7, _rows(7))  # arrives while the group commits
+    after_crash = Spool(tmp_path / "s")
+    assert after_crash.groups() == [group]  # committed again exactly as it was: same txnVersion 6
+    assert after_crash.pending() == [7]  # not part of it
+    after_crash.close_group(group)
+    assert after_crash.groups() == [] and after_crash.pending() == [7] and len(after_crash) == 1
+
+
+def test_a_replayed_batch_replaces_its_earlier_spool(tmp_path):
+    spool = Spool(tmp_path / "s")
+    spool.put(4, _rows(4, 2))
+    spool.put(4, _rows(4, 5))
+    table = spool.read(Group(4, (4,)))
+    assert table is not None and table.num_rows == 5
+
+
+def test_unknown_spool_format_is_refused(tmp_path):
+    spool = Spool(tmp_path / "s")
+    (tmp_path / "s" / "group-000000000001.json").write_text('{"format": 99, "version": 1, "batches": [1]}')
+    with pytest.raises(ValueError, match="spool format"):
+        spool.groups()
