@@ -572,6 +572,7 @@ class DeltaCommitter(threading.Thread):
         self._wake = threading.Condition()
         self._stopping = False
         self._failures = 0
+        self._last_commit = 0.0
         self.metrics_path = writer.metrics_path.parent / "commits" / writer.metrics_path.name
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -627,10 +628,17 @@ class DeltaCommitter(threading.Thread):
                 backoff = min(backoff * 2, 30.0)
 
     def _new_group(self) -> list[Group]:
+        # Commits cost mostly per commit, not per row: let batches gather for a while (not when draining).
+        wait = self.writer.settings.spark.delta_commit_interval_s - (time.time() - self._last_commit)
+        if wait > 0 and not self._stopping:
+            with self._wake:
+                self._wake.wait(min(wait, 0.5))
+            return []
         pending = self.spool.pending()[: self.MAX_GROUP]
         return [self.spool.open_group(pending)] if pending else []
 
     def _commit(self, group: Group) -> None:
+        self._last_commit = time.time()
         table = self.spool.read(group)
         if table is not None and table.num_rows:
             figures = self.writer.commit_group(table, group.version)

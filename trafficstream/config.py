@@ -135,6 +135,9 @@ class SparkSettings(_Section):
     # Commit Delta in the background, several micro-batches at once, from a durable spool beside the
     # checkpoint (streaming_jobs/spool.py): micro-batches no longer wait for Delta. Exactly once either way.
     async_delta_commits: bool = True
+    # Seconds between the starts of two background commits: they cost mostly per commit, so fewer, larger
+    # commits leave more of the machine to the micro-batches. Delta trails the results topic by about this.
+    delta_commit_interval_s: float = Field(default=10.0, ge=0, le=3600)
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
     stop_after_idle_s: float | None = Field(default=None, gt=0)
 
