@@ -154,6 +154,17 @@ def _spool_files(spool: Path, pattern: str) -> set[int]:
     return {int(p.stem.split("-")[1]) for p in spool.glob(pattern)} if spool.is_dir() else set()
 
 
+def _run_until_fault(settings, workdir: Path, name: str) -> JobProcess:
+    """Start the job with $TRAFFICSTREAM_FAULT set and wait for it to SIGKILL itself at that point."""
+    job = JobProcess(settings, workdir, name=name).start()
+    deadline = time.time() + 300
+    while job.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.proc.returncode is not None and job.proc.returncode < 0, job.log_tail()
+    job.kill()
+    return job
+
+
 def test_sigkill_at_four_points_then_exactly_once(settings_factory, tmp_path_factory, test_output, monkeypatch):
     s = settings_factory(overrides=[f"spark.max_offsets_per_trigger={PER_BATCH}"], name="faults")
     workdir = tmp_path_factory.mktemp("faults-job")
@@ -188,23 +199,13 @@ def test_sigkill_at_four_points_then_exactly_once(settings_factory, tmp_path_fac
     # 3. Spooled, Spark's checkpoint commit not yet written: the job kills itself after its sinks.
     k = max(_batch_files(chk, "commits")) + 2
     monkeypatch.setenv(FAULT_ENV, f"after_sinks:{k}")
-    job = JobProcess(s, workdir, name="run3").start()
-    deadline = time.time() + 300
-    while job.proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert job.proc.returncode is not None and job.proc.returncode < 0, job.log_tail()
-    job.kill()
+    job = _run_until_fault(s, workdir, "run3")
     assert k in _spool_files(spool, "batch-*.arrow") and k not in _batch_files(chk, "commits"), job.log_tail()
     injected.append({"point": "spooled, before the checkpoint commit", "batch": k})
 
     # 4. Every table committed, the spool not yet cleaned: the group is committed again after the restart.
     monkeypatch.setenv(FAULT_ENV, "after_commit:*")
-    job = JobProcess(s, workdir, name="run4").start()
-    deadline = time.time() + 300
-    while job.proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert job.proc.returncode is not None and job.proc.returncode < 0, job.log_tail()
-    job.kill()
+    job = _run_until_fault(s, workdir, "run4")
     (g,) = _spool_files(spool, "group-*.json")
     assert all(g in _txn_versions(s, t) for t in (tables.FRAMES, tables.DETECTIONS)), job.log_tail()
     injected.append({"point": "Delta committed, spool not cleaned", "group_version": g})
