@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -154,12 +153,12 @@ def _dead(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
 
 
 def perceive_one(
-    rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int, newer_waiting: int = 0
+    rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int, newest_capture_ts: float = 0.0
 ) -> dict[str, Any]:
     """Process one Kafka record into one PERCEPTION row. Never raises: any defect is a ``dead`` row.
 
-    ``newer_waiting``: frames of the same camera after this one in the task's input (load shedding skips a
-    stale frame only when fresher ones are waiting)."""
+    ``newest_capture_ts``: capture time of the same camera's newest frame in the task's input (load shedding
+    skips a stale frame only for fresher ones)."""
     row: dict[str, Any] = {
         "camera_id": "",
         "kafka_topic": topic,
@@ -172,13 +171,13 @@ def perceive_one(
         "payload": payload_text(value, rt.max_message_bytes),
     }
     try:
-        return _perceive(rt, value, row, newer_waiting)
+        return _perceive(rt, value, row, newest_capture_ts)
     except Exception as exc:  # a bug or a hostile record must not kill the partition: dead-letter it
         log.exception("processing failed for %s offset %s", topic, offset)
         return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any], newer_waiting: int) -> dict[str, Any]:
+def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any], newest_capture_ts: float) -> dict[str, Any]:
     try:
         ref = FrameRef.from_json(value, rt.max_message_bytes)
     except MessageError as exc:
@@ -204,7 +203,8 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any], newer_waiti
             return _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
         if not rt.source_matches(camera.id, path):
             return _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
-        decision = rt.shedder(camera.id, ref.live).decide(ref.frame_index, ref.capture_ts, time.time(), newer_waiting)
+        newest = max(newest_capture_ts, ref.capture_ts)
+        decision = rt.shedder(camera.id, ref.live).decide(ref.frame_index, ref.capture_ts, time.time(), newest)
         row.update(analysis=decision.analysis, stride=decision.stride, skip_reason=decision.skip_reason)
         if decision.analysis != DETECTED:  # stage 2 predicts the tracks onto it, or records the skip
             return row
@@ -285,11 +285,12 @@ def to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordB
     return pa.RecordBatch.from_pylist(safe, schema=schema)
 
 
-def _camera_of(value: bytes | None, max_bytes: int) -> str | None:
+def _camera_and_capture(value: bytes | None, max_bytes: int) -> tuple[str, float] | None:
     try:
-        return FrameRef.from_json(value, max_bytes).camera_id
+        ref = FrameRef.from_json(value, max_bytes)
     except MessageError:
         return None
+    return ref.camera_id, ref.capture_ts
 
 
 def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -297,17 +298,14 @@ def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> I
     rt = runtime_for(settings_json)
     for batch in batches:
         cols = batch.to_pydict()
-        # Frames of each camera still to come in this input (a cheap parse): stale ones are only skipped
-        # for fresher ones.
-        cameras = [_camera_of(v, rt.max_message_bytes) for v in cols["value"]]
-        waiting = Counter(c for c in cameras if c is not None)
+        # Each camera's newest frame in this input (a cheap parse): stale frames are only skipped for fresher ones.
+        parsed = [_camera_and_capture(v, rt.max_message_bytes) for v in cols["value"]]
+        newest: dict[str, float] = {}
+        for cam, capture in filter(None, parsed):
+            newest[cam] = max(newest.get(cam, capture), capture)
         rows = []
-        for cam, v, t, p, o in zip(
-            cameras, cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True
-        ):
-            if cam is not None:
-                waiting[cam] -= 1
-            rows.append(perceive_one(rt, v, t, p, o, waiting[cam] if cam is not None else 0))
+        for cc, v, t, p, o in zip(parsed, cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True):
+            rows.append(perceive_one(rt, v, t, p, o, newest[cc[0]] if cc else 0.0))
         yield to_record_batch(rows, rt.schema)
 
 

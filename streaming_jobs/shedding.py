@@ -7,9 +7,11 @@ Each live camera has a capture -> result latency budget (``live.latency_budget_s
 * ``predicted``: no detector pass; stage 2 predicts the camera's tracks onto this frame (Kalman), so every
   frame still gets boxes, ids and a results message. The detection stride ``k`` (detect every k-th frame)
   starts at the camera's ``detect_every``;
-* ``skipped``: the frame is already older than the budget and fresher frames of the camera are waiting in
-  the same task: working on it would only make every later frame late too. Stage 2 records it (frames table,
-  ``skip_reason`` ``stale``) and leaves the tracks alone.
+* ``skipped``: the frame is already older than the budget and more than half the budget older than the
+  camera's newest frame waiting in the same task: working on it would only make the fresher frames late too.
+  Stage 2 records it (frames table, ``skip_reason`` ``stale``) and leaves the tracks alone. (Measured from
+  the newest frame, not only from the clock: when the platform's own delay exceeds the budget, a rule on age
+  alone would skip all but the last frame of every task and leave the tracker blind.)
 
 When frames reach stage 1 later than half the budget, the stride goes up by one (at most once a second, up to
 ``live.max_detect_every``); when they arrive within a quarter of the budget it comes back down to the
@@ -30,6 +32,7 @@ SKIP_STALE = "stale"
 
 RAISE_AT = 0.5  # of the budget: frames this late push the stride up
 LOWER_AT = 0.25  # of the budget: frames this fresh let it come down
+SKIP_SPREAD = 0.5  # of the budget: a stale frame this much older than the newest waiting one is skipped
 ADJUST_EVERY_S = 1.0  # one stride step per second at most: the lateness of a batch needs time to show
 
 
@@ -54,12 +57,12 @@ class LoadShedder:
         self.last_detected: int | None = None
         self._last_adjust = float("-inf")
 
-    def decide(self, frame_index: int, capture_ts: float, now: float, newer_waiting: int) -> Decision:
-        """What to do with frame ``frame_index`` captured at ``capture_ts``; ``newer_waiting``: frames of this
-        camera after it in the task's input."""
+    def decide(self, frame_index: int, capture_ts: float, now: float, newest_capture_ts: float) -> Decision:
+        """What to do with frame ``frame_index`` captured at ``capture_ts``; ``newest_capture_ts``: capture time of
+        the camera's newest frame in the task's input."""
         if self.enabled:
             age = now - capture_ts
-            if age > self.budget_s and newer_waiting > 0:
+            if age > self.budget_s and newest_capture_ts - capture_ts > SKIP_SPREAD * self.budget_s:
                 return Decision(SKIPPED, self.stride, SKIP_STALE)
             self._adjust(age, now)
         if (

@@ -12,7 +12,7 @@ def _run(shedder: LoadShedder, n: int, *, age: float = 0.0, fps: float = 30.0, t
     out = []
     for i in range(n):
         capture = t0 + i / fps
-        out.append(shedder.decide(i, capture, capture + age, newer_waiting=0))
+        out.append(shedder.decide(i, capture, capture + age, newest_capture_ts=capture))
     return out
 
 
@@ -37,17 +37,19 @@ def test_late_frames_raise_the_stride_then_fresh_frames_bring_it_back():
     assert not any(d.analysis == SKIPPED for d in late + fresh)  # nothing newer was waiting
 
 
-def test_stale_frame_skipped_only_when_fresher_ones_wait():
+def test_stale_frame_skipped_only_for_much_fresher_ones():
     shedder = LoadShedder(1, 4, budget_s=2.0)
-    stale = shedder.decide(0, 1000.0, 1003.0, newer_waiting=5)
+    stale = shedder.decide(0, 1000.0, 1003.0, newest_capture_ts=1002.5)
     assert (stale.analysis, stale.skip_reason) == (SKIPPED, SKIP_STALE)
     # the newest frame of the camera is analysed even when late: results keep coming
-    assert shedder.decide(1, 1000.1, 1003.0, newer_waiting=0).analysis == DETECTED
+    assert shedder.decide(1, 1002.5, 1003.0 + 2.0, newest_capture_ts=1002.5).analysis == DETECTED
+    # late, but within half the budget of the newest frame waiting: the platform's own delay, not a backlog
+    assert shedder.decide(2, 1002.6, 1006.0, newest_capture_ts=1003.2).analysis != SKIPPED
 
 
 def test_shedding_off_never_skips_or_changes_the_stride():
     shedder = LoadShedder(2, 6, budget_s=1.0, enabled=False)
-    decisions = [shedder.decide(i, 1000.0, 1100.0, newer_waiting=10) for i in range(20)]
+    decisions = [shedder.decide(i, 1000.0, 1100.0, newest_capture_ts=1090.0) for i in range(20)]
     assert {d.analysis for d in decisions} == {DETECTED, PREDICTED}
     assert {d.stride for d in decisions} == {2}
 
