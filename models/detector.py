@@ -164,6 +164,11 @@ class YoloOnnxDetector:
         elif any(int(s) % stride for s in input_size):
             raise ValueError(f"input_size {tuple(input_size)} must be multiples of the model stride {stride}")
         self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
+        # A model with dynamic height/width runs each image at the smallest stride-multiple shape that holds it
+        # at the scale ``input_size`` gives (as Ultralytics' rectangular inference): a 640x240 far-field tile
+        # costs a 256x640 pass, not a 384x640 one, for the same detections.
+        self._stride = stride
+        self._dynamic_hw = not (isinstance(static_h, int) and isinstance(static_w, int))
         # A static batch dimension fixes how many frames one run carries (short chunks are zero-padded).
         self._static_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.batch_size = self._static_batch or max(1, int(batch_size))
@@ -171,20 +176,35 @@ class YoloOnnxDetector:
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         return self.detect_batch([image_bgr])[0]
 
+    def input_shape_for(self, image_shape: tuple[int, ...]) -> tuple[int, int]:
+        """Network input (h, w) for an image of ``image_shape``."""
+        if not self._dynamic_hw:
+            return self.input_size
+        return fitted_input(image_shape[:2], self.input_size, self._stride)
+
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        results: list[Detections] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = [check_image(im) for im in images[start : start + self.batch_size]]
-            boxes = [letterbox(im, self.input_size) for im in chunk]
-            blob = to_blob([b.image for b in boxes])
-            if self._static_batch and len(blob) < self._static_batch:
-                blob = np.concatenate([blob, np.zeros((self._static_batch - len(blob), *blob.shape[1:]), blob.dtype)])
-            (raw,) = self.session.run([self._output_name], {self._input_name: blob})
-            # A static-batch model returns padded rows past the real images: zip stops at the real ones.
-            results.extend(
-                self._decode(pred, lb, im.shape) for pred, lb, im in zip(raw[: len(chunk)], boxes, chunk, strict=True)
-            )
-        return results
+        """Detections of each image, in order. Images of the same network input shape share runs of up to
+        ``batch_size``."""
+        checked = [check_image(im) for im in images]
+        results: list[Detections | None] = [None] * len(checked)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(checked):
+            groups.setdefault(self.input_shape_for(im.shape), []).append(i)
+        for shape, members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                idx = members[start : start + self.batch_size]
+                for i, dets in zip(idx, self._run(shape, [checked[i] for i in idx]), strict=True):
+                    results[i] = dets
+        return [r for r in results if r is not None]
+
+    def _run(self, shape: tuple[int, int], chunk: list[np.ndarray]) -> list[Detections]:
+        boxes = [letterbox(im, shape) for im in chunk]
+        blob = to_blob([b.image for b in boxes])
+        if self._static_batch and len(blob) < self._static_batch:
+            blob = np.concatenate([blob, np.zeros((self._static_batch - len(blob), *blob.shape[1:]), blob.dtype)])
+        (raw,) = self.session.run([self._output_name], {self._input_name: blob})
+        # A static-batch model returns padded rows past the real images: zip stops at the real ones.
+        return [self._decode(pred, lb, im.shape) for pred, lb, im in zip(raw[: len(chunk)], boxes, chunk, strict=True)]
 
     def _decode(self, pred: np.ndarray, lb: LetterboxResult, image_shape: tuple[int, ...]) -> Detections:
         """``pred`` is one image's (4 + classes, anchors) output."""
@@ -203,6 +223,18 @@ class YoloOnnxDetector:
         groups = np.zeros_like(class_id) if self.agnostic_nms else class_id
         idx = batched_nms(xyxy, confidence, groups, self.iou)[: self.max_detections]
         return Detections(xyxy[idx], confidence[idx], class_id[idx], self.names)
+
+
+def fitted_input(image_hw: tuple[int, ...], max_hw: tuple[int, int], stride: int = 32) -> tuple[int, int]:
+    """The smallest ``stride``-multiple (h, w) holding an ``image_hw`` image letterboxed at the scale that
+    fits it into ``max_hw`` (never larger than ``max_hw``)."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    scale = min(max_hw[0] / h, max_hw[1] / w)
+
+    def up(v: float, cap: int) -> int:
+        return min(cap, max(stride, -(-round(v) // stride) * stride))
+
+    return up(h * scale, max_hw[0]), up(w * scale, max_hw[1])
 
 
 def to_blob(images: Sequence[np.ndarray]) -> np.ndarray:

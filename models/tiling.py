@@ -48,16 +48,34 @@ def detect_tiled(
     detector: Detector, image: np.ndarray, tiles: Sequence[Sequence[int]], iou: float = 0.45
 ) -> Detections:
     """Detections of ``image`` from the full frame plus ``tiles`` (no tiles: a plain full-frame pass)."""
-    if not tiles:
-        return detector(image)
-    h, w = image.shape[:2]
-    boxes = [clip_tile(t, w, h) for t in tiles]
-    boxes = [t for t in boxes if t[2] - t[0] >= 32 and t[3] - t[1] >= 32]
-    results = detector.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes])
-    parts = [results[0]]
-    for tile, dets in zip(boxes, results[1:], strict=True):
-        if len(dets):
+    return detect_tiled_batch(detector, [image], [tiles], iou)[0]
+
+
+def detect_tiled_batch(
+    detector: Detector,
+    images: Sequence[np.ndarray],
+    tiles: Sequence[Sequence[Sequence[int]]],
+    iou: float = 0.45,
+) -> list[Detections]:
+    """:func:`detect_tiled` for several frames at once (``tiles[i]``: the tiles of ``images[i]``): every frame
+    and every tile go to the detector in one call, so it can batch them."""
+    crops: list[np.ndarray] = []
+    owners: list[tuple[int, Tile | None]] = []
+    for i, (image, wanted) in enumerate(zip(images, tiles, strict=True)):
+        h, w = image.shape[:2]
+        crops.append(image)
+        owners.append((i, None))
+        for x0, y0, x1, y1 in (clip_tile(t, w, h) for t in wanted):
+            if x1 - x0 >= 32 and y1 - y0 >= 32:
+                crops.append(image[y0:y1, x0:x1])
+                owners.append((i, (x0, y0, x1, y1)))
+    parts: list[list[Detections]] = [[] for _ in images]
+    for (i, tile), dets in zip(owners, detector.detect_batch(crops), strict=True):
+        if tile is None:
+            parts[i].insert(0, dets)
+        elif len(dets):
+            h, w = images[i].shape[:2]
             dets = dets.filter(~cut_by_tile_edge(dets.xyxy, tile, w, h))
             shift = np.array([tile[0], tile[1], tile[0], tile[1]], dtype=np.float32)
-            parts.append(Detections(dets.xyxy + shift, dets.confidence, dets.class_id, dets.names))
-    return merge(parts, iou)
+            parts[i].append(Detections(dets.xyxy + shift, dets.confidence, dets.class_id, dets.names))
+    return [merge(p, iou) for p in parts]

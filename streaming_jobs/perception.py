@@ -12,14 +12,19 @@ reused across partitions and micro-batches (Spark reuses Python workers), never 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from trafficstream.cameras import Camera
 from trafficstream.config import Settings, settings_from_json
 from trafficstream.errors import MessageError
 from trafficstream.messages import (
@@ -34,9 +39,9 @@ from trafficstream.messages import (
     safe_text,
 )
 from trafficstream.models.detector import build_detector
-from trafficstream.models.embedder import AppearanceEmbedder
+from trafficstream.models.embedder import AppearanceEmbedder, crop_boxes
 from trafficstream.models.roi import bottom_centre, points_in_polygon
-from trafficstream.models.tiling import detect_tiled
+from trafficstream.models.tiling import detect_tiled_batch
 from trafficstream.streaming_jobs.schemas import PERCEPTION
 from trafficstream.streaming_jobs.shedding import DETECTED, LoadShedder
 from trafficstream.video import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
@@ -53,23 +58,26 @@ def _arrow_schema() -> pa.Schema:
 class Runtime:
     """Everything a Python worker loads once: settings, detector, embedder, decoders, reference frames."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, threads: int | None = None) -> None:
         self.settings = settings
         det = settings.detector
+        self.threads = det.threads if threads is None else threads
+        self.batch_size, self.prefetch = det.batch_size, det.prefetch_frames
         self.detector = build_detector(
             det.backend,
             settings.path(det.model_path),
             input_size=(det.input_height, det.input_width),
             confidence=det.confidence,
             iou=det.iou,
-            threads=det.threads,
+            threads=self.threads,
             min_box_px=det.min_box_px,
             agnostic_nms=det.agnostic_nms,
+            batch_size=det.batch_size,
         )
         self.embedder = AppearanceEmbedder(
             settings.path(settings.tracker.embedder_path),
             batch_size=settings.tracker.embed_batch,
-            threads=det.threads,
+            threads=self.threads,
         )
         self.readers = ReaderPool(max_open=max(4, 2 * len(settings.cameras)))
         self.cameras = {c.id: c for c in settings.cameras}
@@ -139,11 +147,23 @@ class Runtime:
         return resolved == self._sources[camera_id]
 
 
+def task_threads(configured: int) -> int:
+    """Inference threads for this Python worker: the configured count, else the cores its Spark task owns
+    (``spark.task.cpus``; two 1-core tasks on two cores must not run four busy threads), else 0 (all)."""
+    if configured > 0:
+        return configured
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return int(ctx.cpus()) if ctx is not None else 0
+
+
 @lru_cache(maxsize=4)
 def runtime_for(settings_json: str) -> Runtime:
     t0 = time.perf_counter()
-    rt = Runtime(settings_from_json(settings_json))
-    log.info("perception runtime loaded in %.1f s", time.perf_counter() - t0)
+    settings = settings_from_json(settings_json)
+    rt = Runtime(settings, threads=task_threads(settings.detector.threads))
+    log.info("perception runtime loaded in %.1f s (threads: %s)", time.perf_counter() - t0, rt.threads or "all")
     return rt
 
 
@@ -152,14 +172,64 @@ def _dead(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     return base
 
 
+Record = tuple[bytes | None, str, int, int]  # Kafka value, topic, partition, offset
+
+
+@dataclass(eq=False)
+class _Job:
+    """A frame reference that passed every check and is to be decoded and detected."""
+
+    row: dict[str, Any]
+    ref: FrameRef
+    camera: Camera
+    path: Path
+    register: bool = False  # a registration keyframe (others interpolate between keyframes)
+    image: np.ndarray | None = None
+    decode_ms: float = 0.0
+
+
 def perceive_one(
     rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int, newest_capture_ts: float = 0.0
 ) -> dict[str, Any]:
-    """Process one Kafka record into one PERCEPTION row. Never raises: any defect is a ``dead`` row.
+    """One Kafka record -> one PERCEPTION row (:func:`perceive_records` of one record). Never raises.
 
-    ``newest_capture_ts``: capture time of the same camera's newest frame in the task's input (load shedding
-    skips a stale frame only for fresher ones)."""
-    row: dict[str, Any] = {
+    ``newest_capture_ts``: capture time of the same camera's newest frame waiting (load shedding skips a
+    stale frame only for fresher ones)."""
+    return perceive_records(rt, [(value, topic, partition, offset)], newest_capture_ts)[0]
+
+
+def perceive_records(rt: Runtime, records: list[Record], newest_capture_ts: float = 0.0) -> list[dict[str, Any]]:
+    """Kafka records -> PERCEPTION rows, one per record and in the same order. Never raises: any defect of
+    a record is its own ``dead`` row.
+
+    Every reference is parsed and checked first; the admitted ones are decoded by a background thread
+    (``detector.prefetch_frames`` ahead) while the frames already decoded go through the detector together
+    with their tiles (``detector.batch_size`` frames per run) and their crops through the embedder in one
+    batch. Drifting cameras register one frame per ``register_every_s`` and interpolate the frames between.
+    """
+    rows = [_base_row(rt, *record) for record in records]
+    refs = [_parse(rt, row, record[0]) for row, record in zip(rows, records, strict=True)]
+    # Each camera's newest frame in this input: stale frames are only skipped for fresher ones.
+    newest: dict[str, float] = {}
+    for ref in filter(None, refs):
+        newest[ref.camera_id] = max(newest.get(ref.camera_id, newest_capture_ts), ref.capture_ts)
+    jobs = [job for row, ref in zip(rows, refs, strict=True) if ref and (job := _admit(rt, row, ref, newest))]
+    _plan_registration(rt, jobs)
+    chunk: list[_Job] = []
+    registered: list[_Job] = []
+    for job in _decode_ahead(rt, jobs):
+        if job.image is not None:
+            chunk.append(job)
+        if len(chunk) >= rt.batch_size:
+            registered += _infer_isolated(rt, chunk)
+            chunk = []
+    registered += _infer_isolated(rt, chunk)
+    _interpolate_drift(jobs, registered)
+    return rows
+
+
+def _base_row(rt: Runtime, value: bytes | None, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    return {
         "camera_id": "",
         "kafka_topic": topic,
         "kafka_partition": partition,
@@ -170,18 +240,23 @@ def perceive_one(
         # Kept on every row: stage 2 may still dead-letter the frame (duplicate_frame) with its original payload.
         "payload": payload_text(value, rt.max_message_bytes),
     }
-    try:
-        return _perceive(rt, value, row, newest_capture_ts)
-    except Exception as exc:  # a bug or a hostile record must not kill the partition: dead-letter it
-        log.exception("processing failed for %s offset %s", topic, offset)
-        return _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any], newest_capture_ts: float) -> dict[str, Any]:
+def _processing_error(row: dict[str, Any], exc: Exception) -> None:
+    # a bug or a hostile record must not kill the partition: dead-letter it
+    log.exception("processing failed for %s offset %s", row["kafka_topic"], row["kafka_offset"])
+    _dead(row, REASON_PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _parse(rt: Runtime, row: dict[str, Any], value: bytes | None) -> FrameRef | None:
     try:
         ref = FrameRef.from_json(value, rt.max_message_bytes)
     except MessageError as exc:
-        return _dead(row, exc.reason, exc.detail)
+        _dead(row, exc.reason, exc.detail)
+        return None
+    except Exception as exc:
+        _processing_error(row, exc)
+        return None
     row.update(
         camera_id=ref.camera_id,
         frame_index=ref.frame_index,
@@ -194,60 +269,197 @@ def _perceive(rt: Runtime, value: bytes | None, row: dict[str, Any], newest_capt
         width=ref.width,
         height=ref.height,
     )
-    camera = rt.cameras.get(ref.camera_id)
-    if camera is None:
-        return _dead(row, REASON_UNKNOWN_CAMERA, f"camera {ref.camera_id!r} is not in the deployment config")
+    return ref
+
+
+def _admit(rt: Runtime, row: dict[str, Any], ref: FrameRef, newest: dict[str, float]) -> _Job | None:
+    """The checks before any decoding: camera, storage roots, source, load shedding. None: the row is done
+    (dead, or left to stage 2 to predict or skip)."""
     try:
+        camera = rt.cameras.get(ref.camera_id)
+        if camera is None:
+            _dead(row, REASON_UNKNOWN_CAMERA, f"camera {ref.camera_id!r} is not in the deployment config")
+            return None
         path = uri_to_path(ref.source_uri)
         if not is_under_roots(path, rt.roots):
-            return _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
+            _dead(row, REASON_PATH_NOT_ALLOWED, f"{path} is outside the allowed storage roots")
+            return None
         if not rt.source_matches(camera.id, path):
-            return _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
-        newest = max(newest_capture_ts, ref.capture_ts)
-        decision = rt.shedder(camera.id, ref.live).decide(ref.frame_index, ref.capture_ts, time.time(), newest)
+            _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
+            return None
+        decision = rt.shedder(camera.id, ref.live).decide(
+            ref.frame_index, ref.capture_ts, time.time(), newest.get(camera.id, ref.capture_ts)
+        )
         row.update(analysis=decision.analysis, stride=decision.stride, skip_reason=decision.skip_reason)
         if decision.analysis != DETECTED:  # stage 2 predicts the tracks onto it, or records the skip
-            return row
-        t0 = time.perf_counter()
-        image = rt.readers.get(path, camera.fps).read(ref.index_in_source, ref.pts_in_source)
+            return None
+        return _Job(row, ref, camera, path)
+    except SourceError as exc:
+        _dead(row, exc.reason, str(exc))
+    except Exception as exc:
+        _processing_error(row, exc)
+    return None
+
+
+def _plan_registration(rt: Runtime, jobs: list[_Job]) -> None:
+    """Mark the frames to register: per drifting camera the first, then one per ``register_every_s`` of
+    capture time, and the last (the frames between interpolate)."""
+    last: dict[str, float] = {}
+    final: dict[str, _Job] = {}
+    for job in sorted(jobs, key=lambda j: (j.camera.id, j.ref.pts_s)):
+        cam = job.camera
+        if not cam.register_frames:
+            continue
+        if cam.id not in last or job.ref.pts_s - last[cam.id] >= cam.register_every_s:
+            job.register, last[cam.id] = True, job.ref.pts_s
+        final[cam.id] = job
+    for job in final.values():
+        job.register = True
+
+
+def _decode(rt: Runtime, job: _Job) -> _Job:
+    t0 = time.perf_counter()
+    ref, row = job.ref, job.row
+    try:
+        image = rt.readers.get(job.path, job.camera.fps).read(ref.index_in_source, ref.pts_in_source)
         if image.shape[:2] != (ref.height, ref.width):
-            return _dead(
+            _dead(
                 row,
                 REASON_FRAME_MISMATCH,
                 f"frame is {image.shape[1]}x{image.shape[0]}, the reference says {ref.width}x{ref.height}",
             )
-        t1 = time.perf_counter()
-        dets = detect_tiled(rt.detector, image, camera.detect_tiles, rt.settings.detector.iou)
-        t2 = time.perf_counter()
-        row["raw_detections"] = len(dets)
-        if camera.roi is not None and len(dets):
-            dets = dets.filter(points_in_polygon(bottom_centre(dets.xyxy), np.asarray(camera.roi, dtype=np.float32)))
-        emb = rt.embedder(image, dets.xyxy)
-        if camera.register_frames:
-            row["drift"] = _drift(rt, camera.id, image)
-        t3 = time.perf_counter()
+        else:
+            job.image = image
     except SourceError as exc:
-        return _dead(row, exc.reason, str(exc))
-    row.update(
-        boxes=dets.xyxy.astype(np.float32).ravel().tolist(),
-        scores=dets.confidence.astype(np.float32).tolist(),
-        classes=dets.class_id.astype(np.int32).tolist(),
-        embeddings=emb.astype(np.float16).tobytes(),
-        embedding_dim=int(emb.shape[1]) if emb.ndim == 2 else 0,
-        decode_ms=(t1 - t0) * 1e3,
-        detect_ms=(t2 - t1) * 1e3,
-        embed_ms=(t3 - t2) * 1e3,
-    )
-    return row
+        _dead(row, exc.reason, str(exc))
+    except Exception as exc:
+        _processing_error(row, exc)
+    job.decode_ms = (time.perf_counter() - t0) * 1e3
+    return job
 
 
-def _drift(rt: Runtime, camera_id: str, image: np.ndarray) -> list[float] | None:
+def _decode_ahead(rt: Runtime, jobs: list[_Job]) -> Iterator[_Job]:
+    """``jobs`` decoded in order; a background thread keeps up to ``prefetch`` frames ready (PyAV releases
+    the GIL while it decodes, so decoding overlaps inference). Decoders are only ever used by one thread."""
+    if rt.prefetch <= 0 or len(jobs) < 2:
+        yield from (_decode(rt, job) for job in jobs)
+        return
+    ready: queue.Queue[_Job | None] = queue.Queue(maxsize=rt.prefetch)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for job in jobs:
+                _decode(rt, job)
+                while not stop.is_set():
+                    try:
+                        ready.put(job, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        finally:
+            if not stop.is_set():
+                ready.put(None)
+
+    thread = threading.Thread(target=work, name="decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while (job := ready.get()) is not None:
+            yield job
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _infer_isolated(rt: Runtime, chunk: list[_Job]) -> list[_Job]:
+    """:func:`_infer` on the chunk; if it fails, frame by frame, so only a frame that fails alone is dead.
+    Returns the registration keyframes that got a drift."""
+    if not chunk:
+        return []
+    try:
+        return _infer(rt, chunk)
+    except Exception as exc:
+        if len(chunk) == 1:
+            job = chunk[0]
+            if isinstance(exc, SourceError):  # e.g. the camera's registration reference is unreadable
+                _dead(job.row, exc.reason, str(exc))
+            else:
+                _processing_error(job.row, exc)
+            job.image = None
+            return []
+        log.warning("batched inference over %d frames failed; retrying frame by frame", len(chunk), exc_info=True)
+        return [k for job in chunk for k in _infer_isolated(rt, [job])]
+
+
+def _infer(rt: Runtime, chunk: list[_Job]) -> list[_Job]:
+    """Detect (frames and tiles in one detector call), keep the ROI, embed every crop of the chunk in one
+    embedder call, register the keyframes; fill the rows."""
+    t0 = time.perf_counter()
+    images = [job.image for job in chunk if job.image is not None]
+    if len(images) != len(chunk):
+        raise ValueError("a frame of the chunk has no image")
+    found = detect_tiled_batch(rt.detector, images, [j.camera.detect_tiles for j in chunk], rt.settings.detector.iou)
+    t1 = time.perf_counter()
+    raw = [len(d) for d in found]
+    for i, job in enumerate(chunk):
+        if job.camera.roi is not None and len(found[i]):
+            roi = np.asarray(job.camera.roi, dtype=np.float32)
+            found[i] = found[i].filter(points_in_polygon(bottom_centre(found[i].xyxy), roi))
+    crops = [crop for image, dets in zip(images, found, strict=True) for crop in crop_boxes(image, dets.xyxy)]
+    embedded = rt.embedder.embed_crops(crops)
+    splits = np.cumsum([len(d) for d in found])[:-1]
+    keyframes = [job for job in chunk if job.register]
+    drifts = [_drift(rt, job.camera.id, job.image) for job in keyframes]
+    t2 = time.perf_counter()
+    for job, dets, emb, n_raw in zip(chunk, found, np.split(embedded, splits), raw, strict=True):
+        job.row.update(
+            raw_detections=n_raw,
+            boxes=dets.xyxy.astype(np.float32).ravel().tolist(),
+            scores=dets.confidence.astype(np.float32).tolist(),
+            classes=dets.class_id.astype(np.int32).tolist(),
+            embeddings=emb.astype(np.float16).tobytes(),
+            embedding_dim=int(emb.shape[1]) if emb.ndim == 2 and len(emb) else 0,
+            decode_ms=job.decode_ms,
+            # the chunk's time shared equally: what each frame cost the task
+            detect_ms=(t1 - t0) * 1e3 / len(chunk),
+            embed_ms=(t2 - t1) * 1e3 / len(chunk),
+        )
+        job.image = None  # the chunk's memory goes back before the next one is decoded
+    for job, drift in zip(keyframes, drifts, strict=True):
+        job.row["drift"] = drift
+    return [job for job, drift in zip(keyframes, drifts, strict=True) if drift is not None]
+
+
+def _interpolate_drift(jobs: list[_Job], keyframes: list[_Job]) -> None:
+    """Frames of a drifting camera between two registered keyframes get the drift interpolated linearly in
+    capture time (beyond the last keyframe: held)."""
+    by_camera: dict[str, list[_Job]] = {}
+    for key in keyframes:
+        by_camera.setdefault(key.camera.id, []).append(key)
+    for job in jobs:
+        keys = by_camera.get(job.camera.id)
+        if job.register or not keys or job.row["status"] != "ok" or "boxes" not in job.row:
+            continue
+        pts = np.array([k.ref.pts_s for k in sorted(keys, key=lambda k: k.ref.pts_s)])
+        ordered = sorted(keys, key=lambda k: k.ref.pts_s)
+        j = int(np.searchsorted(pts, job.ref.pts_s))
+        if j == 0 or j == len(ordered):
+            job.row["drift"] = list(ordered[min(j, len(ordered) - 1)].row["drift"])
+            continue
+        a, b = ordered[j - 1], ordered[j]
+        w = (job.ref.pts_s - a.ref.pts_s) / max(b.ref.pts_s - a.ref.pts_s, 1e-9)
+        job.row["drift"] = ((1 - w) * np.asarray(a.row["drift"]) + w * np.asarray(b.row["drift"])).tolist()
+
+
+def _drift(rt: Runtime, camera_id: str, image: np.ndarray | None) -> list[float] | None:
     import cv2
 
     from trafficstream.models.registration import estimate_drift
 
     ref = rt.reference(camera_id)
-    if ref is None:
+    if ref is None or image is None:
         return None
     return np.asarray(estimate_drift(ref, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), dtype=float).ravel().tolist()
 
@@ -285,28 +497,13 @@ def to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordB
     return pa.RecordBatch.from_pylist(safe, schema=schema)
 
 
-def _camera_and_capture(value: bytes | None, max_bytes: int) -> tuple[str, float] | None:
-    try:
-        ref = FrameRef.from_json(value, max_bytes)
-    except MessageError:
-        return None
-    return ref.camera_id, ref.capture_ts
-
-
 def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: Kafka records (value, topic, partition, offset) -> PERCEPTION rows."""
     rt = runtime_for(settings_json)
     for batch in batches:
         cols = batch.to_pydict()
-        # Each camera's newest frame in this input (a cheap parse): stale frames are only skipped for fresher ones.
-        parsed = [_camera_and_capture(v, rt.max_message_bytes) for v in cols["value"]]
-        newest: dict[str, float] = {}
-        for cam, capture in filter(None, parsed):
-            newest[cam] = max(newest.get(cam, capture), capture)
-        rows = []
-        for cc, v, t, p, o in zip(parsed, cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True):
-            rows.append(perceive_one(rt, v, t, p, o, newest[cc[0]] if cc else 0.0))
-        yield to_record_batch(rows, rt.schema)
+        records = list(zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True))
+        yield to_record_batch(perceive_records(rt, records), rt.schema)
 
 
 def warm_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -211,6 +211,9 @@ class Camera(BaseModel):
     calibration: Calibration | None = None
     min_violation_s: float = Field(default=0.5, ge=0, le=30, description="sustained overspeed before a violation")
     register_frames: bool = Field(default=False, description="compensate camera drift against the reference frame")
+    # Register one frame per this many seconds and interpolate the frames between (sway is slow next to the
+    # frame rate: ~2 px/s on the overpass clip); 0 registers every frame.
+    register_every_s: float = Field(default=0.2, ge=0, le=5, description="registration interval, s")
     # Extra detector passes over these [x0, y0, x1, y1] source-pixel boxes (the far end of the road), batched
     # with the full frame: small distant vehicles are found and tracked earlier.
     detect_tiles: list[tuple[int, int, int, int]] = Field(default_factory=list, max_length=4)

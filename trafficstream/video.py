@@ -138,9 +138,15 @@ class VideoFileSource:
         self._container.close()
 
     def frames(self) -> Iterator[VideoFrame]:
+        for index, pts_s, frame in self.decoded():
+            yield VideoFrame(index, pts_s, to_bgr(frame, self.path))
+
+    def decoded(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
+        """(index, pts_s, decoded frame) without the conversion to BGR: readers that pass over most frames
+        convert only the ones they return (the conversion costs about as much as the decode)."""
         try:
             for index, frame in enumerate(self._container.decode(self._stream)):
-                yield VideoFrame(index, self._timestamp(frame, index), frame.to_ndarray(format="bgr24"))
+                yield index, self._timestamp(frame, index), frame
         except av.error.FFmpegError as exc:
             raise SourceUnreadable(f"decode error in {self.path}: {exc}") from None
 
@@ -152,6 +158,32 @@ class VideoFileSource:
         if self._t0 is None:
             self._t0 = t
         return t - self._t0
+
+
+def to_bgr(frame: av.VideoFrame, path: Path) -> np.ndarray:
+    try:
+        return frame.to_ndarray(format="bgr24")
+    except av.error.FFmpegError as exc:
+        raise SourceUnreadable(f"cannot convert a frame of {path}: {exc}") from None
+
+
+class _Decoded:
+    """A decoded frame whose BGR image is made on first use."""
+
+    __slots__ = ("index", "pts_s", "_frame", "_image", "_path")
+
+    def __init__(self, index: int, pts_s: float, frame: av.VideoFrame, path: Path) -> None:
+        self.index, self.pts_s, self._path = index, pts_s, path
+        self._frame: av.VideoFrame | None = frame
+        self._image: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            assert self._frame is not None
+            self._image = to_bgr(self._frame, self._path)
+            self._frame = None
+        return self._image
 
 
 class FrameReader:
@@ -172,15 +204,15 @@ class FrameReader:
         self.decoded = 0
         self.total_frames: int | None = None  # exact, once a decode reached the end
         self._source: VideoFileSource | None = None
-        self._iter: Iterator[VideoFrame] | None = None
-        self._last: VideoFrame | None = None
+        self._iter: Iterator[tuple[int, float, av.VideoFrame]] | None = None
+        self._last: _Decoded | None = None
         self._open()
 
     def _open(self) -> None:
         if self._source is not None:
             self._source.close()
         self._source = VideoFileSource(self.path, self.fps_override)
-        self._iter = self._source.frames()
+        self._iter = self._source.decoded()
         self._last = None
 
     @property
@@ -197,7 +229,7 @@ class FrameReader:
     def _tol(self) -> float:
         return 0.5 / self.info.fps
 
-    def _matches(self, frame: VideoFrame, index: int, pts_s: float) -> int:
+    def _matches(self, frame: _Decoded, index: int, pts_s: float) -> int:
         """-1: frame is before the target, 0: it is the target, 1: past it."""
         if self.fps_override:
             return (frame.index > index) - (frame.index < index)
@@ -205,7 +237,7 @@ class FrameReader:
             return -1
         return 0 if frame.pts_s <= pts_s + self._tol else 1
 
-    def _check(self, frame: VideoFrame, index: int, pts_s: float) -> np.ndarray:
+    def _check(self, frame: _Decoded, index: int, pts_s: float) -> np.ndarray:
         if frame.index != index or abs(frame.pts_s - pts_s) > self._tol:
             raise FrameMismatch(
                 f"reference says frame {index} at {pts_s:.4f}s but the source has frame {frame.index} "
@@ -233,9 +265,9 @@ class FrameReader:
                 self.seeks += 1
                 self._open()
         assert self._iter is not None
-        for frame in self._iter:
+        for decoded in self._iter:
             self.decoded += 1
-            self._last = frame
+            frame = self._last = _Decoded(*decoded, self.path)
             where = self._matches(frame, frame_index, pts_s)
             if where == 0:
                 return self._check(frame, frame_index, pts_s)

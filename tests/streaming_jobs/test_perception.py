@@ -178,7 +178,7 @@ def test_unexpected_exception_is_a_dead_letter_not_a_crash(rt, motorway_uri, mon
     def boom(*a, **k):
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(rt, "embedder", boom)
+    monkeypatch.setattr(rt.embedder, "embed_crops", boom)
     row = _run(rt, json.dumps(_ref(motorway_uri)).encode())
     assert (row["status"], row["reason"]) == ("dead", "processing_error")
     assert "MemoryError" in row["detail"]
