@@ -68,8 +68,8 @@ class LoadShedder:
         if (
             self.last_detected is None
             or frame_index - self.last_detected >= self.stride
-            or frame_index < (self.last_detected)
-        ):  # a replay or another worker's range went back: start from a detection
+            or frame_index <= self.last_detected
+        ):  # a replay (a retried task), or another worker's range went back: start from a detection
             self.last_detected = frame_index
             return Decision(DETECTED, self.stride)
         return Decision(PREDICTED, self.stride)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -40,6 +41,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from trafficstream import tables
 from trafficstream.config import Settings
+from trafficstream.messages import CAMERA_ID_PATTERN
 from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
 from trafficstream.streaming_jobs.evidence import render_evidence
 from trafficstream.streaming_jobs.schemas import (
@@ -281,11 +283,17 @@ class BatchWriter:
                 .save(self.paths[table])
             )
 
-    def _merge(self, df: DataFrame, table: str, keys: list[str], set_: dict[str, str] | None = None) -> None:
+    def _merge(
+        self, df: DataFrame, table: str, keys: list[str], set_: dict[str, str] | None = None, bound: str | None = None
+    ) -> None:
         """Upsert absolute values; the ``updated_batch`` guard makes a replayed batch a no-op and keeps a
         late replay from overwriting newer rows (no session-wide txn confs: sinks run concurrently).
-        ``set_`` overrides the update expression of some columns."""
+        ``set_`` overrides the update expression of some columns; ``bound`` is a predicate on the target
+        that every row the batch can match satisfies (see :func:`merge_bound`): Delta then reads only the
+        files of those cameras and times, not the whole table."""
         cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        if bound:
+            cond = f"{cond} AND ({bound})"
         guard = "s.updated_batch > t.updated_batch"
         with self._timed(table):
             merge = DeltaTable.forPath(self.spark, self.paths[table]).alias("t").merge(df.alias("s"), cond)
@@ -324,7 +332,7 @@ class BatchWriter:
                 with self._timed("spool", self._sink_ms):
                     self._committer.put(batch_id, table)
             elif counts:
-                self._write(df.withColumn("batch_id", F.lit(batch_id).cast("long")), batch_id, counts)
+                self._write(df.withColumn("batch_id", F.lit(batch_id).cast("long")), batch_id, counts, table)
             inject_fault("after_sinks", batch_id)  # sinks done (or spooled), Spark's checkpoint commit not yet
             t2 = time.perf_counter()
             batch_ms = (t2 - t0) * 1e3
@@ -360,7 +368,7 @@ class BatchWriter:
         df = self.spark.createDataFrame(table, schema=SPOOLED).persist()
         try:
             counts = dict(Counter(table.column("kind").to_pylist()))
-            self._write(df, version, counts, timings=self._commit_ms)
+            self._write(df, version, counts, table, timings=self._commit_ms)
         finally:
             df.unpersist()
         return {"counts": counts, "delta_ms": round((time.perf_counter() - t0) * 1e3, 1), "sinks": self._commit_ms}
@@ -397,11 +405,21 @@ class BatchWriter:
             )
 
     def _write(
-        self, df: DataFrame, batch_id: int, counts: dict[str, int], timings: dict[str, float] | None = None
+        self,
+        df: DataFrame,
+        batch_id: int,
+        counts: dict[str, int],
+        rows: pa.Table,
+        timings: dict[str, float] | None = None,
     ) -> None:
-        """Every sink of stage-2 rows ``df`` (with their ``batch_id``); ``batch_id``: the Delta txnVersion."""
+        """Every sink of stage-2 rows ``df`` (with their ``batch_id``; ``rows``: the same rows on the driver);
+        ``batch_id``: the Delta txnVersion."""
         # one _write at a time: the query thread's (synchronous commits) or the committer's
         self._write_timings = self._sink_ms if timings is None else timings
+        self._bounds = {
+            KIND_TRACK: merge_bound(rows, KIND_TRACK, "first_seen_ts", "first_seen_ts"),
+            KIND_FLOW: merge_bound(rows, KIND_FLOW, "minute_ts", "minute"),
+        }
         tasks = {
             KIND_FRAME: self._write_frames,
             KIND_DEAD: self._write_dead,
@@ -443,7 +461,7 @@ class BatchWriter:
         # A live summary and the ended one of the same track can meet in one batch: keep the latest.
         latest = Window.partitionBy(*keys).orderBy(F.col("ended").desc(), F.col("last_frame").desc())
         tr = tr.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
-        self._merge(tr, tables.TRACKS, keys)
+        self._merge(tr, tables.TRACKS, keys, bound=self._bounds[KIND_TRACK])
 
     def _write_flow(self, df: DataFrame, batch_id: int) -> None:
         fl = table_rows(self._stage2(df, KIND_FLOW, FLOW_PAYLOAD, batch_id), tables.FLOW)
@@ -455,7 +473,9 @@ class BatchWriter:
         fl = fl.select(*columns)
         # A camera whose tracking state was reset counts its current minute again from 0: never lower a
         # count already published.
-        self._merge(fl, tables.FLOW, keys, set_={"vehicles": "greatest(t.vehicles, s.vehicles)"})
+        self._merge(
+            fl, tables.FLOW, keys, set_={"vehicles": "greatest(t.vehicles, s.vehicles)"}, bound=self._bounds[KIND_FLOW]
+        )
 
     def _write_camera_events(self, df: DataFrame, batch_id: int) -> None:
         """Camera events that are not about one frame (a tracking-state reset): logged, and on the results
@@ -524,6 +544,32 @@ class BatchWriter:
             producer.poll(0)
         except Exception as exc:  # broad on purpose: health is best effort; never fail a batch for it
             log.warning("health message for batch %d not sent: %s", batch_id, exc)
+
+
+def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: float = 60.0) -> str | None:
+    """A target predicate for the MERGE of ``kind`` rows: per camera in the batch, ``column`` (a timestamp)
+    no earlier than the smallest payload ``field`` (unix seconds) of that camera, less ``margin_s``. A track's
+    ``first_seen_ts`` and a flow row's ``minute`` never change, so every row the batch updates satisfies it;
+    cameras not in the batch are pruned by partition. None (no bound) when a camera's rows lack the field."""
+    cols = table.select(["kind", "camera_id", "payload"]).to_pydict()
+    low: dict[str, float] = {}
+    for k, cam, payload in zip(cols["kind"], cols["camera_id"], cols["payload"], strict=True):
+        if k != kind:
+            continue
+        try:
+            value = json.loads(payload).get(field) if payload else None
+        except (ValueError, AttributeError):
+            value = None
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        if not ok or cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):
+            return None
+        low[cam] = min(low.get(cam, value), float(value))
+    if not low:
+        return None
+    return " OR ".join(
+        f"(t.camera_id = '{cam}' AND t.{column} >= timestamp_seconds({v - margin_s!r}))"
+        for cam, v in sorted(low.items())
+    )
 
 
 def summary_rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -66,3 +66,13 @@ def test_bad_parameters_refused():
         LoadShedder(0, 3, 2.0)
     with pytest.raises(ValueError):
         LoadShedder(1, 3, 0.0)
+
+
+def test_a_retried_task_detects_the_same_frames_again():
+    """Spark retries a failed task in the same Python worker: the frames it sees again must be analysed as
+    the first time (detected), not taken for frames between detections."""
+    shedder = LoadShedder(1, 6, 2.0, enabled=False)
+    first = [shedder.decide(i, 0, 0, 0).analysis for i in range(4)]
+    again = [shedder.decide(i, 0, 0, 0).analysis for i in range(4)]
+    assert first == again == [DETECTED] * 4
+    assert shedder.decide(3, 0, 0, 0).analysis == DETECTED  # the very last frame, replayed alone

@@ -54,3 +54,33 @@ def test_merge_guard(writer, spark):
     assert _read(writer) == [(5, 3)]
     writer._merge(_flow(spark, 4, 7), tables.FLOW, keys, set_=greatest)
     assert _read(writer) == [(7, 4)]
+
+
+def test_bounded_merge_updates_the_row_and_reads_only_the_cameras_times(writer, spark):
+    """The bound from the batch's own rows (merge_bound) still finds the row to update; a row of another
+    camera or an older minute is left alone (and a bound that excluded the matched row would insert a twin,
+    which the row count would show)."""
+    import json
+
+    import pyarrow as pa
+
+    from trafficstream.streaming_jobs.sinks import merge_bound
+
+    keys = ["camera_id", "minute", "class_name"]
+    writer._sink_ms = {}
+    other = spark.createDataFrame(
+        [("cam-2", MINUTE, "car", 4, 1)],
+        "camera_id string, minute timestamp, class_name string, vehicles long, updated_batch long",
+    )
+    writer._merge(other, tables.FLOW, keys)
+    writer._merge(_flow(spark, 1, 3), tables.FLOW, keys)
+    payload = json.dumps({"minute_ts": MINUTE.timestamp(), "class_name": "car", "vehicles": 6})
+    rows = pa.Table.from_pylist([{"kind": "flow", "camera_id": "cam", "payload": payload}])
+    bound = merge_bound(rows, "flow", "minute_ts", "minute")
+    assert bound is not None and "cam-2" not in bound
+    writer._merge(_flow(spark, 2, 6), tables.FLOW, keys, bound=bound)
+    df = pl.read_delta(writer.paths[tables.FLOW]).sort("camera_id")
+    assert [(r["camera_id"], r["vehicles"], r["updated_batch"]) for r in df.to_dicts()] == [
+        ("cam", 6, 2),
+        ("cam-2", 4, 1),
+    ]

@@ -36,3 +36,24 @@ def test_summary_counts_analysis_and_positions_per_camera():
     assert counts["a"] == {"detected": 1, "predicted": 1, "skipped": 1, "stride": 3}
     assert counts["b"] == {"detected": 1, "predicted": 0, "skipped": 0, "stride": 1}
     assert sorted(positions(summary)) == [("a", 0, 12, 1003.0), ("b", 1, 6, 1008.0)]
+
+
+def test_merge_bound_is_per_camera_minimum_less_a_margin_and_refuses_what_it_cannot_bound():
+    from trafficstream.streaming_jobs.sinks import merge_bound
+
+    rows = [
+        _row("track", "a", None, {"track_id": 1, "first_seen_ts": 1000.0}),
+        _row("track", "a", None, {"track_id": 2, "first_seen_ts": 900.5}),
+        _row("track", "b", None, {"track_id": 1, "first_seen_ts": 2000.0}),
+        _row("frame", "c", 1, {"first_seen_ts": 1.0}),  # other kinds do not count
+    ]
+    bound = merge_bound(pa.Table.from_pylist(rows), "track", "first_seen_ts", "first_seen_ts", margin_s=60)
+    assert bound == (
+        "(t.camera_id = 'a' AND t.first_seen_ts >= timestamp_seconds(840.5)) OR "
+        "(t.camera_id = 'b' AND t.first_seen_ts >= timestamp_seconds(1940.0))"
+    )
+    missing = rows + [_row("track", "b", None, {"track_id": 3, "first_seen_ts": None})]
+    assert merge_bound(pa.Table.from_pylist(missing), "track", "first_seen_ts", "first_seen_ts") is None
+    hostile = [_row("track", "x' OR 1=1 --", None, {"first_seen_ts": 5.0})]
+    assert merge_bound(pa.Table.from_pylist(hostile), "track", "first_seen_ts", "first_seen_ts") is None
+    assert merge_bound(pa.Table.from_pylist(rows[3:]), "track", "first_seen_ts", "first_seen_ts") is None
