@@ -9,8 +9,14 @@
 3. Live latency (bench/live.py): 1, 2 and 4 cameras replayed as live 30 fps cameras, load shedding on and
    off; capture -> results-topic latency, detection rate, stride, skips (``bench/results/live.json``).
 
+4. Side by side (bench/throughput.py, before the pipeline, ``--reps`` repetitions each): the detector alone at
+   batch 1 and 8 and the embedder alone; baseline A (the job's per-frame code in one process, no broker, Spark
+   or tables) and baseline B (the same with a naive seek-per-frame reader); next to the pipeline's frames/s
+   (overall and per camera), the ratios ``pipeline_over_A`` / ``pipeline_over_B`` and the targets, with the
+   machine, package versions, date and command: ``bench/results/latest.json``.
+
     python -m trafficstream.bench.run [--frames 40] [--config infra/config/demo.yaml] [--skip-models]
-        [--skip-live] [--live-seconds 180]
+        [--skip-live] [--live-seconds 180] [--skip-baselines] [--reps 3] [--baseline-frames N] [--b-frames 60]
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ import polars as pl
 
 from trafficstream import tables
 from trafficstream.analysis import number
+from trafficstream.bench import throughput
 from trafficstream.config import PROJECT_ROOT, add_config_arguments, load_settings
 from trafficstream.logs import setup_logging
 
 log = logging.getLogger("bench")
 OUT = PROJECT_ROOT / "var" / "bench"
+LATEST = PROJECT_ROOT / "bench" / "results" / "latest.json"
 
 
 class RssSampler(threading.Thread):
@@ -77,6 +85,62 @@ def stateful_figures(delta_root: Path) -> dict[str, Any]:
     }
 
 
+def camera_throughput(delta_root: Path) -> dict[str, dict[str, Any]]:
+    """Each camera's frames / (its last ``processed_ts`` - its first ``ingest_ts``), from the frames table: the
+    cameras are ingested side by side, so this is the camera's own rate while sharing the job."""
+    frames = pl.read_delta(str(delta_root / tables.FRAMES))
+    out: dict[str, dict[str, Any]] = {}
+    spans = frames.group_by("camera_id").agg(
+        pl.len().alias("frames"),
+        pl.col("ingest_ts").min().alias("first_ingest"),
+        pl.col("processed_ts").max().alias("last_processed"),
+    )
+    for r in spans.sort("camera_id").to_dicts():
+        seconds = (r["last_processed"] - r["first_ingest"]).total_seconds()
+        out[r["camera_id"]] = {
+            "frames": r["frames"],
+            "seconds": round(seconds, 2),
+            "fps": round(r["frames"] / seconds, 2) if seconds > 0 else None,
+        }
+    return out
+
+
+def pipeline_figures(stats: dict[str, Any], per_camera: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The pipeline run's throughput as ``latest.json`` shows it (one run: n = 1)."""
+    return {
+        "fps": throughput.summarise([stats.get("pipeline_fps")]),
+        "fps_definition": "frames / (last processed_ts - first ingest_ts) of the frames Delta table; per camera "
+        "over the camera's own rows; one run of the whole clips (n = 1)",
+        "frames_ingested": stats.get("frames_ingested"),
+        "frames_processed": stats.get("frames_processed"),
+        "frames_dead_lettered": stats.get("frames_dead_lettered"),
+        "micro_batches": stats.get("micro_batches"),
+        "stage_ms_per_frame": stats.get("stage_ms_per_frame"),
+        "wall_seconds_with_startup": stats.get("seconds"),
+        "per_camera": per_camera,
+    }
+
+
+def latest_report(
+    context: dict[str, Any], measured: dict[str, Any], stats: dict[str, Any], per_camera: dict[str, Any]
+) -> dict[str, Any]:
+    """``bench/results/latest.json``: run context, models alone, baselines A and B, the pipeline, the ratios and
+    the targets."""
+    pipeline = pipeline_figures(stats, per_camera)
+    motorway = per_camera.get(throughput.MOTORWAY, {}).get("fps")
+    return {
+        **context,
+        **measured,
+        "pipeline": pipeline,
+        "comparison": throughput.comparison(
+            throughput.median_of(pipeline["fps"]),
+            throughput.median_of(measured.get("baseline_a", {}).get("fps")),
+            throughput.median_of(measured.get("baseline_b", {}).get("fps")),
+            motorway,
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.run", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
@@ -85,10 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=None, help="frames per camera in the pipeline run")
     parser.add_argument("--live-seconds", type=float, default=180.0, help="per live-latency scenario")
     parser.add_argument("--skip-live", action="store_true", help="skip the live-latency scenarios (bench/live.py)")
+    parser.add_argument("--skip-baselines", action="store_true", help="skip baselines A and B (bench/throughput.py)")
+    parser.add_argument(
+        "--reps", type=int, default=throughput.default_reps(), help="repetitions of each side-by-side figure"
+    )
+    parser.add_argument(
+        "--baseline-frames", type=int, default=None, help="baseline A frames per camera (default: --max-frames, all)"
+    )
+    parser.add_argument("--b-frames", type=int, default=60, help="baseline B frames per camera (the first ones)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
     OUT.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"ts": time.time()}
+    context = throughput.run_context()
+    workdir = OUT / "pipeline"
+    settings = load_settings(args.config, args.overrides + [f"storage.var_dir={workdir}"])
 
     if not args.skip_models:
         from trafficstream.bench import detector_bench
@@ -96,12 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         detector_bench.main(["--frames", str(args.frames), "--out", str(OUT / "detector.json")])
         summary["models"] = json.loads((OUT / "detector.json").read_text())
 
+    # Before the pipeline, in this process alone: the single-process baselines and the models at batch 1 / 8.
+    measured = throughput.measure(
+        settings,
+        reps=args.reps,
+        frames=args.baseline_frames if args.baseline_frames is not None else args.max_frames,
+        b_frames=args.b_frames,
+        model_frames=args.frames,
+        models=not args.skip_models,
+        baselines=not args.skip_baselines,
+    )
+
     from trafficstream.infra.demo import run_pipeline
 
-    workdir = OUT / "pipeline"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    settings = load_settings(args.config, args.overrides + [f"storage.var_dir={workdir}"])
     # The job's JVM (pyspark on its classpath) and its Python workers (pyspark.daemon); run bench alone.
     sampler = RssSampler("pyspark")
     sampler.start()
@@ -109,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     stats["peak_rss_mb_job"] = sampler.stop()
     stats.update(stateful_figures(settings.delta_root))
     summary["pipeline"] = stats
+    latest = latest_report(context, measured, stats, camera_throughput(settings.delta_root))
+    summary["side_by_side"] = latest["comparison"]
+    throughput.write_json(LATEST, latest)
+    throughput.log_summary(latest)
+    log.info("side by side: %s; wrote %s", {k: v for k, v in latest["comparison"].items() if k != "targets"}, LATEST)
     (OUT / "pipeline.json").write_text(json.dumps(stats, indent=2, default=str))
     if not args.skip_live:  # 1, 2, 4 live cameras, load shedding on and off: bench/results/live.json
         from trafficstream.bench import live
@@ -133,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_rss_mb_job",
                     "seconds",
                 )
-            },
+            }
+            | {k: latest["comparison"][k] for k in ("pipeline_over_A", "pipeline_over_B", "motorway_pipeline_fps")},
             default=str,
         )
     )
