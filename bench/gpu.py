@@ -52,7 +52,7 @@ import numpy as np
 log = logging.getLogger("trafficstream.bench.gpu")
 
 # Run in this order: the quick and most telling cases first, a TensorRT engine build (minutes) last.
-BACKENDS = ("ort-cuda", "torch-fp16", "ultralytics-predict", "ort-cpu", "ort-tensorrt")
+BACKENDS = ("ort-cuda", "torch-fp16", "ultralytics-predict", "project", "ort-cpu", "ort-tensorrt")
 DEFAULT_VIDEO = "highway_overpass_1280x720.mp4"
 PAD_VALUE = 114  # the grey YOLOv8 letterboxes with
 TRT_MIN_LEFT_S = 90.0  # a TensorRT engine build is not started with less time left than this
@@ -526,6 +526,60 @@ def bench_torch(
         torch.cuda.empty_cache()
 
 
+# ------------------------------------------------------------------------------- the project's own interface
+
+
+def box_agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray], iou: float = 0.5) -> float | None:
+    """Share of ``reference`` boxes (xyxy per image) that ``other`` has a box for at IoU >= ``iou``."""
+    matched = total = 0
+    for ref, oth in zip(reference, other, strict=True):
+        total += len(ref)
+        if not len(ref) or not len(oth):
+            continue
+        lt = np.maximum(ref[:, None, :2], oth[None, :, :2])
+        rb = np.minimum(ref[:, None, 2:], oth[None, :, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+        area_r = np.prod(ref[:, 2:] - ref[:, :2], axis=1)[:, None]
+        area_o = np.prod(oth[:, 2:] - oth[:, :2], axis=1)[None, :]
+        matched += int(((inter / (area_r + area_o - inter + 1e-9)) >= iou).any(axis=1).sum())
+    return None if total == 0 else round(matched / total, 4)
+
+
+def bench_project(
+    bench: Bench, pt_path: Path, onnx_path: Path, frames: list[np.ndarray], batches: Sequence[int]
+) -> None:
+    """``trafficstream.models.detector.UltralyticsDetector`` (what the job's tasks build with
+    ``detector.backend=ultralytics``) at FP16 on the GPU, whole frames in, Detections out; and how closely its
+    boxes agree with the CPU ONNX Runtime backend on the same frames."""
+    try:
+        from trafficstream.models.detector import UltralyticsDetector, YoloOnnxDetector
+    except Exception as exc:
+        bench.unavailable("project", f"trafficstream.models not importable: {short_error(exc)}")
+        return
+    for b in batches:
+        det = UltralyticsDetector(pt_path, input_size=bench.args.imgsz, device=0, half=True, batch_size=b)
+        chunk = [frames[i % len(frames)] for i in range(b)]
+        bench.case(
+            "project",
+            "fp16",
+            b,
+            lambda det=det, chunk=chunk: det.detect_batch(chunk),
+            scope="UltralyticsDetector.detect_batch on 1280x720 frames (the job's GPU backend: letterbox, forward, "
+            "NMS, vehicle classes, Detections)",
+        )
+    n = min(8, len(frames))
+    gpu = UltralyticsDetector(pt_path, input_size=bench.args.imgsz, device=0, half=True).detect_batch(frames[:n])
+    cpu = YoloOnnxDetector(onnx_path, input_size=bench.args.imgsz, agnostic_nms=False).detect_batch(frames[:n])
+    bench.report["project_agreement"] = {
+        "frames": n,
+        "cpu_boxes": int(sum(len(d) for d in cpu)),
+        "gpu_boxes": int(sum(len(d) for d in gpu)),
+        "cpu_boxes_found_on_gpu": box_agreement([d.xyxy for d in cpu], [d.xyxy for d in gpu]),
+        "gpu_boxes_found_on_cpu": box_agreement([d.xyxy for d in gpu], [d.xyxy for d in cpu]),
+    }
+    log.info("project backend agreement: %s", bench.report["project_agreement"])
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 
@@ -609,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning("onnxruntime.preload_dlls: %s", short_error(exc))
     ultralytics: Any = None
     ultra_why: str | None = "not requested"
-    if {"torch-fp16", "ultralytics-predict"} & set(wanted):
+    if {"torch-fp16", "ultralytics-predict", "project"} & set(wanted):
         ultralytics, ultra_why = import_ultralytics() if torch_why is None else (None, torch_why)
 
     report: dict[str, Any] = {
@@ -666,6 +720,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         bench.unavailable(name, f"checkpoint not found: {pt_path}")
                     continue
                 bench_torch(bench, torch, ultralytics, pt_path, gpu_batches, frames, torch_wanted)
+            elif backend == "project":
+                if ultralytics is None or not pt_path.is_file():
+                    bench.unavailable(backend, ultra_why or f"checkpoint not found: {pt_path}")
+                    continue
+                bench_project(bench, pt_path, onnx_path, frames, args.batches)
             elif backend == "ort-cpu":
                 if ort is None:
                     bench.unavailable(backend, ort_why or "onnxruntime missing")

@@ -21,6 +21,15 @@ fi
 
 nvidia-smi -L || echo "nvidia-smi -L failed" >&2
 
+# The project's detector interface without installing the project (its other dependencies are not needed):
+# trafficstream.models -> models/.
+if ! python3 -c "import trafficstream.models.detector" 2>/dev/null; then
+  mkdir -p /tmp/ts-ns/trafficstream
+  cp trafficstream/__init__.py /tmp/ts-ns/trafficstream/
+  ln -sfn "$PWD/models" /tmp/ts-ns/trafficstream/models
+  export PYTHONPATH=/tmp/ts-ns${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 rc=0
 timeout 270 python3 bench/gpu.py --data .gpudata "$@" || rc=$?
 if (( rc != 0 )); then

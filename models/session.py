@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
@@ -36,7 +37,7 @@ def check_model_path(model_path: str | Path, what: str = "model") -> Path:
 def create_session(
     model_path: str | Path,
     threads: int = 0,
-    providers: Sequence[str] | None = None,
+    providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
     what: str = "model",
 ) -> ort.InferenceSession:
     """One InferenceSession for ``model_path``.

@@ -58,7 +58,7 @@ def _arrow_schema() -> pa.Schema:
 class Runtime:
     """Everything a Python worker loads once: settings, detector, embedder, decoders, reference frames."""
 
-    def __init__(self, settings: Settings, threads: int | None = None) -> None:
+    def __init__(self, settings: Settings, threads: int | None = None, gpu: str | None = None) -> None:
         self.settings = settings
         det = settings.detector
         self.threads = det.threads if threads is None else threads
@@ -73,6 +73,7 @@ class Runtime:
             min_box_px=det.min_box_px,
             agnostic_nms=det.agnostic_nms,
             batch_size=det.batch_size,
+            **gpu_options(det.backend, gpu, det.half),
         )
         self.embedder = AppearanceEmbedder(
             settings.path(settings.tracker.embedder_path),
@@ -158,11 +159,33 @@ def task_threads(configured: int) -> int:
     return int(ctx.cpus()) if ctx is not None else 0
 
 
+def task_gpu() -> str | None:
+    """The GPU Spark assigned to this task (``spark.task.resource.gpu.amount``), if any."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpu = ctx.resources().get("gpu") if ctx is not None else None
+    return gpu.addresses[0] if gpu is not None and gpu.addresses else None
+
+
+def gpu_options(backend: str, gpu: str | None, half: bool) -> dict[str, Any]:
+    """Detector keyword arguments that put it on the task's GPU: Ultralytics takes a device and FP16; ONNX
+    Runtime takes the CUDA provider's device id (CPU when this onnxruntime build has no CUDA)."""
+    if backend == "ultralytics":
+        return {"device": gpu, "half": half}
+    if gpu is not None and gpu.isdigit():
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return {"providers": [("CUDAExecutionProvider", {"device_id": int(gpu)}), "CPUExecutionProvider"]}
+    return {}
+
+
 @lru_cache(maxsize=4)
 def runtime_for(settings_json: str) -> Runtime:
     t0 = time.perf_counter()
     settings = settings_from_json(settings_json)
-    rt = Runtime(settings, threads=task_threads(settings.detector.threads))
+    rt = Runtime(settings, threads=task_threads(settings.detector.threads), gpu=task_gpu())
     log.info("perception runtime loaded in %.1f s (threads: %s)", time.perf_counter() - t0, rt.threads or "all")
     return rt
 

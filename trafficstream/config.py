@@ -156,6 +156,8 @@ class DetectorSettings(_Section):
     # (measured: bench); on a GPU raise it (16-64).
     batch_size: int = Field(default=4, ge=1, le=256, description="frames per detector run")
     # Frames decoded ahead of inference by a background thread in each task.
+    # FP16 inference on a GPU (ultralytics backend; a TensorRT .engine exported with --half is FP16 anyway).
+    half: bool = False
     prefetch_frames: int = Field(default=8, ge=0, le=256, description="decode-ahead queue, frames (0: inline)")
     min_box_px: int = Field(default=8, ge=0)
     # One box per vehicle: class-aware NMS reports a van as both "car" and "truck", which the tracker

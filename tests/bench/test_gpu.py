@@ -153,3 +153,10 @@ def test_torch_cases_through_stand_ins(tmp_path: Path) -> None:
     ]
     assert [n for n, _ in predicts] == [1] * 3 + [2] * 3  # one warm-up and two timed calls per batch
     assert predicts[-1][1] == {"imgsz": [384, 640], "half": True, "device": 0, "batch": 2, "verbose": False}
+
+
+def test_box_agreement_counts_reference_boxes_matched_at_iou():
+    ref = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.zeros((0, 4), np.float32)]
+    oth = [np.array([[1, 1, 10, 10]], np.float32), np.array([[0, 0, 5, 5]], np.float32)]
+    assert gpu.box_agreement(ref, oth) == 0.5  # the first box found (IoU 0.81), the second not
+    assert gpu.box_agreement([np.zeros((0, 4))], [np.zeros((0, 4))]) is None

@@ -118,3 +118,19 @@ def test_a_frame_that_fails_alone_is_the_only_dead_one(rt, values, monkeypatch):
 def test_inference_threads_follow_the_task_outside_spark_all_cores():
     assert task_threads(3) == 3
     assert task_threads(0) == 0  # no Spark task here: the runtime's default (every core)
+
+
+def test_gpu_options_put_the_detector_on_the_tasks_gpu():
+    import onnxruntime as ort
+
+    from trafficstream.streaming_jobs.perception import gpu_options, task_gpu
+
+    assert task_gpu() is None  # no Spark task here
+    assert gpu_options("ultralytics", "1", True) == {"device": "1", "half": True}
+    assert gpu_options("ultralytics", None, False) == {"device": None, "half": False}
+    assert gpu_options("onnxruntime", None, False) == {}
+    on_cuda = gpu_options("onnxruntime", "1", False)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert on_cuda["providers"][0] == ("CUDAExecutionProvider", {"device_id": 1})
+    else:  # this CPU build of onnxruntime: stay on the CPU rather than fail
+        assert on_cuda == {}
