@@ -559,11 +559,15 @@ def bench_project(
     for b in batches:
         det = UltralyticsDetector(pt_path, input_size=bench.args.imgsz, device=0, half=True, batch_size=b)
         chunk = [frames[i % len(frames)] for i in range(b)]
+
+        def run(det: Any = det, chunk: list[np.ndarray] = chunk) -> object:
+            return det.detect_batch(chunk)
+
         bench.case(
             "project",
             "fp16",
             b,
-            lambda det=det, chunk=chunk: det.detect_batch(chunk),
+            run,
             scope="UltralyticsDetector.detect_batch on 1280x720 frames (the job's GPU backend: letterbox, forward, "
             "NMS, vehicle classes, Detections)",
         )

@@ -15,8 +15,14 @@
    (overall and per camera), the ratios ``pipeline_over_A`` / ``pipeline_over_B`` and the targets, with the
    machine, package versions, date and command: ``bench/results/latest.json``.
 
+5. Scaling over executors (bench/scaling.py, after the pipeline): the packaged job on a Spark standalone cluster
+   on this machine, 1 and 2 single-core executors x 1, 2 and 4 Kafka partitions, the demo's 2 cameras
+   (``--scaling-frames`` each): frames/s, speed-up and stage 2's share per run (``bench/results/scaling.json``,
+   and under ``"scaling"`` in ``latest.json``). About 10-12 minutes at the default 120 frames per camera.
+
     python -m trafficstream.bench.run [--frames 40] [--config infra/config/demo.yaml] [--skip-models]
         [--skip-live] [--live-seconds 180] [--skip-baselines] [--reps 3] [--baseline-frames N] [--b-frames 60]
+        [--skip-scaling] [--scaling-frames 120]
 """
 
 from __future__ import annotations
@@ -122,12 +128,17 @@ def pipeline_figures(stats: dict[str, Any], per_camera: dict[str, dict[str, Any]
 
 
 def latest_report(
-    context: dict[str, Any], measured: dict[str, Any], stats: dict[str, Any], per_camera: dict[str, Any]
+    context: dict[str, Any],
+    measured: dict[str, Any],
+    stats: dict[str, Any],
+    per_camera: dict[str, Any],
+    scaling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``bench/results/latest.json``: run context, models alone, baselines A and B, the pipeline, the ratios and
-    the targets."""
+    the targets, and (when run) the scaling over executors of bench/scaling.py."""
     pipeline = pipeline_figures(stats, per_camera)
     motorway = per_camera.get(throughput.MOTORWAY, {}).get("fps")
+    extra = {} if scaling is None else {"scaling": scaling}
     return {
         **context,
         **measured,
@@ -137,7 +148,9 @@ def latest_report(
             throughput.median_of(measured.get("baseline_a", {}).get("fps")),
             throughput.median_of(measured.get("baseline_b", {}).get("fps")),
             motorway,
+            throughput.median_of(measured.get("baseline_a_batched", {}).get("fps")),
         ),
+        **extra,
     }
 
 
@@ -157,6 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-frames", type=int, default=None, help="baseline A frames per camera (default: --max-frames, all)"
     )
     parser.add_argument("--b-frames", type=int, default=60, help="baseline B frames per camera (the first ones)")
+    parser.add_argument(
+        "--skip-scaling",
+        action="store_true",
+        help="skip the scaling runs (bench/scaling.py: 1 and 2 executors x 1, 2, 4 Kafka partitions on a Spark "
+        "standalone cluster, 6 runs of about 100 s each at the default --scaling-frames: 10-12 minutes)",
+    )
+    parser.add_argument(
+        "--scaling-frames",
+        type=int,
+        default=120,
+        help="frames per camera in each scaling run (default 120; a run costs ~50 s of start-up and drain plus "
+        "the frames at ~4 frames/s on 2 cores)",
+    )
     args = parser.parse_args(argv)
     setup_logging("INFO")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -199,10 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     throughput.log_summary(latest)
     log.info("side by side: %s; wrote %s", {k: v for k, v in latest["comparison"].items() if k != "targets"}, LATEST)
     (OUT / "pipeline.json").write_text(json.dumps(stats, indent=2, default=str))
+    if not args.skip_scaling:  # the packaged job on a standalone cluster: bench/results/scaling.json
+        from trafficstream.bench import scaling
+
+        scaling_args = ["--max-frames", str(args.scaling_frames)]
+        if args.config:
+            scaling_args += ["--config", str(args.config)]
+        scaled = scaling.run(scaling_args + [a for o in args.overrides for a in ("--set", o)])
+        summary["scaling"] = scaled["table"]
+        latest = latest_report(context, measured, stats, camera_throughput(settings.delta_root), scaled)
+        throughput.write_json(LATEST, latest)
+        log.info("scaling over executors: %s; added to %s", scaled["table"], LATEST)
     if not args.skip_live:  # 1, 2, 4 live cameras, load shedding on and off: bench/results/live.json
         from trafficstream.bench import live
 
-        live_args = ["--config", str(args.config), "--seconds", str(args.live_seconds)]
+        live_args = (["--config", str(args.config)] if args.config else []) + ["--seconds", str(args.live_seconds)]
         live.main(live_args + [a for o in args.overrides for a in ("--set", o)])
         summary["live"] = json.loads(live.RESULTS.joinpath("live.json").read_text())
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -20,6 +20,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from trafficstream.config import PROJECT_ROOT
@@ -58,3 +59,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def bare_python(root: Path) -> Path:
+    """A virtualenv whose Python sees this venv's site-packages (the dependencies) but not this project: the
+    shipped zip is then the only ``trafficstream`` the driver and executors can import (the packaged-job test,
+    the scaling bench). A plain path line: the editable install's own .pth finder is not run."""
+    py = root / "bin" / "python"
+    if not py.exists():
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(root)], check=True)
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(purelib) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return py

@@ -560,10 +560,11 @@ def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: f
             value = json.loads(payload).get(field) if payload else None
         except (ValueError, AttributeError):
             value = None
-        ok = isinstance(value, (int, float)) and math.isfinite(value)
-        if not ok or cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
-        low[cam] = min(low.get(cam, value), float(value))
+        if cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):
+            return None
+        low[cam] = min(low.get(cam, float(value)), float(value))
     if not low:
         return None
     return " OR ".join(

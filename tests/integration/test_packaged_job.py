@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from e2e_helpers import table
 from trafficstream import tables
 from trafficstream.infra.cluster import StandaloneCluster
 from trafficstream.infra.jars import spark_jars_csv
-from trafficstream.infra.package import build
+from trafficstream.infra.package import bare_python, build
 from trafficstream.infra.pipeline import write_settings
 from trafficstream.ingest.worker import run_ingest
 
@@ -26,27 +25,10 @@ CAMERA = "dual-carriageway"
 FRAMES = 24
 
 
-def _bare_python(root: Path) -> Path:
-    """A virtualenv that sees the project's dependencies (our venv's site-packages) but not the project."""
-    subprocess.run(
-        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(root)], check=True
-    )
-    py = root / "bin" / "python"
-    site = subprocess.run(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    # A plain path line: our site-packages' own .pth files (the editable install's finder) are NOT run.
-    (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return py
-
-
 def test_packaged_job_on_a_standalone_cluster(settings_factory, tmp_path_factory):
     work = tmp_path_factory.mktemp("packaged")
     dist = build(work / "dist")
-    py = _bare_python(work / "env")
+    py = bare_python(work / "env")
     probe = subprocess.run(
         [str(py), "-c", "import pyspark, onnxruntime, av; import trafficstream"],
         cwd=work,
