@@ -10,6 +10,11 @@ without its image (logged once). A camera's renderer keeps one sequential
 draws the boxes, track ids and speeds (dashed for frames whose boxes the tracker predicted between
 detections), and plays them out at the camera's frame rate to every viewer of that camera (decoded and
 encoded once, not per viewer), never further behind capture than the camera's latency budget.
+
+With ``privacy.live_video`` the road users are pixelated as in evidence (``privacy.mode``, see
+:mod:`trafficstream.models.privacy`) before the overlays are drawn. Live video has no single offender: the
+vehicles shown as speeding play its part (``others``: they stay sharp, everybody else is pixelated;
+``all-but-plate-region``: only their plate regions stay sharp).
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ import numpy as np
 from werkzeug.exceptions import NotFound
 
 from trafficstream.cameras import Camera
-from trafficstream.config import Settings
+from trafficstream.config import PrivacySettings, Settings
 from trafficstream.dashboards.buffers import FrameKey, LiveBuffers, LiveFrame
 from trafficstream.dashboards.times import clock, finite
+from trafficstream.models.privacy import anonymise_boxes
 from trafficstream.video import (
     FrameNotFound,
     FrameReader,
@@ -73,6 +79,40 @@ def vehicle_label(vehicle: Mapping[str, Any]) -> str:
     return label
 
 
+def vehicle_box(vehicle: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
+    """The vehicle's ``box`` as four sane numbers (source pixels), None when it has none."""
+    box = vehicle.get("box")
+    coords = [finite(c, -1e6, 1e6) for c in box] if isinstance(box, (list, tuple)) and len(box) == 4 else []
+    if len(coords) != 4 or None in coords:
+        return None
+    x1, y1, x2, y2 = coords
+    return x1, y1, x2, y2  # type: ignore[return-value]
+
+
+def anonymise_frame(
+    image: np.ndarray,
+    vehicles: Sequence[Mapping[str, Any]],
+    limit_kmh: float | None,
+    privacy: PrivacySettings | None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """A copy of ``image`` with the vehicles pixelated as ``privacy.mode`` says (pure; None or ``off``: a plain
+    copy). The speeding vehicles are the ones kept, as the offender is in evidence: they are what the operator
+    acts on. ``scale`` maps source-pixel boxes onto ``image``."""
+    if privacy is None or privacy.mode == "off":
+        return image.copy()
+    boxes = [(v, b) for v in vehicles if (b := vehicle_box(v)) is not None]
+    scaled = [(v, tuple(c * scale for c in b)) for v, b in boxes]
+    return anonymise_boxes(
+        image,
+        [b for v, b in scaled if is_speeding(v, limit_kmh)],
+        [b for _, b in scaled],
+        privacy.mode,
+        blocks_across=privacy.blocks_across,
+        min_block_px=privacy.min_block_px,
+    )
+
+
 def dashed_rectangle(
     image: np.ndarray,
     p1: tuple[int, int],
@@ -103,15 +143,18 @@ def draw_overlays(
     caption: str | None = None,
     scale: float = 1.0,
     predicted: bool = False,
+    privacy: PrivacySettings | None = None,
 ) -> np.ndarray:
     """A copy of ``image`` (BGR) with each vehicle's box, track id, class and speed drawn on it.
 
     Speeding vehicles (flagged ``over`` or faster than ``limit_kmh``) are red, others green. ``scale``
     maps source-pixel boxes and ROI onto ``image`` when it was resized from the source. ``predicted``: the
     frame's boxes are the tracker's predictions between detector runs; their outlines are dashed (ids and
-    speeds shown as on detected frames).
+    speeds shown as on detected frames). ``privacy``: the road users are first pixelated as
+    :func:`anonymise_frame` says (the overlays drawn after stay legible).
     """
-    out = image.copy()  # the reader keeps its last decoded frame; never draw on it
+    # a copy either way: the reader keeps its last decoded frame; never draw on it
+    out = anonymise_frame(image, vehicles, limit_kmh, privacy, scale)
     h, w = out.shape[:2]
     size = max(w / 1280.0, 0.45)  # line and text size follow the resolution
     thickness = max(1, round(2 * size))
@@ -120,11 +163,10 @@ def draw_overlays(
         pts = (np.asarray(roi, dtype=float) * scale).round().astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(out, [pts], isClosed=True, color=YELLOW, thickness=1, lineType=cv2.LINE_AA)
     for v in vehicles:
-        box = v.get("box")
-        coords = [finite(c, -1e6, 1e6) for c in box] if isinstance(box, (list, tuple)) and len(box) == 4 else []
-        if len(coords) != 4 or None in coords:
+        coords = vehicle_box(v)
+        if coords is None:
             continue  # no box, or not four sane numbers: nothing to draw
-        x1, y1, x2, y2 = (round(c * scale) for c in coords)  # type: ignore[operator]
+        x1, y1, x2, y2 = (round(c * scale) for c in coords)
         x1, x2 = sorted((max(0, min(w - 1, x1)), max(0, min(w - 1, x2))))
         y1, y2 = sorted((max(0, min(h - 1, y1)), max(0, min(h - 1, y2))))
         color = RED if is_speeding(v, limit_kmh) else GREEN
@@ -355,8 +397,10 @@ class CameraRenderer:
         roots: Sequence[Path] = (),
         segment_dir: Path | None = None,
         budget_s: float | None = None,
+        privacy: PrivacySettings | None = None,
     ) -> None:
         self.camera = camera
+        self.privacy = privacy  # road users pixelated on the live video (None: as they are)
         self.roots = list(roots)
         self.segment_dir = segment_dir
         self.budget_s = budget_s
@@ -516,6 +560,7 @@ class CameraRenderer:
                 caption=frame_caption(self.camera.id, frame),
                 scale=scale,
                 predicted=frame.predicted,
+                privacy=self.privacy if real else None,
             )
             headers = {
                 "X-Frame-Index": str(frame.frame_index),
@@ -550,6 +595,7 @@ class MjpegStreamer:
                     "roots": self.settings.allowed_roots,
                     "segment_dir": self.settings.segment_dir(camera.id),
                     "budget_s": self.settings.budget_s(camera),
+                    "privacy": self.settings.privacy if self.settings.privacy.live_video else None,
                     **self.renderer_options,
                 }
                 r = self._renderers[camera.id] = CameraRenderer(camera, self.buffers, self.stop_event, **options)

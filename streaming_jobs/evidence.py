@@ -3,13 +3,19 @@
 Runs on executors (``mapInPandas`` over the few violation rows of a micro-batch): it re-reads the one frame
 from the source. File names are deterministic, so a replayed micro-batch rewrites the same file. The
 violation's results-topic message is built here too, once its evidence URI is known.
+
+Other road users are pixelated as ``privacy.mode`` says (:mod:`trafficstream.models.privacy`), before the
+annotations are drawn, so the box and label stay legible. Their boxes come from the violation payload's
+optional ``others`` (every detection of the frame, the offender's included, as ``[x1, y1, x2, y2]`` source
+pixels); a payload without it has nobody else to pixelate (``all-but-plate-region`` still hides the offender
+but for its plate region).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,8 +24,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from trafficstream.config import settings_from_json
+from trafficstream.config import PrivacySettings, settings_from_json
 from trafficstream.ingest.segments import mark_evidence
+from trafficstream.models.privacy import Box, anonymise
 from trafficstream.results import encode, violation_message
 from trafficstream.video import ReaderPool, SourceError, is_under_roots, uri_to_path
 
@@ -37,6 +44,11 @@ def _segments_root(settings_json: str) -> Path:
     return settings_from_json(settings_json).segments_root
 
 
+@lru_cache(maxsize=4)
+def _privacy(settings_json: str) -> PrivacySettings:
+    return settings_from_json(settings_json).privacy
+
+
 def draw_violation(image: np.ndarray, box: tuple[float, float, float, float], label: str) -> np.ndarray:
     """Copy of ``image`` with a red box and a label above it (pure)."""
     out = image.copy()
@@ -48,6 +60,40 @@ def draw_violation(image: np.ndarray, box: tuple[float, float, float, float], la
     ty = max(th + base, y1 - 4)
     cv2.rectangle(out, (x1, ty - th - base), (x1 + tw + 4, ty + 2), (0, 0, 255), -1)
     cv2.putText(out, label, (x1 + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def evidence_image(
+    image: np.ndarray,
+    box: tuple[float, float, float, float],
+    label: str,
+    privacy: PrivacySettings,
+    others: Sequence[Box] | None = None,
+) -> np.ndarray:
+    """The evidence snapshot (pure): ``image`` with the road users in ``others`` anonymised as ``privacy``
+    says, the offender (``box``) kept, then the annotations drawn on top (never pixelated themselves).
+    ``others`` may include the offender's own box; None: nobody else to anonymise."""
+    clean = anonymise(
+        image,
+        box,
+        others or (),
+        privacy.mode,
+        blocks_across=privacy.blocks_across,
+        min_block_px=privacy.min_block_px,
+    )
+    return draw_violation(clean, box, label)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def payload_boxes(value: Any) -> list[Box]:
+    """The payload's ``others`` as boxes: entries that are not four numbers are left out (None: no boxes)."""
+    out: list[Box] = []
+    for item in value if isinstance(value, (list, tuple)) else ():
+        if isinstance(item, (list, tuple)) and len(item) == 4 and all(_number(c) for c in item):
+            out.append(tuple(float(c) for c in item))
     return out
 
 
@@ -88,6 +134,7 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
     """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless) and sets
     ``message`` to the violation's results-topic message."""
     root = _evidence_root(settings_json)
+    privacy = _privacy(settings_json)
     for pdf in pdfs:
         uris: list[str | None] = []
         messages: list[str] = []
@@ -102,11 +149,9 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
                 _keep_segment(settings_json, source)
                 label = f"#{p['track_id']} {p['class_name']} {p['speed_kmh']:.0f} km/h > {p['limit_kmh']:.0f}"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                ok = cv2.imwrite(
-                    str(target),
-                    draw_violation(image, (p["x1"], p["y1"], p["x2"], p["y2"]), label),
-                    [cv2.IMWRITE_JPEG_QUALITY, 88],
-                )
+                box = (p["x1"], p["y1"], p["x2"], p["y2"])
+                snapshot = evidence_image(image, box, label, privacy, payload_boxes(p.get("others")))
+                ok = cv2.imwrite(str(target), snapshot, [cv2.IMWRITE_JPEG_QUALITY, 88])
                 uris.append(target.resolve().as_uri() if ok else None)
             except (SourceError, OSError) as exc:
                 log.warning("no evidence for %s track %s: %s", row.camera_id, p["track_id"], exc)

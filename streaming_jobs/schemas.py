@@ -208,6 +208,8 @@ VIOLATION_PAYLOAD = StructType(
         StructField("source_pts_s", DoubleType()),
     ]
     + payload_fields(tables.VIOLATIONS, ("x1", "y1", "x2", "y2"))
+    # every detection of the frame, for the evidence's privacy pixelation (not a table column)
+    + [StructField("others", ArrayType(ArrayType(DoubleType())))]
 )
 
 FLOW_PAYLOAD = StructType(

@@ -470,7 +470,7 @@ class CameraProcessor:
                     speed, flag = est.kmh, est.flag
                     violation = st.violations.feed(v.track_id, ts, est)
                     if violation is not None:
-                        self._emit_violation(row, v, cls, violation)
+                        self._emit_violation(row, v, cls, violation, xyxy)
             else:
                 flag = "uncalibrated"
             meta.speed_kmh, meta.speed_flag = speed, flag
@@ -583,7 +583,9 @@ class CameraProcessor:
             message = encode(msg).decode("utf-8")
         self.emit(KIND_FRAME, row, payload, message=message)
 
-    def _emit_violation(self, row: pd.Series, v: Any, cls: str, violation: Any) -> None:
+    def _emit_violation(self, row: pd.Series, v: Any, cls: str, violation: Any, others: np.ndarray) -> None:
+        """The violation with what its evidence needs: where the frame is, the offender's box, and every other
+        detection of the frame (``others``), which the evidence pixelates (``privacy.mode``)."""
         self.emit(
             KIND_VIOLATION,
             row,
@@ -600,6 +602,7 @@ class CameraProcessor:
                 "y1": float(v.xyxy[1]),
                 "x2": float(v.xyxy[2]),
                 "y2": float(v.xyxy[3]),
+                "others": [[round(float(c), 1) for c in b] for b in others],
             },
         )
 

@@ -36,6 +36,7 @@ from pydantic import (
 
 from trafficstream.cameras import Camera, frame_problems, probe_frame_size
 from trafficstream.errors import ConfigError
+from trafficstream.models.privacy import BLOCKS_ACROSS, MIN_BLOCK_PX, PrivacyMode
 from trafficstream.secrets import (
     SecretMap,
     SecretsMode,
@@ -212,6 +213,26 @@ class DashboardSettings(_Section):
     basic_auth_password: Secret = None  # plain value: trafficstream.secrets.reveal()
 
 
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false: ``privacy: {mode: off}`` in a deployment file means ``"off"``."""
+    return "off" if value is False else value
+
+
+class PrivacySettings(_Section):
+    """Road users other than the offender in evidence snapshots (and optionally the live video), see
+    :mod:`trafficstream.models.privacy`. ``others`` by default: evidence leaves the system, and the people who
+    did nothing wrong need not be recognisable in it; the offending vehicle stays sharp."""
+
+    mode: Annotated[PrivacyMode, BeforeValidator(_yaml_off)] = Field(
+        default="others", description="off | others | all-but-plate-region"
+    )
+    # The live video is the operators' working view (behind the dashboard's auth); opt in to apply `mode`
+    # to it too: there no vehicle is the offender, so in `others` mode only speeding vehicles stay sharp.
+    live_video: bool = Field(default=False, description="apply `mode` to the dashboard's live video too")
+    blocks_across: int = Field(default=BLOCKS_ACROSS, ge=2, le=32, description="most blocks across a box")
+    min_block_px: int = Field(default=MIN_BLOCK_PX, ge=4, le=64, description="smallest pixelation block, px")
+
+
 class Settings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -221,6 +242,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     cameras: list[Camera] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -124,3 +124,16 @@ def test_stage2_payloads_have_exactly_their_schemas_fields(stage2) -> None:
             assert declared - optional <= set(p) <= declared, (kind, set(p) ^ declared)
             for v in p.get("vehicles", []) if kind == KIND_FRAME else []:
                 assert set(v) == set(schemas.VEHICLE.fieldNames())
+
+
+def test_a_violation_carries_every_box_of_its_frame_for_the_evidence_pixelation(stage2) -> None:
+    """The evidence step pixelates the other road users of the violation's frame: stage 2 hands it every
+    detection of that frame, the offender's own box among them."""
+    _, out = stage2
+    violations = [json.loads(p) for p in out.loc[out.kind == KIND_VIOLATION, "payload"]]
+    assert violations
+    for p in violations:
+        others = p["others"]
+        assert all(len(b) == 4 for b in others)
+        offender = [p["x1"], p["y1"], p["x2"], p["y2"]]
+        assert any(max(abs(a - b) for a, b in zip(box, offender, strict=True)) < 0.2 for box in others)
