@@ -2,9 +2,10 @@
 
 A deployment lists its cameras in the ``cameras:`` section of its config file (see ``infra/config/``).
 Everything checkable without the video is checked when the settings load (finite numbers, distinct
-calibration points, a homography that fits, a simple polygon as ROI); :func:`check_cameras_against_sources`
-(trafficstream.config) reads each video's header at start-up and checks ROI, tiles and calibration points
-against the frame size.
+calibration points, a homography that fits, a simple polygon as ROI, counting lines / lanes / zones with
+unique ids, drawn on the road plane only when there is one); :func:`check_cameras_against_sources`
+(trafficstream.config) reads each video's header at start-up and checks ROI, tiles, calibration points and
+the image-space lines / lanes / zones against the frame size.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -21,15 +22,23 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from trafficstream.messages import CAMERA_ID_PATTERN
 
 Point = tuple[FiniteFloat, FiniteFloat]  # NaN / inf would pass every geometric test and poison every fit
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# Where a line, lane or zone is drawn: "image" = source pixels (x right, y down the screen), "road" = road-plane
+# metres of the camera's calibration (what tracks carry: world_x_m / world_y_m; immune to camera drift).
+Space = Literal["image", "road"]
+# Ids of lines, lanes and zones (and direction names) end up in table keys and event ids: same shape as camera ids.
+GeometryId = Annotated[str, Field(pattern=CAMERA_ID_PATTERN.pattern)]
+_MIN_AREA = {"image": (1.0, "px²"), "road": (0.1, "m²")}
 
 
 # -- geometry (pure) ----------------------------------------------------------------------------------------
@@ -68,6 +77,17 @@ def polygon_area(pts: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
+def polygon_centroid(pts: np.ndarray) -> tuple[float, float]:
+    """Area centroid of a simple polygon (the vertex mean when it has no area)."""
+    x, y = pts[:, 0], pts[:, 1]
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    cross = x * yn - xn * y
+    a = cross.sum() / 2
+    if abs(a) < 1e-12:
+        return float(x.mean()), float(y.mean())
+    return float(((x + xn) * cross).sum() / (6 * a)), float(((y + yn) * cross).sum() / (6 * a))
+
+
 def _on_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray, eps: float) -> bool:
     return (
         abs(_cross(a, b, p)) <= eps
@@ -89,7 +109,7 @@ def segments_touch(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e
     )
 
 
-def polygon_problem(pts: np.ndarray, min_area: float = 1.0) -> str | None:
+def polygon_problem(pts: np.ndarray, min_area: float = 1.0, unit: str = "px²") -> str | None:
     """Why ``pts`` is not a usable simple polygon (None when it is): repeated vertices, (near) zero area,
     edges that cross, touch or fold back on each other."""
     n = len(pts)
@@ -114,7 +134,7 @@ def polygon_problem(pts: np.ndarray, min_area: float = 1.0) -> str | None:
                 )
     area = polygon_area(pts)
     if area < min_area:
-        return f"the polygon has (nearly) zero area ({area:g} px²)"
+        return f"the polygon has (nearly) zero area ({area:g} {unit})"
     return None
 
 
@@ -145,6 +165,24 @@ def _homography_problem(image_points: tuple[Point, ...], world_points: tuple[Poi
             "consistent with one plane (check that image_points[i] and world_points[i] are the same point)"
         )
     return None
+
+
+def image_lane_heading(calibration: Calibration, lane: Lane) -> float | None:
+    """Road-plane heading (0 = +y, 90 = +x) of an image-space lane's ``direction`` at its centre, or None when the
+    centre lies beyond the calibration's horizon (or the lane has no image direction)."""
+    from trafficstream.models.lines import image_direction_heading  # lazy, like the homography fit
+
+    if lane.direction is None:
+        return None
+    plane = _road_plane(tuple(map(tuple, calibration.image_points)), tuple(map(tuple, calibration.world_points)))
+    return image_direction_heading(lane.centre(), lane.direction, plane.to_world)
+
+
+@lru_cache(maxsize=64)
+def _road_plane(image_points: tuple[Point, ...], world_points: tuple[Point, ...]) -> Any:
+    from trafficstream.models.homography import RoadPlane
+
+    return RoadPlane.from_points(np.asarray(image_points, dtype=float), np.asarray(world_points, dtype=float))
 
 
 # -- models ---------------------------------------------------------------------------------------------------
@@ -195,6 +233,188 @@ class Calibration(BaseModel):
         return self
 
 
+def _raise_at(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> None:
+    """Raise the ``(loc, message, input)`` problems as one ValidationError located *inside* the model being
+    validated: pydantic prefixes the model's own location, so the message names the exact field
+    (``cameras[0].lines[1].space: ...``) rather than the whole camera."""
+    if problems:
+        raise ValidationError.from_exception_data(
+            title,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=loc, input=value
+                )
+                for loc, message, value in problems
+            ],
+        )
+
+
+def _space_of(info: ValidationInfo) -> str | None:
+    """The ``space`` of the model being validated (declared before its points; None when itself invalid)."""
+    space = info.data.get("space")
+    return space if isinstance(space, str) else None
+
+
+def _negative_pixel_problem(pts: np.ndarray, what: str = "point") -> str | None:
+    neg = np.flatnonzero((pts < 0).any(axis=1))
+    if neg.size:
+        return f"{what} {int(neg[0])} {_fmt(pts[neg[0]])}: pixel coordinates must be >= 0"
+    return None
+
+
+def _checked_polygon(v: list[Point], info: ValidationInfo) -> list[Point]:
+    """A lane's or zone's polygon: a simple polygon with an area, in non-negative pixels for image space."""
+    pts = np.asarray(v, dtype=float)
+    space = _space_of(info)
+    if space == "image" and (problem := _negative_pixel_problem(pts, "vertex")):
+        raise ValueError(problem)
+    min_area, unit = _MIN_AREA.get(space or "image", _MIN_AREA["image"])
+    problem = polygon_problem(pts, min_area, unit)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
+class CountingLine(BaseModel):
+    """A counting line: the finite segment from ``points[0]`` (A) to ``points[1]`` (B).
+
+    A track crosses it when its ground point passes *through the segment* (passing beside an end does not
+    count), having been at least the hysteresis distance on the old side and reaching as far on the new one
+    (``events.crossing_hysteresis_px`` / ``_m``): jitter on the line never counts twice.
+
+    Direction names: walk from A to B over the space drawn the usual way up -- the image as displayed (y down
+    the screen), the road plane as a map with +y (heading 0) up and +x (heading 90) to the right.
+    ``directions[0]`` names crossings from your left to your right, ``directions[1]`` from your right to your
+    left. E.g. a line drawn left to right across the image counts vehicles moving down the screen as
+    ``directions[0]``; one drawn from west (-x) to east (+x) on the road plane counts vehicles heading 0 (+y)
+    as ``directions[1]``. With a calibration whose +y runs away from the camera, the same line drawn in either
+    space gives the same names.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    id: GeometryId
+    space: Space = Field(default="image", description="image px, or road-plane metres (needs a calibration)")
+    points: list[Point] = Field(min_length=2, max_length=2, description="[[xA, yA], [xB, yB]]")
+    directions: tuple[GeometryId, GeometryId] = Field(
+        default=("left_to_right", "right_to_left"), description="[left-to-right name, right-to-left name]"
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: list[Point], info: ValidationInfo) -> list[Point]:
+        pts = np.asarray(v, dtype=float)
+        if _space_of(info) == "image" and (problem := _negative_pixel_problem(pts)):
+            raise ValueError(problem)
+        if duplicate_points(pts, tol=1e-6) is not None:
+            raise ValueError(f"both points are {_fmt(pts[0])}: a line needs two distinct points")
+        return v
+
+    @field_validator("directions")
+    @classmethod
+    def _directions(cls, v: tuple[str, str]) -> tuple[str, str]:
+        if v[0] == v[1]:
+            raise ValueError(f"both directions are named {v[0]!r}: each direction needs its own name")
+        return v
+
+
+class Lane(BaseModel):
+    """A traffic lane: a polygon and the direction traffic is expected to move in it.
+
+    Road space: ``polygon`` in road-plane metres and ``direction_deg`` the heading of travel as tracks carry it
+    (``direction_deg`` of the tracks table, models.speed: compass-like, 0 = +y, 90 = +x). Image space:
+    ``polygon`` in source pixels and ``direction`` a vector in pixels (y down the screen: ``[0, -1]`` is up
+    the screen), mapped onto the road plane at the lane's centre when the camera is calibrated. A track is in
+    the first lane (in this order) whose polygon holds its ground point. Wrong-way and stopped-vehicle events
+    need road-plane speeds, i.e. a calibrated camera; without one, lanes only split counts.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    id: GeometryId
+    space: Space = "image"
+    polygon: list[Point] = Field(min_length=3)
+    direction_deg: float | None = Field(default=None, ge=0, lt=360, description="road lanes: heading of travel")
+    direction: Point | None = Field(default=None, description="image lanes: [dx, dy] of travel, px")
+
+    _polygon = field_validator("polygon")(_checked_polygon)
+
+    @model_validator(mode="after")
+    def _direction_matches_space(self) -> Lane:
+        road = self.space == "road"
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        if road and self.direction_deg is None:
+            problems.append(
+                (("direction_deg",), "a road-space lane needs its heading of travel (0 = +y, 90 = +x)", None)
+            )
+        if road and self.direction is not None:
+            problems.append((("direction",), "a road-space lane gives its direction as direction_deg", self.direction))
+        if not road and self.direction is None:
+            problems.append((("direction",), "an image-space lane needs its direction of travel [dx, dy] in px", None))
+        if not road and self.direction_deg is not None:
+            problems.append(
+                (
+                    ("direction_deg",),
+                    "an image-space lane gives its direction as a vector: direction",
+                    self.direction_deg,
+                )
+            )
+        if not road and self.direction is not None and float(np.hypot(*self.direction)) < 1e-9:
+            problems.append((("direction",), "[0, 0] has no direction", self.direction))
+        _raise_at("Lane", problems)
+        return self
+
+    def centre(self) -> tuple[float, float]:
+        """The polygon's area centroid (where an image direction is mapped onto the road plane)."""
+        return polygon_centroid(np.asarray(self.polygon, dtype=float))
+
+
+class Zone(BaseModel):
+    """A polygon for queues (and later dwell times).
+
+    ``purpose: queue``: queue episodes are measured here, their length along ``lane``'s direction when the zone
+    names a lane (else along the queued vehicles' own main axis). ``purpose: stopping``: vehicles may stop
+    here (a bus stop, a parking bay, the waiting area before a signal): no stopped-vehicle events inside and
+    no queue episodes.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    id: GeometryId
+    space: Space = "image"
+    polygon: list[Point] = Field(min_length=3)
+    purpose: Literal["queue", "stopping"] = "queue"
+    lane: GeometryId | None = Field(default=None, description="id of the lane whose direction a queue runs along")
+
+    _polygon = field_validator("polygon")(_checked_polygon)
+
+
+class EventSettings(BaseModel):
+    """Thresholds of counting lines and traffic events, per camera.
+
+    Per camera rather than deployment-wide: they depend on the scene -- a pixel hysteresis on the image scale,
+    stop and queue figures on whether the road is a motorway or a signalled junction. The defaults suit a
+    calibrated urban or motorway camera; an absent ``events:`` section keeps them.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    crossing_hysteresis_px: float = Field(default=8.0, gt=0, le=500, description="beyond the line, image lines")
+    crossing_hysteresis_m: float = Field(default=1.0, gt=0, le=50, description="beyond the line, road lines")
+    wrong_way_min_m: float = Field(default=15.0, gt=0, le=1000, description="wrong-way travel before an event")
+    wrong_way_min_estimates: int = Field(default=5, ge=1, le=1000, description="plausible speeds against the lane")
+    wrong_way_tolerance_deg: float = Field(default=20.0, ge=0, lt=90, description="against = angle > 90 + this")
+    stopped_min_s: float = Field(default=20.0, gt=0, le=3600, description="standstill in a lane before an event")
+    stopped_speed_kmh: float = Field(default=5.0, gt=0, le=50, description="below this a vehicle stands still")
+    stopped_radius_m: float = Field(default=3.0, gt=0, le=50, description="a stop ends when it moves this far")
+    queue_speed_kmh: float = Field(default=10.0, gt=0, le=60, description="below this a vehicle is queueing")
+    queue_min_vehicles: int = Field(default=3, ge=2, le=1000, description="slow vehicles that make a queue")
+    queue_max_gap_m: float = Field(default=15.0, gt=0, le=200, description="spacing that still joins a queue")
+    queue_hold_s: float = Field(default=3.0, ge=0, le=600, description="a queue must form / dissolve this long")
+    max_gap_s: float = Field(default=2.0, gt=0, le=60, description="a track unseen this long breaks a stretch")
+    forget_after_s: float = Field(default=10.0, gt=0, le=3600, description="state of a track unseen this long")
+
+
 class Camera(BaseModel):
     """One camera of a deployment."""
 
@@ -221,6 +441,12 @@ class Camera(BaseModel):
     detect_every: int = Field(default=1, ge=1, le=30, description="detection stride in frames")
     # Capture -> result budget of this camera (default: live.latency_budget_s); load is shed to hold it.
     latency_budget_s: float | None = Field(default=None, gt=0, le=3600)
+    # Counting lines, lanes and zones (issue 12): none by default. Their ids share one namespace per camera
+    # (crossings and events name them); "road" space needs the calibration above (declared before them).
+    lines: list[CountingLine] = Field(default_factory=list, max_length=64)
+    lanes: list[Lane] = Field(default_factory=list, max_length=64)
+    zones: list[Zone] = Field(default_factory=list, max_length=64)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     @field_validator("detect_tiles")
     @classmethod
@@ -262,6 +488,61 @@ class Camera(BaseModel):
                 "register_frames: a live camera registers against calibration.reference_image "
                 "(a still of the calibrated view); set it or turn register_frames off"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _geometry(self) -> Camera:
+        """Checks across the camera's lines, lanes and zones, each located at the field at fault."""
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        seen: dict[str, str] = {}
+        lane_ids = {lane.id for lane in self.lanes}
+        drawn: list[tuple[str, Sequence[CountingLine | Lane | Zone]]] = [
+            ("lines", self.lines),
+            ("lanes", self.lanes),
+            ("zones", self.zones),
+        ]
+        for kind, items in drawn:
+            for i, item in enumerate(items):
+                if item.id in seen:
+                    problems.append(
+                        (
+                            (kind, i, "id"),
+                            f"duplicate id {item.id!r} (already {seen[item.id]}): the lines, lanes and zones of a "
+                            "camera need distinct ids",
+                            item.id,
+                        )
+                    )
+                else:
+                    seen[item.id] = f"{kind}[{i}]"
+                if item.space == "road" and self.calibration is None:
+                    problems.append(
+                        (
+                            (kind, i, "space"),
+                            "'road' (road-plane metres) needs the camera's calibration; draw it in 'image' space "
+                            "(pixels) or calibrate the camera",
+                            item.space,
+                        )
+                    )
+        for i, zone in enumerate(self.zones):
+            if zone.lane is not None and zone.lane not in lane_ids:
+                known = ", ".join(sorted(lane_ids)) or "none"
+                problems.append(
+                    (("zones", i, "lane"), f"no lane {zone.lane!r} on this camera (lanes: {known})", zone.lane)
+                )
+        if self.calibration is not None:
+            for i, lane in enumerate(self.lanes):
+                if lane.space == "image" and lane.direction is not None:
+                    heading = image_lane_heading(self.calibration, lane)
+                    if heading is None:
+                        problems.append(
+                            (
+                                ("lanes", i, "polygon"),
+                                f"the lane's centre {_fmt(lane.centre())} lies beyond the horizon of the calibration: "
+                                "its direction cannot be mapped onto the road",
+                                lane.polygon,
+                            )
+                        )
+        _raise_at("Camera", problems)
         return self
 
     @property
@@ -322,6 +603,27 @@ def frame_problems(
     for i, (x0, y0, x1, y1) in enumerate(camera.detect_tiles):
         if x1 > width or y1 > height:
             out.append(f"{prefix}detect_tiles[{i}]: {[x0, y0, x1, y1]} reaches outside {size}")
+    drawn: list[tuple[str, Sequence[Sequence[float]], str]] = [
+        *(
+            (f"lines[{i}].points", line.points, "points")
+            for i, line in enumerate(camera.lines)
+            if line.space == "image"
+        ),
+        *(
+            (f"lanes[{i}].polygon", lane.polygon, "vertices")
+            for i, lane in enumerate(camera.lanes)
+            if lane.space == "image"
+        ),
+        *(
+            (f"zones[{i}].polygon", zone.polygon, "vertices")
+            for i, zone in enumerate(camera.zones)
+            if zone.space == "image"
+        ),
+    ]
+    for name, points, what in drawn:
+        bad = outside(points)
+        if bad:
+            out.append(f"{prefix}{name}: {what} {bad} (first {_fmt(points[bad[0]])}) lie outside {size}")
     cal = camera.calibration
     if cal is not None:
         bad = outside(cal.image_points)
