@@ -138,7 +138,7 @@ class SparkSettings(_Section):
     async_delta_commits: bool = True
     # Seconds between the starts of two background commits: they cost mostly per commit, so fewer, larger
     # commits leave more of the machine to the micro-batches. Delta trails the results topic by about this.
-    delta_commit_interval_s: float = Field(default=10.0, ge=0, le=3600)
+    delta_commit_interval_s: float = Field(default=30.0, ge=0, le=3600)
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
     stop_after_idle_s: float | None = Field(default=None, gt=0)
 
