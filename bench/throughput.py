@@ -64,7 +64,7 @@ from trafficstream.streaming_jobs.perception import (
 )
 from trafficstream.streaming_jobs.schemas import KIND_DEAD, KIND_FRAME
 from trafficstream.streaming_jobs.shedding import DETECTED
-from trafficstream.streaming_jobs.tracking import track_camera
+from trafficstream.streaming_jobs.tracking import MemoryGroupState, track_camera
 from trafficstream.video import FrameNotFound, FrameReader, ReaderPool, SourceInfo, VideoFileSource
 
 log = logging.getLogger("trafficstream.bench.throughput")
@@ -294,26 +294,6 @@ class SeekingReaderPool(ReaderPool):
     def decoded_per_read(self) -> float | None:
         self._tally()
         return round(self.decoded / self.reads, 2) if self.reads else None
-
-
-class MemoryGroupState:
-    """An in-memory stand-in for pyspark's ``GroupState`` (what ``tracking.track_camera`` uses of it)."""
-
-    def __init__(self) -> None:
-        self._value: tuple | None = None
-
-    @property
-    def exists(self) -> bool:
-        return self._value is not None
-
-    @property
-    def get(self) -> tuple:
-        if self._value is None:
-            raise ValueError("state not defined")
-        return self._value
-
-    def update(self, newValue: tuple) -> None:  # pyspark's parameter name
-        self._value = tuple(newValue)
 
 
 # -- baselines -------------------------------------------------------------------------------------------------

@@ -107,6 +107,36 @@ class GroupState(Protocol):
     def update(self, newValue: tuple) -> None: ...  # pyspark's parameter name
 
 
+class MemoryGroupState:
+    """A :class:`GroupState` held in memory: stage 2 in one process, without Spark (the bench's single-process
+    baselines, tests). ``updates`` counts the writes."""
+
+    def __init__(self, value: tuple | None = None) -> None:
+        self._value = value
+        self.updates = 0
+
+    @property
+    def exists(self) -> bool:
+        return self._value is not None
+
+    @property
+    def get(self) -> tuple:
+        if self._value is None:
+            raise ValueError("State is either not defined or has already been removed")
+        return self._value
+
+    def update(self, newValue: tuple) -> None:  # pyspark's parameter name
+        self._value = tuple(newValue)
+        self.updates += 1
+
+    def remove(self) -> None:
+        self._value = None
+
+    @property
+    def hasTimedOut(self) -> bool:  # pyspark's name
+        return False
+
+
 @dataclass
 class TrackMeta:
     first_frame: int

@@ -22,6 +22,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from trafficstream.cameras import Calibration, Camera
 from trafficstream.config import Settings, default_data_dir, settings_to_json
 from trafficstream.streaming_jobs.schemas import PERCEPTION, TRACKED
+from trafficstream.streaming_jobs.tracking import MemoryGroupState
 
 CAMERA_ID = "cam-1"
 FPS = 25.0
@@ -150,33 +151,8 @@ def payloads(out: pd.DataFrame, kind: str) -> list[dict[str, Any]]:
 TRACKED_ARROW = to_arrow_schema(TRACKED)
 
 
-class FakeGroupState:
-    """The part of pyspark's ``GroupState`` that ``applyInPandasWithState`` functions use."""
-
-    def __init__(self, value: tuple | None = None) -> None:
-        self._value = value
-        self.updates = 0
-
-    @property
-    def exists(self) -> bool:
-        return self._value is not None
-
-    @property
-    def get(self) -> tuple:
-        if self._value is None:
-            raise ValueError("State is either not defined or has already been removed")
-        return self._value
-
-    def update(self, value: tuple) -> None:
-        self._value = tuple(value)
-        self.updates += 1
-
-    def remove(self) -> None:
-        self._value = None
-
-    @property
-    def hasTimedOut(self) -> bool:  # pyspark's name
-        return False
+# the in-memory GroupState stage 2 runs on outside Spark
+FakeGroupState = MemoryGroupState
 
 
 @pytest.fixture
