@@ -657,9 +657,12 @@ class DeltaCommitter(threading.Thread):
                 return
             if not groups:
                 with self._wake:
-                    if self._stopping:
+                    # Stop only once nothing is pending: a drain that arrives while a group was being
+                    # gathered must still commit it.
+                    if self._stopping and not self.spool.pending():
                         return
-                    self._wake.wait(0.2)
+                    if not self._stopping:
+                        self._wake.wait(0.2)
                 continue
             try:
                 for group in groups:

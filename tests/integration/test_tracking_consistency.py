@@ -56,7 +56,12 @@ def small_batches(spark, settings_factory):
 
 @pytest.fixture(scope="module")
 def killed_and_restarted(settings_factory, tmp_path_factory):
-    s = settings_factory(overrides=["spark.max_offsets_per_trigger=10", "spark.min_partitions=null"], name="crash")
+    # Delta commits as often as they can: the kill is timed on the Delta row count, which must follow the job
+    # closely (with commits every 30 s the whole clip could be processed before the count reaches half).
+    s = settings_factory(
+        overrides=["spark.max_offsets_per_trigger=10", "spark.min_partitions=null", "spark.delta_commit_interval_s=0"],
+        name="crash",
+    )
     workdir = tmp_path_factory.mktemp("crash-job")
     _ingest(s)
     job = JobProcess(s, workdir).start()
