@@ -117,6 +117,8 @@ KIND_TRACK = "track"
 KIND_VIOLATION = "violation"
 KIND_FLOW = "flow"
 KIND_HEALTH = "health"  # a camera event that is not about one frame (e.g. its tracking state was reset)
+KIND_CROSSING = "crossing"  # a track crossed a counting line (crossings table, results topic)
+KIND_EVENT = "event"  # a traffic event reported (events table, results topic)
 
 TRACKED = StructType(
     [
@@ -215,6 +217,32 @@ VIOLATION_PAYLOAD = StructType(
 FLOW_PAYLOAD = StructType(
     [StructField("minute_ts", DoubleType())]  # the table's `minute` (unix seconds, start of the minute)
     + payload_fields(tables.FLOW, ("class_name", "vehicles"))
+)
+
+CROSSING_PAYLOAD = StructType(
+    payload_fields(
+        tables.CROSSINGS,
+        (
+            "line_id",
+            "track_id",
+            "direction",
+            "crossing_ts",
+            "crossing_pts_s",
+            "frame_index",
+            "lane_id",
+            "class_name",
+            "speed_kmh",
+            "x",
+            "y",
+        ),
+    )
+)
+
+EVENT_PAYLOAD = StructType(
+    payload_fields(
+        tables.EVENTS,
+        [c.name for c in tables.table(tables.EVENTS).columns if c.name not in ("camera_id", "updated_batch")],
+    )
 )
 
 HEALTH_PAYLOAD = StructType(

@@ -45,11 +45,15 @@ from trafficstream.messages import CAMERA_ID_PATTERN
 from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
 from trafficstream.streaming_jobs.evidence import render_evidence
 from trafficstream.streaming_jobs.schemas import (
+    CROSSING_PAYLOAD,
     DEAD_PAYLOAD,
+    EVENT_PAYLOAD,
     FLOW_PAYLOAD,
     FRAME_PAYLOAD,
     HEALTH_PAYLOAD,
+    KIND_CROSSING,
     KIND_DEAD,
+    KIND_EVENT,
     KIND_FLOW,
     KIND_FRAME,
     KIND_HEALTH,
@@ -127,6 +131,12 @@ COLUMN_SOURCES: dict[str, ColumnSources] = {
         "p",
         {"camera_id": "camera_id", "minute": "timestamp_seconds(p.minute_ts)", "updated_batch": "batch_id"},
     ),
+    tables.CROSSINGS: ColumnSources(
+        CROSSING_PAYLOAD,
+        "p",
+        {"camera_id": "camera_id", "batch_id": "batch_id", "event_date": "to_date(timestamp_seconds(p.crossing_ts))"},
+    ),
+    tables.EVENTS: ColumnSources(EVENT_PAYLOAD, "p", {"camera_id": "camera_id", "updated_batch": "batch_id"}),
     tables.DEAD_LETTERS: ColumnSources(
         DEAD_PAYLOAD,
         "p",
@@ -386,8 +396,11 @@ class BatchWriter:
                 failed.append(str(err))
 
         topic = self.settings.kafka.results_topic
+        # per camera in frame order; a frame's crossings and events after the frame itself
+        order = {k: i for i, k in enumerate(RESULT_KINDS)}
         ordered = sorted(
-            (r for r in rows if r["message"] is not None), key=lambda r: (r["camera_id"], r["frame_index"])
+            (r for r in rows if r["message"] is not None),
+            key=lambda r: (r["camera_id"] or "", r["frame_index"] or 0, order[r["kind"]]),
         )
         for r in ordered:
             while True:
@@ -419,6 +432,7 @@ class BatchWriter:
         self._bounds = {
             KIND_TRACK: merge_bound(rows, KIND_TRACK, "first_seen_ts", "first_seen_ts"),
             KIND_FLOW: merge_bound(rows, KIND_FLOW, "minute_ts", "minute"),
+            KIND_EVENT: merge_bound(rows, KIND_EVENT, "start_ts", "start_ts"),
         }
         tasks = {
             KIND_FRAME: self._write_frames,
@@ -427,6 +441,8 @@ class BatchWriter:
             KIND_FLOW: self._write_flow,
             KIND_VIOLATION: self._write_violations,
             KIND_HEALTH: self._write_camera_events,
+            KIND_CROSSING: self._write_crossings,
+            KIND_EVENT: self._write_events,
         }
         futures = [self._pool.submit(fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)]
         errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
@@ -476,6 +492,21 @@ class BatchWriter:
         self._merge(
             fl, tables.FLOW, keys, set_={"vehicles": "greatest(t.vehicles, s.vehicles)"}, bound=self._bounds[KIND_FLOW]
         )
+
+    def _write_crossings(self, df: DataFrame, batch_id: int) -> None:
+        # unique by construction: a track counts once per line and direction (the counter's state says so)
+        cr = self._stage2(df, KIND_CROSSING, CROSSING_PAYLOAD, batch_id)
+        self._append(table_rows(cr, tables.CROSSINGS), tables.CROSSINGS, batch_id)
+
+    def _write_events(self, df: DataFrame, batch_id: int) -> None:
+        ev = table_rows(self._stage2(df, KIND_EVENT, EVENT_PAYLOAD, batch_id), tables.EVENTS)
+        keys = list(tables.table(tables.EVENTS).keys)
+        # An event reported open and then closed in the batches of one commit: keep the latest report.
+        latest = Window.partitionBy(*keys).orderBy(
+            F.col("updated_batch").desc(), F.col("is_open").asc(), F.col("frame_index").desc_nulls_last()
+        )
+        ev = ev.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
+        self._merge(ev, tables.EVENTS, keys, bound=self._bounds[KIND_EVENT])
 
     def _write_camera_events(self, df: DataFrame, batch_id: int) -> None:
         """Camera events that are not about one frame (a tracking-state reset): logged, and on the results
@@ -573,6 +604,9 @@ def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: f
     )
 
 
+RESULT_KINDS = (KIND_FRAME, KIND_CROSSING, KIND_EVENT)  # stage-2 rows whose results message stage 2 built
+
+
 def summary_rows(table: pa.Table) -> list[dict[str, Any]]:
     """What the driver needs of each stage-2 row: kind, camera, frame, capture time, the frame's results
     message, and from frame / dead payloads the analysis, stride and Kafka position."""
@@ -591,7 +625,7 @@ def summary_rows(table: pa.Table) -> list[dict[str, Any]]:
                 "camera_id": cam,
                 "frame_index": fi,
                 "capture_ts": cap,
-                "message": message if kind == KIND_FRAME else None,
+                "message": message if kind in RESULT_KINDS else None,
                 "analysis": p.get("analysis"),
                 "stride": p.get("stride"),
                 "partition": p.get("kafka_partition"),

@@ -36,7 +36,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -54,14 +54,18 @@ from trafficstream.messages import (
 )
 from trafficstream.models import state_codec
 from trafficstream.models.classes import VEHICLE_CLASSES
+from trafficstream.models.events import Event, EventDetector, event_id
 from trafficstream.models.homography import RoadPlane
+from trafficstream.models.lines import Crossing, LaneArea, LineCounter, TrackPoint, lane_at, lanes_from_camera
 from trafficstream.models.roi import bottom_centre
 from trafficstream.models.speed import TrackKinematics
 from trafficstream.models.tracker import VehicleTracker
 from trafficstream.models.violations import ViolationRule
-from trafficstream.results import STAGES, encode, frame_message, frame_vehicle
+from trafficstream.results import STAGES, crossing_message, encode, event_message, frame_message, frame_vehicle
 from trafficstream.streaming_jobs.schemas import (
+    KIND_CROSSING,
     KIND_DEAD,
+    KIND_EVENT,
     KIND_FLOW,
     KIND_FRAME,
     KIND_HEALTH,
@@ -75,6 +79,8 @@ log = logging.getLogger(__name__)
 STATE_VERSION = state_codec.FORMAT_VERSION  # CAMERA_STATE.version this build writes and reads
 STATE_KIND = "camera"
 FLOW_MINUTES_KEPT = 3
+LINE_COUNT_DAYS_KEPT = 2  # per-day line counts of the results messages: today and yesterday (late frames)
+EVENT_SPEEDING = "speeding"  # the speeding violation, in the events table's shape
 MAX_ADVANCE_FRAMES = 1000  # a longer gap ends every track anyway (max_age): no need to predict through it
 MAX_ERROR_STREAK = 10  # consecutive frames failing processing before the camera's state is reset
 DEFAULT_FPS = 25.0
@@ -196,6 +202,9 @@ class CameraState:
     resets: int = 0  # times this camera's state was thrown away (kept in the blob's envelope)
     stride: int = 1  # detection stride of the last detected frame (the tracker's max age is in detections)
     last_detected_index: int = -1  # frame index of the last detected frame
+    lines: LineCounter | None = None  # the camera's counting lines (None: it has none)
+    events: EventDetector | None = None  # wrong-way / stopped / queue events (None: no lanes and no zones)
+    line_counts: dict[str, Counter] = field(default_factory=dict)  # UTC day -> "line|direction" -> crossings
 
     @property
     def next_track_id(self) -> int:
@@ -215,6 +224,9 @@ class CameraState:
             "tracker": self.tracker.to_state(),
             "kinematics": self.kinematics.to_dict(),
             "violations": self.violations.to_dict(),
+            "lines": None if self.lines is None else self.lines.to_doc(),
+            "events": None if self.events is None else self.events.to_doc(),
+            "line_counts": [[day, [[k, n] for k, n in c.items()]] for day, c in self.line_counts.items()],
         }
 
     def to_bytes(self) -> bytes:
@@ -248,6 +260,16 @@ class CameraState:
         tracks = dict(TrackMeta.from_list(v) for v in doc["tracks"])
         flow = {float(minute): Counter({str(c): int(n) for c, n in counts}) for minute, counts in doc["flow"]}
         last_pts = doc["last_pts_s"]
+        lines, events = _lines_and_events(camera, plane)
+        # Counting and event state written by this build; absent in states written before issue 12. The
+        # geometry is the current configuration's (a redrawn line loses its per-track state).
+        for name, part in (("lines", lines), ("events", events)):
+            if part is not None and doc.get(name):
+                try:
+                    part.restore_tracks(doc[name])
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    log.warning("camera %s: %s state not restored (%r): starting it afresh", camera.id, name, exc)
+        line_counts = {str(day): Counter({str(k): int(n) for k, n in c}) for day, c in doc.get("line_counts") or []}
         return cls(
             tracker,
             kinematics,
@@ -261,6 +283,9 @@ class CameraState:
             env.resets,
             stride,
             int(doc.get("last_detected_index", -1)),
+            lines,
+            events,
+            line_counts,
         )
 
 
@@ -276,7 +301,10 @@ def new_state(
     stride = camera.detect_every
     tracker = VehicleTracker.from_settings(settings.tracker, fps, first_track_id=first_track_id)
     tracker.set_stride(stride)
+    lines, events = _lines_and_events(camera, plane)
     return CameraState(
+        lines=lines,
+        events=events,
         tracker=tracker,
         kinematics=TrackKinematics.from_settings(settings.tracker, plane=plane),
         violations=ViolationRule.from_camera(camera),
@@ -284,6 +312,14 @@ def new_state(
         resets=resets,
         stride=stride,
     )
+
+
+def _lines_and_events(camera: Camera, plane: RoadPlane | None) -> tuple[LineCounter | None, EventDetector | None]:
+    """The camera's line counter and event detector, from its configuration (None where it has nothing)."""
+    lines = LineCounter.from_camera(camera) if camera.lines else None
+    to_world = None if plane is None else plane.to_world
+    events = EventDetector.from_camera(camera, to_world) if camera.lanes or camera.zones else None
+    return lines, events
 
 
 def clock_floor(now: float | None = None) -> int:
@@ -354,6 +390,7 @@ def reset_in_memory(
         first, source = clock_floor(), "clock"
     fresh = new_state(settings, camera, st.fps, plane, first_track_id=first, resets=st.resets + 1)
     fresh.flow, fresh.last_frame_index, fresh.last_pts_s = st.flow, st.last_frame_index, st.last_pts_s
+    fresh.line_counts = st.line_counts  # the day's counts go on (a vehicle in view may count again, new id)
     log.warning(
         "camera %s: tracking state reset (%s: %s); track ids go on at %d, reset #%d",
         camera.id,
@@ -368,6 +405,13 @@ def reset_in_memory(
 @lru_cache(maxsize=4)
 def _settings(settings_json: str) -> Settings:
     return settings_from_json(settings_json)
+
+
+@lru_cache(maxsize=64)
+def _lanes(settings_json: str, camera_id: str) -> tuple[LaneArea, ...]:
+    cam = _settings(settings_json).camera(camera_id)
+    plane = _road_plane(settings_json, camera_id)
+    return tuple(lanes_from_camera(cam, None if plane is None else plane.to_world))
 
 
 @lru_cache(maxsize=64)
@@ -412,6 +456,8 @@ class CameraProcessor:
         self.state = state
         self.plane = _road_plane(settings_json, camera.id)
         self.rows: list[dict[str, Any]] = [] if rows is None else rows
+        self.lanes = _lanes(settings_json, camera.id) if camera.lanes else ()
+        self.last_row: Any = None  # the last frame processed (closing reports of events need a frame)
         self.touched: set[int] = set()
         self.flow_touched: set[tuple[float, str]] = set()
 
@@ -440,6 +486,7 @@ class CameraProcessor:
             self._detected_frame(row)
         st = self.state
         st.last_frame_index, st.last_pts_s = int(row.frame_index), float(row.pts_s)
+        self.last_row = row
 
     def _stride(self, row: Any) -> int:
         stride = _opt_int(getattr(row, "stride", None))
@@ -469,7 +516,9 @@ class CameraProcessor:
         t1 = time.perf_counter()
         ts = float(row.pts_s)
         vehicles: list[dict[str, Any]] = []
+        points: list[TrackPoint] = []
         counts: Counter = Counter()
+        world = None
         if tracked:
             feet = bottom_centre(np.asarray([v.xyxy for v in tracked], dtype=np.float64))
             plane = self.plane
@@ -490,7 +539,7 @@ class CameraProcessor:
                 st.flow.setdefault(meta.counted_minute, Counter())[cls] += 1
                 self.flow_touched.add((meta.counted_minute, cls))
             self.touched.add(v.track_id)
-            speed = flag = None
+            speed = flag = heading = None
             wx = wy = None
             if world is not None:
                 wx, wy = float(world[i, 0]), float(world[i, 1])
@@ -498,6 +547,7 @@ class CameraProcessor:
                 est = st.kinematics.update(v.track_id, ts, (wx, wy))
                 if est is not None:
                     speed, flag = est.kmh, est.flag
+                    heading = est.heading_deg if flag is None else None
                     violation = st.violations.feed(v.track_id, ts, est)
                     if violation is not None:
                         self._emit_violation(row, v, cls, violation, xyxy)
@@ -506,7 +556,18 @@ class CameraProcessor:
             meta.speed_kmh, meta.speed_flag = speed, flag
             counts[cls] += 1
             vehicles.append(self._vehicle(v, cls, speed, flag, wx, wy))
-        self._end_tracks()
+            if st.lines is not None or st.events is not None:
+                point = TrackPoint(
+                    v.track_id,
+                    (float(feet[i, 0]), float(feet[i, 1])),
+                    None if wx is None or not (math.isfinite(wx) and math.isfinite(wy)) else (wx, wy),
+                    meta.class_votes.most_common(1)[0][0],
+                    speed_kmh=speed if flag is None else None,
+                    heading_deg=heading,
+                )
+                points.append(replace(point, lane_id=lane_at(self.lanes, point)) if self.lanes else point)
+        self._count_and_detect(row, ts, points)
+        self._end_tracks(row)
         t2 = time.perf_counter()
         timings = {
             "decode": _round(row.decode_ms, 1),
@@ -516,6 +577,103 @@ class CameraProcessor:
             "speed": _round((t2 - t1) * 1e3, 2),
         }
         self._frame_out(row, vehicles, counts, timings, DETECTED)
+
+    def _count_and_detect(self, row: Any, t: float, points: list[TrackPoint]) -> None:
+        """Counting lines and traffic events on a detected frame (positions measured, not predicted). Times
+        are on the camera's pts timeline (crossings interpolated between frames); rows carry wall time."""
+        st = self.state
+        if st.lines is not None:
+            for crossing in st.lines.update(t, points):
+                self._emit_crossing(row, crossing)
+        if st.events is not None:
+            for event in st.events.update(t, points):
+                self._emit_event(row, event)
+
+    def _wall(self, row: Any, t: float | None) -> float | None:
+        """A time of the pts timeline as capture wall-clock time (the frame's own offset between the two)."""
+        return None if t is None else float(row.capture_ts) + (float(t) - float(row.pts_s))
+
+    def _emit_crossing(self, row: Any, c: Crossing) -> None:
+        ts = self._wall(row, c.t)
+        assert ts is not None
+        day = time.strftime("%Y-%m-%d", time.gmtime(ts))
+        counts = self.state.line_counts.setdefault(day, Counter())
+        counts[f"{c.line_id}|{c.direction}"] += 1
+        for old in sorted(self.state.line_counts)[:-LINE_COUNT_DAYS_KEPT]:
+            del self.state.line_counts[old]
+        payload = {
+            "line_id": c.line_id,
+            "track_id": int(c.track_id),
+            "direction": c.direction,
+            "crossing_ts": ts,
+            "crossing_pts_s": _round(c.t, 6),
+            "frame_index": int(row.frame_index),
+            "lane_id": c.lane_id,
+            "class_name": c.class_name,
+            "speed_kmh": _round(c.speed_kmh),
+            "x": _round(c.x, 3),
+            "y": _round(c.y, 3),
+        }
+        msg = crossing_message(
+            camera_id=self.camera.id,
+            line_id=c.line_id,
+            track_id=int(c.track_id),
+            direction=c.direction,
+            ts=ts,
+            frame_index=int(row.frame_index),
+            lane_id=c.lane_id,
+            class_name=c.class_name,
+            speed_kmh=c.speed_kmh,
+            day_count=counts[f"{c.line_id}|{c.direction}"],
+        )
+        self.emit(KIND_CROSSING, row, payload, message=encode(msg).decode("utf-8"))
+
+    def _emit_event(self, row: Any, ev: Event) -> None:
+        start, detect, end = self._wall(row, ev.start_ts), self._wall(row, ev.detect_ts), self._wall(row, ev.end_ts)
+        assert start is not None and detect is not None
+        payload = {
+            "event_id": ev.event_id,
+            "event_type": ev.type,
+            "track_id": None if ev.track_id is None else int(ev.track_id),
+            "lane_id": ev.lane_id,
+            "zone_id": ev.zone_id,
+            "start_ts": start,
+            "detect_ts": detect,
+            "end_ts": end,
+            "duration_s": _round(ev.duration_s, 3),
+            "distance_m": _round(ev.distance_m),
+            "max_length_m": _round(ev.max_length_m),
+            "max_vehicles": ev.max_vehicles,
+            "speed_kmh": _round(ev.speed_kmh),
+            "heading_deg": _round(ev.heading_deg, 1),
+            "lane_heading_deg": _round(ev.lane_heading_deg, 1),
+            "x_m": _round(ev.x_m),
+            "y_m": _round(ev.y_m),
+            "class_name": ev.class_name,
+            "frame_index": int(row.frame_index),
+            "is_open": "true" if end is None else "false",
+        }
+        msg = event_message(
+            camera_id=self.camera.id,
+            event_id=ev.event_id,
+            event_type=ev.type,
+            start_ts=start,
+            detect_ts=detect,
+            end_ts=end,
+            track_id=payload["track_id"],
+            lane_id=ev.lane_id,
+            zone_id=ev.zone_id,
+            duration_s=ev.duration_s,
+            distance_m=ev.distance_m,
+            max_length_m=ev.max_length_m,
+            max_vehicles=ev.max_vehicles,
+            speed_kmh=ev.speed_kmh,
+            class_name=ev.class_name,
+            x_m=ev.x_m,
+            y_m=ev.y_m,
+            frame_index=int(row.frame_index),
+        )
+        self.emit(KIND_EVENT, row, payload, message=encode(msg).decode("utf-8"))
 
     def _predicted_frame(self, row: Any) -> None:
         """Boxes of a frame between detections: the tracks matched at the last detection, moved on by their
@@ -635,6 +793,25 @@ class CameraProcessor:
                 "others": [[round(float(c), 1) for c in b] for b in others],
             },
         )
+        ts = float(row.pts_s)
+        start = ts - float(violation.over_s or 0.0)
+        self._emit_event(
+            row,
+            Event(
+                event_id=event_id(self.camera.id, EVENT_SPEEDING, f"track:{v.track_id}", start),
+                type=EVENT_SPEEDING,
+                camera_id=self.camera.id,
+                track_id=v.track_id,
+                lane_id=None,
+                zone_id=None,
+                start_ts=start,
+                detect_ts=ts,
+                end_ts=ts,
+                duration_s=ts - start,
+                speed_kmh=violation.speed_kmh,
+                class_name=cls,
+            ),
+        )
 
     def _summary(self, track_id: int, ended: bool) -> dict[str, Any]:
         meta = self.state.tracks[track_id]
@@ -654,7 +831,7 @@ class CameraProcessor:
             "ended": "true" if ended else "false",
         }
 
-    def _end_tracks(self) -> None:
+    def _end_tracks(self, row: Any) -> None:
         st = self.state
         for track_id in st.tracker.ended_track_ids():
             if track_id in st.tracks:
@@ -663,13 +840,25 @@ class CameraProcessor:
             self.touched.discard(track_id)
             st.kinematics.evict(track_id)
             st.violations.evict(track_id)
+            self._evict_counting(row, track_id)
+
+    def _evict_counting(self, row: Any, track_id: int) -> None:
+        """Forget an ended track in the line counter and the event detector (closing its open stop)."""
+        st = self.state
+        if st.lines is not None:
+            st.lines.evict(track_id)
+        if st.events is not None:
+            for event in st.events.evict(track_id):
+                self._emit_event(row, event)
 
     def end_all_tracks(self) -> None:
-        """Report every open track as ended (its state is about to be thrown away)."""
+        """Report every open track as ended (its state is about to be thrown away), closing its open stop."""
         for track_id in list(self.state.tracks):
             self.emit(KIND_TRACK, None, self._summary(track_id, ended=True))
             del self.state.tracks[track_id]
             self.touched.discard(track_id)
+            if self.last_row is not None:
+                self._evict_counting(self.last_row, track_id)
 
     def finish_batch(self) -> None:
         st = self.state

@@ -111,6 +111,7 @@ ZORDER_COLUMNS: dict[str, tuple[str, ...]] = {
     tables.DETECTIONS: ("camera_id", "capture_ts"),
     tables.VIOLATIONS: ("camera_id", "capture_ts"),
     tables.DEAD_LETTERS: ("camera_id", "dead_ts"),
+    tables.CROSSINGS: ("camera_id", "crossing_ts"),
 }
 DATE_PARTITION = "event_date"  # --recent-days limits compaction / Z-order to recent partitions of this column
 COMMIT_ATTEMPTS = 3  # a step whose commit lost a race with the job's MERGE is redone on the new snapshot

@@ -1,8 +1,10 @@
 """The results topic (job -> dashboards and other consumers): every message type declared, built and read here.
 
-Three types, keyed by camera id (batch health by ``health``): ``frame`` (one per processed frame),
-``violation`` (one per speeding passage, after its evidence snapshot) and ``health`` (one per micro-batch, plus
-camera events such as a tracking-state reset, which carry ``camera_id`` and ``event``). The field declarations
+Five types, keyed by camera id (batch health by ``health``): ``frame`` (one per processed frame),
+``violation`` (one per speeding passage, after its evidence snapshot), ``crossing`` (a vehicle crossing a
+counting line), ``event`` (a traffic event: wrong way, stopped vehicle, queue, speeding; again when it ends) and
+``health`` (one per micro-batch, plus camera events such as a tracking-state reset, which carry ``camera_id``
+and ``event``). The field declarations
 below are the one source of: the builders the job and the test fixtures use (``frame_message``, ...), the
 validator (``validate_message``, ``parse_result``), and the JSON Schema (draft 2020-12, ``json_schema``;
 rendered to ``docs/results-topic.schema.json`` by ``python -m trafficstream.docs``). Fields that carry a
@@ -37,6 +39,8 @@ RESULT_VERSION = 1
 RESULT_FRAME = "frame"
 RESULT_VIOLATION = "violation"
 RESULT_HEALTH = "health"
+RESULT_CROSSING = "crossing"
+RESULT_EVENT = "event"
 HEALTH_KEY = b"health"  # Kafka key of batch health messages (every other message: its camera id)
 MAX_RESULT_BYTES = 1024 * 1024  # a frame with hundreds of vehicles is ~50 KB; Kafka's default cap is 1 MB
 STAGES = ("decode", "detect", "embed", "track", "speed")  # a frame message's `ms`
@@ -51,7 +55,8 @@ Every message carries `v` (the schema version, now 1) and `type`.
 - Producers emit every declared field, `null` where it is nullable and unknown (`validate_message`; the JSON
   Schema lists them all as required).
 - Results are at least once: a replayed micro-batch re-sends its messages. Deduplicate frames on
-  (camera_id, frame_index, capture_ts) and violations on (camera_id, track_id, frame_index)."""
+  (camera_id, frame_index, capture_ts), violations on (camera_id, track_id, frame_index), crossings on
+  (camera_id, line_id, track_id, direction) and events on (event_id, end_ts): the last one seen is the latest."""
 
 
 # -- declarations ----------------------------------------------------------------------------------------
@@ -317,7 +322,60 @@ CAMERA_EVENT = MessageType(
     key="camera_id",
 )
 
-MESSAGE_TYPES: tuple[MessageType, ...] = (FRAME, VIOLATION, BATCH_HEALTH, CAMERA_EVENT)
+CROSSING = MessageType(
+    "crossing",
+    RESULT_CROSSING,
+    "Line crossing",
+    "A vehicle crossed a counting line (once per line, track and direction): the crossings table's row.",
+    (
+        CAMERA_ID,
+        column_field(tables.CROSSINGS, "line_id", type=string(CAMERA_ID_PATTERN.pattern)),
+        TRACK_ID,
+        column_field(tables.CROSSINGS, "direction"),
+        column_field(tables.CROSSINGS, "crossing_ts", name="ts", type=WALL_TS),
+        column_field(tables.CROSSINGS, "frame_index", type=integer(0, MAX_FRAME_INDEX)),
+        column_field(tables.CROSSINGS, "lane_id", nullable=True),
+        column_field(tables.CROSSINGS, "class_name", name="cls", nullable=True),
+        column_field(tables.CROSSINGS, "speed_kmh", name="kmh", type=number(0), nullable=True),
+        Field(
+            "day_count",
+            integer(1),
+            "crossings of this line in this direction so far on the crossing's UTC day (this one included)",
+            "vehicles",
+        ),
+    ),
+    key="camera_id",
+)
+
+EVENT = MessageType(
+    "event",
+    RESULT_EVENT,
+    "Traffic event",
+    "A traffic event when it is detected, and again (same event_id) when it ends: the events table's row.",
+    (
+        CAMERA_ID,
+        column_field(tables.EVENTS, "event_id", type=string("^[0-9a-f]{1,64}$")),
+        column_field(tables.EVENTS, "event_type", type=string("^(wrong_way|stopped_vehicle|queue|speeding)$")),
+        column_field(tables.EVENTS, "track_id", type=integer(1, 2**63 - 1), nullable=True),
+        column_field(tables.EVENTS, "lane_id", nullable=True),
+        column_field(tables.EVENTS, "zone_id", nullable=True),
+        column_field(tables.EVENTS, "start_ts", type=WALL_TS),
+        column_field(tables.EVENTS, "detect_ts", type=WALL_TS),
+        column_field(tables.EVENTS, "end_ts", type=WALL_TS, nullable=True),
+        column_field(tables.EVENTS, "duration_s", type=number(0), nullable=True),
+        column_field(tables.EVENTS, "distance_m", type=number(0), nullable=True),
+        column_field(tables.EVENTS, "max_length_m", type=number(0), nullable=True),
+        column_field(tables.EVENTS, "max_vehicles", type=integer(0), nullable=True),
+        column_field(tables.EVENTS, "speed_kmh", name="kmh", type=number(0), nullable=True),
+        column_field(tables.EVENTS, "class_name", name="cls", nullable=True),
+        column_field(tables.EVENTS, "x_m", nullable=True),
+        column_field(tables.EVENTS, "y_m", nullable=True),
+        column_field(tables.EVENTS, "frame_index", type=integer(0, MAX_FRAME_INDEX), nullable=True),
+    ),
+    key="camera_id",
+)
+
+MESSAGE_TYPES: tuple[MessageType, ...] = (FRAME, VIOLATION, CROSSING, EVENT, BATCH_HEALTH, CAMERA_EVENT)
 
 
 def message_type(msg: Mapping[str, Any]) -> MessageType:
@@ -325,7 +383,7 @@ def message_type(msg: Mapping[str, Any]) -> MessageType:
     kind = msg.get("type")
     if kind == RESULT_HEALTH:
         return CAMERA_EVENT if "event" in msg else BATCH_HEALTH
-    for mt in (FRAME, VIOLATION):
+    for mt in (FRAME, VIOLATION, CROSSING, EVENT):
         if kind == mt.type:
             return mt
     raise MessageError(REASON_MALFORMED, f"unknown results type {safe_text(kind, 40)}")
@@ -439,6 +497,80 @@ def violation_message(
         "over_s": _num(over_s, 2),
         "evidence_uri": evidence_uri,
         "box": _box(box),
+    }
+
+
+def crossing_message(
+    *,
+    camera_id: str,
+    line_id: str,
+    track_id: int,
+    direction: str,
+    ts: float,
+    frame_index: int,
+    lane_id: str | None,
+    class_name: str | None,
+    speed_kmh: float | None,
+    day_count: int,
+) -> dict[str, Any]:
+    return {
+        "v": RESULT_VERSION,
+        "type": RESULT_CROSSING,
+        "camera_id": camera_id,
+        "line_id": line_id,
+        "track_id": int(track_id),
+        "direction": direction,
+        "ts": _num(ts, 3),
+        "frame_index": int(frame_index),
+        "lane_id": lane_id,
+        "cls": class_name,
+        "kmh": _num(speed_kmh, 1),
+        "day_count": int(day_count),
+    }
+
+
+def event_message(
+    *,
+    camera_id: str,
+    event_id: str,
+    event_type: str,
+    start_ts: float,
+    detect_ts: float,
+    end_ts: float | None = None,
+    track_id: int | None = None,
+    lane_id: str | None = None,
+    zone_id: str | None = None,
+    duration_s: float | None = None,
+    distance_m: float | None = None,
+    max_length_m: float | None = None,
+    max_vehicles: int | None = None,
+    speed_kmh: float | None = None,
+    class_name: str | None = None,
+    x_m: float | None = None,
+    y_m: float | None = None,
+    frame_index: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "v": RESULT_VERSION,
+        "type": RESULT_EVENT,
+        "camera_id": camera_id,
+        "event_id": event_id,
+        "event_type": event_type,
+        "track_id": _opt_int(track_id),
+        "lane_id": lane_id,
+        "zone_id": zone_id,
+        "start_ts": _num(start_ts, 3),
+        "detect_ts": _num(detect_ts, 3),
+        "end_ts": _num(end_ts, 3),
+        "duration_s": _num(duration_s, 2),
+        "distance_m": _num(distance_m, 1),
+        "max_length_m": _num(max_length_m, 1),
+        "max_vehicles": _opt_int(max_vehicles),
+        "kmh": _num(speed_kmh, 1),
+        "cls": class_name,
+        "x_m": _num(x_m, 2),
+        "y_m": _num(y_m, 2),
+        "frame_index": _opt_int(frame_index),
     }
 
 

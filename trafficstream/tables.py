@@ -90,6 +90,8 @@ TRACKS = "tracks"
 VIOLATIONS = "violations"
 FLOW = "flow"
 DEAD_LETTERS = "dead_letters"
+CROSSINGS = "crossings"
+EVENTS = "events"
 TRAFFIC_STATS = "traffic_stats"
 
 # Columns several tables share: one definition each.
@@ -270,6 +272,67 @@ DECLARATIONS: dict[str, Table] = {
             partition_by=(),
             write=APPEND,
             notes="Not partitioned: small.",
+        ),
+        Table(
+            CROSSINGS,
+            "vehicle crossing a counting line, per direction",
+            (
+                _CAMERA_ID,
+                Column("line_id", "string", "", "counting line id from the camera's `lines`"),
+                _TRACK_ID,
+                Column("direction", "string", "", "direction name from the line's `directions`"),
+                Column(
+                    "crossing_ts",
+                    "timestamp",
+                    "UTC",
+                    "when the ground point crossed the line (interpolated between frames: sub-frame)",
+                ),
+                Column("crossing_pts_s", "double", "s", "the same on the camera's presentation timeline"),
+                Column("frame_index", "long", "", "frame on which the crossing was confirmed (hysteresis)"),
+                Column("lane_id", "string", "", "lane of the track just past the line (null: none configured/outside)"),
+                _CLASS_NAME,
+                Column("speed_kmh", "double", "km/h", "trusted speed just past the line (null: none trusted yet)"),
+                Column("x", "double", "px | m", "where it crossed, in the line's space (image px or road metres)"),
+                Column("y", "double", "px | m", "where it crossed, in the line's space"),
+                _BATCH_ID,
+                _EVENT_DATE,
+            ),
+            partition_by=("camera_id", "event_date"),
+            write=APPEND,
+            keys=("camera_id", "line_id", "track_id", "direction"),
+            notes="A track counts once per line and direction (hysteresis): jitter and id flicker do not double.",
+        ),
+        Table(
+            EVENTS,
+            "traffic event (wrong way, stopped vehicle, queue episode, speeding)",
+            (
+                _CAMERA_ID,
+                Column("event_id", "string", "", "deterministic id (camera, type, subject, start): stable on replays"),
+                Column("event_type", "string", "", "wrong_way | stopped_vehicle | queue | speeding"),
+                Column("track_id", "long", "", "the vehicle (null: a queue)"),
+                Column("lane_id", "string", "", "lane it happened in (null: none configured)"),
+                Column("zone_id", "string", "", "zone of a queue (null otherwise)"),
+                Column("start_ts", "timestamp", "UTC", "when the behaviour began"),
+                Column("detect_ts", "timestamp", "UTC", "when it became certain and was first reported"),
+                Column("end_ts", "timestamp", "UTC", "when it ended (null while it lasts)"),
+                Column("duration_s", "double", "s", "start to end, or to detection while open"),
+                Column("distance_m", "double", "m", "wrong_way: distance driven against the lane"),
+                Column("max_length_m", "double", "m", "queue: longest queue length of the episode"),
+                Column("max_vehicles", "int", "vehicles", "queue: most vehicles queued at once"),
+                Column("speed_kmh", "double", "km/h", "the vehicle's trusted speed (speeding: the violation's)"),
+                Column("heading_deg", "double", "deg", "the vehicle's heading on the road plane (0 = +y)"),
+                Column("lane_heading_deg", "double", "deg", "the lane's expected heading"),
+                Column("x_m", "double", "m", "road-plane position at detection (queue: its front)"),
+                Column("y_m", "double", "m", "road-plane position at detection"),
+                _CLASS_NAME,
+                Column("frame_index", "long", "", "frame on which it was last reported"),
+                Column("is_open", "boolean", "", "still going on (end_ts null)"),
+                _UPDATED_BATCH,
+            ),
+            partition_by=("camera_id",),
+            write=MERGE,
+            keys=("camera_id", "event_id"),
+            notes="Upserted: an event is reported when detected and again when it ends (same event_id).",
         ),
         Table(
             TRAFFIC_STATS,

@@ -1,4 +1,4 @@
-"""Writes the streaming job's six Delta tables with ``deltalake`` (no JVM) for the notebook tests.
+"""Writes the streaming job's Delta tables with ``deltalake`` (no JVM) for the notebook tests.
 
 Column names, types and partitioning mirror ``streaming_jobs/sinks.py`` ``TABLE_SCHEMAS`` (checked by
 ``test_analysis.py::test_fixture_schemas_match_the_job``). The rows are a plausible 90-minute morning on two
@@ -12,6 +12,7 @@ their schemas and no rows (a run without traffic), also as two versions.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,56 @@ SCHEMAS: dict[str, tuple[pa.Schema, list[str]]] = {
     ),
     "flow": (
         pa.schema([("camera_id", S), ("minute", TS), ("class_name", S), ("vehicles", L), ("updated_batch", L)]),
+        ["camera_id"],
+    ),
+    "crossings": (
+        pa.schema(
+            [
+                ("camera_id", S),
+                ("line_id", S),
+                ("track_id", L),
+                ("direction", S),
+                ("crossing_ts", TS),
+                ("crossing_pts_s", D),
+                ("frame_index", L),
+                ("lane_id", S),
+                ("class_name", S),
+                ("speed_kmh", D),
+                ("x", D),
+                ("y", D),
+                ("batch_id", L),
+                ("event_date", DT),
+            ]
+        ),
+        ["camera_id", "event_date"],
+    ),
+    "events": (
+        pa.schema(
+            [
+                ("camera_id", S),
+                ("event_id", S),
+                ("event_type", S),
+                ("track_id", L),
+                ("lane_id", S),
+                ("zone_id", S),
+                ("start_ts", TS),
+                ("detect_ts", TS),
+                ("end_ts", TS),
+                ("duration_s", D),
+                ("distance_m", D),
+                ("max_length_m", D),
+                ("max_vehicles", I32),
+                ("speed_kmh", D),
+                ("heading_deg", D),
+                ("lane_heading_deg", D),
+                ("x_m", D),
+                ("y_m", D),
+                ("class_name", S),
+                ("frame_index", L),
+                ("is_open", B),
+                ("updated_batch", L),
+            ]
+        ),
         ["camera_id"],
     ),
     "dead_letters": (
@@ -247,6 +298,26 @@ def make_rows(evidence_root: Path, seed: int = 7) -> dict[str, list[dict[str, An
                     frame["vehicles"] += 1
                     frame["raw_detections"] += 1
                 rows["detections"] += dets
+                at_line = dets[2]  # every vehicle crosses the camera's counting line "l1", in its lane
+                lane = "lane-1" if track_id % 3 else "lane-2"
+                rows["crossings"].append(
+                    {
+                        "camera_id": cam,
+                        "line_id": "l1",
+                        "track_id": track_id,
+                        "direction": "southbound",
+                        "crossing_ts": at_line["capture_ts"] - dt.timedelta(milliseconds=20),
+                        "crossing_pts_s": at_line["pts_s"] - 0.02,
+                        "frame_index": at_line["frame_index"],
+                        "lane_id": lane,
+                        "class_name": cls,
+                        "speed_kmh": at_line["speed_kmh"] if at_line["speed_flag"] is None else None,
+                        "x": 5.0,
+                        "y": 30.0,
+                        "batch_id": at_line["batch_id"],
+                        "event_date": at_line["capture_ts"].date(),
+                    }
+                )
                 trusted = [d["speed_kmh"] for d in dets if d["speed_flag"] is None]
                 last = dets[-1]
                 rows["tracks"].append(
@@ -276,6 +347,10 @@ def make_rows(evidence_root: Path, seed: int = 7) -> dict[str, list[dict[str, An
                     uri = None if n == 1 else target.resolve().as_uri()
                     if n == 2:
                         target.unlink()  # evidence written, then lost (retention, moved storage)
+                    rows["events"].append(
+                        _event(cam, "speeding", track_id, over["capture_ts"] - dt.timedelta(seconds=0.8), over)
+                        | {"speed_kmh": over["speed_kmh"], "class_name": cls, "end_ts": over["capture_ts"]}
+                    )
                     rows["violations"].append(
                         {
                             "camera_id": cam,
@@ -305,6 +380,16 @@ def make_rows(evidence_root: Path, seed: int = 7) -> dict[str, list[dict[str, An
         {"camera_id": c, "minute": m, "class_name": k, "vehicles": n, "updated_batch": batch_of(m)}
         for (c, m, k), n in sorted(flow.items())
     ]
+    for cam in CAMERAS:  # one vehicle stopped in a lane on each camera, one wrong-way driver on the first
+        stop = rows["detections"][len(rows["events"]) * 7]
+        rows["events"].append(
+            _event(cam, "stopped_vehicle", 900, stop["capture_ts"], stop)
+            | {"end_ts": stop["capture_ts"] + dt.timedelta(seconds=45), "duration_s": 45.0, "lane_id": "lane-1"}
+        )
+    wrong = rows["detections"][100]
+    rows["events"].append(
+        _event("motorway-overpass", "wrong_way", 901, wrong["capture_ts"], wrong) | {"distance_m": 18.0}
+    )
     for i, reason in enumerate(("malformed_message", "unknown_camera", "source_missing", "malformed_message")):
         ts = START + dt.timedelta(minutes=10 + 20 * i)
         rows["dead_letters"].append(
@@ -324,6 +409,34 @@ def make_rows(evidence_root: Path, seed: int = 7) -> dict[str, list[dict[str, An
     return rows
 
 
+def _event(cam: str, kind: str, track_id: int, start: dt.datetime, at: dict[str, Any]) -> dict[str, Any]:
+    """An events-table row (closed unless the caller sets ``end_ts`` None)."""
+    return {
+        "camera_id": cam,
+        "event_id": hashlib.sha1(f"{cam}|{kind}|{track_id}|{start.isoformat()}".encode()).hexdigest()[:20],
+        "event_type": kind,
+        "track_id": track_id,
+        "lane_id": None,
+        "zone_id": None,
+        "start_ts": start,
+        "detect_ts": at["capture_ts"],
+        "end_ts": at["capture_ts"],
+        "duration_s": (at["capture_ts"] - start).total_seconds(),
+        "distance_m": None,
+        "max_length_m": None,
+        "max_vehicles": None,
+        "speed_kmh": None,
+        "heading_deg": None,
+        "lane_heading_deg": None,
+        "x_m": 5.0,
+        "y_m": 20.0,
+        "class_name": "car",
+        "frame_index": at["frame_index"],
+        "is_open": False,
+        "updated_batch": at["batch_id"],
+    }
+
+
 TIME_COLUMN = {
     "frames": "capture_ts",
     "detections": "capture_ts",
@@ -331,13 +444,15 @@ TIME_COLUMN = {
     "violations": "capture_ts",
     "flow": "minute",
     "dead_letters": "dead_ts",
+    "crossings": "crossing_ts",
+    "events": "start_ts",
 }
 
 
 def write_tables(
     root: Path, *, empty: bool = False, evidence_root: Path | None = None, seed: int = 7
 ) -> dict[str, int]:
-    """Writes the six tables under ``root`` (two versions each); returns the final row count per table."""
+    """Writes the tables under ``root`` (two versions each); returns the final row count per table."""
     root.mkdir(parents=True, exist_ok=True)
     evidence_root = evidence_root or root.parent / "evidence"
     rows = {name: [] for name in SCHEMAS} if empty else make_rows(evidence_root, seed)

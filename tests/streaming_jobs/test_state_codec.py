@@ -159,7 +159,11 @@ def test_camera_state_blob_round_trips_byte_for_byte(synth, group_state) -> None
         "tracker",
         "kinematics",
         "violations",
+        "lines",  # the counting lines' state (None: the camera has none)
+        "events",
+        "line_counts",
     } == set(doc)
+    assert doc["lines"] is None and doc["events"] is None  # this camera has no lines, lanes or zones
     assert doc["tracker"]["pool"].dtype == np.float16  # stage 1's float16 embeddings: stored losslessly as such
     assert doc["last_frame_index"] == 29 and len(doc["tracks"]) == 2
     assert state_codec.KINDS["camera"] == blob[4:8]

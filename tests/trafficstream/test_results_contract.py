@@ -219,4 +219,12 @@ def test_parse_result_raises_message_error_and_nothing_else(raw):
 def test_the_version_and_types_are_stable():
     assert results.RESULT_VERSION == 1
     assert (results.RESULT_FRAME, results.RESULT_VIOLATION, results.RESULT_HEALTH) == ("frame", "violation", "health")
-    assert [m.name for m in results.MESSAGE_TYPES] == ["frame", "violation", "batch_health", "camera_event"]
+    assert (results.RESULT_CROSSING, results.RESULT_EVENT) == ("crossing", "event")
+    assert [m.name for m in results.MESSAGE_TYPES] == [
+        "frame",
+        "violation",
+        "crossing",
+        "event",
+        "batch_health",
+        "camera_event",
+    ]

@@ -16,6 +16,8 @@ NAMES = {
     "VIOLATIONS": "violations",
     "FLOW": "flow",
     "DEAD_LETTERS": "dead_letters",
+    "CROSSINGS": "crossings",
+    "EVENTS": "events",
 }
 
 

@@ -1,0 +1,121 @@
+"""Stage 2 with counting lines, lanes and zones: crossings and events as rows and results messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from trafficstream import results
+from trafficstream.cameras import CountingLine, EventSettings, Lane
+from trafficstream.config import Settings, settings_to_json
+from trafficstream.streaming_jobs.schemas import KIND_CROSSING, KIND_EVENT
+from trafficstream.streaming_jobs.tracking import CameraState
+
+# The synthetic camera maps image px to road metres as x = px / 10, y = 72 - py / 10: cars move along +x.
+LINE_X_M = 64.0
+
+
+def lined_settings(synth, **events: Any) -> Settings:
+    s = synth.make_settings()
+    cam = s.cameras[0].model_copy(
+        update={
+            "lines": [
+                CountingLine(
+                    id="gantry",
+                    space="road",
+                    points=[(LINE_X_M, 0.0), (LINE_X_M, 72.0)],  # walking +y: +x is the right-hand side
+                    directions=("eastbound", "westbound"),
+                )
+            ],
+            "lanes": [
+                Lane(id="eb", space="road", polygon=[(0, 36), (128, 36), (128, 72), (0, 72)], direction_deg=90.0),
+                Lane(id="wb", space="road", polygon=[(0, 0), (128, 0), (128, 36), (0, 36)], direction_deg=270.0),
+            ],
+            "events": EventSettings(**events),
+        }
+    )
+    return s.model_copy(update={"cameras": [cam]})
+
+
+def rows_of(out: pd.DataFrame, kind: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    sel = out[out.kind == kind]
+    return [(json.loads(p), json.loads(m)) for p, m in zip(sel.payload, sel.message, strict=True)]
+
+
+def test_each_car_crosses_once_in_its_direction_with_sub_frame_time(synth, group_state) -> None:
+    settings = lined_settings(synth)
+    # y 250 px -> road y 47 m (lane eb); y 500 px -> 22 m (lane wb, driving the right way: west)
+    cars = [synth.Car(0, 300, 250, 90.0), synth.Car(0, 1000, 500, -72.0)]
+    out = synth.run_batch(settings, synth.scene_rows(cars, range(60)), group_state())
+    got = rows_of(out, KIND_CROSSING)
+    assert sorted((p["direction"], p["lane_id"]) for p, _ in got) == [("eastbound", "eb"), ("westbound", "wb")]
+    for payload, msg in got:
+        results.validate_message(msg)
+        assert msg["day_count"] == 1 and msg["line_id"] == "gantry"
+        # the line at x = 640 px: the car's feet reach it between two frames; the time is interpolated
+        car = cars[0] if payload["direction"] == "eastbound" else cars[1]
+        t_true = (LINE_X_M * 10 - car.x) / car.px_per_frame / synth.FPS
+        assert abs(payload["crossing_pts_s"] - t_true) < 1e-3
+        assert abs(payload["crossing_ts"] - (synth.T0 + t_true)) < 1e-3
+    # the right way in both lanes: no wrong-way event
+    assert rows_of(out, KIND_EVENT) == []
+
+
+def test_crossings_and_counts_survive_batch_boundaries(synth, group_state) -> None:
+    settings = lined_settings(synth)
+    cars = [synth.Car(0, 300, 250, 90.0), synth.Car(20, 300, 250, 90.0, class_id=7)]
+    whole = rows_of(synth.run_batch(settings, synth.scene_rows(cars, range(80)), group_state()), KIND_CROSSING)
+    state = group_state()
+    split = []
+    for frames in (range(0, 23), range(23, 41), range(41, 80)):  # boundaries right around the crossings
+        split += rows_of(synth.run_batch(settings, synth.scene_rows(cars, frames), state), KIND_CROSSING)
+    assert len(whole) == 2
+    assert [m for _, m in split] == [m for _, m in whole]
+    assert [m["day_count"] for _, m in split] == [1, 2]
+    # the state blob keeps the counter and the day's counts
+    camera = settings.camera(synth.CAMERA_ID)
+    from trafficstream.models.homography import RoadPlane
+
+    st = CameraState.from_bytes(state.get[1], settings, camera, RoadPlane.from_calibration(camera.calibration))
+    assert st.lines is not None and sum(st.line_counts[next(iter(st.line_counts))].values()) == 2
+
+
+def test_a_wrong_way_driver_is_one_event_in_the_table_shape(synth, group_state) -> None:
+    settings = lined_settings(synth, wrong_way_min_m=10.0)
+    cars = [synth.Car(0, 1200, 250, -80.0)]  # lane eb, driving west
+    out = synth.run_batch(settings, synth.scene_rows(cars, range(70)), group_state())
+    events = rows_of(out, KIND_EVENT)
+    assert len(events) == 1
+    payload, msg = events[0]
+    results.validate_message(msg)
+    assert (payload["event_type"], payload["lane_id"], payload["is_open"]) == ("wrong_way", "eb", "false")
+    assert payload["distance_m"] >= 10.0 and abs(payload["speed_kmh"] - 80.0) < 3.0
+    assert synth.T0 <= payload["start_ts"] < payload["detect_ts"] <= synth.T0 + 70 / synth.FPS
+    assert msg["event_id"] == payload["event_id"] and msg["track_id"] == payload["track_id"]
+    # crossing the line westbound in the eastbound lane still counts (as westbound)
+    assert [(p["direction"], p["lane_id"]) for p, _ in rows_of(out, KIND_CROSSING)] == [("westbound", "eb")]
+
+
+def test_a_speeding_violation_is_also_an_event(synth, group_state) -> None:
+    settings = synth.make_settings(speed_limit_kmh=80.0)
+    out = synth.run_batch(settings, synth.scene_rows([synth.Car(0, 100, 250, 120.0)], range(50)), group_state())
+    events = rows_of(out, KIND_EVENT)
+    assert [p["event_type"] for p, _ in events] == ["speeding"]
+    payload, msg = events[0]
+    results.validate_message(msg)
+    violation = synth.payloads(out, "violation")[0]
+    assert payload["track_id"] == violation["track_id"] and payload["speed_kmh"] == violation["speed_kmh"]
+    assert abs(payload["end_ts"] - payload["start_ts"] - violation["over_s"]) < 1e-3
+
+
+def test_a_camera_without_geometry_keeps_no_counting_state(synth, group_state) -> None:
+    settings = synth.make_settings()
+    state = group_state()
+    rows = synth.scene_rows([synth.Car(0, 300, 250, 90.0)], range(40))
+    out = synth.run_batch(settings_to_json(settings), rows, state)
+    assert not (out.kind == KIND_CROSSING).any()
+    camera = settings.camera(synth.CAMERA_ID)
+    st = CameraState.from_bytes(state.get[1], settings, camera, None)
+    assert st.lines is None and st.events is None
