@@ -1,0 +1,150 @@
+"""Counts per counting line, direction and lane on the configured cameras, and pictures to count them by eye.
+
+Runs each file camera of the configuration through the job's own stage 1 (``perception.perceive_records``) and
+stage 2 (``tracking.track_camera``) in one process, collects the crossing rows, and writes, per line, a
+*slit-scan* picture: the pixels under the line (its image projection, sampled at 1 px steps) of every frame,
+one row per frame, time running down. Every vehicle that crosses the line leaves one blob in it, which is how
+a person counts them without replaying the clip (state that when reporting a count)::
+
+    python -m trafficstream.bench.line_counts --config infra/config/samples.yaml [--out bench/results/line_counts.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+
+from trafficstream.bench.throughput import Clip, frame_ref, index_clip
+from trafficstream.cameras import Camera
+from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings, settings_to_json
+from trafficstream.logs import setup_logging
+from trafficstream.models.homography import RoadPlane
+from trafficstream.streaming_jobs.perception import Runtime, perceive_records, to_record_batch
+from trafficstream.streaming_jobs.schemas import KIND_CROSSING
+from trafficstream.streaming_jobs.tracking import MemoryGroupState, track_camera
+
+log = logging.getLogger("trafficstream.bench.line_counts")
+OUT = PROJECT_ROOT / "bench" / "results" / "line_counts.json"
+CHUNK = 16  # records per perceive_records call (a Spark task's share of a demo micro-batch)
+
+
+def line_pixels(camera: Camera, line_id: str) -> np.ndarray:
+    """Integer pixel positions along the line's image projection, 1 px apart, A to B."""
+    line = next(x for x in camera.lines if x.id == line_id)
+    ends = np.asarray(line.points, dtype=np.float64)
+    if line.space == "road":
+        if camera.calibration is None:
+            raise ValueError(f"camera {camera.id}: road line {line_id!r} without a calibration")
+        ends = RoadPlane.from_calibration(camera.calibration).to_image(ends)
+    n = max(2, int(np.ceil(np.linalg.norm(ends[1] - ends[0]) - 1e-6)) + 1)  # the projection is not exact
+    pts = ends[0] + (ends[1] - ends[0]) * np.linspace(0, 1, n)[:, None]
+    return np.rint(pts).astype(np.int64)
+
+
+def slit_scans(camera: Camera, frames: int | None = None) -> dict[str, np.ndarray]:
+    """Per line, the frames' pixels under it stacked in time: (frames, line length, 3) BGR."""
+    pixels = {line.id: line_pixels(camera, line.id) for line in camera.lines}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in pixels}
+    with av.open(str(camera.source_path())) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if frames is not None and i >= frames:
+                break
+            img = frame.to_ndarray(format="bgr24")
+            h, w = img.shape[:2]
+            for k, p in pixels.items():
+                x, y = np.clip(p[:, 0], 0, w - 1), np.clip(p[:, 1], 0, h - 1)
+                rows[k].append(img[y, x])
+    return {k: np.stack(v) for k, v in rows.items() if v}
+
+
+def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> pd.DataFrame:
+    """The camera's crossing rows (payloads) from the job's stage 1 and stage 2 over the whole clip."""
+    topic = rt.settings.kafka.frames_topic
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(clip.frames), CHUNK):
+        now = time.time()
+        records = [
+            (frame_ref(clip, index, pts_s, now), topic, 0, start + i)
+            for i, (index, pts_s) in enumerate(clip.frames[start : start + CHUNK])
+        ]
+        rows += perceive_records(rt, records)
+    perception = to_record_batch(rows, rt.schema).to_pandas()
+    out = pd.concat(list(track_camera(settings_json, (clip.camera.id,), iter([perception]), MemoryGroupState())))
+    payloads = [json.loads(p) for p in out.loc[out.kind == KIND_CROSSING, "payload"]]
+    return pd.DataFrame(payloads)
+
+
+def count_table(crossings: pd.DataFrame) -> dict[str, Any]:
+    """{line: {direction: n, "by_lane": {direction: {lane: n}}}} of crossing payloads."""
+    out: dict[str, Any] = {}
+    if crossings.empty:
+        return out
+    for (line, direction), g in crossings.groupby(["line_id", "direction"]):
+        entry = out.setdefault(str(line), {"by_lane": {}})
+        entry[str(direction)] = int(len(g))
+        lanes = Counter(str(x) if isinstance(x, str) else "none" for x in g["lane_id"])
+        entry["by_lane"][str(direction)] = dict(sorted(lanes.items()))
+    return out
+
+
+def run(settings: Settings, out_dir: Path, frames: int | None = None) -> dict[str, Any]:
+    rt = Runtime(settings)
+    rt.warm_up()
+    settings_json = settings_to_json(settings)
+    report: dict[str, Any] = {}
+    for camera in settings.cameras:
+        if camera.is_live or not camera.lines:
+            continue
+        clip = index_clip(camera, frames)
+        log.info("%s: %d frames", camera.id, len(clip.frames))
+        crossings = crossings_of(rt, settings_json, clip)
+        scans = slit_scans(camera, frames)
+        pictures = {}
+        for line_id, scan in scans.items():
+            path = out_dir / f"{camera.id}-{line_id}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), scan)
+            pictures[line_id] = str(path)
+        report[camera.id] = {
+            "frames": len(clip.frames),
+            "counts": count_table(crossings),
+            "crossing_frames": {
+                str(k): sorted(int(f) for f in g["frame_index"])
+                for k, g in (crossings.groupby("line_id") if not crossings.empty else [])
+            },
+            "slit_scans": pictures,
+        }
+        log.info("%s: %s", camera.id, json.dumps(report[camera.id]["counts"]))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trafficstream.bench.line_counts", description=__doc__.splitlines()[0]
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--frames", type=int, default=None, help="first N frames per camera (default: all)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--pictures", type=Path, default=PROJECT_ROOT / "var" / "line_counts")
+    args = parser.parse_args(argv)
+    setup_logging("INFO")
+    report = run(load_settings(args.config, args.overrides), args.pictures, args.frames)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
