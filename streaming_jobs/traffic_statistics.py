@@ -1,4 +1,5 @@
-"""Traffic statistics batch job: ``detections`` / ``tracks`` / ``violations`` -> Delta table ``traffic_stats``.
+"""Traffic statistics batch job: ``detections`` / ``tracks`` / ``violations`` -> Delta table ``traffic_stats``;
+``crossings`` -> ``line_stats`` (flow and speeds per counting line, direction and lane).
 
 Submit (local, jars resolved by ``make jars`` into infra/lib/spark; every 15 minutes from cron or the
 CronJob in infra/k8s/)::
@@ -31,13 +32,18 @@ UTC); columns and units are declared in trafficstream/tables.py (docs/tables.md)
 * **violations**: ``violations`` records whose evidence frame (``capture_ts``) lies in the bin, by the
   violation's class: "violations this quarter hour", independent of when the vehicle was first seen.
 
-Exactly once / idempotent: the range is widened to whole 15-minute bins and the job recomputes it from the
-source tables and writes it with Delta ``replaceWhere`` on ``bin_start`` in that range: one atomic commit
-that replaces every row of the range (rows that no longer have data disappear). Rerunning a range, or a
-crash and a rerun, gives the same table. Bins near "now" are provisional: the default window of the last
-2 hours, run every 15 minutes, recomputes each bin 8 times, which absorbs the vehicle job's lag. Overlapping
-runs are not supported (the second one fails on Delta's conflict check): schedule with
-``concurrencyPolicy: Forbid``.
+``line_stats``: one row per camera x line x direction x lane x bin x class, from the ``crossings`` table:
+**vehicles** = crossings whose ``crossing_ts`` lies in the bin (a vehicle crosses a line once per direction);
+speeds over the crossings' trusted ``speed_kmh`` at the line, as above. A crossing outside every lane (or on
+a camera without lanes) has ``lane_id`` '' (empty), an unknown class ''.
+
+Exactly once / idempotent (both tables, each in its own commit): the range is widened to whole 15-minute
+bins and the job recomputes it from the source tables and writes it with Delta ``replaceWhere`` on
+``bin_start`` in that range: one atomic commit that replaces every row of the range (rows that no longer
+have data disappear). Rerunning a range, or a crash and a rerun, gives the same table. Bins near "now" are
+provisional: the default window of the last 2 hours, run every 15 minutes, recomputes each bin 8 times,
+which absorbs the vehicle job's lag. Overlapping runs are not supported (the second one fails on Delta's
+conflict check): schedule with ``concurrencyPolicy: Forbid``.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ ALIGN = timedelta(minutes=max(BIN_MINUTES))
 DEFAULT_LOOKBACK = timedelta(hours=2)
 SPEED_MARGIN = timedelta(minutes=10)  # trusted speeds of a vehicle are read this long after --until
 SPEED_DECIMALS = 2
+LINE_STATS = tables.LINE_STATS
+LINE_SCHEMA = spark_schema(tables.table(LINE_STATS))
 
 
 # -- time range ---------------------------------------------------------------------------------------------
@@ -189,12 +197,45 @@ def compute_stats(spark: SparkSession, settings: Settings, since: datetime, unti
     return out.select(*[F.col(name).cast(dtype).alias(name) for name, dtype in COLUMNS])
 
 
+def compute_line_stats(spark: SparkSession, settings: Settings, since: datetime, until: datetime) -> DataFrame:
+    """Rows of ``line_stats`` for [since, until) (already aligned), in :data:`LINE_SCHEMA` order."""
+    crossings = (
+        _read(spark, settings, tables.CROSSINGS)
+        .where(F.col("event_date").between(F.lit(since.date()), F.lit(until.date())))
+        .where((F.col("crossing_ts") >= _lit_ts(since)) & (F.col("crossing_ts") < _lit_ts(until)))
+        .withColumn("lane_id", F.coalesce("lane_id", F.lit("")))
+        .withColumn("class_name", F.coalesce("class_name", F.lit("")))
+        .withColumn("speed_kmh", F.when(~F.isnan("speed_kmh"), F.col("speed_kmh")))
+    )
+    speed = F.col("speed_kmh")
+    keys = ["camera_id", "line_id", "direction", "lane_id", "bin_minutes", "bin_start", "class_name"]
+    out = (
+        _per_bin_size(crossings, "crossing_ts")
+        .groupBy(*keys)
+        .agg(
+            F.count(F.lit(1)).alias("vehicles"),
+            F.count(speed).alias("speed_vehicles"),
+            _round(F.avg(speed)).alias("mean_speed_kmh"),
+            _round(F.percentile(speed, 0.5)).alias("median_speed_kmh"),
+            _round(F.percentile(speed, 0.85)).alias("p85_speed_kmh"),
+        )
+    )
+    return out.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in LINE_SCHEMA.fields])
+
+
 # -- output -------------------------------------------------------------------------------------------------
-def create_table(spark: SparkSession, settings: Settings) -> str:
+def create_table(spark: SparkSession, settings: Settings, name: str = TRAFFIC_STATS) -> str:
     from delta.tables import DeltaTable
 
-    path = settings.table_uri(TRAFFIC_STATS)
-    DeltaTable.createIfNotExists(spark).location(path).addColumns(SCHEMA).partitionedBy(*PARTITION_BY).execute()
+    decl = tables.table(name)
+    path = settings.table_uri(name)
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        .addColumns(spark_schema(decl))
+        .partitionedBy(*decl.partition_by)
+        .execute()
+    )
     return path
 
 
@@ -222,27 +263,38 @@ def run(spark: SparkSession, settings: Settings, since: datetime, until: datetim
         )
     if not settings.cameras:
         log.warning("no cameras configured: share_over_limit will be null (no speed limits)")
-    path = create_table(spark, settings)
-    predicate = replace_predicate(since, until)
-    log.info("traffic_stats: recomputing %s .. %s into %s", since.isoformat(), until.isoformat(), path)
-    (
-        compute_stats(spark, settings, since, until)
-        .write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", predicate)
-        .save(path)
-    )
+    summary = {
+        "table": TRAFFIC_STATS,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        **_replace(spark, settings, TRAFFIC_STATS, compute_stats(spark, settings, since, until), since, until),
+    }
+    if DeltaTable.isDeltaTable(spark, settings.table_uri(tables.CROSSINGS)):
+        summary[LINE_STATS] = _replace(
+            spark, settings, LINE_STATS, compute_line_stats(spark, settings, since, until), since, until
+        )
+    else:  # a vehicle job from before counting lines: nothing to aggregate yet
+        log.warning("no %s table under %s: %s not computed", tables.CROSSINGS, settings.storage.delta_root, LINE_STATS)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def _replace(
+    spark: SparkSession, settings: Settings, name: str, rows: DataFrame, since: datetime, until: datetime
+) -> dict[str, Any]:
+    """Atomically replace the bins of [since, until) of table ``name`` with ``rows``; the commit's figures."""
+    from delta.tables import DeltaTable
+
+    path = create_table(spark, settings, name)
+    log.info("%s: recomputing %s .. %s into %s", name, since.isoformat(), until.isoformat(), path)
+    rows.write.format("delta").mode("overwrite").option("replaceWhere", replace_predicate(since, until)).save(path)
     last = DeltaTable.forPath(spark, path).history(1).collect()[0]
     metrics = last["operationMetrics"] or {}
     return {
-        "table": TRAFFIC_STATS,
         "uri": path,
-        "since": since.isoformat(),
-        "until": until.isoformat(),
         "version": last["version"],
         "rows_written": int(metrics.get("numOutputRows", 0)),
         "rows_replaced": int(metrics.get("numDeletedRows", 0) or 0),
-        "seconds": round(time.perf_counter() - t0, 2),
     }
 
 

@@ -93,6 +93,7 @@ DEAD_LETTERS = "dead_letters"
 CROSSINGS = "crossings"
 EVENTS = "events"
 TRAFFIC_STATS = "traffic_stats"
+LINE_STATS = "line_stats"
 
 # Columns several tables share: one definition each.
 _CAMERA_ID = Column("camera_id", "string", "", "camera id from the deployment config")
@@ -361,6 +362,29 @@ DECLARATIONS: dict[str, Table] = {
             keys=("camera_id", "bin_minutes", "bin_start", "class_name"),
             job=STATISTICS_JOB,
             notes="Written by the statistics batch job (streaming_jobs/traffic_statistics.py), every 15 min.",
+        ),
+        Table(
+            LINE_STATS,
+            "camera x counting line x direction x lane x bin (1 | 15 min) x class",
+            (
+                Column("camera_id", "string", "", "camera id from the deployment config; partition column"),
+                Column("line_id", "string", "", "counting line id"),
+                Column("direction", "string", "", "direction name of the line"),
+                Column("lane_id", "string", "", "lane just past the line ('' when outside every lane / none)"),
+                Column("bin_minutes", "int", "min", "bin length: 1 or 15"),
+                Column("bin_start", "timestamp", "UTC", "start of the bin [bin_start, bin_start + bin_minutes)"),
+                Column("class_name", "string", "", "car | motorcycle | bus | truck ('' when unknown)"),
+                Column("vehicles", "long", "vehicles", "crossings in the bin (crossing_ts)"),
+                Column("speed_vehicles", "long", "vehicles", "of those, crossings with a trusted speed at the line"),
+                Column("mean_speed_kmh", "double", "km/h", "mean trusted speed at the line"),
+                Column("median_speed_kmh", "double", "km/h", "median (exact, linear interpolation)"),
+                Column("p85_speed_kmh", "double", "km/h", "85th percentile (exact, linear interpolation)"),
+            ),
+            partition_by=("camera_id",),
+            write=REPLACE_RANGE,
+            keys=("camera_id", "line_id", "direction", "lane_id", "bin_minutes", "bin_start", "class_name"),
+            job=STATISTICS_JOB,
+            notes="Per-line and per-lane flow, from the crossings table, by the statistics batch job.",
         ),
     )
 }

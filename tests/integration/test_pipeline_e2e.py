@@ -174,6 +174,26 @@ def test_tracks_and_flow_tables(run):
     assert flow["vehicles"].sum() == tracks.height  # every vehicle counted once
 
 
+def test_line_crossings_and_events_tables(run):
+    """The motorway camera's two counting lines count the clip's vehicles once each, in their direction (an
+    eye count of the clip gives 11 on each line: bench/results/line_counts.json, README)."""
+    s = run["settings"]
+    crossings, tracks = table(s, tables.CROSSINGS), table(s, tables.TRACKS)
+    keys = list(tables.table(tables.CROSSINGS).keys)
+    assert crossings.select(pl.struct(*keys).n_unique()).item() == crossings.height > 0
+    assert set(crossings["track_id"]) <= set(tracks["track_id"])
+    for line in ("near", "far"):
+        mine = crossings.filter(pl.col("line_id") == line)
+        assert set(mine["direction"]) == {"towards_camera"}, line
+        assert 9 <= mine.height <= 13, (line, mine.height)
+        assert mine["lane_id"].null_count() == 0
+    summary = topic_summary(s, s.kafka.results_topic)
+    assert summary["messages"].get("crossing") == crossings.height
+    events = table(s, tables.EVENTS)  # the clip: free-flowing traffic, no wrong way, no stops
+    assert set(events["event_type"]) <= {"speeding"}
+    assert events.height == table(s, tables.VIOLATIONS).height
+
+
 def test_one_results_message_per_processed_frame(run):
     s = run["settings"]
     summary = topic_summary(s, s.kafka.results_topic)

@@ -225,6 +225,69 @@ def test_known_inputs_give_known_statistics_and_reruns_are_identical(spark, sett
     assert table.protocol().min_writer_version == 2  # no table features: delta-rs / Polars read it
 
 
+CROSSINGS = [  # camera, line, track, direction, lane, class, seconds, speed at the line
+    (MOTORWAY, "near", 1, "towards_camera", "lane-1", "car", 12.0, 100.0),
+    (MOTORWAY, "near", 2, "towards_camera", "lane-1", "car", 42.0, 120.0),
+    (MOTORWAY, "near", 3, "towards_camera", "lane-2", "car", 66.0, None),  # no trusted speed yet
+    (MOTORWAY, "near", 4, "towards_camera", None, None, 70.0, 90.0),  # outside every lane, class unknown
+    (MOTORWAY, "far", 1, "towards_camera", "lane-1", "car", 11.0, 98.0),
+    (MOTORWAY, "near", 5, "away_from_camera", "lane-1", "car", 950.0, float("nan")),
+]
+
+
+@pytest.mark.integration
+def test_line_stats_per_line_direction_and_lane(spark, settings_factory) -> None:
+    from trafficstream.streaming_jobs.sinks import TABLE_SCHEMAS
+
+    settings = settings_factory(create_topics=False, name="line-stats")
+    _write_inputs(spark, settings)
+    schema, partitions = TABLE_SCHEMAS[tables.CROSSINGS]
+    rows = [
+        {
+            "camera_id": c,
+            "line_id": line,
+            "track_id": t,
+            "direction": d,
+            "lane_id": lane,
+            "class_name": k,
+            "crossing_ts": at(sec).replace(tzinfo=None),
+            "speed_kmh": v,
+            "event_date": date(2024, 5, 1),
+        }
+        for c, line, t, d, lane, k, sec, v in CROSSINGS
+    ]
+    data = [tuple(r.get(f.name) for f in schema.fields) for r in rows]
+    spark.createDataFrame(data, schema).write.format("delta").partitionBy(*partitions).save(
+        settings.table_uri(tables.CROSSINGS)
+    )
+    summary = ts.run(spark, settings, T0, at(1800))
+    df = pl.read_delta(settings.table_uri(ts.LINE_STATS))
+    got = {
+        (
+            r["line_id"],
+            r["direction"],
+            r["lane_id"],
+            r["bin_minutes"],
+            r["bin_start"].replace(tzinfo=UTC),
+            r["class_name"],
+        ): (
+            r["vehicles"],
+            r["speed_vehicles"],
+            r["median_speed_kmh"],
+        )
+        for r in df.to_dicts()
+    }
+    assert got[("near", "towards_camera", "lane-1", 15, T0, "car")] == (2, 2, 110.0)
+    assert got[("near", "towards_camera", "lane-2", 15, T0, "car")] == (1, 0, None)
+    assert got[("near", "towards_camera", "", 15, T0, "")] == (1, 1, 90.0)
+    assert got[("far", "towards_camera", "lane-1", 1, T0, "car")] == (1, 1, 98.0)
+    assert got[("near", "away_from_camera", "lane-1", 15, at(900), "car")] == (1, 0, None)  # NaN: not a speed
+    assert summary[ts.LINE_STATS]["rows_written"] == df.height == len(got)
+    again = ts.run(spark, settings, T0, at(1800))
+    assert pl.read_delta(settings.table_uri(ts.LINE_STATS)).sort(df.columns).equals(df.sort(df.columns))
+    assert again[ts.LINE_STATS]["rows_replaced"] == df.height
+
+
 @pytest.mark.integration
 def test_missing_inputs_fail_clearly(spark, settings_factory) -> None:
     settings = settings_factory(create_topics=False, name="traffic-stats-empty")
