@@ -30,7 +30,7 @@ from trafficstream.cameras import Camera
 from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings, settings_to_json
 from trafficstream.logs import setup_logging
 from trafficstream.models.homography import RoadPlane
-from trafficstream.streaming_jobs.perception import Runtime, perceive_records, to_record_batch
+from trafficstream.streaming_jobs.perception import Record, Runtime, perceive_records, to_record_batch
 from trafficstream.streaming_jobs.schemas import KIND_CROSSING
 from trafficstream.streaming_jobs.tracking import MemoryGroupState, track_camera
 
@@ -74,7 +74,7 @@ def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for start in range(0, len(clip.frames), CHUNK):
         now = time.time()
-        records = [
+        records: list[Record] = [
             (frame_ref(clip, index, pts_s, now), topic, 0, start + i)
             for i, (index, pts_s) in enumerate(clip.frames[start : start + CHUNK])
         ]

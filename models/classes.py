@@ -9,6 +9,8 @@ import numpy as np
 
 VEHICLE_CLASSES: dict[int, str] = {2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}
 VEHICLE_CLASS_IDS: tuple[int, ...] = tuple(VEHICLE_CLASSES)
+# Everybody on the road whose privacy evidence protects: people, cyclists and the vehicles (COCO ids).
+ROAD_USER_CLASS_IDS: tuple[int, ...] = (0, 1, *VEHICLE_CLASS_IDS)
 
 # The 80 COCO names in YOLOv8 order; the fallback when a model carries no `names` metadata.
 COCO_CLASSES: dict[int, str] = dict(

@@ -1,4 +1,5 @@
-"""Evidence snapshots for violations: the frame as JPEG with the vehicle boxed and labelled.
+"""Evidence for violations: the frame as JPEG with the vehicle boxed and labelled, and a short MP4 clip around
+it (``streaming_jobs/evidence_clip.py``).
 
 Runs on executors (``mapInPandas`` over the few violation rows of a micro-batch): it re-reads the one frame
 from the source. File names are deterministic, so a replayed micro-batch rewrites the same file. The
@@ -26,8 +27,12 @@ import pandas as pd
 
 from trafficstream.config import PrivacySettings, settings_from_json
 from trafficstream.ingest.segments import mark_evidence
+from trafficstream.models.classes import ROAD_USER_CLASS_IDS
+from trafficstream.models.detector import Detector, build_detector
 from trafficstream.models.privacy import Box, anonymise
 from trafficstream.results import encode, violation_message
+from trafficstream.streaming_jobs.evidence_clip import clip_path, render_clip
+from trafficstream.streaming_jobs.perception import task_threads
 from trafficstream.video import ReaderPool, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -101,7 +106,7 @@ def evidence_path(root: Path, camera_id: str, track_id: int, frame_index: int) -
     return root / camera_id / f"track{track_id}_frame{frame_index}.jpg"
 
 
-def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None) -> str:
+def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None, clip_uri: str | None = None) -> str:
     """The results-topic message of a violation row (``VIOLATION_PAYLOAD`` ``payload``)."""
     p = payload
     return encode(
@@ -116,6 +121,7 @@ def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None
             over_s=p["over_s"],
             evidence_uri=evidence_uri,
             box=(p["x1"], p["y1"], p["x2"], p["y2"]),
+            clip_uri=clip_uri,
         )
     ).decode("utf-8")
 
@@ -130,13 +136,57 @@ def _keep_segment(settings_json: str, source: Path) -> None:
             log.warning("segment %s not marked as evidence: %s", source.name, exc)
 
 
+@lru_cache(maxsize=4)
+def _clip_detector(settings_json: str) -> Detector:
+    """The job's detector model with every road user (people and cyclists too): what a clip's privacy needs."""
+    settings = settings_from_json(settings_json)
+    det = settings.detector
+    return build_detector(
+        det.backend,
+        settings.path(det.model_path),
+        input_size=(det.input_height, det.input_width),
+        confidence=det.confidence,
+        iou=det.iou,
+        threads=task_threads(det.threads),
+        classes=ROAD_USER_CLASS_IDS,
+        batch_size=det.batch_size,
+    )
+
+
+def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: float) -> str | None:
+    """The violation's evidence clip (``evidence`` settings), or None: clips off, or it could not be made."""
+    settings = settings_from_json(settings_json)
+    ev = settings.evidence
+    if not ev.clips:
+        return None
+    target = clip_path(_evidence_root(settings_json), row.camera_id, int(p["track_id"]), int(row.frame_index))
+    box = (float(p["x1"]), float(p["y1"]), float(p["x2"]), float(p["y2"]))
+    try:
+        made = render_clip(
+            target,
+            source,
+            pts,
+            box,
+            _clip_detector(settings_json),
+            settings.privacy,
+            ev.clip_before_s,
+            ev.clip_after_s,
+            ev.clip_max_frames,
+        )
+    except Exception as exc:  # broad on purpose: a clip is extra evidence; the violation stands without it
+        log.warning("no evidence clip for %s track %s: %r", row.camera_id, p["track_id"], exc)
+        return None
+    return target.resolve().as_uri() if made else None
+
+
 def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless) and sets
-    ``message`` to the violation's results-topic message."""
+    """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless) and
+    ``evidence_clip_uri`` (null: no clip), and sets ``message`` to the violation's results-topic message."""
     root = _evidence_root(settings_json)
     privacy = _privacy(settings_json)
     for pdf in pdfs:
         uris: list[str | None] = []
+        clips: list[str | None] = []
         messages: list[str] = []
         for row in pdf.itertuples(index=False):
             p = json.loads(row.payload)
@@ -153,8 +203,10 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
                 snapshot = evidence_image(image, box, label, privacy, payload_boxes(p.get("others")))
                 ok = cv2.imwrite(str(target), snapshot, [cv2.IMWRITE_JPEG_QUALITY, 88])
                 uris.append(target.resolve().as_uri() if ok else None)
+                clips.append(_clip(settings_json, row, p, source, pts))
             except (SourceError, OSError) as exc:
                 log.warning("no evidence for %s track %s: %s", row.camera_id, p["track_id"], exc)
                 uris.append(None)
-            messages.append(violation_result(row, p, uris[-1]))
-        yield pdf.assign(evidence_uri=uris, message=messages)
+                clips.append(None)
+            messages.append(violation_result(row, p, uris[-1], clips[-1]))
+        yield pdf.assign(evidence_uri=uris, evidence_clip_uri=clips, message=messages)

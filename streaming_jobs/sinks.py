@@ -122,6 +122,7 @@ COLUMN_SOURCES: dict[str, ColumnSources] = {
             **_ROW_KEYS,
             "capture_ts": "timestamp_seconds(capture_ts)",
             "evidence_uri": "evidence_uri",
+            "evidence_clip_uri": "evidence_clip_uri",
             "batch_id": "batch_id",
             "event_date": _EVENT_DATE,
         },
@@ -524,7 +525,9 @@ class BatchWriter:
     def _write_violations(self, df: DataFrame, batch_id: int) -> None:
         vio = df.where(F.col("kind") == KIND_VIOLATION)
         # The evidence step adds evidence_uri and fills `message` (the results-topic violation message).
-        out_schema = StructType(SPOOLED.fields + [StructField("evidence_uri", StringType())])
+        out_schema = StructType(
+            SPOOLED.fields + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
+        )
         vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
         try:
             v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))

@@ -557,10 +557,11 @@ class CameraProcessor:
             counts[cls] += 1
             vehicles.append(self._vehicle(v, cls, speed, flag, wx, wy))
             if st.lines is not None or st.events is not None:
+                road = (wx, wy) if wx is not None and wy is not None and math.isfinite(wx + wy) else None
                 point = TrackPoint(
                     v.track_id,
                     (float(feet[i, 0]), float(feet[i, 1])),
-                    None if wx is None or not (math.isfinite(wx) and math.isfinite(wy)) else (wx, wy),
+                    road,
                     meta.class_votes.most_common(1)[0][0],
                     speed_kmh=speed if flag is None else None,
                     heading_deg=heading,
@@ -631,10 +632,11 @@ class CameraProcessor:
     def _emit_event(self, row: Any, ev: Event) -> None:
         start, detect, end = self._wall(row, ev.start_ts), self._wall(row, ev.detect_ts), self._wall(row, ev.end_ts)
         assert start is not None and detect is not None
+        track_id = None if ev.track_id is None else int(ev.track_id)
         payload = {
             "event_id": ev.event_id,
             "event_type": ev.type,
-            "track_id": None if ev.track_id is None else int(ev.track_id),
+            "track_id": track_id,
             "lane_id": ev.lane_id,
             "zone_id": ev.zone_id,
             "start_ts": start,
@@ -660,7 +662,7 @@ class CameraProcessor:
             start_ts=start,
             detect_ts=detect,
             end_ts=end,
-            track_id=payload["track_id"],
+            track_id=track_id,
             lane_id=ev.lane_id,
             zone_id=ev.zone_id,
             duration_s=ev.duration_s,

@@ -233,6 +233,20 @@ class PrivacySettings(_Section):
     min_block_px: int = Field(default=MIN_BLOCK_PX, ge=4, le=64, description="smallest pixelation block, px")
 
 
+class EvidenceSettings(_Section):
+    """Evidence of violations: the JPEG snapshot always; an MP4 clip of ``clip_before_s`` + ``clip_after_s``
+    around it (both 0: no clip). A clip re-runs the detector on its frames (~50 ms each on a CPU core) to
+    follow the offender and anonymise everybody else (``privacy``)."""
+
+    clip_before_s: float = Field(default=2.0, ge=0, le=10, description="seconds of clip before the evidence frame")
+    clip_after_s: float = Field(default=2.0, ge=0, le=10, description="seconds of clip after it")
+    clip_max_frames: int = Field(default=240, ge=1, le=1200, description="most frames in one clip")
+
+    @property
+    def clips(self) -> bool:
+        return self.clip_before_s + self.clip_after_s > 0
+
+
 class Settings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -243,6 +257,7 @@ class Settings(_Section):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     cameras: list[Camera] = Field(default_factory=list)
 
     @model_validator(mode="after")

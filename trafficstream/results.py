@@ -244,6 +244,7 @@ VIOLATION = MessageType(
         column_field(tables.VIOLATIONS, "limit_kmh", type=number(0)),
         column_field(tables.VIOLATIONS, "over_s", type=number(0)),
         column_field(tables.VIOLATIONS, "evidence_uri", nullable=True),
+        column_field(tables.VIOLATIONS, "evidence_clip_uri", name="clip_uri", nullable=True),
         BOX,
     ),
     key="camera_id",
@@ -483,6 +484,7 @@ def violation_message(
     over_s: float,
     evidence_uri: str | None,
     box: Sequence[float],
+    clip_uri: str | None = None,
 ) -> dict[str, Any]:
     return {
         "v": RESULT_VERSION,
@@ -496,6 +498,7 @@ def violation_message(
         "limit_kmh": _num(limit_kmh),
         "over_s": _num(over_s, 2),
         "evidence_uri": evidence_uri,
+        "clip_uri": clip_uri,
         "box": _box(box),
     }
 

@@ -233,6 +233,12 @@ DECLARATIONS: dict[str, Table] = {
                 Column("over_s", "double", "s", "how long the trusted speed had been over the limit"),
                 *_BOX,
                 Column("evidence_uri", "string", "", "JPEG snapshot with the vehicle boxed (null: frame not re-read)"),
+                Column(
+                    "evidence_clip_uri",
+                    "string",
+                    "",
+                    "MP4 clip around the evidence frame, offender boxed, others anonymised (null: no clip)",
+                ),
                 _BATCH_ID,
                 _EVENT_DATE,
             ),

@@ -116,6 +116,7 @@ SCHEMAS: dict[str, tuple[pa.Schema, list[str]]] = {
                 ("x2", F),
                 ("y2", F),
                 ("evidence_uri", S),
+                ("evidence_clip_uri", S),
                 ("batch_id", L),
                 ("event_date", DT),
             ]

@@ -79,7 +79,7 @@ def test_table_schemas_are_the_declarations(spark_side):
 def test_every_written_column_is_computed_from_a_declared_source(spark_side):
     """What each sink selects, checked without Spark: declared columns only, each from an existing field."""
     schemas, sinks = spark_side
-    row_columns = set(schemas.TRACKED.fieldNames()) | {"batch_id", "evidence_uri"}  # added by the sinks
+    row_columns = set(schemas.TRACKED.fieldNames()) | {"batch_id", "evidence_uri", "evidence_clip_uri"}  # by the sinks
     assert set(sinks.COLUMN_SOURCES) == set(tables.ALL_TABLES)
     for name, src in sinks.COLUMN_SOURCES.items():
         t = tables.table(name)
