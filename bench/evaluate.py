@@ -6,6 +6,18 @@ then compares the ``detections`` Delta table with the ground truth (bench/metric
 output is one JSON object (mean/median absolute speed error, share within 3 km/h, identity metrics, ...)::
 
     python -m trafficstream.bench.evaluate --seed 11 [--vehicles 14 --duration 12 --out var/eval]
+
+``--scenario events`` (issue 12) stages traffic events in the clip -- a wrong-way vehicle, a vehicle stopping
+in its lane for ``--stop-duration`` seconds and ``--queue`` cars queueing behind it -- gives the camera two
+counting lines across the road, one lane per traffic lane and a queue zone over the stopped vehicle's lane
+(bench/synthetic/scenario.py), and adds to the same JSON ``crossings`` (per line and direction: true,
+measured, double, missed, spurious) and ``events`` (per type: precision, recall, start / detection timing)
+from the ``crossings`` and ``events`` tables (bench/events_metrics.py)::
+
+    python -m trafficstream.bench.evaluate --scenario events --seed 11 [--vehicles 10 --duration 20 \
+        --wrong-way 1 --queue 2 --stop-duration 9 --out var/eval-events]
+
+(``make eval EVAL_ARGS="--scenario events"``.)
 """
 
 from __future__ import annotations
@@ -16,12 +28,14 @@ import logging
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from trafficstream import tables
+from trafficstream.bench.events_metrics import evaluate_events, events_on_clip_timeline, ideal_pipeline, ideal_tracks
 from trafficstream.bench.metrics import evaluate
 from trafficstream.bench.synthetic import SceneParams, SyntheticClip, generate
 from trafficstream.config import PROJECT_ROOT, Settings, load_settings
@@ -37,6 +51,13 @@ HEADLINE = (
     "id_switches",
     "idf1",
 )
+SCENARIOS = ("speed", "events")
+# Defaults per scenario: the events clip runs longer (a stop of 9 s, detected after 3 s, and the queue
+# moving off), with fewer ordinary vehicles (two lanes are blocked for a while).
+SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "speed": {"vehicles": 14, "duration": 12.0, "out": "eval"},
+    "events": {"vehicles": 10, "duration": 20.0, "out": "eval-events"},
+}
 
 
 # A true vehicle counts once it is this tall: the 384x640 detector input finds 99% of vehicles of >= 40 px
@@ -63,14 +84,73 @@ def score(settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HE
     return result
 
 
+def _read_table(settings: Settings, name: str) -> pl.DataFrame:
+    """A Delta table of the run; empty (no columns) when the job never created it."""
+    try:
+        return pl.read_delta(settings.table_uri(name))
+    except Exception as exc:  # deltalake's TableNotFoundError and kin: nothing was written
+        log.warning("table %s not readable (%s): scored as empty", name, exc)
+        return pl.DataFrame()
+
+
+def score_events(settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX) -> dict[str, Any]:
+    """Counting and event metrics of a finished run of an events scene: the ``crossings`` and ``events`` tables
+    against the clip's true crossings and events, tracks told apart by the ``detections`` table's boxes.
+    ``ideal``: the same scores for the camera's line counter and event detector fed perfect perception (true
+    positions and speeds, one track per vehicle): where the run falls short and ``ideal`` does not, detection
+    or tracking is at fault; where both do, the counting or event logic is."""
+    crossings = _read_table(settings, tables.CROSSINGS)
+    if crossings.is_empty():
+        crossings = pl.DataFrame(
+            schema={"line_id": pl.String, "track_id": pl.Int64, "direction": pl.String, "crossing_pts_s": pl.Float64}
+        )
+    events = _read_table(settings, tables.EVENTS)
+    if events.is_empty():
+        events = pl.DataFrame(
+            schema={
+                "event_type": pl.String,
+                "track_id": pl.Int64,
+                "lane_id": pl.String,
+                "zone_id": pl.String,
+                "start_s": pl.Float64,
+                "detect_s": pl.Float64,
+                "end_s": pl.Float64,
+            }
+        )
+    else:
+        events = events_on_clip_timeline(events, _read_table(settings, tables.FRAMES))
+    gt = json.loads(clip.ground_truth_path.read_text())
+    result = evaluate_events(
+        gt,
+        crossings,
+        events,
+        detections=pl.read_delta(settings.table_uri(tables.DETECTIONS)),
+        min_height_px=min_height_px,
+    )
+    camera = next(c for c in settings.cameras if c.id == gt["camera_id"])
+    ideal_crossings, ideal_events = ideal_pipeline(gt, camera)
+    result["ideal"] = evaluate_events(
+        gt, ideal_crossings, ideal_events, tracks=ideal_tracks(gt), min_height_px=min_height_px
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=SCENARIOS, default="speed", help="speed (default) or events")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--vehicles", type=int, default=14)
-    parser.add_argument("--duration", type=float, default=12.0)
+    parser.add_argument("--vehicles", type=int, default=None, help="ordinary vehicles (default 14; events: 10)")
+    parser.add_argument("--duration", type=float, default=None, help="clip seconds (default 12; events: 20)")
     parser.add_argument("--min-kmh", type=float, default=60.0)
     parser.add_argument("--max-kmh", type=float, default=130.0)
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "var" / "eval", help="wiped at start")
+    parser.add_argument("--wrong-way", type=int, default=1, help="events: wrong-way vehicles")
+    parser.add_argument("--queue", type=int, default=2, help="events: cars queueing behind the stopped one")
+    parser.add_argument(
+        "--stop-duration", type=float, default=9.0, help="events: seconds the vehicle stands (<= 0: to the end)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="wiped at start (default var/eval; events: var/eval-events)"
+    )
     parser.add_argument(
         "--detect-every", type=int, default=None, metavar="K", help="detection stride of the camera (tracker between)"
     )
@@ -82,9 +162,23 @@ def main(argv: list[str] | None = None) -> int:
     from trafficstream.ingest.worker import run_ingest
 
     t0 = time.time()
-    out = args.out.resolve()
+    defaults = SCENARIO_DEFAULTS[args.scenario]
+    out = (args.out or PROJECT_ROOT / "var" / defaults["out"]).resolve()
     shutil.rmtree(out, ignore_errors=True)
-    scene = SceneParams(n_vehicles=args.vehicles, duration_s=args.duration, min_kmh=args.min_kmh, max_kmh=args.max_kmh)
+    scene = SceneParams(
+        n_vehicles=defaults["vehicles"] if args.vehicles is None else args.vehicles,
+        duration_s=defaults["duration"] if args.duration is None else args.duration,
+        min_kmh=args.min_kmh,
+        max_kmh=args.max_kmh,
+    )
+    if args.scenario == "events":
+        scene = replace(
+            scene,
+            wrong_way_vehicles=args.wrong_way,
+            stopped_vehicles=1,
+            queue_vehicles=args.queue,
+            stop_duration_s=args.stop_duration if args.stop_duration > 0 else None,
+        )
     clip = generate(out / "clip", scene, seed=args.seed)
     log.info("synthetic clip %s (seed %d)", clip.video_path, args.seed)
     with KafkaBroker(out / "kafka") as broker:
@@ -107,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             job.kill()
     result = score(settings, clip)
+    if args.scenario == "events":
+        result.update(scenario="events", **score_events(settings, clip))
+        _log_events(result)
     result.update(
         seed=args.seed,
         detect_every=args.detect_every or 1,
@@ -118,6 +215,29 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%-28s %s", key, result.get(key))
     print(json.dumps(result, default=str))
     return 0
+
+
+def _log_events(result: dict[str, Any]) -> None:
+    c = result["crossings"]
+    log.info(
+        "crossings: %d true, %d measured, %d double, %d missed, %d spurious",
+        c["true"],
+        c["measured"],
+        c["double"],
+        c["missed"],
+        c["spurious"],
+    )
+    for kind in ("wrong_way", "stopped_vehicle", "queue"):
+        e = result["events"][kind]
+        log.info(
+            "%-16s true %d reported %d precision %s recall %s detect delay %s s",
+            kind,
+            e["true"],
+            e["reported"],
+            e["precision"],
+            e["recall"],
+            e["mean_detect_delay_s"],
+        )
 
 
 if __name__ == "__main__":

@@ -484,9 +484,14 @@ class EventDetector:
         elif in_lane and p.speed_kmh is not None and not moving:
             assert p.road_xy is not None and p.lane_id is not None
             stop = tr.stop = _Stop(t, p.road_xy[0], p.road_xy[1], p.lane_id, t)
-        if stop is None or stop.event is not None or t - stop.start_t < self.stopped_min_s:
+        if stop is None or stop.event is not None:
             return []
         if self._queued_behind(p, frame):
+            # Standing in a queue is not a stop: its clock starts when the vehicle ahead has gone (else every
+            # vehicle still standing when a queue moves off would be a "stopped vehicle" at once).
+            stop.start_t = t
+            return []
+        if t - stop.start_t < self.stopped_min_s:
             return []
         stop.event = Event(
             event_id=event_id(self.camera_id, STOPPED_VEHICLE, f"track:{p.track_id}", stop.start_t),

@@ -33,9 +33,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="rebuild the sprite bank, keep nothing on disk")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--geometry",
+        action="store_const",
+        const=True,
+        default=None,
+        help="counting lines, lanes, queue zone and their ground truth (default: with traffic events)",
+    )
     defaults = SceneParams()
     for f in fields(SceneParams):
-        if f.name == "accel_range_mps2":
+        if isinstance(getattr(defaults, f.name), tuple):  # ranges and lists: Python only
             continue
         flag = "--" + _CLI_NAMES.get(f.name, f.name).replace("_", "-")
         kind = int if isinstance(getattr(defaults, f.name), int) else float
@@ -51,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         progress=not args.no_progress,
+        geometry=args.geometry,
     )
     print(
         json.dumps(

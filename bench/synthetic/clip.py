@@ -1,6 +1,13 @@
 """A synthetic clip on disk: ``clip.mp4`` (H.264, constant frame rate), ``ground_truth.json`` and
 ``camera.yaml`` (a deployment whose one camera plays the clip), rendered by :func:`generate` from a scene and a
-seed."""
+seed.
+
+Ground truth: per frame and vehicle its box, world position and true speed (``frames``); per vehicle a
+summary with its ``behaviour`` (``normal`` / ``wrong_way`` / ``stopped`` / ``queued``, ``heading_deg``,
+``stop_s``, ``move_off_s``). With the camera's counting geometry (``geometry``: on by default for a scene with
+traffic events) also ``geometry`` (the camera's lines, lanes, zones and event thresholds, as in camera.yaml),
+``crossings`` (every true line crossing), ``crossing_sets`` (per line and direction the countable vehicle ids)
+and ``events`` (the true traffic events): see :mod:`bench.synthetic.scenario`."""
 
 from __future__ import annotations
 
@@ -23,6 +30,14 @@ from tqdm import tqdm
 from trafficstream.bench.synthetic.bank import default_cache_dir, sprite_bank
 from trafficstream.bench.synthetic.camera import PinholeCamera, normalised
 from trafficstream.bench.synthetic.renderer import render_background, render_frames
+from trafficstream.bench.synthetic.scenario import (
+    COUNT_MIN_HEIGHT_PX,
+    behaviour,
+    camera_geometry,
+    crossing_sets,
+    true_crossings,
+    true_events,
+)
 from trafficstream.bench.synthetic.scene import DASH_M, GAP_M, SHOULDER_LEFT_M, SHOULDER_RIGHT_M, SceneParams
 from trafficstream.bench.synthetic.sprites import Sprite
 from trafficstream.bench.synthetic.traffic import VehiclePlan, plan_vehicles
@@ -112,9 +127,15 @@ def calibration_pairs(
 
 
 def deployment_config(
-    video_path: Path, camera: PinholeCamera, params: SceneParams, roi: np.ndarray, template: Path = DEFAULT_CONFIG
+    video_path: Path,
+    camera: PinholeCamera,
+    params: SceneParams,
+    roi: np.ndarray,
+    template: Path = DEFAULT_CONFIG,
+    geometry: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A full deployment config (the template's sections) with the one camera ``synthetic``."""
+    """A full deployment config (the template's sections) with the one camera ``synthetic``; ``geometry``: its
+    ``lines``, ``lanes``, ``zones`` and ``events`` sections (:func:`scenario.camera_geometry`), if any."""
     raw = yaml.safe_load(template.read_text()) if template.is_file() else {}
     raw = raw if isinstance(raw, dict) else {}
     image_points, world_points = calibration_pairs(camera, params)
@@ -131,6 +152,7 @@ def deployment_config(
             "speed_limit_kmh": params.speed_limit_kmh,
             "roi": [[round(float(u), 2), round(float(v), 2)] for u, v in roi],
             "calibration": {"image_points": image_points, "world_points": world_points},
+            **(geometry or {}),
         }
     ]
     return raw
@@ -147,6 +169,7 @@ def vehicle_summary(
         "vehicle_id": plan.vehicle_id,
         "class_name": plan.class_name,
         "class_id": plan.class_id,
+        **behaviour(plan),
         "length_m": plan.body.length_m,
         "width_m": plan.body.width_m,
         "height_m": plan.body.height_m,
@@ -184,13 +207,16 @@ def generate(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    geometry: bool | None = None,
 ) -> SyntheticClip:
     """Render a synthetic clip for ``scene`` and ``seed`` into ``out_dir``; same inputs, same ground truth.
 
     ``data_dir`` holds the sample clips the vehicle sprites come from (default: the configured data
     directory); ``model_path`` is the detector that cuts them (default ``<data_dir>/models/yolov8n.onnx``).
     The sprite bank is kept between runs in ``cache_dir`` (default :func:`default_cache_dir`) unless
-    ``use_cache`` is False.
+    ``use_cache`` is False. ``geometry``: give the camera counting lines, lanes, a queue zone and event
+    thresholds, and write the crossings and events they imply into the ground truth (default: when the scene
+    stages traffic events).
     """
     scene = scene or SceneParams()
     # The container stores a rational rate (29.97 -> 30000/1001): use exactly that for motion and timestamps.
@@ -204,9 +230,12 @@ def generate(
     sprites = sprite_bank(str(data), str(model), str(cache) if cache else None)
 
     # Independent streams: changing the vehicle count does not change the road texture or the noise.
-    plan_seq, road_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
+    # (spawn(4) gives the same first three streams as spawn(3): clips without events are what they were.)
+    plan_seq, road_seq, noise_seq, event_seq = np.random.SeedSequence(seed).spawn(4)
     camera = PinholeCamera.looking_down_road(scene)
-    plans = plan_vehicles(scene, np.random.default_rng(plan_seq), sprites, camera)
+    plans = plan_vehicles(
+        scene, np.random.default_rng(plan_seq), sprites, camera, events_rng=np.random.default_rng(event_seq)
+    )
     background = render_background(camera, scene, np.random.default_rng(road_seq))
     roi = region_of_interest(camera, scene)
 
@@ -241,8 +270,18 @@ def generate(
         "vehicles": [vehicle_summary(p, sprites[p.sprite], frames, scene.n_frames) for p in plans],
         "frames": frames,
     }
+    geo = camera_geometry(scene) if (scene.has_events if geometry is None else geometry) else None
+    if geo is not None:
+        crossings = true_crossings(frames, geo["lines"], scene.fps, scene.width, scene.height, events=geo["events"])
+        ground_truth.update(
+            geometry=geo,
+            count_min_height_px=COUNT_MIN_HEIGHT_PX,
+            crossings=crossings,
+            crossing_sets=crossing_sets(crossings, geo["lines"]),
+            events=true_events(plans, frames, geo, scene.fps, scene.n_frames),
+        )
     gt_path.write_text(json.dumps(ground_truth, separators=(",", ":")))
-    config = deployment_config(video_path, camera, scene, roi)
+    config = deployment_config(video_path, camera, scene, roi, geometry=geo)
     header = (
         f"# Synthetic known-speed clip (bench.synthetic, seed {seed}); ground truth: {gt_path.name}\n"
         f"# python -m trafficstream.bench.synthetic --out {out} --seed {seed}\n"
