@@ -1,8 +1,9 @@
 """Live data: bounded per-camera buffers of the results-topic messages (filled by :mod:`dashboards.consumer`).
 
 Everything the live tab and the MJPEG streams show comes from :class:`LiveBuffers`. Memory is bounded
-whatever the stream does: frames, violations, health records, per-track speed summaries and flow minutes
-all live in capped containers, and only configured cameras get a buffer.
+whatever the stream does: frames, violations, health records, per-track speed summaries, flow minutes,
+line crossings and counts, and traffic events all live in capped containers, and only configured cameras get
+a buffer.
 
 Duplicates (a replayed Spark micro-batch re-emits the same results) are dropped: a frame is identified by
 (camera, frame index, capture time) and a violation by (camera, track id, frame index). Keying frames on
@@ -16,6 +17,11 @@ a callback or the video renderer.
 Health messages are of two kinds: batch health (one per micro-batch, with per-camera load shedding in
 ``analysis``: detected / predicted / skipped frames, stride, budget) and camera events (``event``: the ingest
 worker's source_lost / source_restored, the job's state_reset), kept per camera.
+
+Counting lines and traffic events (issue 12): a crossing is identified by (camera, line, track, direction) and
+kept once; the live count of a line and direction is the highest ``day_count`` of its newest UTC day. A traffic
+event is identified by its ``event_id``: the latest report replaces the earlier one (the closing report, with
+its ``end_ts``, replaces the open one), and an ended event is never reopened by a late or replayed open report.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -35,7 +43,15 @@ import numpy as np
 from trafficstream.config import Settings
 from trafficstream.dashboards.times import MAX_FRAME_INDEX, MAX_KMH, PTS_RANGE, finite, integer, wall_ts
 from trafficstream.errors import MessageError
-from trafficstream.results import RESULT_FRAME, RESULT_HEALTH, RESULT_VIOLATION, parse_result
+from trafficstream.messages import CAMERA_ID_PATTERN
+from trafficstream.results import (
+    RESULT_CROSSING,
+    RESULT_EVENT,
+    RESULT_FRAME,
+    RESULT_HEALTH,
+    RESULT_VIOLATION,
+    parse_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +65,14 @@ MAX_BOX_PX = 1e6  # box coordinates beyond this are garbage (OpenCV draws with i
 MAX_CAMERA_EVENTS = 50  # per camera, newest kept
 MAX_STRIDE = 1000
 MAX_BUDGET_S = 3600.0
+MAX_CROSSINGS = 1000  # per camera, newest kept
+MAX_LINE_COUNTS = 256  # (line, direction) pairs per camera (a camera has at most 64 lines of 2 directions)
+MAX_TRAFFIC_EVENTS = 500  # per camera, the most recently reported kept
+MAX_EVENT_S = 366 * 86400.0  # durations and distances beyond these are garbage
+MAX_DISTANCE_M = 1e5
+MAX_TRACK_ID = 2**63 - 1
+EVENT_TYPES = ("wrong_way", "stopped_vehicle", "queue", "speeding")  # results.EVENT's event_type
+EVENT_ID_PATTERN = re.compile(r"[0-9a-f]{1,64}")
 ANALYSIS_WINDOW_S = 10.0  # the health panel's "current" analysis rate and predicted / skipped counts
 DETECTED, PREDICTED = "detected", "predicted"
 SOURCE_LOST, SOURCE_RESTORED, STATE_RESET = "source_lost", "source_restored", "state_reset"
@@ -151,6 +175,23 @@ class CameraEvents:
         return lost is not None and (restored is None or restored["ts"] < lost["ts"])
 
 
+@dataclass(frozen=True, slots=True)
+class LineCount:
+    """The live count of one counting line and direction: the newest ``day_count`` the job reported for it."""
+
+    line_id: str
+    direction: str
+    day: str  # the UTC day (YYYY-MM-DD) the count is of
+    count: int  # crossings of the line in this direction on that day so far
+    last_ts: float  # time of the newest crossing seen
+    last: dict[str, Any]  # that crossing (lane_id, cls, kmh, track_id)
+
+
+def utc_day(ts: float) -> str:
+    """The UTC day (YYYY-MM-DD) of plausible Unix seconds, the day a crossing's ``day_count`` counts in."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+
+
 def summarize_analysis(
     health: Sequence[Mapping[str, Any]], camera_id: str, window_s: float = ANALYSIS_WINDOW_S, skipped_total: int = 0
 ) -> AnalysisSummary | None:
@@ -214,6 +255,12 @@ class _CameraBuffer:
         self.resets = 0
         self.skipped_total = 0
         self.version = 0
+        self.crossings: deque[dict[str, Any]] = deque(maxlen=MAX_CROSSINGS)
+        self.crossing_keys: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self.line_counts: OrderedDict[tuple[str, str], LineCount] = OrderedDict()  # least recently updated first
+        self.counts_version = 0
+        self.traffic_events: OrderedDict[str, dict[str, Any]] = OrderedDict()  # event id -> newest report
+        self.ended_events: OrderedDict[str, None] = OrderedDict()  # ids of ended events (never reopened)
 
     # -- frames -------------------------------------------------------------------------------------
     def add_frame(self, frame: LiveFrame, flow: Mapping[str, Any] | None, now: float | None = None) -> bool:
@@ -300,9 +347,81 @@ class _CameraBuffer:
         self.version += 1
         return True
 
+    # -- counting lines -----------------------------------------------------------------------------
+    def add_crossing(self, c: dict[str, Any]) -> bool:
+        key = (c["line_id"], c["track_id"], c["direction"])
+        if key in self.crossing_keys:
+            return False
+        self.crossing_keys[key] = None
+        while len(self.crossing_keys) > 4 * MAX_CROSSINGS:
+            self.crossing_keys.popitem(last=False)
+        self.crossings.append(c)
+        if c["day_count"] is not None:
+            self._update_count(c)
+        return True
+
+    def _update_count(self, c: dict[str, Any]) -> None:
+        """The count of the crossing's line and direction: the highest day_count of the newest UTC day (a late
+        crossing of an earlier day leaves today's count alone)."""
+        key, day = (c["line_id"], c["direction"]), utc_day(c["ts"])
+        old = self.line_counts.get(key)
+        if old is None or day > old.day:
+            new = LineCount(key[0], key[1], day, c["day_count"], c["ts"], _last(c))
+        elif day == old.day:
+            newer = c["ts"] >= old.last_ts
+            new = LineCount(
+                key[0],
+                key[1],
+                day,
+                max(old.count, c["day_count"]),
+                c["ts"] if newer else old.last_ts,
+                _last(c) if newer else old.last,
+            )
+            if new == old:
+                return
+        else:
+            return
+        if old is None and len(self.line_counts) >= MAX_LINE_COUNTS:
+            self.line_counts.popitem(last=False)
+        self.line_counts.pop(key, None)
+        self.line_counts[key] = new
+        self.counts_version += 1
+
+    # -- traffic events -----------------------------------------------------------------------------
+    def add_traffic_event(self, e: dict[str, Any]) -> bool:
+        """The newest report of an event replaces the earlier one; an ended event stays ended."""
+        event_id = e["event_id"]
+        old = self.traffic_events.get(event_id)
+        if e["end_ts"] is None and (event_id in self.ended_events or (old is not None and old["end_ts"] is not None)):
+            return False  # a replayed or late "open" report of an event that has ended
+        if old == e:
+            return False
+        self.traffic_events.pop(event_id, None)
+        self.traffic_events[event_id] = e
+        while len(self.traffic_events) > MAX_TRAFFIC_EVENTS:
+            self.traffic_events.popitem(last=False)
+        if e["end_ts"] is not None:
+            self.ended_events.pop(event_id, None)
+            self.ended_events[event_id] = None
+            while len(self.ended_events) > 4 * MAX_TRAFFIC_EVENTS:
+                self.ended_events.popitem(last=False)
+        return True
+
 
 def _violation_order(v: Mapping[str, Any]) -> tuple[float, int, int]:
     return (v["capture_ts"], v["frame_index"], v["track_id"])
+
+
+def _crossing_order(c: Mapping[str, Any]) -> tuple[float, str, int, str]:
+    return (c["ts"], c["line_id"], c["track_id"], c["direction"])
+
+
+def _event_order(e: Mapping[str, Any]) -> tuple[float, float, str, str]:
+    return (e["detect_ts"], e["start_ts"], e["camera_id"], e["event_id"])
+
+
+def _last(c: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: c[k] for k in ("track_id", "lane_id", "cls", "kmh")}
 
 
 class LiveBuffers:
@@ -321,6 +440,7 @@ class LiveBuffers:
         self._health: deque[dict[str, Any]] = deque(maxlen=max_health)
         self._health_keys: deque[tuple[Any, Any]] = deque(maxlen=max_health)
         self.health_version = 0
+        self.events_version = 0  # traffic events of any camera changed
         self.counters: Counter[str] = Counter()  # received, duplicates, invalid, unknown_camera, ...
         self.last_message_wall: float | None = None
 
@@ -373,6 +493,22 @@ class LiveBuffers:
                     self.counters["invalid"] += 1
                     return False
                 added = buf.add_violation(v)
+            elif kind == RESULT_CROSSING:
+                c = _crossing_from_msg(msg, now)
+                if c is None:
+                    self.counters["invalid"] += 1
+                    return False
+                added = buf.add_crossing(c)
+                self.counters["crossings"] += added
+            elif kind == RESULT_EVENT:
+                e = _traffic_event_from_msg(msg, now)
+                if e is None:
+                    self.counters["invalid"] += 1
+                    return False
+                added = buf.add_traffic_event(e)
+                if added:
+                    self.counters["traffic_events"] += 1
+                    self.events_version += 1
             else:
                 self.counters["invalid"] += 1
                 return False
@@ -509,6 +645,45 @@ class LiveBuffers:
         with self._lock:
             items = list(self._health)
         return items[-limit:] if limit else items
+
+    def crossings(self, camera_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest crossings of the camera's counting lines, newest first."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            items = sorted(buf.crossings, key=_crossing_order, reverse=True) if buf else []
+        return [dict(c) for c in items[:limit]]
+
+    def counts_version(self, camera_id: str) -> int:
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            return buf.counts_version if buf else -1
+
+    def line_counts(self, camera_id: str) -> list[LineCount]:
+        """The live count of every line and direction of the camera seen so far (by line id, direction)."""
+        with self._lock:
+            buf = self._cameras.get(camera_id)
+            items = list(buf.line_counts.values()) if buf else []
+        return sorted(items, key=lambda c: (c.line_id, c.direction))
+
+    def traffic_events(
+        self,
+        camera_ids: Iterable[str] | None = None,
+        event_types: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest report of each traffic event of ``camera_ids`` (None: every camera) whose type is one of
+        ``event_types`` (None: any), newest detection first."""
+        types = None if event_types is None else set(event_types)
+        with self._lock:
+            cams = list(self._cameras) if camera_ids is None else [c for c in camera_ids if c in self._cameras]
+            items = [
+                e
+                for cam in cams
+                for e in self._cameras[cam].traffic_events.values()
+                if types is None or e["event_type"] in types
+            ]
+        items.sort(key=_event_order, reverse=True)
+        return [dict(e) for e in items[:limit]]
 
     def analysis(self, camera_id: str, window_s: float = ANALYSIS_WINDOW_S) -> AnalysisSummary | None:
         """The camera's load shedding over the last micro-batches (None: no batch reported it yet)."""
@@ -664,4 +839,84 @@ def _violation_from_msg(msg: Mapping[str, Any], now: float | None = None) -> dic
         "limit_kmh": finite(msg.get("limit_kmh"), 0.0, MAX_KMH),
         "over_s": finite(msg.get("over_s"), 0.0, 1e6),
         "evidence_uri": msg.get("evidence_uri") if isinstance(msg.get("evidence_uri"), str) else None,
+    }
+
+
+def _geometry_id(value: Any) -> str | None:
+    """A line, lane, zone or direction id when it has the shape the config allows, else None."""
+    return value if isinstance(value, str) and CAMERA_ID_PATTERN.fullmatch(value) else None
+
+
+def _text(value: Any, n: int = 40) -> str | None:
+    return value[:n] if isinstance(value, str) and value else None
+
+
+def _crossing_from_msg(msg: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    line_id, direction = _geometry_id(msg.get("line_id")), _geometry_id(msg.get("direction"))
+    track_id, ts = integer(msg.get("track_id"), 0, MAX_TRACK_ID), wall_ts(msg.get("ts"), now)
+    if line_id is None or direction is None or track_id is None or ts is None:
+        log.debug(
+            "dropping crossing of %s: implausible line_id / direction / track_id / ts (%.40r, %.40r, %.40r, %.40r)",
+            msg.get("camera_id"),
+            msg.get("line_id"),
+            msg.get("direction"),
+            msg.get("track_id"),
+            msg.get("ts"),
+        )
+        return None
+    return {
+        "camera_id": str(msg["camera_id"]),
+        "line_id": line_id,
+        "track_id": track_id,
+        "direction": direction,
+        "ts": ts,
+        "frame_index": integer(msg.get("frame_index"), 0, MAX_FRAME_INDEX),
+        "lane_id": _geometry_id(msg.get("lane_id")),
+        "cls": _text(msg.get("cls")),
+        "kmh": finite(msg.get("kmh"), 0.0, MAX_KMH),
+        "day_count": integer(msg.get("day_count"), 1, MAX_COUNT),  # None: the crossing is kept, not counted
+    }
+
+
+def _traffic_event_from_msg(msg: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    event_id, event_type = msg.get("event_id"), msg.get("event_type")
+    start_ts, detect_ts = wall_ts(msg.get("start_ts"), now), wall_ts(msg.get("detect_ts"), now)
+    end = msg.get("end_ts")
+    end_ts = None if end is None else wall_ts(end, now)
+    if (
+        not isinstance(event_id, str)
+        or not EVENT_ID_PATTERN.fullmatch(event_id)
+        or event_type not in EVENT_TYPES
+        or start_ts is None
+        or detect_ts is None
+        or (end is not None and end_ts is None)
+    ):
+        log.debug(
+            "dropping event of %s: implausible event_id / event_type / start_ts / detect_ts / end_ts "
+            "(%.40r, %.40r, %.40r, %.40r, %.40r)",
+            msg.get("camera_id"),
+            event_id,
+            event_type,
+            msg.get("start_ts"),
+            msg.get("detect_ts"),
+            end,
+        )
+        return None
+    return {
+        "camera_id": str(msg["camera_id"]),
+        "event_id": event_id,
+        "event_type": event_type,
+        "track_id": integer(msg.get("track_id"), 0, MAX_TRACK_ID),
+        "lane_id": _geometry_id(msg.get("lane_id")),
+        "zone_id": _geometry_id(msg.get("zone_id")),
+        "start_ts": start_ts,
+        "detect_ts": detect_ts,
+        "end_ts": end_ts,
+        "duration_s": finite(msg.get("duration_s"), 0.0, MAX_EVENT_S),
+        "distance_m": finite(msg.get("distance_m"), 0.0, MAX_DISTANCE_M),
+        "max_length_m": finite(msg.get("max_length_m"), 0.0, MAX_DISTANCE_M),
+        "max_vehicles": integer(msg.get("max_vehicles"), 0, MAX_COUNT),
+        "kmh": finite(msg.get("kmh"), 0.0, MAX_KMH),
+        "cls": _text(msg.get("cls")),
+        "frame_index": integer(msg.get("frame_index"), 0, MAX_FRAME_INDEX),
     }

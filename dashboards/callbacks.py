@@ -3,7 +3,9 @@
 Every live callback runs on the 1 s interval and writes only its own components; charts and the health
 graph are rebuilt only when their data changed (a version number kept in a Store) and at most every
 CHART_REFRESH_S, and new violations are prepended with a Patch instead of re-sending the log. The lag badge
-under the video says how far behind capture the newest frame on screen is, against the camera's budget.
+under the video says how far behind capture the newest frame on screen is, against the camera's budget. The
+counting-line table and the events log are re-sent only when their data (or the UTC day, or the filters)
+changed.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ from dash.exceptions import PreventUpdate
 from trafficstream import tables
 from trafficstream.dashboards import figures
 from trafficstream.dashboards import layout as L
-from trafficstream.dashboards.buffers import speed_stats
+from trafficstream.dashboards.buffers import EVENT_TYPES, speed_stats, utc_day
 from trafficstream.dashboards.context import DashboardContext
-from trafficstream.dashboards.history import BINS, choose_bin, local_range, resample_flow
+from trafficstream.dashboards.history import (
+    BINS,
+    choose_bin,
+    complete_bins,
+    lane_flow,
+    line_flow,
+    line_series,
+    local_range,
+    resample_flow,
+)
 from trafficstream.dashboards.video import StreamStats, snapshot_url
 
 log = logging.getLogger(__name__)
@@ -152,6 +163,41 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
         return patch, {"camera": camera_id, "newest": newest, "count": min(count, L.VIOLATION_LOG_SIZE)}
 
     @app.callback(
+        Output(L.LINE_COUNTS, "children"),
+        Output(L.COUNTS_STATE, "data"),
+        Input(L.TICK, "n_intervals"),
+        Input(L.CAMERA, "value"),
+        State(L.COUNTS_STATE, "data"),
+    )
+    def line_counts(_n: int | None, camera_id: str | None, state: dict | None):
+        camera = camera_or_stop(camera_id)
+        today = utc_day(time.time())
+        key = {"camera": camera.id, "version": buffers.counts_version(camera.id), "day": today}
+        if state == key:
+            raise PreventUpdate
+        lines = [(line.id, line.directions) for line in camera.lines]
+        return L.line_counts_panel(lines, buffers.line_counts(camera.id), today), key
+
+    camera_ids = list(cameras)
+    camera_names = {c.id: c.name or c.id for c in settings.cameras}
+
+    @app.callback(
+        Output(L.EVENTS, "children"),
+        Output(L.EVENTS_STATE, "data"),
+        Input(L.TICK, "n_intervals"),
+        Input(L.EVENT_TYPE_FILTER, "value"),
+        Input(L.EVENT_CAMERA_FILTER, "value"),
+        State(L.EVENTS_STATE, "data"),
+    )
+    def events(_n: int | None, types: Any, cams: Any, state: dict | None):
+        types, cams = L.selected(types, EVENT_TYPES), L.selected(cams, camera_ids)
+        key = {"version": buffers.events_version, "types": types, "cameras": cams}
+        if state == key:
+            raise PreventUpdate
+        items = buffers.traffic_events(cams, types, limit=L.EVENT_LOG_SIZE)
+        return L.events_table(items, camera_names), key
+
+    @app.callback(
         Output(L.HEALTH, "children"),
         Output(L.HEALTH_CHART, "figure"),
         Output(L.HEALTH_STATE, "data"),
@@ -262,3 +308,63 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
             parts.append("missing tables: " + ", ".join(result.missing))
         log.info("history %s %s..%s in %.0f ms", camera.id, start, end, (time.perf_counter() - t0) * 1000)
         return html.Div(" · ".join(parts)), flow_fig, speed_fig
+
+    @app.callback(
+        Output(L.H_LINE_FLOW, "figure"),
+        Output(L.H_LANE_FLOW, "figure"),
+        Input(L.H_LOAD, "n_clicks"),
+        Input(L.TABS, "value"),
+        Input(L.CAMERA, "value"),
+        State(L.H_DATES, "start_date"),
+        State(L.H_DATES, "end_date"),
+        State(L.H_START_TIME, "value"),
+        State(L.H_END_TIME, "value"),
+    )
+    def history_lines(
+        _clicks: int,
+        tab: str,
+        camera_id: str | None,
+        start_date: str | None,
+        end_date: str | None,
+        start_time: str | None,
+        end_time: str | None,
+    ):
+        """Flow per counting line and direction, and per lane, from the crossings table."""
+        if tab != "history":
+            raise PreventUpdate
+        camera = camera_or_stop(camera_id)
+        try:
+            start, end = local_range(start_date or "", end_date or "", start_time or "", end_time or "")
+        except ValueError as exc:
+            msg = f"Invalid range: {exc}"
+            return figures.empty_figure(msg), figures.empty_figure(msg)
+        try:
+            crossings = ctx.history.crossings(camera.id, start, end)
+        except Exception as exc:  # a half-written or foreign table must not break the page
+            log.exception("crossings query failed for %s", camera.id)
+            msg = f"Could not read the crossings table: {exc}"
+            return figures.empty_figure(msg), figures.empty_figure(msg)
+        if crossings is None:
+            msg = "No data yet (crossings table missing)" if camera.lines else "No counting lines on this camera"
+            return figures.empty_figure(msg), figures.empty_figure(msg)
+        every = choose_bin(start, end)
+        label, bin_s = BINS[every]
+        empty = "No crossings in this range" if camera.lines or not crossings.is_empty() else "No counting lines"
+        line_fig = figures.series_flow_chart(
+            complete_bins(line_flow(crossings, every), start, end, every),
+            title=f"Crossings per {label}, per line and direction",
+            order=[line_series(line.id, d) for line in camera.lines for d in line.directions],
+            bin_label=label,
+            bin_s=bin_s,
+            unit="crossings",
+            empty_message=empty,
+        )
+        lane_fig = figures.series_flow_chart(
+            complete_bins(lane_flow(crossings, every), start, end, every),
+            title=f"Vehicles per {label}, per lane (first line crossed)",
+            order=[lane.id for lane in camera.lanes],
+            bin_label=label,
+            bin_s=bin_s,
+            empty_message=empty,
+        )
+        return line_fig, lane_fig

@@ -201,3 +201,53 @@ def health_chart(health: Sequence[Mapping[str, object]], *, uirevision: str | No
         yaxis2={"title": {"text": "frames/s"}, "overlaying": "y", "side": "right", "rangemode": "tozero"},
     )
     return _base_layout(fig, "Pipeline micro-batches", uirevision=uirevision)
+
+
+def series_flow_chart(
+    counts: pl.DataFrame,
+    *,
+    title: str,
+    order: Sequence[str] = (),
+    bin_label: str = "minute",
+    bin_s: float = 60.0,
+    unit: str = "vehicles",
+    empty_message: str = "No crossings in this range",
+    uirevision: str | None = None,
+) -> go.Figure:
+    """One step line per series (a line and direction, or a lane): vehicles per time bin.
+
+    ``counts`` has columns minute (naive local or timezone-aware datetime, the bin's start), series, vehicles;
+    ``order``: the series shown first, in this order (the camera's configuration), others after by name. Lines,
+    not stacked bars: a vehicle crosses every line of its way, so the series do not add up. Rows whose time or
+    count is implausible are left out."""
+    rows = []
+    for m, series, value in counts.select("minute", "series", "vehicles").iter_rows():
+        when, n = _safe_local_time(m), integer(value, 0, 2**53)
+        if when is not None and n is not None:
+            rows.append((when, str(series), n))
+    if not rows:
+        return empty_figure(empty_message, title)
+    by_series: dict[str, list[tuple[datetime, int]]] = {}
+    for when, series, n in sorted(rows, key=lambda r: r[0]):
+        by_series.setdefault(series, []).append((when, n))
+    rank = {name: i for i, name in enumerate(order)}
+    fig = go.Figure()
+    for series in sorted(by_series, key=lambda s: (rank.get(s, len(rank)), s)):
+        points = by_series[series]
+        fig.add_trace(
+            go.Scatter(
+                x=[when for when, _ in points],
+                y=[n for _, n in points],
+                name=series,
+                mode="lines+markers" if len(points) < 3 else "lines",
+                line={"shape": "hv", "width": 2},
+                hovertemplate="%{x|%H:%M}: %{y} " + unit + "<extra>" + series + "</extra>",
+            )
+        )
+    xs = [when for points in by_series.values() for when, _ in points]
+    last, first = max(xs), min(xs)
+    span = timedelta(seconds=bin_s * 10)
+    fig.update_xaxes(tickformat="%H:%M\n%b %d", range=[min(first, last - span), last + timedelta(seconds=bin_s)])
+    fig.update_yaxes(title_text=f"{unit} / {bin_label}", rangemode="tozero")
+    total = sum(n for _, _, n in rows)
+    return _base_layout(fig, f"{title} ({total} {unit})", uirevision=uirevision)

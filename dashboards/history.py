@@ -3,6 +3,10 @@
 Reads with Polars over delta-rs (no JVM, no Spark); ``camera_id`` is a partition column, so a query
 touches only that camera's files. A table that does not exist yet (pipeline never ran) is reported as
 missing rather than raised, so the UI can say "no data yet".
+
+Counting lines (the ``crossings`` table): crossings per time bin, line and direction, and vehicles per time bin
+and lane. A vehicle that crosses several lines is one vehicle of its lane: it counts once, in the lane and bin of
+its first crossing in the range (its lane just past that line, as the crossing row records it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ log = logging.getLogger(__name__)
 
 FLOW_SCHEMA = pl.Schema({"minute": pl.Datetime("us", "UTC"), "class_name": pl.String(), "vehicles": pl.Int64()})
 SPEED_SCHEMA = pl.Schema({"seen_ts": pl.Datetime("us", "UTC"), "class_name": pl.String(), "speed_kmh": pl.Float64()})
+CROSSING_SCHEMA = pl.Schema(
+    {
+        "crossing_ts": pl.Datetime("us", "UTC"),
+        "line_id": pl.String(),
+        "direction": pl.String(),
+        "lane_id": pl.String(),
+        "track_id": pl.Int64(),
+        "class_name": pl.String(),
+    }
+)
+SERIES_SCHEMA = pl.Schema({"minute": pl.Datetime("us", "UTC"), "series": pl.String(), "vehicles": pl.Int64()})
+NO_LANE = "(no lane)"
 
 
 def _as_utc(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -60,6 +76,62 @@ def resample_flow(flow: pl.DataFrame, every: str) -> pl.DataFrame:
         .group_by("minute", "class_name")
         .agg(pl.col("vehicles").sum())
         .sort("minute", "class_name")
+    )
+
+
+SERIES_SEPARATOR = " · "
+
+
+def line_series(line_id: str, direction: str) -> str:
+    """The series name of a line and direction in the history charts (what :func:`line_flow` names it)."""
+    return f"{line_id}{SERIES_SEPARATOR}{direction}"
+
+
+def _bin_start(every: str) -> pl.Expr:
+    return pl.col("crossing_ts").dt.truncate(every).alias("minute")
+
+
+def line_flow(crossings: pl.DataFrame, every: str) -> pl.DataFrame:
+    """Crossings per ``every`` bin, line and direction: minute (bin start), series (``line · direction``),
+    vehicles. ``crossings`` as :meth:`HistoryStore.crossings` returns them."""
+    if crossings.is_empty():
+        return pl.DataFrame(schema=SERIES_SCHEMA)
+    series = pl.concat_str("line_id", "direction", separator=SERIES_SEPARATOR).alias("series")
+    return (
+        crossings.group_by(_bin_start(every), series)
+        .agg(pl.len().cast(pl.Int64).alias("vehicles"))
+        .sort("minute", "series")
+        .cast(SERIES_SCHEMA)
+    )
+
+
+def lane_flow(crossings: pl.DataFrame, every: str) -> pl.DataFrame:
+    """Vehicles per ``every`` bin and lane: each track once, in the lane and bin of its first crossing (lane
+    unknown: :data:`NO_LANE`); columns as :func:`line_flow`."""
+    if crossings.is_empty():
+        return pl.DataFrame(schema=SERIES_SCHEMA)
+    first = crossings.sort("crossing_ts").group_by("track_id").agg(pl.col("crossing_ts", "lane_id").first())
+    return (
+        first.group_by(_bin_start(every), pl.col("lane_id").fill_null(NO_LANE).alias("series"))
+        .agg(pl.len().cast(pl.Int64).alias("vehicles"))
+        .sort("minute", "series")
+        .cast(SERIES_SCHEMA)
+    )
+
+
+def complete_bins(counts: pl.DataFrame, start: datetime, end: datetime, every: str) -> pl.DataFrame:
+    """``counts`` (minute, series, vehicles) with a 0 for every bin of [start, end) a series has no row in:
+    a line drawn through a gap would show traffic where there was none."""
+    if counts.is_empty():
+        return counts
+    lo = pl.select(pl.lit(_utc(start)).dt.truncate(every)).item()
+    bins = pl.datetime_range(lo, _utc(end), every, closed="left", time_unit="us", time_zone="UTC", eager=True)
+    grid = pl.DataFrame({"minute": bins}).join(counts.select("series").unique(), how="cross")
+    return (
+        grid.join(counts, on=["minute", "series"], how="left")
+        .with_columns(pl.col("vehicles").fill_null(0))
+        .sort("minute", "series")
+        .cast(SERIES_SCHEMA)
     )
 
 
@@ -122,6 +194,29 @@ class HistoryStore:
             )
             .sort("seen_ts")
             .collect()
+        )
+
+    def crossings(self, camera_id: str, start: datetime, end: datetime) -> pl.DataFrame | None:
+        """The camera's line crossings in the range (:data:`CROSSING_SCHEMA`), or None when the crossings table
+        does not exist yet."""
+        if not self.has_table(tables.CROSSINGS):
+            return None
+        lf = self._scan(tables.CROSSINGS, camera_id, "crossing_ts", start, end)
+        if "event_date" in lf.collect_schema():  # a partition column: prune the days outside the range
+            lo, hi = _utc(start).date(), _utc(end).date()
+            lf = lf.filter(pl.col("event_date").cast(pl.Date).is_between(lo, hi))
+        return (
+            lf.select(
+                "crossing_ts",
+                pl.col("line_id").cast(pl.String),
+                pl.col("direction").cast(pl.String),
+                pl.col("lane_id").cast(pl.String),
+                pl.col("track_id").cast(pl.Int64),
+                pl.col("class_name").cast(pl.String),
+            )
+            .sort("crossing_ts")
+            .collect()
+            .cast(CROSSING_SCHEMA)
         )
 
     def violation_count(self, camera_id: str, start: datetime, end: datetime) -> int | None:

@@ -11,7 +11,7 @@ from typing import Any
 from dash import dcc, html
 
 from trafficstream.config import Settings
-from trafficstream.dashboards.buffers import AnalysisSummary, CameraEvents, Kpis
+from trafficstream.dashboards.buffers import EVENT_TYPES, AnalysisSummary, CameraEvents, Kpis, LineCount
 from trafficstream.dashboards.figures import empty_figure
 from trafficstream.dashboards.times import clock
 
@@ -38,6 +38,14 @@ H_LOAD = "history-load"
 H_SUMMARY = "history-summary"
 H_FLOW = "history-flow"
 H_SPEEDS = "history-speeds"
+LINE_COUNTS = "line-counts"
+COUNTS_STATE = "counts-state"
+EVENTS = "events-log"
+EVENTS_STATE = "events-state"
+EVENT_TYPE_FILTER = "events-type-filter"
+EVENT_CAMERA_FILTER = "events-camera-filter"
+H_LINE_FLOW = "history-line-flow"
+H_LANE_FLOW = "history-lane-flow"
 
 KPI_KEYS = ("in_roi", "counted", "speeding", "mean", "p85", "lag")
 KPI_LABELS = {
@@ -50,6 +58,16 @@ KPI_LABELS = {
 }
 WINDOW_OPTIONS_MIN = (1, 5, 15)
 VIOLATION_LOG_SIZE = 50
+EVENT_LOG_SIZE = 100
+EVENT_LABELS = {
+    "wrong_way": "Wrong way",
+    "stopped_vehicle": "Stopped vehicle",
+    "queue": "Queue",
+    "speeding": "Speeding",
+}
+# Speeding has its own log (violations, with evidence): the events log starts without it, a click adds it.
+DEFAULT_EVENT_TYPES = ("wrong_way", "stopped_vehicle", "queue")
+EVENT_COLUMNS = ("detected", "camera", "event", "where", "vehicle", "details", "status")
 REFRESH_MS = 1000
 LAG_OK, LAG_OVER, LAG_UNKNOWN = "ok", "over", "unknown"
 LAG_CLASS = {LAG_OK: "status status-live", LAG_OVER: "status status-stale", LAG_UNKNOWN: "status status-waiting"}
@@ -293,6 +311,129 @@ def health_panel(
     ]
 
 
+def _crossing_text(c: Mapping[str, Any]) -> str:
+    """The vehicle of a crossing or event: ``#17 car 97 km/h``."""
+    parts = []
+    if c.get("track_id") is not None:
+        parts.append(f"#{c['track_id']}")
+    if c.get("cls"):
+        parts.append(str(c["cls"]))
+    if c.get("kmh") is not None:
+        parts.append(f"{c['kmh']:.0f} km/h")
+    return " ".join(parts)
+
+
+def line_counts_panel(lines: Sequence[tuple[str, Sequence[str]]], counts: Sequence[LineCount], today: str) -> list[Any]:
+    """Today's crossings per counting line and direction: ``lines`` are the camera's configured (id, directions),
+    shown in that order even before anything crossed; counts of other lines the job reported follow. Only a
+    count of ``today`` (the UTC day, YYYY-MM-DD, as ``day_count`` counts) is shown: an older one reads 0."""
+    by_key = {(c.line_id, c.direction): c for c in counts}
+    keys = [(line_id, d) for line_id, directions in lines for d in directions]
+    configured = set(keys)
+    keys += sorted(k for k in by_key if k not in configured)
+    if not keys:
+        return [html.Div("No counting lines on this camera", className="empty-note")]
+    rows = []
+    for line_id, direction in keys:
+        c = by_key.get((line_id, direction))
+        count = str(c.count) if c is not None and c.day == today else "0"
+        last = "–"
+        if c is not None:
+            where = f" ({c.last['lane_id']})" if c.last.get("lane_id") else ""
+            last = f"{clock(c.last_ts)} {_crossing_text(c.last)}{where}".rstrip()
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(line_id),
+                    html.Td(direction),
+                    html.Td(count, className="count"),
+                    html.Td(last, className="kpi-sub"),
+                ]
+            )
+        )
+    return [
+        html.Table(
+            className="lag-table counts-table",
+            children=[
+                html.Thead(html.Tr([html.Th(h) for h in ("line", "direction", "today", "last crossing")])),
+                html.Tbody(rows),
+            ],
+        ),
+        html.Div(f"crossings since 00:00 UTC ({today}), as counted by the pipeline", className="kpi-sub"),
+    ]
+
+
+def selected(value: Any, allowed: Sequence[str]) -> list[str]:
+    """The known values of a multi-select (what the browser sends is untrusted); nothing chosen means all."""
+    chosen = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    known = [v for v in allowed if v in chosen]
+    return known or list(allowed)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
+
+
+def event_details(e: Mapping[str, Any]) -> str:
+    """What the event's figures say, in words (only those it carries)."""
+    parts = []
+    if e.get("distance_m") is not None:
+        parts.append(f"{e['distance_m']:.0f} m against the lane")
+    if e.get("max_vehicles") is not None:
+        parts.append(f"up to {e['max_vehicles']} vehicles")
+    if e.get("max_length_m") is not None:
+        parts.append(f"{e['max_length_m']:.0f} m long")
+    if e.get("duration_s") is not None:
+        parts.append(("lasted " if e.get("end_ts") is not None else "for ") + _duration(e["duration_s"]))
+    return " · ".join(parts) or "–"
+
+
+def event_row(e: Mapping[str, Any], camera_name: str | None = None) -> html.Tr:
+    """One row of the events log; an event still going on (no ``end_ts``) is marked ongoing."""
+    ongoing = e.get("end_ts") is None
+    where = " · ".join(f"{k} {e[k + '_id']}" for k in ("lane", "zone") if e.get(f"{k}_id")) or "–"
+    status: Any = html.Span("ongoing", className="event-ongoing") if ongoing else f"ended {clock(e['end_ts'])}"
+    return html.Tr(
+        className="event event-open" if ongoing else "event",
+        key=str(e.get("event_id")),
+        children=[
+            html.Td(clock(e.get("detect_ts")), title=f"began {clock(e.get('start_ts'))}", className="v-time"),
+            html.Td(camera_name or str(e.get("camera_id"))),
+            html.Td(EVENT_LABELS.get(str(e.get("event_type")), str(e.get("event_type")))),
+            html.Td(where),
+            html.Td(_crossing_text(e) or "–"),
+            html.Td(event_details(e)),
+            html.Td(status),
+        ],
+    )
+
+
+def no_events() -> html.Div:
+    return html.Div("No events", className="empty-note")
+
+
+def events_table(events: Sequence[Mapping[str, Any]], camera_names: Mapping[str, str] | None = None) -> list[Any]:
+    """The events log: ``events`` newest first (as :meth:`LiveBuffers.traffic_events` gives them)."""
+    if not events:
+        return [no_events()]
+    names = camera_names or {}
+    return [
+        html.Table(
+            className="lag-table events-table",
+            children=[
+                html.Thead(html.Tr([html.Th(h) for h in EVENT_COLUMNS])),
+                html.Tbody([event_row(e, names.get(str(e.get("camera_id")))) for e in events]),
+            ],
+        )
+    ]
+
+
 # -- layout -----------------------------------------------------------------------------------------------
 def _kpi_card(key: str) -> html.Div:
     return html.Div(
@@ -311,7 +452,38 @@ def _graph(graph_id: str, message: str, height_px: int = 300) -> dcc.Graph:
     return dcc.Graph(id=graph_id, figure=empty_figure(message), config=GRAPH_CONFIG, style={"height": f"{height_px}px"})
 
 
-def _live_tab() -> html.Div:
+def _events_card(camera_options: Sequence[Mapping[str, str]]) -> html.Div:
+    return html.Div(
+        className="card events-card",
+        children=[
+            html.Div(
+                className="events-head",
+                children=[
+                    html.H3("Events"),
+                    dcc.Dropdown(
+                        id=EVENT_TYPE_FILTER,
+                        options=[{"label": EVENT_LABELS[t], "value": t} for t in EVENT_TYPES],
+                        value=list(DEFAULT_EVENT_TYPES),
+                        multi=True,
+                        placeholder="all event types",
+                        className="events-filter",
+                    ),
+                    dcc.Dropdown(
+                        id=EVENT_CAMERA_FILTER,
+                        options=list(camera_options),
+                        value=[],
+                        multi=True,
+                        placeholder="all cameras",
+                        className="events-filter",
+                    ),
+                ],
+            ),
+            html.Div(no_events(), id=EVENTS, className="events"),
+        ],
+    )
+
+
+def _live_tab(camera_options: Sequence[Mapping[str, str]] = ()) -> html.Div:
     return html.Div(
         className="live-grid",
         children=[
@@ -331,7 +503,16 @@ def _live_tab() -> html.Div:
                     ),
                 ],
             ),
-            html.Div(className="kpis", children=[_kpi_card(k) for k in KPI_KEYS]),
+            html.Div(
+                className="side",
+                children=[
+                    html.Div(className="kpis", children=[_kpi_card(k) for k in KPI_KEYS]),
+                    html.Div(
+                        className="card counts-card",
+                        children=[html.H3("Counting lines"), html.Div(id=LINE_COUNTS)],
+                    ),
+                ],
+            ),
             html.Div(className="card", children=_graph(SPEED_HIST, "Waiting for results")),
             html.Div(className="card", children=_graph(FLOW, "Waiting for results")),
             html.Div(
@@ -349,6 +530,7 @@ def _live_tab() -> html.Div:
                     _graph(HEALTH_CHART, "No pipeline health reports yet"),
                 ],
             ),
+            _events_card(camera_options),
         ],
     )
 
@@ -384,6 +566,8 @@ def _history_tab(today: date) -> html.Div:
                 children=[
                     html.Div(className="card", children=_graph(H_FLOW, "Pick a range and press Show", 380)),
                     html.Div(className="card", children=_graph(H_SPEEDS, "Pick a range and press Show", 380)),
+                    html.Div(className="card", children=_graph(H_LINE_FLOW, "Pick a range and press Show", 380)),
+                    html.Div(className="card", children=_graph(H_LANE_FLOW, "Pick a range and press Show", 380)),
                 ],
             ),
         ],
@@ -427,7 +611,7 @@ def build_layout(settings: Settings, today: Callable[[], date] = date.today) -> 
                     id=TABS,
                     value="live",
                     children=[
-                        dcc.Tab(label="Live", value="live", children=_live_tab()),
+                        dcc.Tab(label="Live", value="live", children=_live_tab(options)),
                         dcc.Tab(label="History", value="history", children=_history_tab(today())),
                     ],
                 ),
@@ -435,6 +619,8 @@ def build_layout(settings: Settings, today: Callable[[], date] = date.today) -> 
                 dcc.Store(id=CHARTS_STATE),
                 dcc.Store(id=VIOLATIONS_STATE),
                 dcc.Store(id=HEALTH_STATE),
+                dcc.Store(id=COUNTS_STATE),
+                dcc.Store(id=EVENTS_STATE),
             ],
         )
 

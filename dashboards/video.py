@@ -9,7 +9,9 @@ without its image (logged once). A camera's renderer keeps one sequential
 :class:`~trafficstream.video.FrameReader` per file, decodes exactly the frames the pipeline has processed,
 draws the boxes, track ids and speeds (dashed for frames whose boxes the tracker predicted between
 detections), and plays them out at the camera's frame rate to every viewer of that camera (decoded and
-encoded once, not per viewer), never further behind capture than the camera's latency budget.
+encoded once, not per viewer), never further behind capture than the camera's latency budget. Under the boxes
+it draws the camera's counting lines (an arrow per direction, named), lanes (with their direction of travel)
+and zones (:mod:`dashboards.geometry`: road-plane geometry projected into the image).
 
 With ``privacy.live_video`` the road users are pixelated as in evidence (``privacy.mode``, see
 :mod:`trafficstream.models.privacy`) before the overlays are drawn. Live video has no single offender: the
@@ -37,6 +39,7 @@ from werkzeug.exceptions import NotFound
 from trafficstream.cameras import Camera
 from trafficstream.config import PrivacySettings, Settings
 from trafficstream.dashboards.buffers import FrameKey, LiveBuffers, LiveFrame
+from trafficstream.dashboards.geometry import CameraOverlay, camera_overlay
 from trafficstream.dashboards.times import clock, finite
 from trafficstream.models.privacy import anonymise_boxes
 from trafficstream.video import (
@@ -57,6 +60,11 @@ RED = (40, 40, 235)
 YELLOW = (0, 215, 255)
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
+LINE_COLOR = (255, 0, 255)  # counting lines: magenta
+LANE_COLOR = (255, 200, 0)  # lanes: light blue
+ZONE_COLOR = (0, 140, 255)  # zones: orange
+ARROW_PX = 36  # length of a line's direction arrows and a lane's heading arrow, at 1280 px wide
+MAX_DRAW_PX = 100_000  # coordinates handed to OpenCV (int32) stay well inside this
 SNAPSHOT_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DASH_PX, GAP_PX = 10, 7  # predicted boxes: dashed outline, at 1280 px wide (scaled with the image)
 DEFAULT_FRAME_SIZE = (1280, 720)  # of a frame shown without its image before any image was decoded
@@ -134,6 +142,64 @@ def dashed_rectangle(
                 cv2.line(image, (fixed, start), (fixed, end), color, thickness)
 
 
+def _px(p: Sequence[float], scale: float) -> tuple[int, int] | None:
+    """A source-pixel point scaled onto the drawn image as OpenCV's ints (None: not finite / absurd)."""
+    x, y = finite(p[0], -MAX_DRAW_PX, MAX_DRAW_PX), finite(p[1], -MAX_DRAW_PX, MAX_DRAW_PX)
+    if x is None or y is None:
+        return None
+    return round(x * scale), round(y * scale)
+
+
+def draw_label(
+    image: np.ndarray, text: str, at: tuple[int, int], color: tuple[int, int, int], font_scale: float
+) -> None:
+    """``text`` in white on a ``color`` box with its bottom-left corner at ``at``, moved inside the image."""
+    h, w = image.shape[:2]
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    x = max(0, min(w - tw - 4, at[0]))
+    y = max(th + base, min(h - base - 1, at[1]))
+    cv2.rectangle(image, (x, y - th - base), (x + tw + 4, y + base - 2), color, cv2.FILLED)
+    cv2.putText(image, text, (x + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, WHITE, 1, cv2.LINE_AA)
+
+
+def draw_geometry(image: np.ndarray, geometry: CameraOverlay, scale: float = 1.0) -> None:
+    """Draw a camera's lanes, zones and counting lines on ``image`` (in place; source pixels scaled by ``scale``).
+
+    Lanes: outline, id and an arrow along the direction of travel. Zones: outline and ``id (purpose)``. Lines:
+    the segment, its id at A, and from its midpoint one arrow per direction, each named at its tip (the arrow
+    named ``directions[0]`` points the way the vehicles it counts go). Anything not finite is skipped."""
+    h, w = image.shape[:2]
+    size = max(w / 1280.0, 0.45)
+    thickness = max(1, round(2 * size))
+    font_scale = 0.5 * size
+    arrow = ARROW_PX * size
+    for area, color in [*((a, LANE_COLOR) for a in geometry.lanes), *((z, ZONE_COLOR) for z in geometry.zones)]:
+        pts = [_px(p, scale) for p in area.polygon]
+        anchor = _px(area.anchor, scale)
+        if None in pts or anchor is None or len(pts) < 3:
+            continue
+        poly = np.asarray(pts, dtype=np.int32).reshape(-1, 1, 2)
+        cv2.polylines(image, [poly], isClosed=True, color=color, thickness=1)
+        if area.heading is not None:
+            tip = (round(anchor[0] + area.heading[0] * arrow), round(anchor[1] + area.heading[1] * arrow))
+            cv2.arrowedLine(image, anchor, tip, color, thickness, tipLength=0.3)
+        draw_label(image, area.label[:60], (anchor[0] + 4, anchor[1] - 4), color, font_scale)
+    for line in geometry.lines:
+        a, b, mid = _px(line.a, scale), _px(line.b, scale), _px(line.mid, scale)
+        if a is None or b is None or mid is None:
+            continue
+        cv2.line(image, a, b, LINE_COLOR, thickness)
+        ux, uy = line.towards_first
+        for sign, name in ((1, line.directions[0]), (-1, line.directions[1])):
+            tip = (round(mid[0] + sign * ux * arrow), round(mid[1] + sign * uy * arrow))
+            cv2.arrowedLine(image, mid, tip, LINE_COLOR, thickness, tipLength=0.3)
+            (tw, th), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            # Beyond the tip, centred on the arrow's axis.
+            at = (round(tip[0] + sign * ux * (tw / 2 + 4) - tw / 2), round(tip[1] + sign * uy * (th + 4) + th / 2))
+            draw_label(image, name[:60], at, LINE_COLOR, font_scale)
+        draw_label(image, line.id[:60], (a[0] + 4, a[1] - 6), LINE_COLOR, font_scale)
+
+
 def draw_overlays(
     image: np.ndarray,
     vehicles: Sequence[Mapping[str, Any]],
@@ -144,6 +210,7 @@ def draw_overlays(
     scale: float = 1.0,
     predicted: bool = False,
     privacy: PrivacySettings | None = None,
+    geometry: CameraOverlay | None = None,
 ) -> np.ndarray:
     """A copy of ``image`` (BGR) with each vehicle's box, track id, class and speed drawn on it.
 
@@ -151,7 +218,8 @@ def draw_overlays(
     maps source-pixel boxes and ROI onto ``image`` when it was resized from the source. ``predicted``: the
     frame's boxes are the tracker's predictions between detector runs; their outlines are dashed (ids and
     speeds shown as on detected frames). ``privacy``: the road users are first pixelated as
-    :func:`anonymise_frame` says (the overlays drawn after stay legible).
+    :func:`anonymise_frame` says (the overlays drawn after stay legible). ``geometry``: the camera's counting
+    lines, lanes and zones, drawn under the boxes (:func:`draw_geometry`).
     """
     # a copy either way: the reader keeps its last decoded frame; never draw on it
     out = anonymise_frame(image, vehicles, limit_kmh, privacy, scale)
@@ -162,6 +230,8 @@ def draw_overlays(
     if roi:
         pts = (np.asarray(roi, dtype=float) * scale).round().astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(out, [pts], isClosed=True, color=YELLOW, thickness=1, lineType=cv2.LINE_AA)
+    if geometry:
+        draw_geometry(out, geometry, scale)
     for v in vehicles:
         coords = vehicle_box(v)
         if coords is None:
@@ -412,6 +482,11 @@ class CameraRenderer:
         self.margin_s = margin_s
         self.idle_stop_s = idle_stop_s
         self.stats = StreamStats(camera.id, budget_s=budget_s)
+        try:  # the configured lines, lanes and zones in source pixels: projected once, drawn on every frame
+            self.geometry = camera_overlay(camera)
+        except Exception:  # a video without them beats no video
+            log.exception("camera %s: counting lines, lanes and zones not drawn", camera.id)
+            self.geometry = CameraOverlay()
         self._render_s = 0.0  # moving average of the time one frame takes to decode, draw and encode
         self._last_size: tuple[int, int] | None = None  # (width, height) of the last decoded image
         self.viewers = 0
@@ -561,6 +636,7 @@ class CameraRenderer:
                 scale=scale,
                 predicted=frame.predicted,
                 privacy=self.privacy if real else None,
+                geometry=self.geometry if real else None,
             )
             headers = {
                 "X-Frame-Index": str(frame.frame_index),

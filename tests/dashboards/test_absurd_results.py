@@ -1,6 +1,7 @@
 """Absurd results messages (times in the year 10^292, negative or NaN times, 400-digit integers, wrong types,
 missing fields) go through the live buffers, figures, layout helpers, callbacks and the video renderer
-without raising; they are dropped and counted, and the good messages around them still show."""
+without raising; they are dropped and counted, and the good messages around them still show. Crossings and
+traffic events included: hostile ids, counts and times never reach the counts table or the events log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 from test_dashboard_app import dash_call, key_of
 
@@ -21,6 +23,7 @@ from trafficstream.dashboards.app import create_app, get_context
 from trafficstream.dashboards.buffers import LiveBuffers, LiveFrame
 from trafficstream.dashboards.times import NO_TIME, clock, wall_ts
 from trafficstream.dashboards.video import MjpegStreamer, draw_overlays, vehicle_label
+from trafficstream.results import crossing_message, event_message
 from trafficstream.video import FrameReader
 
 MOTORWAY = "motorway-overpass"
@@ -80,6 +83,38 @@ def violation_msg(now: float, **fields: Any) -> dict[str, Any]:
     return {k: v for k, v in msg.items() if v is not _MISSING}
 
 
+def crossing_msg(now: float, **fields: Any) -> dict[str, Any]:
+    msg = crossing_message(
+        camera_id=MOTORWAY,
+        line_id="near",
+        track_id=3,
+        direction="towards_camera",
+        ts=now,
+        frame_index=40,
+        lane_id="lane-2",
+        class_name="car",
+        speed_kmh=97.0,
+        day_count=812,
+    )
+    msg.update(fields)
+    return {k: v for k, v in msg.items() if v is not _MISSING}
+
+
+def event_msg(now: float, **fields: Any) -> dict[str, Any]:
+    msg = event_message(
+        camera_id=MOTORWAY,
+        event_id="5f0c2a9e41d7b83c6a12",
+        event_type="stopped_vehicle",
+        start_ts=now - 20,
+        detect_ts=now,
+        track_id=7,
+        lane_id="lane-2",
+        duration_s=20.0,
+    )
+    msg.update(fields)
+    return {k: v for k, v in msg.items() if v is not _MISSING}
+
+
 def health_msg(now: float, **fields: Any) -> dict[str, Any]:
     msg = {
         "v": 1,
@@ -104,6 +139,10 @@ def absurd_messages(now: float) -> list[dict[str, Any]]:
             violation_msg(now, capture_ts=t),
             health_msg(now, ts=t),
             frame_msg(now, index=500, processed_ts=t, flow={"minute": t, "car": 2}),
+            crossing_msg(now, ts=t, track_id=900),
+            event_msg(now, event_id="e1", detect_ts=t),
+            event_msg(now, event_id="e2", start_ts=t),
+            event_msg(now, event_id="e3", end_ts=t) if t is not None else event_msg(now, event_id="e3", end_ts=[t]),
         ]
     for index in (HUGE, 10**30, -1, "3", 1.5, None, True):
         out += [frame_msg(now, index=index), violation_msg(now, frame_index=index, track_id=index)]
@@ -125,6 +164,42 @@ def absurd_messages(now: float) -> list[dict[str, Any]]:
     out.append(frame_msg(now, index=601, vehicles="nope", counts={"in_roi": HUGE}))
     out.append(frame_msg(now, index=602, flow={"minute": 60 * (now // 60), "car": HUGE, "bus": -3, "truck": "9"}))
     out.append(frame_msg(now, index=603, flow=["minute", 1]))
+    for bad in (HUGE, -1, 0, "812", 1.5, True, None, 10**12):  # day counts: kept as crossings, never counted
+        out.append(crossing_msg(now, line_id="absurd", track_id=1000 + len(out), day_count=bad))
+    for line_id in ("", "x" * 5000, "../../etc", "a b", None, 7, ["near"], {"id": "near"}):
+        out += [crossing_msg(now, line_id=line_id), crossing_msg(now, direction=line_id, track_id=901)]
+    for track_id in (HUGE, -1, "3", None, 1.5, True):
+        out += [crossing_msg(now, track_id=track_id), event_msg(now, event_id="e4", track_id=track_id)]
+    out += [
+        crossing_msg(now, track_id=902, kmh=HUGE, cls=["car"], lane_id={"x": 1}, frame_index=HUGE),
+        crossing_msg(now, track_id=903, camera_id="elsewhere"),
+        *(crossing_msg(now, **{"track_id": 904, f: _MISSING}) for f in ("line_id", "direction", "track_id", "ts")),
+    ]
+    for event_id in ("", "NOT-HEX", "g" * 10, "a" * 65, HUGE, None, ["ab"], "ab\n"):
+        out.append(event_msg(now, event_id=event_id))
+    for event_type in ("fire", "", None, 3, ["queue"], "QUEUE"):
+        out.append(event_msg(now, event_id="e5", event_type=event_type))
+    out += [
+        event_msg(
+            now,
+            event_id="e6",
+            duration_s=HUGE,
+            distance_m=1e300,
+            max_length_m=math.nan,
+            max_vehicles=HUGE,
+            kmh=-5,
+            cls={"a": 1},
+            lane_id="x" * 500,
+            zone_id=3,
+            frame_index=-1,
+        ),
+        *(
+            event_msg(now, **{"event_id": "e7", f: _MISSING})
+            for f in ("event_id", "event_type", "start_ts", "detect_ts")
+        ),
+        {"v": 1, "type": "crossing"},
+        {"v": 1, "type": "event"},
+    ]
     out += [
         violation_msg(now, kmh=HUGE, limit_kmh=math.nan, over_s=1e300, cls={"a": 1}, evidence_uri=5),
         health_msg(now, batch_id=[1, 2], batch_ms=HUGE, fps=math.nan, frames=HUGE, lag={MOTORWAY: HUGE}),
@@ -150,6 +225,7 @@ def test_buffers_drop_absurd_messages_and_keep_the_good_ones(demo_settings):
     buffers = LiveBuffers.from_settings(demo_settings)
     now = time.time()
     good = [frame_msg(now - 2 + i / 30, index=i) for i in range(30)] + [violation_msg(now - 1), health_msg(now - 1)]
+    good += [crossing_msg(now - 1), event_msg(now - 1)]
     for msg in good:
         assert buffers.add(msg)
     absurd = absurd_messages(now)
@@ -174,6 +250,21 @@ def test_buffers_drop_absurd_messages_and_keep_the_good_ones(demo_settings):
     assert all(wall_ts(m, now) is not None and 0 <= n <= 10**9 for m, _, n in buffers.flow(MOTORWAY))
     assert all(wall_ts(h["ts"], now) is not None for h in buffers.health())
     assert all(wall_ts(v["capture_ts"], now) is not None for v in buffers.violations(MOTORWAY))
+    counts = buffers.line_counts(MOTORWAY)
+    assert [(c.line_id, c.direction, c.count) for c in counts] == [("near", "towards_camera", 812)]
+    for c in buffers.crossings(MOTORWAY):
+        assert c["line_id"] in ("near", "absurd") and c["direction"] == "towards_camera"
+        assert wall_ts(c["ts"], now) is not None and 0 <= c["track_id"] < 2**63
+        assert c["kmh"] is None or 0 <= c["kmh"] <= 1000
+        assert c["lane_id"] in ("lane-2", None) and c["cls"] in ("car", None)
+    # The good event, and those whose required fields were sane (their absurd figures left out).
+    events = {e["event_id"]: e for e in buffers.traffic_events()}
+    assert sorted(events) == ["5f0c2a9e41d7b83c6a12", "e4", "e6"]
+    assert events["e4"]["track_id"] is None and events["5f0c2a9e41d7b83c6a12"]["track_id"] == 7
+    figures_of_e6 = ("duration_s", "distance_m", "max_length_m", "max_vehicles", "kmh", "cls", "lane_id", "zone_id")
+    assert all(events["e6"][k] is None for k in (*figures_of_e6, "frame_index"))
+    for e in events.values():
+        assert all(wall_ts(e[k], now) is not None for k in ("start_ts", "detect_ts")) and e["end_ts"] is None
     for f in frames:  # what reaches the overlay is drawable
         for v in f.vehicles:
             box = v.get("box")
@@ -226,6 +317,12 @@ def test_figures_and_layout_helpers_survive_absurd_values():
         {"ts": math.nan, "batch_id": [1], "batch_ms": None, "fps": None, "lag": {}}, [MOTORWAY], None, None
     )
     assert NO_TIME in str(panel)
+    event = L.event_row({"event_id": "ab", "event_type": "fire", "start_ts": 1e300, "detect_ts": HUGE, "end_ts": -1.0})
+    assert NO_TIME in str(event.to_plotly_json()) and "fire" in str(event.to_plotly_json())
+    series = pl.DataFrame(
+        {"minute": [1e300, math.nan, now, -5.0], "series": ["a", "b", "c", "d"], "vehicles": [1, 2, 2**62, 1]}
+    )
+    assert not figures.series_flow_chart(series, title="lines").data
 
 
 def test_overlay_drawing_survives_garbage_vehicles():
@@ -249,6 +346,8 @@ def absurd_app(demo_settings):
         buffers.add(frame_msg(now - 3 + i / 30, index=i))
     buffers.add(violation_msg(now - 1))
     buffers.add(health_msg(now - 1))
+    buffers.add(crossing_msg(now - 1))
+    buffers.add(event_msg(now - 1))
     for msg in absurd_messages(now):
         buffers.add(msg)
     app = create_app(demo_settings, buffers=buffers, start_consumer=False)
@@ -267,6 +366,15 @@ def test_every_live_callback_answers_after_absurd_messages(absurd_app):
         ("..speed-histogram.figure...flow-chart.figure...charts-state.data..", {**base, "kpi-window.value": 5}),
         ("..violations-log.children...violations-state.data..", base),
         (key_of(f"{L.VIDEO_LAG}.children", f"{L.VIDEO_LAG}.className"), base),
+        (key_of(f"{L.LINE_COUNTS}.children", f"{L.COUNTS_STATE}.data"), base),
+        (
+            key_of(f"{L.EVENTS}.children", f"{L.EVENTS_STATE}.data"),
+            {"tick.n_intervals": 1, f"{L.EVENT_TYPE_FILTER}.value": [], f"{L.EVENT_CAMERA_FILTER}.value": []},
+        ),
+        (  # what the browser sends is untrusted too
+            key_of(f"{L.EVENTS}.children", f"{L.EVENTS_STATE}.data"),
+            {"tick.n_intervals": 1, f"{L.EVENT_TYPE_FILTER}.value": {"x": HUGE}, f"{L.EVENT_CAMERA_FILTER}.value": 7},
+        ),
         (
             key_of(
                 "health-kpis.children",
@@ -282,7 +390,7 @@ def test_every_live_callback_answers_after_absurd_messages(absurd_app):
         for tick in (1, 2):  # "on every tick"
             status, out = dash_call(absurd_app, client, output, {**inputs, "tick.n_intervals": tick})
             assert status == 200, output
-            assert "1e+300" not in json.dumps(out)
+            assert "1e+300" not in json.dumps(out) and str(HUGE)[:20] not in json.dumps(out)
 
 
 def test_video_renderer_keeps_streaming_through_absurd_frames(demo_settings, caplog):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from trafficstream.dashboards import buffers as live_buffers
-from trafficstream.dashboards.buffers import LiveBuffers, speed_stats
+from trafficstream.dashboards.buffers import LiveBuffers, speed_stats, utc_day
+from trafficstream.results import crossing_message, encode, event_message
 
 CAM = "cam-a"
 T0 = 1_700_000_000.0
@@ -249,3 +250,115 @@ def test_flow_minutes_stay_in_time_order(buffers):
     buffers.add(frame(3, flow={"minute": M0 + 180.0, "car": 1}))
     assert buffers.flow(CAM) == [(M0 + 60.0, "bus", 1), (M0 + 120.0, "car", 2), (M0 + 180.0, "car", 1)]
     assert buffers.flow(CAM, minutes=2) == [(M0 + 120.0, "car", 2), (M0 + 180.0, "car", 1)]
+
+
+# -- counting lines and traffic events ---------------------------------------------------------------------
+def crossing(track_id: int, day_count: int, ts: float | None = None, line: str = "near", direction: str = "in", **kw):
+    return crossing_message(
+        camera_id=kw.pop("camera", CAM),
+        line_id=line,
+        track_id=track_id,
+        direction=direction,
+        ts=T0 + track_id if ts is None else ts,
+        frame_index=10 * track_id,
+        lane_id=kw.pop("lane_id", "lane-1"),
+        class_name=kw.pop("class_name", "car"),
+        speed_kmh=kw.pop("speed_kmh", 88.0),
+        day_count=day_count,
+    )
+
+
+def event(event_id: str = "ab12", end_ts: float | None = None, event_type: str = "stopped_vehicle", **kw) -> dict:
+    return event_message(
+        camera_id=kw.pop("camera", CAM),
+        event_id=event_id,
+        event_type=event_type,
+        start_ts=kw.pop("start_ts", T0),
+        detect_ts=kw.pop("detect_ts", T0 + 20),
+        end_ts=end_ts,
+        track_id=kw.pop("track_id", 7),
+        lane_id="lane-2",
+        duration_s=kw.pop("duration_s", 20.0),
+        **kw,
+    )
+
+
+def test_crossings_are_deduplicated_and_counted_per_line_and_direction(buffers):
+    assert buffers.add(crossing(1, 41))
+    assert buffers.add(crossing(2, 42))
+    assert buffers.add(crossing(3, 7, direction="out"))
+    assert buffers.add(crossing(3, 1, line="far"))  # same track, another line: another crossing
+    version = buffers.counts_version(CAM)
+    assert not buffers.add(crossing(2, 42))  # a replayed micro-batch
+    assert not buffers.add_raw(encode(crossing(2, 42)))
+    assert buffers.counters["duplicates"] == 2 and buffers.counts_version(CAM) == version
+    assert [c["track_id"] for c in buffers.crossings(CAM)] == [3, 3, 2, 1]  # newest first
+    counts = {(c.line_id, c.direction): c for c in buffers.line_counts(CAM)}
+    assert {k: c.count for k, c in counts.items()} == {("far", "in"): 1, ("near", "in"): 42, ("near", "out"): 7}
+    near = counts[("near", "in")]
+    assert near.day == utc_day(T0) and near.last_ts == T0 + 2
+    assert near.last == {"track_id": 2, "lane_id": "lane-1", "cls": "car", "kmh": 88.0}
+    assert buffers.line_counts("cam-b") == [] and buffers.crossings("cam-b") == []
+
+
+def test_line_count_is_the_newest_days_highest_day_count(buffers):
+    day = 86400 * (T0 // 86400)  # 00:00 UTC of T0's day
+    buffers.add(crossing(1, 500, ts=day + 3600))
+    buffers.add(crossing(2, 498, ts=day + 3500))  # reordered: an earlier crossing arrives later
+    (c,) = buffers.line_counts(CAM)
+    assert (c.count, c.last_ts) == (500, day + 3600)
+    buffers.add(crossing(3, 1, ts=day + 86400 + 5))  # the next UTC day starts from 1
+    (c,) = buffers.line_counts(CAM)
+    assert (c.day, c.count) == (utc_day(day + 86400), 1)
+    buffers.add(crossing(4, 501, ts=day + 3700))  # a late crossing of the day before: today's count stands
+    (c,) = buffers.line_counts(CAM)
+    assert (c.day, c.count, c.last["track_id"]) == (utc_day(day + 86400), 1, 3)
+    assert len(buffers.crossings(CAM)) == 4  # kept all the same
+
+
+def test_crossings_and_line_counts_stay_bounded(monkeypatch):
+    monkeypatch.setattr(live_buffers, "MAX_LINE_COUNTS", 8)
+    b = LiveBuffers([CAM])
+    for i in range(1, 3001):
+        assert b.add(crossing(i, i, ts=T0 + i / 100, line=f"l{i % 20}"))
+    cam = b._cameras[CAM]
+    assert len(cam.crossings) == live_buffers.MAX_CROSSINGS
+    assert len(cam.crossing_keys) <= 4 * live_buffers.MAX_CROSSINGS
+    assert len(b.line_counts(CAM)) == 8  # the lines updated most recently
+    assert b.crossings(CAM, limit=1)[0]["track_id"] == 3000
+
+
+def test_a_crossing_without_a_day_count_is_kept_but_not_counted(buffers):
+    msg = crossing(1, 5)
+    del msg["day_count"]  # an older producer
+    assert buffers.add(msg)
+    assert len(buffers.crossings(CAM)) == 1 and buffers.line_counts(CAM) == []
+
+
+def test_traffic_events_latest_report_wins_and_an_ended_event_stays_ended(buffers):
+    assert buffers.add(event("aa", detect_ts=T0 + 20))
+    assert buffers.add(event("bb", event_type="queue", detect_ts=T0 + 30, track_id=None, max_vehicles=4))
+    assert buffers.add(event("cc", event_type="wrong_way", detect_ts=T0 + 25, camera="cam-b", distance_m=42.0))
+    version = buffers.events_version
+    assert not buffers.add(event("aa", detect_ts=T0 + 20))  # replayed: nothing new
+    assert buffers.events_version == version
+    assert [e["event_id"] for e in buffers.traffic_events()] == ["bb", "cc", "aa"]  # newest detection first
+    assert buffers.add(event("aa", detect_ts=T0 + 20, end_ts=T0 + 95, duration_s=95.0))  # it ended
+    assert buffers.events_version == version + 1
+    (aa,) = [e for e in buffers.traffic_events() if e["event_id"] == "aa"]
+    assert (aa["end_ts"], aa["duration_s"]) == (T0 + 95, 95.0)
+    assert not buffers.add(event("aa", detect_ts=T0 + 20))  # a late "open" report does not reopen it
+    assert buffers.traffic_events([CAM], ["stopped_vehicle"])[0]["end_ts"] == T0 + 95
+    assert [e["event_id"] for e in buffers.traffic_events([CAM])] == ["bb", "aa"]
+    assert [e["event_id"] for e in buffers.traffic_events(None, ["wrong_way", "queue"])] == ["bb", "cc"]
+    assert buffers.traffic_events(["nope"]) == [] and buffers.traffic_events(event_types=[]) == []
+    assert [e["event_id"] for e in buffers.traffic_events(limit=1)] == ["bb"]
+
+
+def test_traffic_events_stay_bounded(monkeypatch):
+    monkeypatch.setattr(live_buffers, "MAX_TRAFFIC_EVENTS", 10)
+    b = LiveBuffers([CAM])
+    for i in range(100):
+        b.add(event(f"{i:x}", detect_ts=T0 + i, end_ts=T0 + i + 1))
+    assert len(b.traffic_events()) == 10 and b.traffic_events()[0]["event_id"] == f"{99:x}"
+    assert len(b._cameras[CAM].ended_events) <= 40

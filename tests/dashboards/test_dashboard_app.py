@@ -14,20 +14,25 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import cv2
 import numpy as np
+import polars as pl
 import pytest
+from deltalake import write_deltalake
 from synthetic_results import synthetic_messages
 from werkzeug.exceptions import NotFound
 
+from trafficstream import tables
 from trafficstream.config import PROJECT_ROOT
 from trafficstream.dashboards import layout as L
 from trafficstream.dashboards.app import create_app, get_context, serve_in_thread
 from trafficstream.dashboards.buffers import LiveBuffers
 from trafficstream.dashboards.video import resolve_snapshot, snapshot_url
 from trafficstream.errors import ConfigError
+from trafficstream.results import crossing_message, event_message
 
 MOTORWAY = "motorway-overpass"
 
@@ -390,3 +395,131 @@ def test_cli_rejects_a_bad_config(tmp_path):
     )
     assert proc.returncode == 2
     assert "dashboard.port" in proc.stderr
+
+
+# -- counting lines and events -----------------------------------------------------------------------------
+def _crossing(track_id: int, day_count: int, ts: float, line: str = "near", direction: str = "towards_camera"):
+    return crossing_message(
+        camera_id=MOTORWAY,
+        line_id=line,
+        track_id=track_id,
+        direction=direction,
+        ts=ts,
+        frame_index=track_id,
+        lane_id="lane-2",
+        class_name="car",
+        speed_kmh=97.0,
+        day_count=day_count,
+    )
+
+
+def test_line_counts_callback_shows_todays_counts_and_redraws_only_on_change(app, filled):
+    client = app.server.test_client()
+    output = key_of(f"{L.LINE_COUNTS}.children", f"{L.COUNTS_STATE}.data")
+    inputs = {"tick.n_intervals": 1, "camera.value": MOTORWAY}
+    status, out = dash_call(app, client, output, inputs)
+    assert status == 200
+    text = json.dumps(out["response"][L.LINE_COUNTS]["children"])
+    assert '"near"' in text and '"far"' in text and "towards_camera" in text and "away_from_camera" in text
+    state = out["response"][L.COUNTS_STATE]["data"]
+    status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 2}, {f"{L.COUNTS_STATE}.data": state})
+    assert status == 204  # nothing crossed since
+    now = time.time()
+    filled.add(_crossing(17, 1234, now - 1))
+    status, out = dash_call(app, client, output, {**inputs, "tick.n_intervals": 3}, {f"{L.COUNTS_STATE}.data": state})
+    assert status == 200
+    text = json.dumps(out["response"][L.LINE_COUNTS]["children"])
+    assert '"1234"' in text and "#17 car 97 km/h (lane-2)" in text
+
+
+def test_events_log_filters_by_type_and_camera(app, filled, demo_settings):
+    client = app.server.test_client()
+    output = key_of(f"{L.EVENTS}.children", f"{L.EVENTS_STATE}.data")
+    now = time.time()
+    other = demo_settings.cameras[1].id
+
+    def event(event_id: str, event_type: str, camera_id: str, detect_ts: float, **kw) -> dict:
+        return event_message(
+            camera_id=camera_id,
+            event_id=event_id,
+            event_type=event_type,
+            start_ts=detect_ts - 20,
+            detect_ts=detect_ts,
+            track_id=kw.pop("track_id", 7),
+            lane_id="lane-1",
+            **kw,
+        )
+
+    filled.add(event("a1", "stopped_vehicle", MOTORWAY, now - 30, duration_s=20.0))
+    filled.add(event("b2", "speeding", MOTORWAY, now - 20, speed_kmh=131.0))
+    filled.add(event("c3", "wrong_way", other, now - 10, distance_m=35.0))
+    inputs = {"tick.n_intervals": 1, f"{L.EVENT_TYPE_FILTER}.value": list(L.DEFAULT_EVENT_TYPES)}
+    inputs[f"{L.EVENT_CAMERA_FILTER}.value"] = []
+
+    def rows(response: dict) -> list[str]:
+        table = response[L.EVENTS]["children"][0]
+        return [json.dumps(tr) for tr in table["props"]["children"][1]["props"]["children"]]
+
+    status, out = dash_call(app, client, output, inputs)
+    assert status == 200
+    got = rows(out["response"])  # speeding has its own log: not shown by default; newest first
+    assert len(got) == 2 and "Wrong way" in got[0] and "Stopped vehicle" in got[1] and "ongoing" in got[1]
+    state = out["response"][L.EVENTS_STATE]["data"]
+    status, _ = dash_call(app, client, output, {**inputs, "tick.n_intervals": 2}, {f"{L.EVENTS_STATE}.data": state})
+    assert status == 204
+    filled.add(event("a1", "stopped_vehicle", MOTORWAY, now - 30, end_ts=now - 2, duration_s=48.0))  # it ended
+    status, out = dash_call(app, client, output, {**inputs, "tick.n_intervals": 3}, {f"{L.EVENTS_STATE}.data": state})
+    got = rows(out["response"])
+    assert status == 200 and "ongoing" not in got[1] and "lasted 48 s" in got[1]
+    only = {**inputs, f"{L.EVENT_CAMERA_FILTER}.value": [MOTORWAY], f"{L.EVENT_TYPE_FILTER}.value": []}
+    status, out = dash_call(app, client, output, only, changed=f"{L.EVENT_CAMERA_FILTER}.value")
+    got = rows(out["response"])  # every type of that camera
+    assert len(got) == 2 and "Speeding" in got[0] and "131 km/h" in got[0]
+    none = {**inputs, f"{L.EVENT_TYPE_FILTER}.value": ["queue"]}
+    status, out = dash_call(app, client, output, none, changed=f"{L.EVENT_TYPE_FILTER}.value")
+    assert "No events" in json.dumps(out["response"][L.EVENTS]["children"])
+
+
+def test_history_line_flows_from_the_crossings_table(app, demo_settings):
+    client = app.server.test_client()
+    output = key_of(f"{L.H_LINE_FLOW}.figure", f"{L.H_LANE_FLOW}.figure")
+    today = time.strftime("%Y-%m-%d")
+    inputs = {
+        "history-load.n_clicks": 1,
+        "tabs.value": "history",
+        "camera.value": MOTORWAY,
+        "history-dates.start_date": today,
+        "history-dates.end_date": today,
+        "history-start-time.value": "00:00",
+        "history-end-time.value": "23:59",
+    }
+    status, out = dash_call(app, client, output, inputs, state=inputs)
+    assert status == 200
+    assert "crossings table missing" in json.dumps(out["response"][L.H_LINE_FLOW]["figure"])
+    status, _ = dash_call(app, client, output, {**inputs, "tabs.value": "live"}, state=inputs)
+    assert status == 204
+
+    start = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+    ts = [start + timedelta(minutes=m, seconds=5) for m in range(0, 60, 3)]
+    rows = {
+        "camera_id": [MOTORWAY] * 2 * len(ts),
+        "line_id": ["near", "far"] * len(ts),
+        "track_id": [i // 2 for i in range(2 * len(ts))],
+        "direction": ["towards_camera"] * 2 * len(ts),
+        "crossing_ts": [t for t in ts for _ in (0, 1)],
+        "lane_id": ["lane-1", "lane-1"] * len(ts),
+        "class_name": ["car"] * 2 * len(ts),
+    }
+    df = pl.DataFrame(rows, schema_overrides={"crossing_ts": pl.Datetime("us", "UTC")})
+    df = df.with_columns(pl.col("crossing_ts").dt.date().alias("event_date"))
+    write_deltalake(
+        str(demo_settings.delta_root / tables.CROSSINGS), df.to_arrow(), partition_by=["camera_id", "event_date"]
+    )
+    status, out = dash_call(app, client, output, inputs, state=inputs)
+    assert status == 200
+    lines, lanes = out["response"][L.H_LINE_FLOW]["figure"], out["response"][L.H_LANE_FLOW]["figure"]
+    names = [t["name"] for t in lines["data"]]
+    assert names == ["near · towards_camera", "far · towards_camera"]  # configured order; no "away" crossings
+    assert sum(sum(t["y"]) for t in lines["data"]) == 2 * len(ts)
+    assert [t["name"] for t in lanes["data"]] == ["lane-1"] and sum(lanes["data"][0]["y"]) == len(ts)
+    assert f"({len(ts)} vehicles)" in lanes["layout"]["title"]["text"]

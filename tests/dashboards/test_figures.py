@@ -80,3 +80,45 @@ def test_health_chart():
 @pytest.mark.parametrize("value", [T0, datetime.fromtimestamp(T0, timezone.utc)])
 def test_local_time(value):
     assert figures.local_time(value) == datetime.fromtimestamp(T0)
+
+
+def _series(rows) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows, schema={"minute": pl.Datetime("us", "UTC"), "series": pl.String, "vehicles": pl.Int64}, orient="row"
+    )
+
+
+def test_series_flow_chart_draws_one_step_line_per_series_in_configured_order():
+    t = datetime(2025, 11, 21, 8, 0, tzinfo=timezone.utc)
+    counts = _series(
+        [
+            (t, "near · away", 1),
+            (t, "near · towards", 12),
+            (t, "far · towards", 11),
+            (t + timedelta(minutes=15), "near · towards", 9),
+            (t + timedelta(minutes=15), "far · towards", 0),
+            (t + timedelta(minutes=15), "zzz · other", 2),
+        ]
+    )
+    fig = figures.series_flow_chart(
+        counts,
+        title="Crossings per 15 min",
+        order=["near · towards", "near · away", "far · towards"],
+        bin_label="15 min",
+        bin_s=900,
+        unit="crossings",
+    )
+    assert [tr.name for tr in fig.data] == ["near · towards", "near · away", "far · towards", "zzz · other"]
+    near = fig.data[0]
+    assert near.type == "scatter" and near.line.shape == "hv" and list(near.y) == [12, 9]
+    assert near.x[0] == t.astimezone().replace(tzinfo=None)  # local time for display
+    assert "35 crossings" in fig.layout.title.text and fig.layout.yaxis.title.text == "crossings / 15 min"
+    lo, hi = fig.layout.xaxis.range
+    assert hi - lo >= timedelta(minutes=150)  # at least 10 bins shown
+
+
+def test_series_flow_chart_without_rows_or_with_garbage_says_so():
+    empty = figures.series_flow_chart(_series([]), title="Lanes", empty_message="No crossings in this range")
+    assert not empty.data and "No crossings in this range" in empty.layout.annotations[0].text
+    garbage = pl.DataFrame({"minute": [1e300, None, T0], "series": ["a", "b", "c"], "vehicles": [1, 2, -4]})
+    assert not figures.series_flow_chart(garbage, title="x").data

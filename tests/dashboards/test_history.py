@@ -1,4 +1,4 @@
-"""History queries over real Delta tables written with delta-rs in a temporary directory."""
+"""History queries (flow, speeds, violations, line crossings) over real Delta tables written with delta-rs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,20 @@ import pytest
 from deltalake import write_deltalake
 
 from trafficstream import tables
-from trafficstream.dashboards.history import BINS, HistoryStore, choose_bin, local_range, resample_flow
+from trafficstream.dashboards.history import (
+    BINS,
+    CROSSING_SCHEMA,
+    NO_LANE,
+    SERIES_SCHEMA,
+    HistoryStore,
+    choose_bin,
+    complete_bins,
+    lane_flow,
+    line_flow,
+    line_series,
+    local_range,
+    resample_flow,
+)
 
 UTC = timezone.utc
 DAY = datetime(2025, 11, 20, tzinfo=UTC)
@@ -131,3 +144,76 @@ def test_local_range():
         local_range("2025-11-20", "2025-11-20", "7h", "08:00")
     with pytest.raises(ValueError, match="after its start"):
         local_range("2025-11-21", "2025-11-20")
+
+
+def _crossings(rows) -> pl.DataFrame:
+    """Rows of the crossings table as the job writes them (camera_id, event_date partitions)."""
+    df = pl.DataFrame(
+        rows,
+        schema={
+            "camera_id": pl.String,
+            "line_id": pl.String,
+            "track_id": pl.Int64,
+            "direction": pl.String,
+            "crossing_ts": pl.Datetime("us", "UTC"),
+            "lane_id": pl.String,
+            "class_name": pl.String,
+            "speed_kmh": pl.Float64,
+        },
+        orient="row",
+    )
+    return df.with_columns(pl.col("crossing_ts").dt.date().alias("event_date"))
+
+
+@pytest.fixture
+def crossings_root(tmp_path):
+    root = tmp_path / "delta"
+    t = DAY + timedelta(hours=8)
+    rows = []
+    for i in range(40):  # 40 vehicles, one a minute, towards the camera: near line then far line, in lane 1 or 2
+        lane = "lane-1" if i % 4 else "lane-2"
+        rows.append(("motorway", "near", i, "towards", t + timedelta(minutes=i), lane, "car", 90.0))
+        rows.append(("motorway", "far", i, "towards", t + timedelta(minutes=i, seconds=2), lane, "car", 90.0))
+    rows.append(("motorway", "near", 99, "away", t + timedelta(minutes=3), None, "truck", None))  # no lane
+    rows.append(("other", "near", 1, "towards", t, "lane-1", "car", 80.0))  # another camera
+    rows.append(("motorway", "near", 100, "towards", DAY + timedelta(days=1, hours=8), "lane-1", "car", 80.0))
+    write_deltalake(
+        str(root / tables.CROSSINGS),
+        _crossings(rows).to_arrow(),
+        partition_by=["camera_id", "event_date"],
+        mode="append",
+    )
+    return root
+
+
+def test_crossings_by_range_and_camera(crossings_root):
+    store = HistoryStore(crossings_root)
+    got = store.crossings("motorway", DAY + timedelta(hours=8), DAY + timedelta(hours=8, minutes=30))
+    assert got.schema == CROSSING_SCHEMA
+    assert got.height == 61  # 30 vehicles x 2 lines, and the one going away; not tomorrow's, not other's
+    assert got["crossing_ts"].is_sorted()
+    assert HistoryStore(crossings_root / "nothing").crossings("motorway", DAY, DAY + timedelta(days=1)) is None
+
+
+def test_line_and_lane_flow_per_bin(crossings_root):
+    store = HistoryStore(crossings_root)
+    start, end = DAY + timedelta(hours=8), DAY + timedelta(hours=9)
+    crossings = store.crossings("motorway", start, end)
+    lines = line_flow(crossings, "15m")
+    totals = dict(lines.group_by("series").agg(pl.col("vehicles").sum()).iter_rows())
+    assert totals == {"near · towards": 40, "far · towards": 40, "near · away": 1}
+    assert lines.filter(pl.col("series") == "near · towards")["vehicles"].to_list() == [15, 15, 10]
+    # Lanes: each vehicle once (at its first crossing), although it crossed two lines.
+    lanes = lane_flow(crossings, "15m")
+    assert dict(lanes.group_by("series").agg(pl.col("vehicles").sum()).iter_rows()) == {
+        "lane-1": 30,
+        "lane-2": 10,
+        NO_LANE: 1,
+    }
+    assert line_series("near", "towards") == "near · towards"
+    # Every bin of the range, 0 where nothing crossed: 4 bins x 3 series.
+    full = complete_bins(lines, start, end, "15m")
+    assert full.height == 12 and full.schema == SERIES_SCHEMA
+    assert full.filter(pl.col("series") == "near · away")["vehicles"].to_list() == [1, 0, 0, 0]
+    assert full["minute"].min() == start and full["minute"].max() == start + timedelta(minutes=45)
+    assert line_flow(crossings.clear(), "1m").is_empty() and complete_bins(lines.clear(), start, end, "1m").is_empty()

@@ -1,14 +1,24 @@
-"""Overlay drawing and MJPEG framing on real frames of the sample clips."""
+"""Overlay drawing (boxes, counting lines, lanes, zones) and MJPEG framing on real frames of the sample clips."""
 
 from __future__ import annotations
+
+import math
+import threading
 
 import cv2
 import numpy as np
 import pytest
 
+from trafficstream.dashboards.buffers import LiveBuffers
+from trafficstream.dashboards.geometry import AreaOverlay, CameraOverlay, LineOverlay
 from trafficstream.dashboards.video import (
+    ARROW_PX,
     GREEN,
+    LANE_COLOR,
+    LINE_COLOR,
     RED,
+    ZONE_COLOR,
+    CameraRenderer,
     draw_overlays,
     encode_jpeg,
     mjpeg_part,
@@ -93,3 +103,48 @@ def test_boxes_follow_a_resized_image(real_frame):
     changed = _changed(out, small)
     assert changed[150:211, 200].all()  # left edge at x = 400 * 0.5, from y 150 to 210
     assert not changed[250:, :].any() and not changed[:, 300:].any()
+
+
+def _overlay() -> CameraOverlay:
+    return CameraOverlay(
+        lines=(LineOverlay("gate", (100.0, 200.0), (500.0, 200.0), (300.0, 200.0), (0.0, 1.0), ("down", "up")),),
+        lanes=(AreaOverlay("l1", "lane", ((50, 50), (250, 50), (250, 150), (50, 150)), "l1", (150, 100), (1, 0)),),
+        zones=(AreaOverlay("z", "zone", ((400, 250), (600, 250), (600, 340), (400, 340)), "z (queue)", (500, 295)),),
+    )
+
+
+def test_lines_lanes_and_zones_are_drawn():
+    img = np.zeros((720, 1280, 3), np.uint8)  # 1280 wide: arrows ARROW_PX long
+    out = draw_overlays(img, [], None, geometry=_overlay())
+    assert tuple(int(c) for c in out[200, 150]) == LINE_COLOR  # on the line
+    assert tuple(int(c) for c in out[200 + ARROW_PX // 2 - 2, 300]) == LINE_COLOR  # the "down" arrow, mid-shaft
+    assert tuple(int(c) for c in out[200 - ARROW_PX // 2 + 2, 300]) == LINE_COLOR  # the "up" arrow
+    assert out[200 + ARROW_PX + 6 : 200 + ARROW_PX + 30, 270:330].any()  # "down" named below its tip
+    assert tuple(int(c) for c in out[50, 200]) == LANE_COLOR and out[100, 150:185].any()  # outline, heading arrow
+    assert tuple(int(c) for c in out[340, 450]) == ZONE_COLOR
+    assert not out[:40, 300:].any() and not out[350:, :].any() and not out[:, 620:].any()  # nothing elsewhere
+
+
+def test_boxes_are_drawn_over_the_geometry_which_follows_a_resized_image():
+    img = np.zeros((180, 320, 3), np.uint8)
+    box = {"id": 1, "box": [200, 150, 400, 250], "kmh": 50}
+    out = draw_overlays(img, [box], 100, geometry=_overlay(), scale=0.5)
+    assert tuple(int(c) for c in out[100, 60]) == LINE_COLOR  # the line at y = 200 * 0.5
+    assert tuple(int(c) for c in out[100, 100]) == GREEN  # where the box's left edge crosses it: the box on top
+
+
+def test_geometry_with_garbage_coordinates_is_skipped():
+    img = np.zeros((100, 200, 3), np.uint8)
+    bad = CameraOverlay(
+        lines=(LineOverlay("x", (math.nan, 1.0), (5.0, 5.0), (1.0, 1.0), (0.0, 1.0), ("a", "b")),),
+        lanes=(AreaOverlay("l", "lane", ((0, 0), (1e300, 0), (5, 5)), "l", (1, 1)),),
+        zones=(AreaOverlay("z", "zone", ((0, 0), (10, 0), (10, 10)), "z", (math.inf, 1)),),
+    )
+    assert not draw_overlays(img, [], None, geometry=bad).any()
+
+
+def test_renderer_draws_its_cameras_configured_geometry(demo_settings):
+    camera = demo_settings.camera("motorway-overpass")
+    renderer = CameraRenderer(camera, LiveBuffers.from_settings(demo_settings), threading.Event())
+    assert [line.id for line in renderer.geometry.lines] == [line.id for line in camera.lines]
+    assert [lane.id for lane in renderer.geometry.lanes] == [lane.id for lane in camera.lanes]
