@@ -122,6 +122,8 @@ def violation_result(row: Any, payload: dict[str, Any], evidence_uri: str | None
             evidence_uri=evidence_uri,
             box=(p["x1"], p["y1"], p["x2"], p["y2"]),
             clip_uri=clip_uri,
+            speed_source=p.get("speed_source") or "windowed",
+            uncertainty_kmh=p.get("uncertainty_kmh"),
         )
     ).decode("utf-8")
 

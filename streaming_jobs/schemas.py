@@ -196,13 +196,19 @@ TRACK_PAYLOAD = StructType(
             "max_speed_kmh",
             "distance_m",
             "direction_deg",
+            "passage_speed_kmh",
+            "passage_uncertainty_kmh",
+            "passage_section",
             "ended",
         ),
     )
 )
 
 VIOLATION_PAYLOAD = StructType(
-    payload_fields(tables.VIOLATIONS, ("track_id", "class_name", "speed_kmh", "limit_kmh", "over_s"))
+    payload_fields(
+        tables.VIOLATIONS,
+        ("track_id", "class_name", "speed_kmh", "speed_source", "uncertainty_kmh", "limit_kmh", "over_s"),
+    )
     # the evidence step re-reads the frame from its place in the source (a file, a segment)
     + [
         StructField("source_uri", StringType()),

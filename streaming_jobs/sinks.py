@@ -167,7 +167,9 @@ def table_rows(df: DataFrame, table: str) -> DataFrame:
 
 
 def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
-    """Create every table (empty, with its schema) if missing, so readers never meet a missing table."""
+    """Create every table (empty, with its schema) if missing, so readers never meet a missing table; add
+    the declared columns an existing table lacks (it was created by an older build: MERGE tables do not
+    gain columns on write, appends would, with mergeSchema)."""
     paths = {}
     for name, (schema, partitions) in TABLE_SCHEMAS.items():
         path = settings.table_uri(name)
@@ -175,6 +177,12 @@ def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
         if partitions:
             builder = builder.partitionedBy(*partitions)
         builder.execute()
+        present = set(DeltaTable.forPath(spark, path).toDF().columns)
+        missing = [f for f in schema.fields if f.name not in present]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+            log.info("table %s: added the columns %s", name, ", ".join(f.name for f in missing))
         paths[name] = path
     return paths
 

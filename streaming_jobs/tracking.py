@@ -57,6 +57,7 @@ from trafficstream.models.classes import VEHICLE_CLASSES
 from trafficstream.models.events import Event, EventDetector, event_id
 from trafficstream.models.homography import RoadPlane
 from trafficstream.models.lines import Crossing, LaneArea, LineCounter, TrackPoint, lane_at, lanes_from_camera
+from trafficstream.models.passage import Passage, passage_speed, position_sigma_m
 from trafficstream.models.roi import bottom_centre
 from trafficstream.models.speed import TrackKinematics
 from trafficstream.models.tracker import VehicleTracker
@@ -154,6 +155,8 @@ class TrackMeta:
     counted_minute: float | None = None
     speed_kmh: float | None = None  # the latest estimate and its flag: what predicted frames show
     speed_flag: str | None = None
+    crossed: dict[str, list[float]] = field(default_factory=dict)  # section line id -> [t, x, y] of its crossing
+    passage: list[Any] | None = None  # [section id, km/h, uncertainty km/h] once a section is completed
 
     def to_list(self, track_id: int) -> list[Any]:
         return [
@@ -167,12 +170,15 @@ class TrackMeta:
             [[c, n] for c, n in self.class_votes.items()],  # order breaks vote ties
             self.speed_kmh,
             self.speed_flag,
+            [[k, *v] for k, v in self.crossed.items()],
+            self.passage,
         ]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> tuple[int, TrackMeta]:
         tid, first_frame, first_ts, last_frame, last_ts, n_frames, counted, votes = v[:8]
         speed, flag = (v[8], v[9]) if len(v) >= 10 else (None, None)  # states written before strides: 8 items
+        crossed, passage = (v[10], v[11]) if len(v) >= 12 else ([], None)  # before passage speeds: 10 items
         return int(tid), cls(
             int(first_frame),
             float(first_ts),
@@ -183,7 +189,19 @@ class TrackMeta:
             None if counted is None else float(counted),
             None if speed is None else float(speed),
             None if flag is None else str(flag),
+            {str(c[0]): [float(x) for x in c[1:4]] for c in crossed},
+            None if passage is None else [str(passage[0]), float(passage[1]), float(passage[2])],
         )
+
+
+@dataclass(frozen=True)
+class PassageViolation:
+    """A violation raised on a passage speed, in the shape ``_emit_violation`` reads (as ``ViolationRule``'s)."""
+
+    speed_kmh: float
+    limit_kmh: float
+    over_s: float  # the time over the section
+    passage: Passage
 
 
 @dataclass
@@ -548,7 +566,8 @@ class CameraProcessor:
                 if est is not None:
                     speed, flag = est.kmh, est.flag
                     heading = est.heading_deg if flag is None else None
-                    violation = st.violations.feed(v.track_id, ts, est)
+                    # with sections, violations come from passage speeds (enforcement grade) only
+                    violation = None if self.camera.sections else st.violations.feed(v.track_id, ts, est)
                     if violation is not None:
                         self._emit_violation(row, v, cls, violation, xyxy)
             else:
@@ -567,7 +586,7 @@ class CameraProcessor:
                     heading_deg=heading,
                 )
                 points.append(replace(point, lane_id=lane_at(self.lanes, point)) if self.lanes else point)
-        self._count_and_detect(row, ts, points)
+        self._count_and_detect(row, ts, points, {v.track_id: v for v in tracked}, xyxy)
         self._end_tracks(row)
         t2 = time.perf_counter()
         timings = {
@@ -579,16 +598,55 @@ class CameraProcessor:
         }
         self._frame_out(row, vehicles, counts, timings, DETECTED)
 
-    def _count_and_detect(self, row: Any, t: float, points: list[TrackPoint]) -> None:
-        """Counting lines and traffic events on a detected frame (positions measured, not predicted). Times
-        are on the camera's pts timeline (crossings interpolated between frames); rows carry wall time."""
+    def _count_and_detect(
+        self, row: Any, t: float, points: list[TrackPoint], tracked: dict[int, Any], boxes: np.ndarray
+    ) -> None:
+        """Counting lines, passage speeds and traffic events on a detected frame (positions measured, not
+        predicted). Times are on the camera's pts timeline (crossings interpolated between frames); rows carry
+        wall time. ``tracked``: the frame's tracks by id; ``boxes``: all its detections (evidence privacy)."""
         st = self.state
         if st.lines is not None:
             for crossing in st.lines.update(t, points):
                 self._emit_crossing(row, crossing)
+                if self.camera.sections and crossing.space == "road":
+                    self._passage(row, crossing, tracked.get(int(crossing.track_id)), boxes)
         if st.events is not None:
             for event in st.events.update(t, points):
                 self._emit_event(row, event)
+
+    def _passage(self, row: Any, c: Crossing, v: Any, boxes: np.ndarray) -> None:
+        """Record a section line's crossing; when it completes a section, the track's passage speed, and a
+        violation when that speed less its uncertainty exceeds the limit by more than the tolerance."""
+        meta = self.state.tracks.get(int(c.track_id))
+        if meta is None or self.plane is None:
+            return
+        meta.crossed[c.line_id] = [c.t, c.x, c.y]
+        if meta.passage is not None:
+            return  # one passage per vehicle: the first section it completes
+        for section in self.camera.sections:
+            if c.line_id not in section.lines:
+                continue
+            other = section.lines[1] if section.lines[0] == c.line_id else section.lines[0]
+            if other not in meta.crossed:
+                continue
+            a, b = meta.crossed[other], meta.crossed[c.line_id]
+            p = passage_speed(
+                section.id,
+                (a[0], a[1], a[2]),
+                (b[0], b[1], b[2]),
+                position_sigma_m(self.plane, a[1:3]),
+                position_sigma_m(self.plane, b[1:3]),
+                max_kmh=_settings(self.settings_json).tracker.max_plausible_kmh,
+            )
+            if p is None:
+                continue
+            meta.passage = [p.section_id, round(p.kmh, 3), round(p.uncertainty_kmh, 3)]
+            self.touched.add(int(c.track_id))
+            if v is not None and p.exceeds(self.camera.speed_limit_kmh, self.camera.speed_tolerance_kmh):
+                cls = meta.class_votes.most_common(1)[0][0] if meta.class_votes else str(v.class_id)
+                violation = PassageViolation(p.kmh, float(self.camera.speed_limit_kmh), p.duration_s, p)
+                self._emit_violation(row, v, cls, violation, boxes)
+            return
 
     def _wall(self, row: Any, t: float | None) -> float | None:
         """A time of the pts timeline as capture wall-clock time (the frame's own offset between the two)."""
@@ -776,6 +834,7 @@ class CameraProcessor:
     def _emit_violation(self, row: pd.Series, v: Any, cls: str, violation: Any, others: np.ndarray) -> None:
         """The violation with what its evidence needs: where the frame is, the offender's box, and every other
         detection of the frame (``others``), which the evidence pixelates (``privacy.mode``)."""
+        passage: Passage | None = getattr(violation, "passage", None)
         self.emit(
             KIND_VIOLATION,
             row,
@@ -783,6 +842,8 @@ class CameraProcessor:
                 "track_id": v.track_id,
                 "class_name": cls,
                 "speed_kmh": _round(violation.speed_kmh, 2),
+                "speed_source": "passage" if passage is not None else "windowed",
+                "uncertainty_kmh": None if passage is None else _round(passage.uncertainty_kmh, 2),
                 "limit_kmh": float(violation.limit_kmh),
                 "over_s": _round(violation.over_s, 3),
                 "source_uri": row.source_uri,
@@ -796,7 +857,7 @@ class CameraProcessor:
             },
         )
         ts = float(row.pts_s)
-        start = ts - float(violation.over_s or 0.0)
+        start = passage.t_start if passage is not None else ts - float(violation.over_s or 0.0)
         self._emit_event(
             row,
             Event(
@@ -830,6 +891,9 @@ class CameraProcessor:
             "max_speed_kmh": _round(getattr(s, "max_kmh", None)),
             "distance_m": _round(getattr(s, "distance_m", None)),
             "direction_deg": _round(getattr(s, "direction_deg", None)),
+            "passage_speed_kmh": None if meta.passage is None else _round(meta.passage[1]),
+            "passage_uncertainty_kmh": None if meta.passage is None else _round(meta.passage[2]),
+            "passage_section": None if meta.passage is None else meta.passage[0],
             "ended": "true" if ended else "false",
         }
 

@@ -389,6 +389,24 @@ class Zone(BaseModel):
     _polygon = field_validator("polygon")(_checked_polygon)
 
 
+class Section(BaseModel):
+    """A measured stretch between two of the camera's road-space counting lines: a vehicle that crosses both
+    gets a passage (section) speed = distance between its crossing points / time between the crossings (both
+    interpolated between frames), with its uncertainty. Either line may be crossed first (both directions)."""
+
+    model_config = _MODEL_CONFIG
+
+    id: GeometryId
+    lines: tuple[GeometryId, GeometryId] = Field(description="ids of two road-space counting lines")
+
+    @field_validator("lines")
+    @classmethod
+    def _distinct(cls, v: tuple[str, str]) -> tuple[str, str]:
+        if v[0] == v[1]:
+            raise ValueError(f"both ends are line {v[0]!r}: a section needs two distinct lines")
+        return v
+
+
 class EventSettings(BaseModel):
     """Thresholds of counting lines and traffic events, per camera.
 
@@ -447,6 +465,10 @@ class Camera(BaseModel):
     lanes: list[Lane] = Field(default_factory=list, max_length=64)
     zones: list[Zone] = Field(default_factory=list, max_length=64)
     events: EventSettings = Field(default_factory=EventSettings)
+    # Passage speeds (enforcement): with sections, violations come from passage speeds only, raised when the
+    # speed less its uncertainty exceeds the limit by more than the tolerance.
+    sections: list[Section] = Field(default_factory=list, max_length=16)
+    speed_tolerance_kmh: float = Field(default=0.0, ge=0, le=50, description="enforcement tolerance on passages")
 
     @field_validator("detect_tiles")
     @classmethod
@@ -521,6 +543,28 @@ class Camera(BaseModel):
                             "'road' (road-plane metres) needs the camera's calibration; draw it in 'image' space "
                             "(pixels) or calibrate the camera",
                             item.space,
+                        )
+                    )
+        road_lines = {line.id: line.space == "road" for line in self.lines}
+        for i, section in enumerate(self.sections):
+            if section.id in seen:
+                problems.append(
+                    (("sections", i, "id"), f"duplicate id {section.id!r} (already {seen[section.id]})", section.id)
+                )
+            seen.setdefault(section.id, f"sections[{i}]")
+            for j, line_id in enumerate(section.lines):
+                if line_id not in road_lines:
+                    known = ", ".join(sorted(road_lines)) or "none"
+                    problems.append(
+                        (("sections", i, "lines", j), f"no line {line_id!r} on this camera (lines: {known})", line_id)
+                    )
+                elif not road_lines[line_id]:
+                    problems.append(
+                        (
+                            ("sections", i, "lines", j),
+                            f"line {line_id!r} is drawn in image space: a section measures road metres, draw its "
+                            "lines in 'road' space",
+                            line_id,
                         )
                     )
         for i, zone in enumerate(self.zones):

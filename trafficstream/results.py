@@ -241,6 +241,8 @@ VIOLATION = MessageType(
         column_field(tables.VIOLATIONS, "capture_ts", type=WALL_TS),
         column_field(tables.VIOLATIONS, "class_name", name="cls"),
         column_field(tables.VIOLATIONS, "speed_kmh", name="kmh", type=number(0)),
+        column_field(tables.VIOLATIONS, "speed_source", type=string("^(passage|windowed)$"), nullable=True),
+        column_field(tables.VIOLATIONS, "uncertainty_kmh", type=number(0), nullable=True),
         column_field(tables.VIOLATIONS, "limit_kmh", type=number(0)),
         column_field(tables.VIOLATIONS, "over_s", type=number(0)),
         column_field(tables.VIOLATIONS, "evidence_uri", nullable=True),
@@ -485,6 +487,8 @@ def violation_message(
     evidence_uri: str | None,
     box: Sequence[float],
     clip_uri: str | None = None,
+    speed_source: str | None = "windowed",
+    uncertainty_kmh: float | None = None,
 ) -> dict[str, Any]:
     return {
         "v": RESULT_VERSION,
@@ -495,6 +499,8 @@ def violation_message(
         "capture_ts": _num(capture_ts, 3),
         "cls": str(class_name),
         "kmh": _num(speed_kmh, 1),
+        "speed_source": speed_source,
+        "uncertainty_kmh": _num(uncertainty_kmh, 2),
         "limit_kmh": _num(limit_kmh),
         "over_s": _num(over_s, 2),
         "evidence_uri": evidence_uri,

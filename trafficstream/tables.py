@@ -210,6 +210,15 @@ DECLARATIONS: dict[str, Table] = {
                 Column("max_speed_kmh", "double", "km/h", "maximum over the plausible speed estimates"),
                 Column("distance_m", "double", "m", "road-plane path length"),
                 Column("direction_deg", "double", "deg", "heading on the road plane (0 = +y)"),
+                Column(
+                    "passage_speed_kmh",
+                    "double",
+                    "km/h",
+                    "passage (section) speed: distance between two counting lines / time between crossing them "
+                    "(null: no section completed)",
+                ),
+                Column("passage_uncertainty_kmh", "double", "km/h", "95 % bound of passage_speed_kmh (+-)"),
+                Column("passage_section", "string", "", "id of the section the passage speed is over"),
                 Column("ended", "boolean", "", "the track ended (false while the vehicle is still in view)"),
                 _UPDATED_BATCH,
             ),
@@ -228,9 +237,22 @@ DECLARATIONS: dict[str, Table] = {
                 Column("frame_index", "long", "", "evidence frame"),
                 Column("pts_s", "double", "s", "presentation timestamp of the evidence frame"),
                 Column("capture_ts", "timestamp", "UTC", "capture time of the evidence frame"),
-                Column("speed_kmh", "double", "km/h", "median trusted speed over the overspeed span"),
+                Column(
+                    "speed_kmh",
+                    "double",
+                    "km/h",
+                    "passage speed over the section (speed_source passage), else the median trusted speed over "
+                    "the overspeed span (windowed)",
+                ),
+                Column("speed_source", "string", "", "passage (a camera with sections) | windowed"),
+                Column("uncertainty_kmh", "double", "km/h", "95 % bound of speed_kmh (passage speeds; else null)"),
                 Column("limit_kmh", "double", "km/h", "the camera's speed limit (configuration at that time)"),
-                Column("over_s", "double", "s", "how long the trusted speed had been over the limit"),
+                Column(
+                    "over_s",
+                    "double",
+                    "s",
+                    "how long the trusted speed had been over the limit (passage: the time over the section)",
+                ),
                 *_BOX,
                 Column("evidence_uri", "string", "", "JPEG snapshot with the vehicle boxed (null: frame not re-read)"),
                 Column(

@@ -84,3 +84,20 @@ def test_bounded_merge_updates_the_row_and_reads_only_the_cameras_times(writer, 
         ("cam", 6, 2),
         ("cam-2", 4, 1),
     ]
+
+
+def test_a_table_from_an_older_build_gains_the_declared_columns(spark, settings_factory):
+    from pyspark.sql.types import StructType
+
+    from trafficstream.streaming_jobs.sinks import TABLE_SCHEMAS, create_tables
+
+    s = settings_factory(create_topics=False, name="migrate")
+    schema, partitions = TABLE_SCHEMAS[tables.TRACKS]
+    old = StructType([f for f in schema.fields if not f.name.startswith("passage_")])  # before passage speeds
+    row = {"camera_id": "cam", "track_id": 1, "ended": False, "updated_batch": 3}
+    data = [tuple(row.get(f.name) for f in old.fields)]
+    spark.createDataFrame(data, old).write.format("delta").partitionBy(*partitions).save(s.table_uri(tables.TRACKS))
+    create_tables(spark, s)
+    df = pl.read_delta(s.table_uri(tables.TRACKS))
+    assert {"passage_speed_kmh", "passage_uncertainty_kmh", "passage_section"} <= set(df.columns)
+    assert df.height == 1 and df["passage_speed_kmh"].to_list() == [None]  # old rows: null in the new columns
