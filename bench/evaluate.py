@@ -18,6 +18,26 @@ from the ``crossings`` and ``events`` tables (bench/events_metrics.py)::
         --wrong-way 1 --queue 2 --stop-duration 9 --out var/eval-events]
 
 (``make eval EVAL_ARGS="--scenario events"``.)
+
+Passage (section) speeds (issue 10): the default ``speed`` scenario also gives the synthetic camera two road-space
+counting lines across the road (carriageway and shoulders, drawn -x -> +x like the events scenario's) and one
+section over them (:func:`passage_geometry`)::
+
+    lines:    line_0 at y = 18 m (near), line_1 at y = 40 m (far)   # for the default scene
+    sections: [{id: section_0, lines: [line_1, line_0]}]
+
+They span most of the stretch where speeds are both trusted and well resolved: the near line as close as the
+picture allows a crossing to be confirmed (the image bottom, ~12.5 m, + the 1 m line hysteresis + 3 frames of
+travel at ``--max-kmh``; the calibrated area with its 10 m margin starts at 14 m), the far line the farthest
+whole metre where the smallest car (4.2 x 1.75 x 1.4 m) still stands 15 % above ``MIN_HEIGHT_PX`` (40 px). The
+output JSON gets a ``passage`` key (bench/passage_metrics.py): per true vehicle crossing both lines, eligible
+when >= 40 px tall at both, the true passage speed (true distance between its crossing points / true time
+between them) against the ``tracks`` table's ``passage_speed_kmh`` +- ``passage_uncertainty_kmh`` of the track
+its boxes matched: ``eligible_vehicles``, ``share_with_passage_speed``, ``mean_abs_error_kmh``,
+``mean_error_kmh`` (signed), ``max_abs_error_kmh``, ``share_within_2kmh``, ``uncertainty_coverage`` (true speed
+within measured +- uncertainty), ``mean_uncertainty_kmh``, ``per_vehicle`` .. . A tracks table without the
+passage columns (a job from before them) is reported in ``passage.missing_columns`` with those metrics None.
+A camera without sections (the events scenario) gets no ``passage`` key.
 """
 
 from __future__ import annotations
@@ -25,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -33,11 +54,16 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 
 from trafficstream import tables
 from trafficstream.bench.events_metrics import evaluate_events, events_on_clip_timeline, ideal_pipeline, ideal_tracks
 from trafficstream.bench.metrics import evaluate
-from trafficstream.bench.synthetic import SceneParams, SyntheticClip, generate
+from trafficstream.bench.passage_metrics import score_passages
+from trafficstream.bench.synthetic import PinholeCamera, SceneParams, SyntheticClip, generate
+from trafficstream.bench.synthetic.clip import CAMERA_ID
+from trafficstream.bench.synthetic.scenario import camera_geometry
+from trafficstream.bench.synthetic.traffic import DIMENSIONS, SHAPES, Body, vehicle_box
 from trafficstream.config import PROJECT_ROOT, Settings, load_settings
 from trafficstream.logs import setup_logging
 
@@ -64,6 +90,54 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
 # in 1280x720 frames (measured on these clips, `recall_by_height` in the output), and a vehicle that is still
 # a 20 px speck at the far end of the region when the clip ends has not crossed the region.
 MIN_HEIGHT_PX = 40
+# Passage section of the speed scenario (see the module docstring).
+PASSAGE_SECTION_ID = "section_0"
+PASSAGE_HEIGHT_MARGIN = 1.15  # the smallest car stands this much above MIN_HEIGHT_PX at the far line
+PASSAGE_CONFIRM_FRAMES = 3  # frames of travel past the near line (beyond its hysteresis) still in the picture
+LINE_HYSTERESIS_M = 1.0  # cameras.EventSettings.crossing_hysteresis_m (the default the speed scene keeps)
+
+
+def passage_line_ys(scene: SceneParams, min_height_px: float = MIN_HEIGHT_PX) -> tuple[float, float]:
+    """(near, far) y in metres of the speed scenario's two passage lines, from the scene's geometry: near, the
+    first whole metre from which a vehicle at ``max_kmh`` is still in the picture ``PASSAGE_CONFIRM_FRAMES``
+    frames after passing the line's hysteresis; far, the last whole metre (before ``roi_far_m``) at which the
+    smallest car's box is ``PASSAGE_HEIGHT_MARGIN`` x ``min_height_px`` tall."""
+    camera = PinholeCamera.looking_down_road(scene)
+    bottom = camera.ground_distance_at_row(scene.height)
+    near = math.ceil(bottom + LINE_HYSTERESIS_M + PASSAGE_CONFIRM_FRAMES * scene.max_kmh / 3.6 / scene.fps)
+    (length, _), (width, _), (height, _) = DIMENSIONS["car"]
+    smallest = Body(length, width, height, *SHAPES["car"])
+
+    def tall_enough(y: float) -> bool:
+        box = vehicle_box(camera, scene.camera_x, y, smallest)
+        return box is not None and box[3] - box[1] >= PASSAGE_HEIGHT_MARGIN * min_height_px
+
+    far = next((y for y in range(math.ceil(scene.roi_far_m) - 1, near, -1) if tall_enough(y)), None)
+    if far is None or far - near < 5:
+        raise ValueError(f"no passage section fits this scene: near line {near} m, far line {far} m")
+    return float(near), float(far)
+
+
+def passage_geometry(scene: SceneParams, min_height_px: float = MIN_HEIGHT_PX) -> dict[str, Any]:
+    """The ``lines`` and ``sections`` the speed scenario adds to the synthetic camera: two road-space counting
+    lines across the road at :func:`passage_line_ys` (``line_0`` near, ``line_1`` far; drawn as the events
+    scenario draws its lines) and one section over them (in driving order: far line first)."""
+    lines = camera_geometry(replace(scene, line_ys_m=passage_line_ys(scene, min_height_px)))["lines"]
+    return {"lines": lines, "sections": [{"id": PASSAGE_SECTION_ID, "lines": [lines[1]["id"], lines[0]["id"]]}]}
+
+
+def add_to_camera(
+    config_path: Path, sections: dict[str, Any], camera_id: str = CAMERA_ID, note: str | None = None
+) -> None:
+    """Add config sections (``lines``, ``sections``, ..) to a camera of a clip's ``camera.yaml``, keeping its
+    header comment (and adding ``note`` to it)."""
+    text = config_path.read_text()
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    header += f"# {note}\n" if note else ""
+    raw = yaml.safe_load(text)
+    camera = next(c for c in raw["cameras"] if c["id"] == camera_id)
+    camera.update(sections)
+    config_path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
 
 
 def score(settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX) -> dict[str, Any]:
@@ -135,6 +209,32 @@ def score_events(settings: Settings, clip: SyntheticClip, min_height_px: float =
     return result
 
 
+def score_passage(
+    settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX
+) -> dict[str, Any] | None:
+    """Passage-speed metrics of a finished run (bench/passage_metrics.py): the ``tracks`` table's passage speeds
+    against the true ones, tracks told apart by the ``detections`` table's boxes over their ``crossings``; None
+    when the clip's camera has no sections. Columns the tracks table lacks are in ``missing_columns``."""
+    gt = json.loads(clip.ground_truth_path.read_text())
+    camera = next(c for c in settings.cameras if c.id == gt["camera_id"])
+    sections = list(getattr(camera, "sections", None) or [])
+    if not sections:
+        return None
+    crossings = _read_table(settings, tables.CROSSINGS)
+    result = score_passages(
+        gt,
+        _read_table(settings, tables.TRACKS),
+        detections=pl.read_delta(settings.table_uri(tables.DETECTIONS)),
+        crossings=crossings if crossings.height else None,
+        lines=[line.model_dump(mode="json") for line in camera.lines],
+        sections=[s.model_dump(mode="json") for s in sections],
+        events=camera.events.model_dump(mode="json"),
+        camera_id=camera.id,
+        min_height_px=min_height_px,
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trafficstream.bench.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=SCENARIOS, default="speed", help="speed (default) or events")
@@ -180,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             stop_duration_s=args.stop_duration if args.stop_duration > 0 else None,
         )
     clip = generate(out / "clip", scene, seed=args.seed)
+    if args.scenario == "speed":
+        add_to_camera(
+            clip.config_path, passage_geometry(scene), note="passage lines and section: bench.evaluate (speed)"
+        )
     log.info("synthetic clip %s (seed %d)", clip.video_path, args.seed)
     with KafkaBroker(out / "kafka") as broker:
         settings = load_settings(
@@ -201,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             job.kill()
     result = score(settings, clip)
+    passage = score_passage(settings, clip)
+    if passage is not None:
+        result["passage"] = passage
+        _log_passage(passage)
     if args.scenario == "events":
         result.update(scenario="events", **score_events(settings, clip))
         _log_events(result)
@@ -238,6 +346,23 @@ def _log_events(result: dict[str, Any]) -> None:
             e["recall"],
             e["mean_detect_delay_s"],
         )
+
+
+def _log_passage(p: dict[str, Any]) -> None:
+    if p["missing_columns"]:
+        log.warning("passage: the tracks table lacks %s", ", ".join(p["missing_columns"]))
+    log.info(
+        "passage: %d eligible, share with a passage speed %s, mean abs error %s km/h (signed %s, max %s), "
+        "within 2 km/h %s, uncertainty coverage %s (mean +-%s km/h)",
+        p["eligible_vehicles"],
+        p["share_with_passage_speed"],
+        p["mean_abs_error_kmh"],
+        p["mean_error_kmh"],
+        p["max_abs_error_kmh"],
+        p["share_within_2kmh"],
+        p["uncertainty_coverage"],
+        p["mean_uncertainty_kmh"],
+    )
 
 
 if __name__ == "__main__":
