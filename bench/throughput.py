@@ -54,10 +54,11 @@ from trafficstream.cameras import Camera
 from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, load_settings, settings_to_json
 from trafficstream.logs import setup_logging
 from trafficstream.messages import FrameRef
-from trafficstream.models.detector import Detector, build_detector
+from trafficstream.models.detector import Detector
 from trafficstream.streaming_jobs.perception import (
     Record,
     Runtime,
+    configured_detector,
     perceive_one,
     perceive_records,
     to_record_batch,
@@ -483,18 +484,7 @@ def measure_baseline(
 # -- models alone ----------------------------------------------------------------------------------------------
 def batch_detector(settings: Settings, threads: int, batch: int) -> Detector:
     """The configured detector (as ``Runtime`` builds it), able to take ``batch`` frames in one run."""
-    det = settings.detector
-    return build_detector(
-        det.backend,
-        settings.path(det.model_path),
-        input_size=(det.input_height, det.input_width),
-        confidence=det.confidence,
-        iou=det.iou,
-        threads=threads,
-        min_box_px=det.min_box_px,
-        agnostic_nms=det.agnostic_nms,
-        batch_size=batch,
-    )
+    return configured_detector(settings, threads, batch_size=batch)
 
 
 def measure_models(rt: Runtime, video: Path, frames: int, start: int, batch: int, reps: int) -> dict[str, Any]:

@@ -42,6 +42,16 @@ LIVE_FLOW_MINUTES = 30
 # change meaningfully within a second, and each Plotly redraw costs the browser CPU the video needs.
 CHART_REFRESH_S = 2.0
 HISTORY_TABLES = (tables.FLOW, tables.TRACKS, tables.VIOLATIONS)
+# What every history chart is drawn from: the Load button, the tab, the camera and the range fields.
+HISTORY_INPUTS = (
+    Input(L.H_LOAD, "n_clicks"),
+    Input(L.TABS, "value"),
+    Input(L.CAMERA, "value"),
+    State(L.H_DATES, "start_date"),
+    State(L.H_DATES, "end_date"),
+    State(L.H_START_TIME, "value"),
+    State(L.H_END_TIME, "value"),
+)
 
 
 def _violation_key(v: dict[str, Any]) -> list[float]:
@@ -242,13 +252,7 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
         Output(L.H_SUMMARY, "children"),
         Output(L.H_FLOW, "figure"),
         Output(L.H_SPEEDS, "figure"),
-        Input(L.H_LOAD, "n_clicks"),
-        Input(L.TABS, "value"),
-        Input(L.CAMERA, "value"),
-        State(L.H_DATES, "start_date"),
-        State(L.H_DATES, "end_date"),
-        State(L.H_START_TIME, "value"),
-        State(L.H_END_TIME, "value"),
+        *HISTORY_INPUTS,
     )
     def history(
         _clicks: int,
@@ -312,13 +316,7 @@ def register_callbacks(app: dash.Dash, ctx: DashboardContext) -> None:
     @app.callback(
         Output(L.H_LINE_FLOW, "figure"),
         Output(L.H_LANE_FLOW, "figure"),
-        Input(L.H_LOAD, "n_clicks"),
-        Input(L.TABS, "value"),
-        Input(L.CAMERA, "value"),
-        State(L.H_DATES, "start_date"),
-        State(L.H_DATES, "end_date"),
-        State(L.H_START_TIME, "value"),
-        State(L.H_END_TIME, "value"),
+        *HISTORY_INPUTS,
     )
     def history_lines(
         _clicks: int,

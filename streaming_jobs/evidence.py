@@ -28,11 +28,11 @@ import pandas as pd
 from trafficstream.config import PrivacySettings, settings_from_json
 from trafficstream.ingest.segments import mark_evidence
 from trafficstream.models.classes import ROAD_USER_CLASS_IDS
-from trafficstream.models.detector import Detector, build_detector
+from trafficstream.models.detector import Detector
 from trafficstream.models.privacy import Box, anonymise
 from trafficstream.results import encode, violation_message
 from trafficstream.streaming_jobs.evidence_clip import clip_path, render_clip
-from trafficstream.streaming_jobs.perception import task_threads
+from trafficstream.streaming_jobs.perception import configured_detector, task_threads
 from trafficstream.video import ReaderPool, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -142,17 +142,7 @@ def _keep_segment(settings_json: str, source: Path) -> None:
 def _clip_detector(settings_json: str) -> Detector:
     """The job's detector model with every road user (people and cyclists too): what a clip's privacy needs."""
     settings = settings_from_json(settings_json)
-    det = settings.detector
-    return build_detector(
-        det.backend,
-        settings.path(det.model_path),
-        input_size=(det.input_height, det.input_width),
-        confidence=det.confidence,
-        iou=det.iou,
-        threads=task_threads(det.threads),
-        classes=ROAD_USER_CLASS_IDS,
-        batch_size=det.batch_size,
-    )
+    return configured_detector(settings, task_threads(settings.detector.threads), classes=ROAD_USER_CLASS_IDS)
 
 
 def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: float) -> str | None:

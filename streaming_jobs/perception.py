@@ -38,7 +38,7 @@ from trafficstream.messages import (
     payload_text,
     safe_text,
 )
-from trafficstream.models.detector import build_detector
+from trafficstream.models.detector import Detector, build_detector
 from trafficstream.models.embedder import AppearanceEmbedder, crop_boxes
 from trafficstream.models.roi import bottom_centre, points_in_polygon
 from trafficstream.models.tiling import detect_tiled_batch
@@ -55,6 +55,22 @@ def _arrow_schema() -> pa.Schema:
     return to_arrow_schema(PERCEPTION)
 
 
+def configured_detector(settings: Settings, threads: int, **overrides: Any) -> Detector:
+    """The detector ``settings.detector`` describes, with ``threads``; ``overrides`` replace constructor
+    arguments (``batch_size``, ``classes``, GPU options)."""
+    det = settings.detector
+    kwargs: dict[str, Any] = {
+        "input_size": (det.input_height, det.input_width),
+        "confidence": det.confidence,
+        "iou": det.iou,
+        "threads": threads,
+        "min_box_px": det.min_box_px,
+        "agnostic_nms": det.agnostic_nms,
+        "batch_size": det.batch_size,
+    }
+    return build_detector(det.backend, settings.path(det.model_path), **(kwargs | overrides))
+
+
 class Runtime:
     """Everything a Python worker loads once: settings, detector, embedder, decoders, reference frames."""
 
@@ -63,18 +79,7 @@ class Runtime:
         det = settings.detector
         self.threads = det.threads if threads is None else threads
         self.batch_size, self.prefetch = det.batch_size, det.prefetch_frames
-        self.detector = build_detector(
-            det.backend,
-            settings.path(det.model_path),
-            input_size=(det.input_height, det.input_width),
-            confidence=det.confidence,
-            iou=det.iou,
-            threads=self.threads,
-            min_box_px=det.min_box_px,
-            agnostic_nms=det.agnostic_nms,
-            batch_size=det.batch_size,
-            **gpu_options(det.backend, gpu, det.half),
-        )
+        self.detector = configured_detector(settings, self.threads, **gpu_options(det.backend, gpu, det.half))
         self.embedder = AppearanceEmbedder(
             settings.path(settings.tracker.embedder_path),
             batch_size=settings.tracker.embed_batch,

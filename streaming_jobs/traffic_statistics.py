@@ -160,6 +160,17 @@ def _round(col: Column) -> Column:
     return F.round(col, SPEED_DECIMALS)
 
 
+def _speed_aggregates(speed: Column) -> list[Column]:
+    """vehicles, speed_vehicles and the mean / median / 85th percentile of ``speed`` (nulls left out)."""
+    return [
+        F.count(F.lit(1)).alias("vehicles"),
+        F.count(speed).alias("speed_vehicles"),
+        _round(F.avg(speed)).alias("mean_speed_kmh"),
+        _round(F.percentile(speed, 0.5)).alias("median_speed_kmh"),
+        _round(F.percentile(speed, 0.85)).alias("p85_speed_kmh"),
+    ]
+
+
 def compute_stats(spark: SparkSession, settings: Settings, since: datetime, until: datetime) -> DataFrame:
     """Rows of ``traffic_stats`` for [since, until) (already aligned), in :data:`SCHEMA` order."""
     vehicles = vehicle_speeds(spark, settings, since, until)
@@ -172,11 +183,7 @@ def compute_stats(spark: SparkSession, settings: Settings, since: datetime, unti
         _per_bin_size(vehicles, "first_seen_ts")
         .groupBy(*keys)
         .agg(
-            F.count(F.lit(1)).alias("vehicles"),
-            F.count(speed).alias("speed_vehicles"),
-            _round(F.avg(speed)).alias("mean_speed_kmh"),
-            _round(F.percentile(speed, 0.5)).alias("median_speed_kmh"),
-            _round(F.percentile(speed, 0.85)).alias("p85_speed_kmh"),
+            *_speed_aggregates(speed),
             F.sum(F.when(speed.isNotNull() & limit.isNotNull(), (speed > limit).cast("long"))).alias(
                 "over_limit_vehicles"
             ),
@@ -209,17 +216,7 @@ def compute_line_stats(spark: SparkSession, settings: Settings, since: datetime,
     )
     speed = F.col("speed_kmh")
     keys = ["camera_id", "line_id", "direction", "lane_id", "bin_minutes", "bin_start", "class_name"]
-    out = (
-        _per_bin_size(crossings, "crossing_ts")
-        .groupBy(*keys)
-        .agg(
-            F.count(F.lit(1)).alias("vehicles"),
-            F.count(speed).alias("speed_vehicles"),
-            _round(F.avg(speed)).alias("mean_speed_kmh"),
-            _round(F.percentile(speed, 0.5)).alias("median_speed_kmh"),
-            _round(F.percentile(speed, 0.85)).alias("p85_speed_kmh"),
-        )
-    )
+    out = _per_bin_size(crossings, "crossing_ts").groupBy(*keys).agg(*_speed_aggregates(speed))
     return out.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in LINE_SCHEMA.fields])
 
 
