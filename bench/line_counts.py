@@ -1,4 +1,5 @@
-"""Counts per counting line, direction and lane on the configured cameras, and pictures to count them by eye.
+"""Counts per counting line, direction and lane on the configured cameras, pictures to count them by eye, and
+the passage speeds over the cameras' sections.
 
 Runs each file camera of the configuration through the job's own stage 1 (``perception.perceive_records``) and
 stage 2 (``tracking.track_camera``) in one process, collects the crossing rows, and writes, per line, a
@@ -31,7 +32,7 @@ from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, l
 from trafficstream.logs import setup_logging
 from trafficstream.models.homography import RoadPlane
 from trafficstream.streaming_jobs.perception import Record, Runtime, perceive_records, to_record_batch
-from trafficstream.streaming_jobs.schemas import KIND_CROSSING
+from trafficstream.streaming_jobs.schemas import KIND_CROSSING, KIND_TRACK
 from trafficstream.streaming_jobs.tracking import MemoryGroupState, track_camera
 
 log = logging.getLogger("trafficstream.bench.line_counts")
@@ -53,23 +54,38 @@ def line_pixels(camera: Camera, line_id: str) -> np.ndarray:
 
 
 def slit_scans(camera: Camera, frames: int | None = None) -> dict[str, np.ndarray]:
-    """Per line, the frames' pixels under it stacked in time: (frames, line length, 3) BGR."""
-    pixels = {line.id: line_pixels(camera, line.id) for line in camera.lines}
+    """Per line, the frames' pixels under it stacked in time: (frames, line length, 3) BGR. A camera that
+    sways (``register_frames``) is followed: each frame is registered onto the reference frame, as the job
+    does, and sampled where the line lies in *that* frame (else a drift of a few pixels at the far end moves
+    the line by metres)."""
+    from trafficstream.models.registration import estimate_drift, prepare_reference
+
+    pixels = {line.id: line_pixels(camera, line.id).astype(np.float64) for line in camera.lines}
     rows: dict[str, list[np.ndarray]] = {k: [] for k in pixels}
+    reference = None
     with av.open(str(camera.source_path())) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if frames is not None and i >= frames:
                 break
             img = frame.to_ndarray(format="bgr24")
             h, w = img.shape[:2]
+            inverse = None
+            if camera.register_frames:
+                gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                if reference is None:  # the calibration's reference frame is frame 0 on these clips
+                    reference = prepare_reference(gray)
+                inverse = np.linalg.inv(np.asarray(estimate_drift(reference, gray), dtype=np.float64))
             for k, p in pixels.items():
-                x, y = np.clip(p[:, 0], 0, w - 1), np.clip(p[:, 1], 0, h - 1)
+                q = p if inverse is None else cv2.perspectiveTransform(p[None], inverse)[0]
+                q = np.rint(q).astype(np.int64)
+                x, y = np.clip(q[:, 0], 0, w - 1), np.clip(q[:, 1], 0, h - 1)
                 rows[k].append(img[y, x])
     return {k: np.stack(v) for k, v in rows.items() if v}
 
 
-def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> pd.DataFrame:
-    """The camera's crossing rows (payloads) from the job's stage 1 and stage 2 over the whole clip."""
+def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The camera's crossing rows and final track summaries (payloads) from the job's stage 1 and stage 2
+    over the whole clip."""
     topic = rt.settings.kafka.frames_topic
     rows: list[dict[str, Any]] = []
     for start in range(0, len(clip.frames), CHUNK):
@@ -81,8 +97,31 @@ def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> pd.DataFrame:
         rows += perceive_records(rt, records)
     perception = to_record_batch(rows, rt.schema).to_pandas()
     out = pd.concat(list(track_camera(settings_json, (clip.camera.id,), iter([perception]), MemoryGroupState())))
-    payloads = [json.loads(p) for p in out.loc[out.kind == KIND_CROSSING, "payload"]]
-    return pd.DataFrame(payloads)
+    crossings = pd.DataFrame([json.loads(p) for p in out.loc[out.kind == KIND_CROSSING, "payload"]])
+    tracks = {}
+    for p in out.loc[out.kind == KIND_TRACK, "payload"]:  # the latest summary of each track wins
+        t = json.loads(p)
+        tracks[t["track_id"]] = t
+    return crossings, pd.DataFrame(list(tracks.values()))
+
+
+def passage_table(tracks: pd.DataFrame) -> dict[str, Any]:
+    """Distribution of the tracks' passage speeds: count, min / median / max, mean uncertainty, and the
+    slowest and fastest vehicles (to check against the footage)."""
+    if tracks.empty or "passage_speed_kmh" not in tracks or tracks["passage_speed_kmh"].isna().all():
+        return {"vehicles": 0}
+    p = tracks.dropna(subset=["passage_speed_kmh"]).sort_values("passage_speed_kmh")
+    pick = ["track_id", "class_name", "first_frame", "last_frame", "passage_speed_kmh", "passage_uncertainty_kmh"]
+    return {
+        "vehicles": int(len(p)),
+        "min_kmh": round(float(p["passage_speed_kmh"].min()), 1),
+        "median_kmh": round(float(p["passage_speed_kmh"].median()), 1),
+        "max_kmh": round(float(p["passage_speed_kmh"].max()), 1),
+        "mean_uncertainty_kmh": round(float(p["passage_uncertainty_kmh"].mean()), 2),
+        "slowest": p.iloc[0][pick].to_dict(),
+        "fastest": p.iloc[-1][pick].to_dict(),
+        "all_kmh": [round(float(x), 1) for x in p["passage_speed_kmh"]],
+    }
 
 
 def count_table(crossings: pd.DataFrame) -> dict[str, Any]:
@@ -108,7 +147,7 @@ def run(settings: Settings, out_dir: Path, frames: int | None = None) -> dict[st
             continue
         clip = index_clip(camera, frames)
         log.info("%s: %d frames", camera.id, len(clip.frames))
-        crossings = crossings_of(rt, settings_json, clip)
+        crossings, tracks = crossings_of(rt, settings_json, clip)
         scans = slit_scans(camera, frames)
         pictures = {}
         for line_id, scan in scans.items():
@@ -124,8 +163,10 @@ def run(settings: Settings, out_dir: Path, frames: int | None = None) -> dict[st
                 for k, g in (crossings.groupby("line_id") if not crossings.empty else [])
             },
             "slit_scans": pictures,
+            "passage_speeds": passage_table(tracks),
         }
         log.info("%s: %s", camera.id, json.dumps(report[camera.id]["counts"]))
+        log.info("%s passages: %s", camera.id, json.dumps(report[camera.id]["passage_speeds"], default=str))
     return report
 
 
