@@ -609,10 +609,20 @@ def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: f
         low[cam] = min(low.get(cam, float(value)), float(value))
     if not low:
         return None
+    # Whole microseconds, rounded down: a literal with more decimals is a DECIMAL that timestamp_seconds
+    # refuses ("Rounding necessary"), e.g. an event's start interpolated between frames.
     return " OR ".join(
-        f"(t.camera_id = '{cam}' AND t.{column} >= timestamp_seconds({v - margin_s!r}))"
+        f"(t.camera_id = '{cam}' AND t.{column} >= timestamp_seconds({_micros_literal(v - margin_s)}))"
         for cam, v in sorted(low.items())
     )
+
+
+def _micros_literal(seconds: float) -> str:
+    """``seconds`` rounded down to whole microseconds, as an exact decimal literal (integer arithmetic: a
+    float formatted to 6 places may round up)."""
+    us = math.floor(seconds * 1e6)
+    sign, us = ("-", -us) if us < 0 else ("", us)
+    return f"{sign}{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
 RESULT_KINDS = (KIND_FRAME, KIND_CROSSING, KIND_EVENT)  # stage-2 rows whose results message stage 2 built
