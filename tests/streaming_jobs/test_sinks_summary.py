@@ -55,7 +55,7 @@ def test_merge_bound_is_per_camera_minimum_less_a_margin_and_refuses_what_it_can
     # an event start interpolated between frames: whole microseconds, rounded down (never after the row's)
     fine = [_row("event", "a", None, {"start_ts": 1764531585.01666689})]
     bound = merge_bound(pa.Table.from_pylist(fine), "event", "start_ts", "start_ts", margin_s=60)
-    literal = bound.split("timestamp_seconds(")[1].rstrip("))")
+    literal = bound.split("timestamp_seconds(")[1].removesuffix("))")
     assert len(literal.split(".")[1]) == 6 and 0 <= 1764531525.01666689 - float(literal) < 2e-6
     missing = rows + [_row("track", "b", None, {"track_id": 3, "first_seen_ts": None})]
     assert merge_bound(pa.Table.from_pylist(missing), "track", "first_seen_ts", "first_seen_ts") is None
