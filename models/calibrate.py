@@ -6,11 +6,14 @@
         [--video clip.mp4 --png out.png]
 
 Prints the reprojection error (metres on the road and pixels in the image) and each pair's residual, the
-metres-per-pixel at a few image points, and with ``--png`` draws on the chosen frame the point pairs (red: the
-image point, green: its world point projected back), the ROI polygon (yellow) and the fitted road grid (cyan:
-lines every ``--grid-across`` m across, every ``--grid-along`` m along the road) so a person can see whether
-it lies on the road. For a drifting camera (``register_frames``) a frame other than the reference is first
-registered onto the reference frame, and the grid follows the drift.
+metres-per-pixel at a few image points, the expected speed uncertainty by distance along the road (what a
+passage speed over ``--section-m`` metres starting there would carry, at ``--kmh``; ``models/passage.py``)
+with a warning where it exceeds ``--max-uncertainty-kmh`` (the calibration cannot support enforcement there),
+the same for each of the camera's configured sections, and with ``--png`` draws on the chosen frame the point
+pairs (red: the image point, green: its world point projected back), the ROI polygon (yellow) and the fitted
+road grid (cyan: lines every ``--grid-across`` m across, every ``--grid-along`` m along the road) so a person
+can see whether it lies on the road. For a drifting camera (``register_frames``) a frame other than the
+reference is first registered onto the reference frame, and the grid follows the drift.
 """
 
 from __future__ import annotations
@@ -199,6 +202,72 @@ def report_lines(plane: RoadPlane, roi: np.ndarray | None) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class UncertaintyRow:
+    """Expected passage-speed uncertainty for a section of ``section_m`` starting ``y_m`` along the road."""
+
+    y_m: float
+    metres_per_px: float
+    position_sigma_m: float
+    uncertainty_kmh: float  # 95 %, at the reference speed
+
+
+def uncertainty_by_distance(
+    plane: RoadPlane, section_m: float = 20.0, kmh: float = 100.0, step_m: float = 5.0, margin_m: float = 10.0
+) -> list[UncertaintyRow]:
+    """Along the calibrated road (world Y from the nearest calibration point to the farthest + ``margin_m``,
+    at the points' mean X), the 95 % uncertainty of a passage speed over ``[y, y + section_m]`` at ``kmh``."""
+    from trafficstream.models.passage import Z, position_sigma_m
+
+    x = float(plane.world_points[:, 0].mean())
+    y_lo, y_hi = float(plane.world_points[:, 1].min()), float(plane.world_points[:, 1].max()) + margin_m
+    rows = []
+    for y in np.arange(y_lo, max(y_lo, y_hi - section_m) + 1e-9, step_m):
+        a, b = position_sigma_m(plane, (x, y)), position_sigma_m(plane, (x, y + section_m))
+        px = plane.to_image(np.asarray([[x, y]]))
+        mpp = float(plane.metres_per_pixel(px)[0].max()) if np.isfinite(px).all() else float("inf")
+        rows.append(UncertaintyRow(float(y), mpp, a, Z * kmh * float(np.hypot(a, b)) / section_m))
+    return rows
+
+
+def uncertainty_lines(
+    plane: RoadPlane,
+    sections: Sequence[tuple[str, tuple[float, float], tuple[float, float]]] = (),
+    section_m: float = 20.0,
+    kmh: float = 100.0,
+    max_uncertainty_kmh: float = 3.0,
+) -> list[str]:
+    """The uncertainty table, each configured section's expected uncertainty (``sections``: id and the two
+    lines' midpoints, metres), and warnings where enforcement would not hold."""
+    from trafficstream.models.passage import Z, position_sigma_m
+
+    lines = [
+        f"expected passage-speed uncertainty (95 %) for a {section_m:g} m section at {kmh:g} km/h, by where it starts:",
+        "  from Y (m)   m/px   position sigma (m)   +- km/h",
+    ]
+    bad = []
+    for r in uncertainty_by_distance(plane, section_m, kmh):
+        flag = "  <- cannot support enforcement" if r.uncertainty_kmh > max_uncertainty_kmh else ""
+        lines.append(
+            f"  {r.y_m:9.1f}  {r.metres_per_px:6.3f}  {r.position_sigma_m:19.3f}  {r.uncertainty_kmh:8.2f}{flag}"
+        )
+        if flag:
+            bad.append(r.y_m)
+    if bad:
+        lines.append(
+            f"warning: beyond Y = {min(bad):g} m a {section_m:g} m section carries more than +-{max_uncertainty_kmh:g} "
+            "km/h: use a longer section, nearer lines, or more calibration points there"
+        )
+    for sid, a, b in sections:
+        distance = float(np.hypot(b[0] - a[0], b[1] - a[1]))
+        if distance <= 0:
+            continue
+        unc = Z * kmh * float(np.hypot(position_sigma_m(plane, a), position_sigma_m(plane, b))) / distance
+        note = "" if unc <= max_uncertainty_kmh else "  <- cannot support enforcement"
+        lines.append(f"section {sid}: {distance:.1f} m, +-{unc:.2f} km/h at {kmh:g} km/h{note}")
+    return lines
+
+
 @dataclass
 class _Inputs:
     label: str
@@ -208,6 +277,7 @@ class _Inputs:
     world_points: np.ndarray
     frame: int
     reference_frame: int | None  # set when the frame must be registered onto this one first
+    sections: list[tuple[str, tuple[float, float], tuple[float, float]]]  # id, the two lines' midpoints (m)
 
 
 def _camera_inputs(args: argparse.Namespace) -> _Inputs:
@@ -216,6 +286,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
 
     label, video, roi, frame, register_to = "ad-hoc", None, None, args.frame or 0, None
     image_pts = world_pts = None
+    sections: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
     if args.camera:
         settings = load_settings(args.config, args.overrides)
         camera = settings.camera(args.camera)
@@ -234,13 +305,15 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
         if camera.calibration is not None:
             image_pts = np.asarray(camera.calibration.image_points, dtype=np.float64)
             world_pts = np.asarray(camera.calibration.world_points, dtype=np.float64)
+        mids = {line.id: tuple(np.mean(np.asarray(line.points, dtype=np.float64), axis=0)) for line in camera.lines}
+        sections = [(s.id, mids[s.lines[0]], mids[s.lines[1]]) for s in camera.sections]
     if args.points:
         image_pts, world_pts = parse_points(args.points)
     if args.video:
         video = Path(args.video)
     if image_pts is None or world_pts is None:  # both set or neither
         raise CalibrationError("nothing to check: give --camera (with --config) or --points")
-    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to)
+    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--png", help="write the annotated frame here")
     parser.add_argument("--grid-across", type=float, default=1.0, help="grid spacing across the road, m (default 1)")
     parser.add_argument("--grid-along", type=float, default=5.0, help="grid spacing along the road, m (default 5)")
+    parser.add_argument("--section-m", type=float, default=20.0, help="section length for the uncertainty table")
+    parser.add_argument("--kmh", type=float, default=100.0, help="reference speed for the uncertainty table")
+    parser.add_argument(
+        "--max-uncertainty-kmh", type=float, default=3.0, help="warn where a passage speed carries more (95 %%)"
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -281,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CalibrationError(f"{source}: {exc}") from None
         print(f"camera {inp.label}: {len(inp.image_points)} point pairs")
         for line in report_lines(plane, inp.roi):
+            print(line)
+        if args.section_m <= 0 or args.kmh <= 0:
+            raise CalibrationError("--section-m and --kmh must be > 0")
+        for line in uncertainty_lines(plane, inp.sections, args.section_m, args.kmh, args.max_uncertainty_kmh):
             print(line)
         if args.png:
             if inp.video is None:

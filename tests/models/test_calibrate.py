@@ -75,3 +75,23 @@ def test_config_errors_name_the_field(tmp_path: Path, capsys) -> None:
     assert "unknown camera 'nope'" in capsys.readouterr().err
     assert main(["--points", SQUARE, "--png", str(tmp_path / "x.png")]) == 2
     assert "--png needs a frame" in capsys.readouterr().err
+
+
+def test_uncertainty_grows_with_distance_and_warns_where_enforcement_fails(capsys) -> None:
+    from trafficstream.models.calibrate import uncertainty_by_distance, uncertainty_lines
+    from trafficstream.models.homography import RoadPlane
+
+    # a camera looking down a road: 0-60 m along it from the bottom of a 1280 x 720 frame to near the top
+    plane = RoadPlane.from_points([(440, 700), (840, 700), (600, 200), (680, 200)], [(0, 0), (7, 0), (0, 60), (7, 60)])
+    rows = uncertainty_by_distance(plane, section_m=20, kmh=100)
+    assert [r.y_m for r in rows][:3] == [0.0, 5.0, 10.0] and rows[-1].y_m <= 50
+    assert all(b.metres_per_px > a.metres_per_px for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.uncertainty_kmh > a.uncertainty_kmh for a, b in zip(rows, rows[1:], strict=False))
+    limit = (rows[0].uncertainty_kmh + rows[-1].uncertainty_kmh) / 2
+    text = uncertainty_lines(plane, [("s", (3.5, 0.0), (3.5, 40.0))], 20, 100, limit)
+    assert any("cannot support enforcement" in line for line in text)
+    assert any(line.startswith("warning: beyond Y =") for line in text)
+    assert any(line.startswith("section s: 40.0 m, +-") for line in text)
+    # the demo camera's section is printed by the CLI
+    assert main(["--config", str(PROJECT_ROOT / "infra/config/demo.yaml"), "--camera", "motorway-overpass"]) == 0
+    assert "section stretch: 24.0 m, +-" in capsys.readouterr().out
