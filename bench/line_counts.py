@@ -8,6 +8,9 @@ one row per frame, time running down. Every vehicle that crosses the line leaves
 a person counts them without replaying the clip (state that when reporting a count)::
 
     python -m trafficstream.bench.line_counts --config infra/config/samples.yaml [--out bench/results/line_counts.json]
+
+It also times stage 2 on the same rows with and without the camera's geometry (``stage2``: ms per frame,
+side by side): what counting, events and passage speeds cost.
 """
 
 from __future__ import annotations
@@ -83,9 +86,8 @@ def slit_scans(camera: Camera, frames: int | None = None) -> dict[str, np.ndarra
     return {k: np.stack(v) for k, v in rows.items() if v}
 
 
-def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The camera's crossing rows and final track summaries (payloads) from the job's stage 1 and stage 2
-    over the whole clip."""
+def perception_of(rt: Runtime, clip: Clip) -> pd.DataFrame:
+    """Stage 1 over the whole clip, as Spark tasks run it (``CHUNK`` records at a time), as stage 2 gets it."""
     topic = rt.settings.kafka.frames_topic
     rows: list[dict[str, Any]] = []
     for start in range(0, len(clip.frames), CHUNK):
@@ -95,14 +97,48 @@ def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> tuple[pd.DataFr
             for i, (index, pts_s) in enumerate(clip.frames[start : start + CHUNK])
         ]
         rows += perceive_records(rt, records)
-    perception = to_record_batch(rows, rt.schema).to_pandas()
-    out = pd.concat(list(track_camera(settings_json, (clip.camera.id,), iter([perception]), MemoryGroupState())))
+    return to_record_batch(rows, rt.schema).to_pandas()
+
+
+def stage2(settings_json: str, camera_id: str, perception: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Stage 2 over the camera's rows from a fresh state; its output and wall seconds."""
+    t0 = time.perf_counter()
+    out = pd.concat(list(track_camera(settings_json, (camera_id,), iter([perception]), MemoryGroupState())))
+    return out, time.perf_counter() - t0
+
+
+def crossings_of(rt: Runtime, settings_json: str, clip: Clip) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The camera's crossing rows and final track summaries (payloads) from the job's stage 1 and stage 2
+    over the whole clip."""
+    out, _ = stage2(settings_json, clip.camera.id, perception_of(rt, clip))
+    return crossings_and_tracks(out)
+
+
+def crossings_and_tracks(out: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     crossings = pd.DataFrame([json.loads(p) for p in out.loc[out.kind == KIND_CROSSING, "payload"]])
     tracks = {}
     for p in out.loc[out.kind == KIND_TRACK, "payload"]:  # the latest summary of each track wins
         t = json.loads(p)
         tracks[t["track_id"]] = t
     return crossings, pd.DataFrame(list(tracks.values()))
+
+
+def stage2_cost(settings: Settings, camera: Camera, perception: pd.DataFrame, reps: int = 3) -> dict[str, float]:
+    """Stage 2's ms per frame on the same rows with the camera's lines, lanes, zones and sections and without
+    them, side by side (best of ``reps`` each, alternating)."""
+    bare = camera.model_copy(update={"lines": [], "lanes": [], "zones": [], "sections": []})
+    variants = {
+        "with_geometry": settings_to_json(settings),
+        "without_geometry": settings_to_json(
+            settings.model_copy(update={"cameras": [bare if c.id == camera.id else c for c in settings.cameras]})
+        ),
+    }
+    best = {k: float("inf") for k in variants}
+    for _ in range(reps):
+        for name, js in variants.items():
+            best[name] = min(best[name], stage2(js, camera.id, perception)[1])
+    n = max(1, len(perception))
+    return {f"{k}_ms_per_frame": round(v * 1e3 / n, 3) for k, v in best.items()}
 
 
 def passage_table(tracks: pd.DataFrame) -> dict[str, Any]:
@@ -147,7 +183,9 @@ def run(settings: Settings, out_dir: Path, frames: int | None = None) -> dict[st
             continue
         clip = index_clip(camera, frames)
         log.info("%s: %d frames", camera.id, len(clip.frames))
-        crossings, tracks = crossings_of(rt, settings_json, clip)
+        perception = perception_of(rt, clip)
+        out, _ = stage2(settings_json, camera.id, perception)
+        crossings, tracks = crossings_and_tracks(out)
         scans = slit_scans(camera, frames)
         pictures = {}
         for line_id, scan in scans.items():
@@ -164,6 +202,7 @@ def run(settings: Settings, out_dir: Path, frames: int | None = None) -> dict[st
             },
             "slit_scans": pictures,
             "passage_speeds": passage_table(tracks),
+            "stage2": stage2_cost(settings, camera, perception),
         }
         log.info("%s: %s", camera.id, json.dumps(report[camera.id]["counts"]))
         log.info("%s passages: %s", camera.id, json.dumps(report[camera.id]["passage_speeds"], default=str))
