@@ -203,6 +203,23 @@ def lane_at(lanes: Sequence[LaneArea], point: TrackPoint) -> str | None:
     return None
 
 
+def lanes_at(lanes: Sequence[LaneArea], points: Sequence[TrackPoint]) -> list[str | None]:
+    """:func:`lane_at` of every point of a frame, one polygon test per lane for all of them (stage 2 runs this
+    on every detected frame)."""
+    out: list[str | None] = [None] * len(points)
+    for lane in lanes:
+        todo = [i for i, lane_id in enumerate(out) if lane_id is None]
+        xy = [(i, p.image_xy if lane.space == "image" else p.road_xy) for i in todo for p in (points[i],)]
+        xy = [(i, q) for i, q in xy if q is not None]
+        if not xy:
+            continue
+        inside = points_in_polygon(np.asarray([q for _, q in xy], dtype=np.float64), np.asarray(lane.polygon))
+        for (i, _), hit in zip(xy, inside, strict=True):
+            if hit:
+                out[i] = lane.id
+    return out
+
+
 def lines_from_camera(camera: Camera) -> list[Line]:
     ev = camera.events
     return [

@@ -56,7 +56,7 @@ from trafficstream.models import state_codec
 from trafficstream.models.classes import VEHICLE_CLASSES
 from trafficstream.models.events import Event, EventDetector, event_id
 from trafficstream.models.homography import RoadPlane
-from trafficstream.models.lines import Crossing, LaneArea, LineCounter, TrackPoint, lane_at, lanes_from_camera
+from trafficstream.models.lines import Crossing, LaneArea, LineCounter, TrackPoint, lanes_at, lanes_from_camera
 from trafficstream.models.passage import Passage, passage_speed, position_sigma_m
 from trafficstream.models.roi import bottom_centre
 from trafficstream.models.speed import TrackKinematics
@@ -585,7 +585,9 @@ class CameraProcessor:
                     speed_kmh=speed if flag is None else None,
                     heading_deg=heading,
                 )
-                points.append(replace(point, lane_id=lane_at(self.lanes, point)) if self.lanes else point)
+                points.append(point)
+        if self.lanes and points:  # one polygon test per lane for the whole frame
+            points = [replace(p, lane_id=lane) for p, lane in zip(points, lanes_at(self.lanes, points), strict=True)]
         self._count_and_detect(row, ts, points, {v.track_id: v for v in tracked}, xyxy)
         self._end_tracks(row)
         t2 = time.perf_counter()

@@ -213,3 +213,22 @@ def test_lines_from_camera_take_the_hysteresis_of_their_space() -> None:
     assert (line.id, line.space, line.a, line.b, line.hysteresis) == ("a", "image", (0, 10), (100, 10), 12)
     assert line.directions == ("left_to_right", "right_to_left")
     assert LineCounter.from_camera(cam).lines == [line]
+
+
+def test_lanes_at_matches_lane_at_point_by_point() -> None:
+    from trafficstream.models.lines import lanes_at
+
+    lanes = [
+        LaneArea("a", "image", ((0, 0), (100, 0), (100, 200), (0, 200)), 0.0),
+        LaneArea("b", "road", ((0, 0), (3.5, 0), (3.5, 50), (0, 50)), 180.0),
+        LaneArea("c", "image", ((50, 0), (300, 0), (300, 200), (50, 200)), 0.0),  # overlaps a: a comes first
+    ]
+    points = [
+        TrackPoint(1, image_xy=(60, 10)),  # a (and c)
+        TrackPoint(2, image_xy=(200, 10)),  # c
+        TrackPoint(3, image_xy=(500, 10), road_xy=(1.0, 10.0)),  # b
+        TrackPoint(4, image_xy=None, road_xy=None),  # nowhere
+        TrackPoint(5, image_xy=(500, 500), road_xy=(9.0, 10.0)),  # nowhere
+    ]
+    assert lanes_at(lanes, points) == [lane_at(lanes, p) for p in points] == ["a", "c", "b", None, None]
+    assert lanes_at(lanes, []) == [] and lanes_at([], points) == [None] * 5
