@@ -42,6 +42,7 @@ from trafficstream.config import (
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 from trafficstream.streaming_jobs.perception import perceive_batches, warm_batches
+from trafficstream.streaming_jobs.scheduling import STREAM_POOL, fair_scheduler_conf, use_pool
 from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
 from trafficstream.streaming_jobs.sinks import BatchWriter
 from trafficstream.streaming_jobs.tracking import track_camera
@@ -64,6 +65,9 @@ def spark_session(settings: Settings, extra_conf: dict[str, str] | None = None) 
     )
     if settings.spark.master:
         builder = builder.master(settings.spark.master)
+    if settings.spark.scheduler_pools:
+        for key, value in fair_scheduler_conf().items():
+            builder = builder.config(key, value)
     for key, value in {**settings.spark.conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
@@ -100,6 +104,8 @@ def start_query(
     )
 
     writer = BatchWriter(spark, settings, settings_json, checkpoint)
+    if settings.spark.scheduler_pools:
+        use_pool(spark.sparkContext, STREAM_POOL)  # the query's threads inherit it when it starts
     stream = tracked.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
     if available_now:
         stream = stream.trigger(availableNow=True)
@@ -135,6 +141,13 @@ def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: flo
         progress = query.lastProgress
         if progress and progress["batchId"] != seen_batch:
             seen_batch = progress["batchId"]
+            # Spark's own phases per micro-batch (addBatch = the frame work + sinks): where latency goes.
+            log.info(
+                "micro-batch %s: %s rows, durations ms %s",
+                seen_batch,
+                progress.get("numInputRows"),
+                progress.get("durationMs"),
+            )
             if progress.get("numInputRows", 0) > 0:
                 last_active = time.time()
         if query.status.get("isTriggerActive"):

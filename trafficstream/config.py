@@ -139,6 +139,8 @@ class SparkSettings(_Section):
     # Seconds between the starts of two background commits: they cost mostly per commit, so fewer, larger
     # commits leave more of the machine to the micro-batches. Delta trails the results topic by about this.
     delta_commit_interval_s: float = Field(default=30.0, ge=0, le=3600)
+    # FAIR scheduler pools: micro-batch tasks get free slots before background commits (scheduling.py).
+    scheduler_pools: bool = True
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
     stop_after_idle_s: float | None = Field(default=None, gt=0)
 
