@@ -8,7 +8,7 @@ frame), the same in the first and the last minute (growth = falling behind), the
 got, the stride the job settled on, the share of frames skipped, and the frame accounting from the Delta
 tables (frames in = detected + predicted + skipped + dead-lettered)::
 
-    python -m trafficstream.bench.live [--cameras 1 2 4] [--seconds 180] [--shed on off] [--out FILE]
+    python -m trafficstream.bench.live [--cameras 1 2 4] [--seconds 180] [--shed on off] [--pools on off] [--out FILE]
 
 ``make bench`` runs it after the throughput figures; JSON goes to ``bench/results/live.json``.
 """
@@ -140,7 +140,13 @@ def accounting(settings: Settings, ingested: int) -> dict[str, Any]:
 
 
 def scenario(
-    base: Settings, n_cameras: int, shed: bool, seconds: float, workdir: Path, max_offsets: int = 2000
+    base: Settings,
+    n_cameras: int,
+    shed: bool,
+    seconds: float,
+    workdir: Path,
+    max_offsets: int = 2000,
+    pools: bool = True,
 ) -> dict[str, Any]:
     from trafficstream.infra.local_kafka import KafkaBroker
     from trafficstream.infra.pipeline import JobProcess, processed_counts
@@ -159,7 +165,9 @@ def scenario(
                 "live": base.live.model_copy(update={"shed_load": shed}),
                 # live: read everything that arrived (stale frames are skipped cheaply in stage 1), so a
                 # backlog never waits in Kafka behind a small per-trigger cap
-                "spark": base.spark.model_copy(update={"max_offsets_per_trigger": max_offsets}),
+                "spark": base.spark.model_copy(
+                    update={"max_offsets_per_trigger": max_offsets, "scheduler_pools": pools}
+                ),
             }
         )
         k = settings.kafka
@@ -187,6 +195,7 @@ def scenario(
     result: dict[str, Any] = {
         "cameras": n_cameras,
         "shed_load": shed,
+        "scheduler_pools": pools,
         "max_offsets_per_trigger": max_offsets,
         "seconds": round(t1 - t0, 1),
         "job_ready_s": round(started_s, 1),
@@ -214,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4], help="camera counts to run")
     parser.add_argument("--shed", choices=["on", "off"], nargs="+", default=["on", "off"])
+    parser.add_argument(
+        "--pools",
+        choices=["on", "off"],
+        nargs="+",
+        default=["on"],
+        help="FAIR scheduler pools (micro-batches before Delta commits); 'on off' compares them with shedding on",
+    )
     parser.add_argument("--seconds", type=float, default=180.0, help="live run per scenario")
     parser.add_argument("--out", type=Path, default=RESULTS / "live.json")
     args = parser.parse_args(argv)
@@ -221,9 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     base = load_settings(args.config, args.overrides)
     runs = []
     for shed in args.shed:
-        for n in args.cameras:
-            runs.append(scenario(base, n, shed == "on", args.seconds, WORK / f"{n}cam-shed-{shed}"))
-    held = [r["cameras"] for r in runs if r["shed_load"] and r["within_budget"]]
+        for pools in args.pools if shed == "on" else ["on"]:
+            for n in args.cameras:
+                workdir = WORK / f"{n}cam-shed-{shed}" if pools == "on" else WORK / f"{n}cam-shed-{shed}-pools-off"
+                runs.append(scenario(base, n, shed == "on", args.seconds, workdir, pools=pools == "on"))
+    held = [r["cameras"] for r in runs if r["shed_load"] and r["scheduler_pools"] and r["within_budget"]]
     summary = {
         "ts": time.time(),
         "command": "python -m trafficstream.bench.live " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -244,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                         for k in (
                             "cameras",
                             "shed_load",
+                            "scheduler_pools",
                             "latency_s",
                             "last_minute_s",
                             "share_skipped",
