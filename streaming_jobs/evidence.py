@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from trafficstream.config import PrivacySettings, Settings, settings_from_json
+from trafficstream.config import PrivacySettings, settings_from_json
 from trafficstream.ingest.segments import mark_evidence
 from trafficstream.models.classes import ROAD_USER_CLASS_IDS
 from trafficstream.models.detector import Detector
@@ -39,28 +36,22 @@ from trafficstream.streaming_jobs.perception import configured_detector, task_th
 from trafficstream.video import ReaderPool, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _pool = ReaderPool(max_open=4)
 
 
 @lru_cache(maxsize=4)
-def _settings(settings_json: str) -> Settings:
-    return settings_from_json(settings_json)
-
-
-@lru_cache(maxsize=4)
 def _evidence_root(settings_json: str) -> Path:
-    return _settings(settings_json).evidence_root
+    return settings_from_json(settings_json).evidence_root
 
 
 @lru_cache(maxsize=4)
 def _segments_root(settings_json: str) -> Path:
-    return _settings(settings_json).segments_root
+    return settings_from_json(settings_json).segments_root
 
 
 @lru_cache(maxsize=4)
 def _privacy(settings_json: str) -> PrivacySettings:
-    return _settings(settings_json).privacy
+    return settings_from_json(settings_json).privacy
 
 
 def draw_violation(image: np.ndarray, box: tuple[float, float, float, float], label: str) -> np.ndarray:
@@ -147,43 +138,16 @@ def _keep_segment(settings_json: str, source: Path) -> None:
             log.warning("segment %s not marked as evidence: %s", source.name, exc)
 
 
-def at_lowest_priority(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a thread of its own at the lowest CPU priority (nice 19; Linux sets it per thread, and
-    the threads it starts, the detector's and the encoder's, inherit it), waited for: rendering evidence
-    takes seconds of CPU per violation and must not slow the live frames. Elsewhere: in this thread."""
-    if not sys.platform.startswith("linux"):
-        return fn(*args)
-    out: list[Any] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:  # not permitted here: run at the normal priority
-            pass
-        try:
-            out.append(fn(*args))
-        except BaseException as exc:  # re-raised in the caller's thread
-            err.append(exc)
-
-    thread = threading.Thread(target=run, name="evidence", daemon=True)
-    thread.start()
-    thread.join()
-    if err:
-        raise err[0]
-    return out[0]
-
-
 @lru_cache(maxsize=4)
 def _clip_detector(settings_json: str) -> Detector:
     """The job's detector model with every road user (people and cyclists too): what a clip's privacy needs."""
-    settings = _settings(settings_json)
+    settings = settings_from_json(settings_json)
     return configured_detector(settings, task_threads(settings.detector.threads), classes=ROAD_USER_CLASS_IDS)
 
 
 def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: float) -> str | None:
     """The violation's evidence clip (``evidence`` settings), or None: clips off, or it could not be made."""
-    settings = _settings(settings_json)
+    settings = settings_from_json(settings_json)
     ev = settings.evidence
     if not ev.clips:
         return None
@@ -195,7 +159,7 @@ def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: fl
             source,
             pts,
             box,
-            _clip_detector(settings_json),  # built in the caller's (low-priority) thread: its threads inherit that
+            _clip_detector(settings_json),
             settings.privacy,
             ev.clip_before_s,
             ev.clip_after_s,
@@ -238,8 +202,3 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
                 clips.append(None)
             messages.append(violation_result(row, p, uris[-1], clips[-1]))
         yield pdf.assign(evidence_uri=uris, evidence_clip_uri=clips, message=messages)
-
-
-def evidence_rows(settings_json: str, pdf: pd.DataFrame) -> pd.DataFrame:
-    """:func:`render_evidence` on one frame of violation rows (the driver's call)."""
-    return next(render_evidence(settings_json, iter([pdf])))

@@ -24,10 +24,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,7 @@ from trafficstream import tables
 from trafficstream.config import Settings
 from trafficstream.messages import CAMERA_ID_PATTERN
 from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
-from trafficstream.streaming_jobs.evidence import at_lowest_priority, evidence_rows
-from trafficstream.streaming_jobs.scheduling import DELTA_POOL, POOL_PROPERTY, use_pool
+from trafficstream.streaming_jobs.evidence import render_evidence
 from trafficstream.streaming_jobs.schemas import (
     CROSSING_PAYLOAD,
     DEAD_PAYLOAD,
@@ -453,19 +453,11 @@ class BatchWriter:
             KIND_CROSSING: self._write_crossings,
             KIND_EVENT: self._write_events,
         }
-        # The sink threads run their jobs in the caller's scheduler pool (query: stream, committer: delta).
-        pool = self.spark.sparkContext.getLocalProperty(POOL_PROPERTY)
-        futures = [
-            self._pool.submit(self._in_pool, pool, fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)
-        ]
+        futures = [self._pool.submit(fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)]
         errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
         for exc in errors:
             if exc is not None:
                 raise exc
-
-    def _in_pool(self, pool: str | None, fn: Callable[[DataFrame, int], None], df: DataFrame, batch_id: int) -> None:
-        use_pool(self.spark.sparkContext, pool)
-        fn(df, batch_id)
 
     def _stage2(self, df: DataFrame, kind: str, payload: StructType, batch_id: int) -> DataFrame:
         """The rows of ``kind`` with their payload parsed (``p``); each row keeps its own ``batch_id``."""
@@ -539,17 +531,12 @@ class BatchWriter:
         )
 
     def _write_violations(self, df: DataFrame, batch_id: int) -> None:
-        # The evidence step adds evidence_uri and evidence_clip_uri and fills `message` (the results-topic
-        # violation message). It runs here on the driver (a few rows), at the lowest CPU priority and outside
-        # Spark's task slots: a clip costs seconds of CPU, and a task holding a slot that long makes the live
-        # micro-batches wait (FAIR pools do not pre-empt a running task).
+        vio = df.where(F.col("kind") == KIND_VIOLATION)
+        # The evidence step adds evidence_uri and fills `message` (the results-topic violation message).
         out_schema = StructType(
             SPOOLED.fields + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
         )
-        pdf = df.where(F.col("kind") == KIND_VIOLATION).toPandas()
-        with self._timed("evidence"):
-            rendered = at_lowest_priority(evidence_rows, self.settings_json, pdf)
-        vio = self.spark.createDataFrame(rendered[out_schema.fieldNames()], out_schema).persist()
+        vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
         try:
             v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))
             self._append(table_rows(v, tables.VIOLATIONS), tables.VIOLATIONS, batch_id)
@@ -716,8 +703,6 @@ class DeltaCommitter(threading.Thread):
         return not self.is_alive()
 
     def run(self) -> None:
-        if self.writer.settings.spark.scheduler_pools:
-            use_pool(self.writer.spark.sparkContext, DELTA_POOL)  # micro-batches get free slots first
         backoff = 1.0
         while True:
             try:

@@ -90,28 +90,3 @@ def test_clip_of_the_real_motorway_with_the_real_detector(tmp_path) -> None:
         before = images[0][by1:by2, bx1:bx2].astype(float)
         after = frames[centre][by1:by2, bx1:bx2].astype(float)
         assert np.abs(after - before).mean() > 2 or after.var() < 0.5 * before.var()
-
-
-def test_evidence_work_runs_at_the_lowest_priority_and_reports_its_result_and_errors():
-    import os
-    import sys
-    import threading
-
-    import pytest
-
-    from trafficstream.streaming_jobs.evidence import at_lowest_priority
-
-    def probe(x: int) -> tuple[int, int, int]:
-        return x * 2, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), threading.get_native_id()
-
-    doubled, nice, tid = at_lowest_priority(probe, 21)
-    assert doubled == 42
-    if sys.platform.startswith("linux"):
-        assert nice == 19 and tid != threading.get_native_id()
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19  # the caller keeps its own
-
-    def fails() -> None:
-        raise ValueError("broken clip")
-
-    with pytest.raises(ValueError, match="broken clip"):
-        at_lowest_priority(fails)
