@@ -239,14 +239,8 @@ def perceive_records(rt: Runtime, records: list[Record], newest_capture_ts: floa
     refs = [_parse(rt, row, record[0]) for row, record in zip(rows, records, strict=True)]
     # Each camera's newest frame in this input: stale frames are only skipped for fresher ones.
     newest: dict[str, float] = {}
-    live: set[str] = set()
     for ref in filter(None, refs):
         newest[ref.camera_id] = max(newest.get(ref.camera_id, newest_capture_ts), ref.capture_ts)
-        if ref.live and ref.camera_id in rt.cameras:
-            live.add(ref.camera_id)
-    now = time.time()
-    for camera_id in live:  # each live camera's freshest frame in this task sets the shedder's floor
-        rt.shedder(camera_id, True).observe_task(now - newest[camera_id])
     jobs = [job for row, ref in zip(rows, refs, strict=True) if ref and (job := _admit(rt, row, ref, newest))]
     _plan_registration(rt, jobs)
     chunk: list[_Job] = []

@@ -7,14 +7,11 @@ Each live camera has a capture -> result latency budget (``live.latency_budget_s
 * ``predicted``: no detector pass; stage 2 predicts the camera's tracks onto this frame (Kalman), so every
   frame still gets boxes, ids and a results message. The detection stride ``k`` (detect every k-th frame)
   starts at the camera's ``detect_every``;
-* ``skipped``: the frame is already older than the budget and a backlog: either more than half the budget
-  older than the camera's newest frame waiting in the same task, or more than the budget older than the
-  freshest frames this worker was recently handed (the *floor*: the least age of a task's newest frame over
-  the camera's last ``FLOOR_TASKS`` tasks). Working on it would only make the fresher frames late too. Stage 2
-  records it (frames table, ``skip_reason`` ``stale``) and leaves the tracks alone. (Measured against fresher
-  frames, not the clock alone: when the platform's own delay exceeds the budget, a rule on age alone would
-  skip every frame and leave the tracker blind. The floor matters because a micro-batch is split into several
-  tasks: each sees a slice, and the oldest slices of a backlog hold no fresher frame of their own.)
+* ``skipped``: the frame is already older than the budget and more than half the budget older than the
+  camera's newest frame waiting in the same task: working on it would only make the fresher frames late too.
+  Stage 2 records it (frames table, ``skip_reason`` ``stale``) and leaves the tracks alone. (Measured from
+  the newest frame, not only from the clock: when the platform's own delay exceeds the budget, a rule on age
+  alone would skip all but the last frame of every task and leave the tracker blind.)
 
 When frames reach stage 1 later than half the budget, the stride goes up by one (at most once a second, up to
 ``live.max_detect_every``); when they arrive within a quarter of the budget it comes back down to the
@@ -26,7 +23,6 @@ One :class:`LoadShedder` per camera per Python worker (kept in the worker's runt
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 DETECTED = "detected"
@@ -38,7 +34,6 @@ RAISE_AT = 0.5  # of the budget: frames this late push the stride up
 LOWER_AT = 0.25  # of the budget: frames this fresh let it come down
 SKIP_SPREAD = 0.5  # of the budget: a stale frame this much older than the newest waiting one is skipped
 ADJUST_EVERY_S = 1.0  # one stride step per second at most: the lateness of a batch needs time to show
-FLOOR_TASKS = 8  # tasks whose freshest frame sets the floor: about two micro-batches of a busy camera
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,27 +56,13 @@ class LoadShedder:
         self.stride = base_stride
         self.last_detected: int | None = None
         self._last_adjust = float("-inf")
-        self._newest_ages: deque[float] = deque(maxlen=FLOOR_TASKS)
-
-    def observe_task(self, newest_age_s: float) -> None:
-        """A task of this camera starts: ``newest_age_s`` is the age of its newest frame now (call once per task,
-        before its :meth:`decide` calls)."""
-        self._newest_ages.append(newest_age_s)
-
-    @property
-    def floor_s(self) -> float:
-        """The platform's recent delay: the least age of a task's newest frame over the last tasks (inf:
-        none seen)."""
-        return min(self._newest_ages, default=float("inf"))
 
     def decide(self, frame_index: int, capture_ts: float, now: float, newest_capture_ts: float) -> Decision:
         """What to do with frame ``frame_index`` captured at ``capture_ts``; ``newest_capture_ts``: capture time of
         the camera's newest frame in the task's input."""
         if self.enabled:
             age = now - capture_ts
-            if age > self.budget_s and (
-                newest_capture_ts - capture_ts > SKIP_SPREAD * self.budget_s or age > self.floor_s + self.budget_s
-            ):
+            if age > self.budget_s and newest_capture_ts - capture_ts > SKIP_SPREAD * self.budget_s:
                 return Decision(SKIPPED, self.stride, SKIP_STALE)
             self._adjust(age, now)
         if (

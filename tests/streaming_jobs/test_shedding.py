@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trafficstream.streaming_jobs.shedding import (
-    DETECTED,
-    FLOOR_TASKS,
-    PREDICTED,
-    SKIP_STALE,
-    SKIPPED,
-    LoadShedder,
-)
+from trafficstream.streaming_jobs.shedding import DETECTED, PREDICTED, SKIP_STALE, SKIPPED, LoadShedder
 
 
 def _run(shedder: LoadShedder, n: int, *, age: float = 0.0, fps: float = 30.0, t0: float = 1000.0) -> list:
@@ -83,38 +76,3 @@ def test_a_retried_task_detects_the_same_frames_again():
     again = [shedder.decide(i, 0, 0, 0).analysis for i in range(4)]
     assert first == again == [DETECTED] * 4
     assert shedder.decide(3, 0, 0, 0).analysis == DETECTED  # the very last frame, replayed alone
-
-
-def test_an_old_slice_of_a_backlog_is_skipped_for_the_fresher_slices_seen_recently():
-    """A micro-batch split into tasks: a task holding only the backlog's oldest frames has no fresher frame of
-    its own; the freshest frames the worker was handed recently (the floor) show them stale."""
-    shedder = LoadShedder(1, 6, budget_s=2.0)
-    shedder.observe_task(1.2)  # the last batch's newest slice: the platform delivers frames 1.2 s old
-    assert shedder.floor_s == 1.2
-    now = 2000.0
-    old_slice = [1990.0 + i / 30 for i in range(15)]  # 10 s old, nothing fresher in this task
-    shedder.observe_task(now - old_slice[-1])
-    decisions = [shedder.decide(i, c, now, newest_capture_ts=old_slice[-1]) for i, c in enumerate(old_slice)]
-    assert {(d.analysis, d.skip_reason) for d in decisions} == {(SKIPPED, SKIP_STALE)}
-    # a slice within the budget of the floor is worked on, even though it is older than the budget
-    fresh_slice = [now - 3.0 + i / 30 for i in range(15)]
-    shedder.observe_task(now - fresh_slice[-1])
-    kept = [shedder.decide(100 + i, c, now, newest_capture_ts=fresh_slice[-1]) for i, c in enumerate(fresh_slice)]
-    assert all(d.analysis != SKIPPED for d in kept)
-
-
-def test_the_floor_follows_a_slower_platform_within_a_few_tasks():
-    """When the platform itself gets slower, the floor rises with it: the tracker is never left blind for
-    longer than the floor's window of tasks."""
-    shedder = LoadShedder(1, 6, budget_s=2.0)
-    shedder.observe_task(0.5)
-    for _ in range(FLOOR_TASKS):
-        shedder.observe_task(6.0)  # every task's newest frame now arrives 6 s old
-    assert shedder.floor_s == 6.0
-    assert shedder.decide(0, 1000.0, 1006.0, newest_capture_ts=1000.0).analysis == DETECTED
-
-
-def test_without_shedding_the_floor_skips_nothing():
-    shedder = LoadShedder(1, 6, budget_s=2.0, enabled=False)
-    shedder.observe_task(0.1)
-    assert shedder.decide(0, 1000.0, 1050.0, newest_capture_ts=1000.0).analysis == DETECTED
