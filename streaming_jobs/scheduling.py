@@ -3,12 +3,14 @@
 On a small cluster the background committer's jobs (MERGE scans, snapshot rebuilds, evidence rendering) can
 hold every task slot while frames wait: measured on the 2-core box, commits took ~3x the task time of the
 micro-batches in the first minutes of a live run. With ``spark.scheduler_pools`` on (default) the session runs
-the FAIR scheduler with two pools: ``stream`` (the query: stage 1, stage 2, results) with a weight of 1000,
-and ``delta`` (the committer) with weight 1. A free slot goes to a waiting micro-batch task first; commits use
-what is left. Running tasks are never pre-empted, so a commit still delays a batch by at most one task.
+the FAIR scheduler; the query runs in pool ``stream`` (weight 1000), the committer in Spark's default pool
+(weight 1). ``DELTA_POOL`` is declared for a committer that sets its pool explicitly; today it does not. With
+min shares of 0, Spark's FAIR comparator gives a free slot to the pool with the lowest running-tasks/weight
+ratio, so a pool with nothing running still gets the next slot: the weights bound the commit's share only while
+both pools have tasks running. Running tasks are never pre-empted.
 
-Pools are a driver-side setting per thread (``spark.scheduler.pool`` local property): the query thread sets
-it before the query starts (the stream's threads inherit it), the committer and its sink threads set theirs.
+The pool is a driver-side setting per thread (``spark.scheduler.pool`` local property): the query thread sets
+it before the query starts (the stream's threads inherit it).
 """
 
 from __future__ import annotations
