@@ -136,8 +136,9 @@ def true_plane(H: np.ndarray, like: RoadPlane) -> RoadPlane:
     ``like``'s calibration pixels as its reference points."""
     H = np.asarray(H, dtype=np.float64)
     img = np.asarray(like.image_points, dtype=np.float64)
-    wld = project(H, img)
-    return RoadPlane(H, np.linalg.inv(H), img, wld, reprojection_error(H, img, wld))
+    ideal = np.asarray(like.ideal_points, dtype=np.float64)  # H maps undistorted pixels (the same without a lens)
+    wld = project(H, ideal)
+    return RoadPlane(H, np.linalg.inv(H), img, wld, reprojection_error(H, ideal, wld), like.lens, None, ideal)
 
 
 def offset_speed_factor(plane: RoadPlane, pixels: np.ndarray, step_px: float = 1.0) -> np.ndarray:
@@ -416,12 +417,6 @@ def error_budget(
     cam = camera_id or gt.camera_id
     fps = gt.fps
     exact = true_plane(np.asarray(ground_truth["homography"], dtype=np.float64), plane)
-    if getattr(plane, "lens", None) is not None:
-        log.warning(
-            "camera %s has a lens model: the true homography maps ideal pixels, not the frame's; the "
-            "box_bottom and homography links are not meaningful",
-            cam,
-        )
     fed, info = _prepare(
         ground_truth,
         detections,

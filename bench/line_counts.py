@@ -47,12 +47,17 @@ def line_pixels(camera: Camera, line_id: str) -> np.ndarray:
     """Integer pixel positions along the line's image projection, 1 px apart, A to B."""
     line = next(x for x in camera.lines if x.id == line_id)
     ends = np.asarray(line.points, dtype=np.float64)
-    if line.space == "road":
-        if camera.calibration is None:
-            raise ValueError(f"camera {camera.id}: road line {line_id!r} without a calibration")
-        ends = RoadPlane.from_calibration(camera.calibration).to_image(ends)
-    n = max(2, int(np.ceil(np.linalg.norm(ends[1] - ends[0]) - 1e-6)) + 1)  # the projection is not exact
-    pts = ends[0] + (ends[1] - ends[0]) * np.linspace(0, 1, n)[:, None]
+    if line.space != "road":
+        n = max(2, int(np.ceil(np.linalg.norm(ends[1] - ends[0]) - 1e-6)) + 1)
+        return np.rint(ends[0] + (ends[1] - ends[0]) * np.linspace(0, 1, n)[:, None]).astype(np.int64)
+    if camera.calibration is None:
+        raise ValueError(f"camera {camera.id}: road line {line_id!r} without a calibration")
+    plane = RoadPlane.from_calibration(camera.calibration)
+    # Sampled on the road, not joined in the image: through a distorting lens a straight road line is curved.
+    px_ends = plane.to_image(ends)
+    n = max(2, int(np.ceil(np.linalg.norm(px_ends[1] - px_ends[0]) - 1e-6)) + 1)
+    pts = plane.to_image(ends[0] + (ends[1] - ends[0]) * np.linspace(0, 1, n)[:, None])
+    pts = pts[np.isfinite(pts).all(axis=1)]
     return np.rint(pts).astype(np.int64)
 
 

@@ -3,7 +3,8 @@
     python -m trafficstream.models.calibrate --config infra/config/demo.yaml --camera motorway-overpass \
         --png var/calibration/m.png
     python -m trafficstream.models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." \
-        [--video clip.mp4 --png out.png]
+        [--video clip.mp4 --png out.png] [--lens 704,640,360,-0.12,0.02]
+    python -m trafficstream.models.calibrate --config ... --camera ID --fit-k1 --focal-px 700
 
 Prints the reprojection error (metres on the road and pixels in the image) and each pair's residual, the
 metres-per-pixel at a few image points, the expected speed uncertainty by distance along the road (what a
@@ -14,6 +15,12 @@ pairs (red: the image point, green: its world point projected back), the ROI pol
 road grid (cyan: lines every ``--grid-across`` m across, every ``--grid-along`` m along the road) so a person
 can see whether it lies on the road. For a drifting camera (``register_frames``) a frame other than the
 reference is first registered onto the reference frame, and the grid follows the drift.
+
+Lens distortion (the camera's ``calibration.lens``, or ``--lens`` for ad-hoc points): the image points are
+undistorted before the fit, the reprojection errors are those of the undistorted points, and every pixel
+figure (metres per pixel, the uncertainty table, the drawn grid, which bends with the lens) is in the video's
+own pixels. ``--fit-k1`` estimates the main radial coefficient from >= 5 pairs (principal point at the frame's
+centre or ``--center-px``, focal length ``--focal-px``) and prints the ``lens:`` block to paste.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ import cv2
 import numpy as np
 
 from trafficstream.errors import ConfigError
-from trafficstream.models.homography import RoadPlane
+from trafficstream.models.homography import RoadPlane, fit_homography, project
+from trafficstream.models.lens import LensModel, distort_pixels, undistort_pixels
 
 log = logging.getLogger(__name__)
 
 MAX_GRID_EXTENT_M = 300.0  # the grid near the horizon is a smear of lines, and far lines mean nothing anyway
+K1_BOUND = 1.0  # |k1| searched by --fit-k1; a traffic camera's barrel is ~-0.05 .. -0.4
 
 
 class CalibrationError(ValueError):
@@ -58,6 +67,24 @@ def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
     if len(image) < 4:
         raise CalibrationError(f"--points: need at least 4 pairs x,y:X,Y separated by ';', got {len(image)}")
     return np.asarray(image), np.asarray(world)
+
+
+def _floats(text: str, option: str, counts: Sequence[int]) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CalibrationError(f"{option}: {text!r} is not comma-separated numbers") from None
+    if len(values) not in counts or not all(np.isfinite(values)):
+        raise CalibrationError(f"{option}: {text!r}: expected {' or '.join(map(str, counts))} finite numbers")
+    return values
+
+
+def parse_lens(text: str) -> LensModel:
+    """Parse ``--lens "focal,cx,cy[,k1[,k2[,p1[,p2[,k3]]]]]"`` (pixels of the video; OpenCV's coefficients)."""
+    values = _floats(text, "--lens", range(3, 9))
+    if values[0] <= 0:
+        raise CalibrationError(f"--lens: focal length {values[0]:g} px must be > 0")
+    return LensModel(*values)
 
 
 def read_frame(path: Path, index: int) -> np.ndarray:
@@ -180,14 +207,28 @@ def scale_probe_points(plane: RoadPlane, roi: np.ndarray | None, n: int = 5) -> 
     return np.asarray(pts)
 
 
+def lens_lines(lens: LensModel | None, image_points: np.ndarray) -> list[str]:
+    """What the lens does to the calibration points (nothing to say without one)."""
+    if lens is None or lens.is_identity:
+        return []
+    shift = np.linalg.norm(undistort_pixels(image_points, lens) - image_points, axis=1)
+    return [
+        f"lens: focal {lens.focal_px:g} px, center [{lens.cx:g}, {lens.cy:g}], k1 {lens.k1:g} k2 {lens.k2:g} "
+        f"p1 {lens.p1:g} p2 {lens.p2:g} k3 {lens.k3:g}; undistorting moves the calibration points by up to "
+        f"{shift.max():.1f} px (errors below: on the undistorted points)"
+    ]
+
+
 def report_lines(plane: RoadPlane, roi: np.ndarray | None) -> list[str]:
     e = plane.error
     lines = [
+        *lens_lines(plane.lens, plane.image_points),
         f"reprojection error: rms {e.rms_m:.3f} m (max {e.max_m:.3f} m), rms {e.rms_px:.2f} px (max {e.max_px:.2f} px)",
         "  #   image x,y (px)      world X,Y (m)     err m   err px",
     ]
     err_m = np.linalg.norm(plane.to_world(plane.image_points) - plane.world_points, axis=1)
-    err_px = np.linalg.norm(plane.to_image(plane.world_points) - plane.image_points, axis=1)
+    # pixel residuals where the homography is fitted: on the undistorted points when there is a lens
+    err_px = np.linalg.norm(project(plane.H_inv, plane.world_points) - plane.ideal_points, axis=1)
     for i, (p, w, em, ep) in enumerate(
         zip(plane.image_points, plane.world_points, err_m, err_px, strict=True), start=1
     ):
@@ -268,6 +309,72 @@ def uncertainty_lines(
     return lines
 
 
+def _raw_rms_px(image_points: np.ndarray, world_points: np.ndarray, lens: LensModel) -> float:
+    """RMS (video pixels) of the calibration points re-projected through the homography fitted on them
+    undistorted by ``lens``: measured in raw pixels, so every k1 is judged on the same scale."""
+    ideal = undistort_pixels(image_points, lens)
+    if not np.isfinite(ideal).all():
+        return float("inf")
+    try:
+        H = fit_homography(ideal, world_points)
+    except ValueError:
+        return float("inf")
+    back = distort_pixels(project(np.linalg.inv(H), world_points), lens)
+    rms = float(np.sqrt(np.mean(np.sum((back - image_points) ** 2, axis=1))))
+    return rms if np.isfinite(rms) else float("inf")
+
+
+@dataclass(frozen=True)
+class K1Fit:
+    lens: LensModel
+    rms_px_without: float  # the calibration points' raw-pixel rms with no distortion model
+    rms_px_with: float
+
+
+def fit_k1(image_points: np.ndarray, world_points: np.ndarray, focal_px: float, centre: Sequence[float]) -> K1Fit:
+    """The k1 (other coefficients 0) that minimises the homography's raw-pixel reprojection error.
+
+    Needs more than 4 pairs (4 fit any homography exactly whatever k1), ideally spread out to the picture's
+    edges where distortion shows. k1 trades off against the focal length, hence the fixed ``focal_px``.
+    """
+    from scipy.optimize import minimize_scalar
+
+    img, wld = np.asarray(image_points, np.float64), np.asarray(world_points, np.float64)
+    if len(img) <= 4:
+        raise CalibrationError(f"--fit-k1: needs at least 5 point pairs (4 fit any lens exactly), got {len(img)}")
+    cx, cy = float(centre[0]), float(centre[1])
+    # barrel beyond -4 / (27 R^2) folds the picture inside the farthest point (radius R): no undistortion there
+    radius = float(np.max(np.hypot(img[:, 0] - cx, img[:, 1] - cy))) / focal_px
+    lo = max(-K1_BOUND, -4 / (27 * radius**2) * 0.999) if radius > 0 else -K1_BOUND
+
+    def cost(k1: float) -> float:
+        return _raw_rms_px(img, wld, LensModel(focal_px, cx, cy, k1))
+
+    grid = np.linspace(lo, K1_BOUND, 41)  # coarse first: the cost need not be unimodal over the whole range
+    costs = [cost(float(k)) for k in grid]
+    best = int(np.argmin(costs))
+    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    res = minimize_scalar(cost, bounds=(a, b), method="bounded", options={"xatol": 1e-6})
+    k1 = float(res.x) if res.success and res.fun <= costs[best] else float(grid[best])
+    return K1Fit(LensModel(focal_px, cx, cy, k1), cost(0.0), cost(k1))
+
+
+def k1_lines(fit: K1Fit, n_pairs: int) -> list[str]:
+    lens = fit.lens
+    lines = [
+        f"k1 fitted over {n_pairs} pairs (focal {lens.focal_px:g} px, principal point [{lens.cx:g}, {lens.cy:g}]): "
+        f"rms {fit.rms_px_without:.2f} px without a lens model -> {fit.rms_px_with:.2f} px with k1 = {lens.k1:.4f}",
+        "suggested calibration block:",
+        f"    lens: {{focal_px: {lens.focal_px:g}, center_px: [{lens.cx:g}, {lens.cy:g}], k1: {lens.k1:.4f}}}",
+    ]
+    if fit.rms_px_with > 0.8 * fit.rms_px_without:
+        lines.append(
+            "note: k1 hardly improves the fit: the pairs do not show the distortion (add pairs near the picture's "
+            "edges), or the lens is nearly distortion-free"
+        )
+    return lines
+
+
 @dataclass
 class _Inputs:
     label: str
@@ -278,6 +385,7 @@ class _Inputs:
     frame: int
     reference_frame: int | None  # set when the frame must be registered onto this one first
     sections: list[tuple[str, tuple[float, float], tuple[float, float]]]  # id, the two lines' midpoints (m)
+    lens: LensModel | None = None
 
 
 def _camera_inputs(args: argparse.Namespace) -> _Inputs:
@@ -286,6 +394,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
 
     label, video, roi, frame, register_to = "ad-hoc", None, None, args.frame or 0, None
     image_pts = world_pts = None
+    lens: LensModel | None = None
     sections: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
     if args.camera:
         settings = load_settings(args.config, args.overrides)
@@ -305,15 +414,41 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
         if camera.calibration is not None:
             image_pts = np.asarray(camera.calibration.image_points, dtype=np.float64)
             world_pts = np.asarray(camera.calibration.world_points, dtype=np.float64)
+            lens = camera.calibration.lens_model()
         mids = {line.id: tuple(np.mean(np.asarray(line.points, dtype=np.float64), axis=0)) for line in camera.lines}
         sections = [(s.id, mids[s.lines[0]], mids[s.lines[1]]) for s in camera.sections]
     if args.points:
         image_pts, world_pts = parse_points(args.points)
     if args.video:
         video = Path(args.video)
+    if args.lens:
+        lens = parse_lens(args.lens)
     if image_pts is None or world_pts is None:  # both set or neither
         raise CalibrationError("nothing to check: give --camera (with --config) or --points")
-    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections)
+    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections, lens)
+
+
+def _k1_fit_for(inp: _Inputs, args: argparse.Namespace) -> K1Fit:
+    """--fit-k1 with the focal length and principal point from the options, else the configured lens, else the
+    centre of the video's frame."""
+    focal = args.focal_px if args.focal_px is not None else (inp.lens.focal_px if inp.lens else None)
+    if focal is None or focal <= 0:
+        raise CalibrationError("--fit-k1 needs the focal length: give --focal-px (> 0, pixels of the video)")
+    if args.center_px:
+        centre: Sequence[float] = _floats(args.center_px, "--center-px", (2,))
+    elif inp.lens is not None:
+        centre = (inp.lens.cx, inp.lens.cy)
+    elif inp.video is not None:
+        from trafficstream.cameras import probe_frame_size
+
+        try:
+            width, height, _ = probe_frame_size(inp.video)
+        except ValueError as exc:
+            raise CalibrationError(f"--fit-k1: cannot read the frame size of {inp.video}: {exc}") from None
+        centre = (width / 2, height / 2)
+    else:
+        raise CalibrationError("--fit-k1 needs the principal point: give --center-px cx,cy or a video")
+    return fit_k1(inp.image_points, inp.world_points, float(focal), centre)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-uncertainty-kmh", type=float, default=3.0, help="warn where a passage speed carries more (95 %%)"
     )
+    parser.add_argument(
+        "--lens", help='lens distortion "focal,cx,cy[,k1[,k2[,p1[,p2[,k3]]]]]" (px; replaces the camera\'s lens)'
+    )
+    parser.add_argument("--fit-k1", action="store_true", help="estimate k1 from >= 5 pairs; print a lens: block")
+    parser.add_argument("--focal-px", type=float, default=None, help="focal length for --fit-k1, px of the video")
+    parser.add_argument("--center-px", help="principal point cx,cy for --fit-k1 (default: the frame's centre)")
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -353,13 +494,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CalibrationError("--grid-across and --grid-along must be > 0")
         inp = _camera_inputs(args)
         try:
-            plane = RoadPlane.from_points(inp.image_points, inp.world_points)
+            plane = RoadPlane.from_points(inp.image_points, inp.world_points, inp.lens)
         except ValueError as exc:
             source = "--points" if args.points else f"calibration of {inp.label}"
             raise CalibrationError(f"{source}: {exc}") from None
         print(f"camera {inp.label}: {len(inp.image_points)} point pairs")
         for line in report_lines(plane, inp.roi):
             print(line)
+        if args.fit_k1:
+            for line in k1_lines(_k1_fit_for(inp, args), len(inp.image_points)):
+                print(line)
         if args.section_m <= 0 or args.kmh <= 0:
             raise CalibrationError("--section-m and --kmh must be > 0")
         for line in uncertainty_lines(plane, inp.sections, args.section_m, args.kmh, args.max_uncertainty_kmh):

@@ -6,18 +6,24 @@ all pairs, :class:`RoadPlane` wraps it with its inverse and its reprojection err
 
 Pixels beyond the horizon have no place on the road plane; :meth:`RoadPlane.to_world` returns NaN for them
 instead of the huge, sign-flipped coordinates a bare homography gives (one source of "1000 km/h" speeds).
+
+A camera with lens distortion (``calibration.lens``, :mod:`models.lens`) is fitted on *undistorted* ("ideal")
+pixels: a homography only holds for a pinhole picture. :class:`RoadPlane`'s methods still take and return the
+video's own (raw, distorted) pixels; only ``H`` / ``H_inv`` work on ideal ones, so use the methods, not ``H``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from scipy.optimize import least_squares
+
+from trafficstream.models.lens import LensModel, distort_pixels, in_model_range, undistort_pixels
 
 if TYPE_CHECKING:
     from trafficstream.cameras import Calibration
@@ -162,10 +168,20 @@ def _distance_outside_convex(points: np.ndarray, hull: np.ndarray) -> np.ndarray
 
 @dataclass(frozen=True, eq=False)
 class RoadPlane:
-    """A fitted road plane: ``H`` maps image pixels to world metres, ``H_inv`` the other way.
+    """A fitted road plane between the video's pixels and world metres.
 
-    ``image_points`` / ``world_points`` are the calibration pairs (in the coordinates ``H`` maps from / to);
-    their world convex hull is "the calibrated area" that :meth:`outside_distance_m` measures against.
+    Every method takes and returns *raw* pixels: the frame as decoded, lens distortion and camera drift
+    included. Internally a raw pixel goes frame -> ``drift`` -> reference frame -> undistorted by ``lens`` ->
+    ``H`` -> metres. Without a lens, ``drift`` is folded into ``H`` (``drift`` stays None) and ``H`` maps raw
+    pixels directly, exactly as before lenses existed; with one, ``H`` / ``H_inv`` map *ideal* (undistorted,
+    reference-frame) pixels, so code must not apply ``H`` to raw pixels itself (:meth:`ideal_pixels` /
+    :meth:`raw_pixels` convert).
+
+    ``image_points`` are the calibration image points in raw pixels of this plane's frame (as configured; moved
+    by :meth:`with_drift`), ``ideal_points`` the same points as ``H`` maps them (undistorted, reference frame;
+    ``image_points`` without a lens), ``world_points`` their road positions, whose convex hull is "the
+    calibrated area" that :meth:`outside_distance_m` measures against. ``error`` is the fit's reprojection
+    error on the ideal points (metres, and ideal pixels).
     """
 
     H: np.ndarray
@@ -173,44 +189,90 @@ class RoadPlane:
     image_points: np.ndarray
     world_points: np.ndarray
     error: ReprojectionError
+    lens: LensModel | None = None
+    drift: np.ndarray | None = None  # with a lens only: frame -> reference raw pixels, applied before undistorting
+    ideal_points: np.ndarray = None  # type: ignore[assignment]  # filled in by __post_init__
+
+    def __post_init__(self) -> None:
+        if self.ideal_points is None:
+            object.__setattr__(self, "ideal_points", self.image_points)
 
     @classmethod
-    def from_points(cls, image_points: PointsLike, world_points: PointsLike) -> RoadPlane:
+    def from_points(
+        cls, image_points: PointsLike, world_points: PointsLike, lens: LensModel | None = None
+    ) -> RoadPlane:
+        """Fit the plane to raw image points (as seen in the video) and their road positions; with a ``lens``
+        the image points are undistorted first. Raises ``ValueError`` for unusable pairs."""
         img, wld = _check_pairs(image_points, world_points)
-        H = fit_homography(img, wld)
-        return cls(H, np.linalg.inv(H), img, wld, reprojection_error(H, img, wld))
+        lens = None if lens is None or lens.is_identity else lens  # an identity lens keeps the plain fast path
+        ideal = img if lens is None else undistort_pixels(img, lens)
+        bad = np.flatnonzero(~np.isfinite(ideal).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"image_points {bad.tolist()} lie beyond the radius where the lens model can be undistorted "
+                "(its radial distortion folds back there): check lens k1, k2, k3"
+            )
+        H = fit_homography(ideal, wld)
+        return cls(H, np.linalg.inv(H), img, wld, reprojection_error(H, ideal, wld), lens, None, ideal)
 
     @classmethod
     def from_calibration(cls, calibration: Calibration) -> RoadPlane:
-        return cls.from_points(calibration.image_points, calibration.world_points)
+        return cls.from_points(calibration.image_points, calibration.world_points, calibration.lens_model())
+
+    def ideal_pixels(self, pixels: PointsLike) -> np.ndarray:
+        """Raw pixels of this plane's frame -> the pixels ``H`` maps (drift removed, undistorted); NaN where
+        the lens model cannot undistort."""
+        px = as_points(pixels, "pixels")
+        if self.lens is None:
+            return px
+        if self.drift is not None:
+            px = project(self.drift, px)
+        return undistort_pixels(px, self.lens)
+
+    def raw_pixels(self, ideal: PointsLike) -> np.ndarray:
+        """The inverse of :meth:`ideal_pixels`; NaN beyond the lens model's fold, where it means nothing."""
+        px = as_points(ideal, "ideal")
+        if self.lens is None:
+            return px
+        out = distort_pixels(px, self.lens)
+        out[~in_model_range(px, self.lens)] = np.nan
+        return out if self.drift is None else project(np.linalg.inv(self.drift), out)
+
+    def _in_front_ideal(self, ideal: np.ndarray) -> np.ndarray:
+        w = _w(self.H, ideal)
+        ref = _w(self.H, self.ideal_points)
+        return w * np.sign(np.median(ref)) > _HORIZON_EPS * np.abs(ref).min()  # NaN compares False
 
     def in_front(self, pixels: PointsLike) -> np.ndarray:
-        """(N,) bool: True where a pixel lies below the horizon, on the same side as the calibration points."""
-        w = _w(self.H, as_points(pixels, "pixels"))
-        ref = _w(self.H, self.image_points)
-        return w * np.sign(np.median(ref)) > _HORIZON_EPS * np.abs(ref).min()
+        """(N,) bool: True where a pixel lies below the horizon, on the same side as the calibration points
+        (and, with a lens, where it can be undistorted)."""
+        return self._in_front_ideal(self.ideal_pixels(pixels))
 
     def to_world(self, pixels: PointsLike) -> np.ndarray:
         """Pixels (N, 2) -> road-plane metres (N, 2); NaN for pixels at or beyond the horizon."""
-        px = as_points(pixels, "pixels")
-        out = project(self.H, px)
-        out[~self.in_front(px)] = np.nan
+        ideal = self.ideal_pixels(pixels)
+        out = project(self.H, ideal)
+        out[~self._in_front_ideal(ideal)] = np.nan
         return out
 
     def to_image(self, world: PointsLike) -> np.ndarray:
-        """Road-plane metres (N, 2) -> pixels (N, 2); NaN for points behind the camera."""
+        """Road-plane metres (N, 2) -> pixels (N, 2); NaN for points behind the camera (or, with a lens,
+        beyond the lens model's fold)."""
         wld = as_points(world, "world")
         out = project(self.H_inv, wld)
         out[_w(self.H_inv, wld) * np.sign(np.median(_w(self.H_inv, self.world_points))) <= 0] = np.nan
-        return out
+        return self.raw_pixels(out)
 
     def with_drift(self, drift: np.ndarray) -> RoadPlane:
-        """The plane of a frame whose pixels ``drift`` (3x3, frame -> reference pixels) maps onto the
-        reference frame the calibration was made on."""
+        """The plane of a frame whose pixels ``drift`` (3x3, frame -> reference raw pixels, from
+        :mod:`models.registration`) maps onto the reference frame the calibration was made on."""
         D = np.asarray(drift, dtype=np.float64).reshape(3, 3)
-        H = self.H @ D
-        H_inv = np.linalg.inv(D) @ self.H_inv
-        return RoadPlane(H, H_inv, project(np.linalg.inv(D), self.image_points), self.world_points, self.error)
+        moved = project(np.linalg.inv(D), self.image_points)
+        if self.lens is None:  # distortion-free: the drift folds into H, the per-frame path stays one projection
+            return RoadPlane(self.H @ D, np.linalg.inv(D) @ self.H_inv, moved, self.world_points, self.error)
+        # The drift acts on raw pixels, before the lens is undone: it cannot fold into H, so it is kept apart.
+        total = D if self.drift is None else self.drift @ D
+        return replace(self, image_points=moved, drift=total)
 
     def outside_distance_m(self, world: PointsLike) -> np.ndarray:
         """(N,) metres by which world points lie outside the calibrated area (0 inside, inf for NaN)."""

@@ -2,10 +2,12 @@
 
 A deployment lists its cameras in the ``cameras:`` section of its config file (see ``infra/config/``).
 Everything checkable without the video is checked when the settings load (finite numbers, distinct
-calibration points, a homography that fits, a simple polygon as ROI, counting lines / lanes / zones with
-unique ids, drawn on the road plane only when there is one); :func:`check_cameras_against_sources`
-(trafficstream.config) reads each video's header at start-up and checks ROI, tiles, calibration points and
-the image-space lines / lanes / zones against the frame size.
+calibration points, a homography that fits -- on the undistorted points when a ``lens`` is given, whose model
+must be invertible out to the calibration points and the ROI --, a simple polygon as ROI, counting lines /
+lanes / zones with unique ids, drawn on the road plane only when there is one);
+:func:`check_cameras_against_sources` (trafficstream.config) reads each video's header at start-up and checks
+ROI, tiles, calibration points, the lens's principal point and the image-space lines / lanes / zones against
+the frame size.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -30,6 +32,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from trafficstream.messages import CAMERA_ID_PATTERN
+
+if TYPE_CHECKING:
+    from trafficstream.models.lens import LensModel
 
 Point = tuple[FiniteFloat, FiniteFloat]  # NaN / inf would pass every geometric test and poison every fit
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -138,30 +143,55 @@ def polygon_problem(pts: np.ndarray, min_area: float = 1.0, unit: str = "px²") 
     return None
 
 
-def homography_problem(image_points: Sequence[Point], world_points: Sequence[Point]) -> str | None:
-    """Fit the road plane exactly as the job will (models.homography) and say why it is unusable, or None."""
-    return _homography_problem(tuple(map(tuple, image_points)), tuple(map(tuple, world_points)))
+def lens_problem(points: Sequence[Sequence[float]], lens: LensModel, what: str = "image_points") -> str | None:
+    """Why ``lens`` cannot undistort ``points`` (raw pixels), or None: the radial model must keep increasing
+    (``d r_d / d r > 0``) out to the farthest of them, else the picture folds and undistortion is ambiguous."""
+    from trafficstream.models.lens import max_distorted_radius_px, undistort_pixels  # lazy, like the fit
+
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    with np.errstate(all="ignore"):
+        bad = np.flatnonzero(~np.isfinite(undistort_pixels(pts, lens)).all(axis=1))
+    if not bad.size:
+        return None
+    i = int(bad[0])
+    r = float(np.hypot(*(pts[i] - (lens.cx, lens.cy))))
+    return (
+        f"{what} {bad.tolist()} (first {_fmt(pts[i])}, {r:.0f} px from center_px) lie beyond "
+        f"{max_distorted_radius_px(lens):.0f} px, where this distortion model folds back (d r_d / d r <= 0): "
+        "undistortion is undefined there; check the signs and sizes of k1, k2, k3 (and focal_px)"
+    )
+
+
+def homography_problem(
+    image_points: Sequence[Point], world_points: Sequence[Point], lens: LensModel | None = None
+) -> str | None:
+    """Fit the road plane exactly as the job will (models.homography; on the undistorted image points when
+    there is a ``lens``) and say why it is unusable, or None."""
+    return _homography_problem(tuple(map(tuple, image_points)), tuple(map(tuple, world_points)), lens)
 
 
 @lru_cache(maxsize=256)  # every Spark task re-validates the settings it is shipped: fit each calibration once
-def _homography_problem(image_points: tuple[Point, ...], world_points: tuple[Point, ...]) -> str | None:
+def _homography_problem(
+    image_points: tuple[Point, ...], world_points: tuple[Point, ...], lens: LensModel | None
+) -> str | None:
     # Imported here: cv2 / scipy load only when a calibration is validated.
     from trafficstream.models.homography import RoadPlane
 
     img, wld = np.asarray(image_points, dtype=float), np.asarray(world_points, dtype=float)
+    undistorted = " (undistorted by lens)" if lens is not None and not lens.is_identity else ""
     try:
         with np.errstate(all="ignore"):
-            plane = RoadPlane.from_points(img, wld)
+            plane = RoadPlane.from_points(img, wld, lens)
             finite = np.isfinite(plane.H).all() and np.isfinite(plane.H_inv).all()
             in_front = plane.in_front(img) if finite else np.zeros(len(img), bool)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        return f"homography fit failed: {exc}"
+        return f"homography fit{undistorted} failed: {exc}"
     if not finite:
         return "the point pairs give a singular homography (non-finite); check that they are on the road plane"
     if not in_front.all():
         bad = [int(i) for i in np.flatnonzero(~in_front)]
         return (
-            f"image_points {bad} map beyond the horizon of the fitted road plane: the pairs are not "
+            f"image_points {bad}{undistorted} map beyond the horizon of the fitted road plane: the pairs are not "
             "consistent with one plane (check that image_points[i] and world_points[i] are the same point)"
         )
     return None
@@ -174,22 +204,62 @@ def image_lane_heading(calibration: Calibration, lane: Lane) -> float | None:
 
     if lane.direction is None:
         return None
-    plane = _road_plane(tuple(map(tuple, calibration.image_points)), tuple(map(tuple, calibration.world_points)))
+    plane = _road_plane(
+        tuple(map(tuple, calibration.image_points)),
+        tuple(map(tuple, calibration.world_points)),
+        calibration.lens_model(),
+    )
     return image_direction_heading(lane.centre(), lane.direction, plane.to_world)
 
 
 @lru_cache(maxsize=64)
-def _road_plane(image_points: tuple[Point, ...], world_points: tuple[Point, ...]) -> Any:
+def _road_plane(image_points: tuple[Point, ...], world_points: tuple[Point, ...], lens: LensModel | None) -> Any:
     from trafficstream.models.homography import RoadPlane
 
-    return RoadPlane.from_points(np.asarray(image_points, dtype=float), np.asarray(world_points, dtype=float))
+    return RoadPlane.from_points(np.asarray(image_points, dtype=float), np.asarray(world_points, dtype=float), lens)
 
 
 # -- models ---------------------------------------------------------------------------------------------------
+class Lens(BaseModel):
+    """Lens distortion of the video: the Brown-Conrady radial-tangential model in OpenCV's convention.
+
+    Paste ``fx`` (or the mean of ``fx``, ``fy``), ``cx``, ``cy`` and ``dist_coeffs`` ``(k1, k2, p1, p2, k3)``
+    from ``cv2.calibrateCamera`` or the camera's data sheet, in pixels *of the video* (a camera matrix found at
+    another resolution scales with it). Image points are undistorted with it before the road-plane homography
+    is fitted and applied (models/lens.py), so barrel distortion no longer bends positions and speeds at the
+    edges of a wide-angle view. ``python -m trafficstream.models.calibrate --fit-k1`` suggests k1 from >= 5
+    calibration pairs when nothing better is known.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    focal_px: float = Field(gt=0, le=100_000, description="focal length, pixels of the video")
+    center_px: Point = Field(description="[cx, cy] principal point, pixels of the video (usually its centre)")
+    k1: float = Field(default=0.0, ge=-5, le=5, description="radial r^2 coefficient (< 0: barrel distortion)")
+    k2: float = Field(default=0.0, ge=-5, le=5, description="radial r^4 coefficient")
+    p1: float = Field(default=0.0, ge=-0.5, le=0.5, description="tangential coefficient")
+    p2: float = Field(default=0.0, ge=-0.5, le=0.5, description="tangential coefficient")
+    k3: float = Field(default=0.0, ge=-5, le=5, description="radial r^6 coefficient")
+
+    @field_validator("center_px")
+    @classmethod
+    def _centre(cls, v: Point) -> Point:
+        if min(v) < 0:
+            raise ValueError(f"{_fmt(v)}: pixel coordinates must be >= 0 (usually the frame's centre)")
+        return v
+
+    def model(self) -> LensModel:
+        """The distortion model the road plane applies (:class:`trafficstream.models.lens.LensModel`)."""
+        from trafficstream.models.lens import LensModel  # lazy: models/ loads only when a camera is used
+
+        return LensModel(self.focal_px, *self.center_px, self.k1, self.k2, self.p1, self.p2, self.k3)
+
+
 class Calibration(BaseModel):
     """Road-plane calibration: >= 4 image-pixel <-> world-metre point pairs on the road surface.
 
-    World axes: any right-handed metric frame on the road plane; by convention y runs along the road.
+    World axes: any right-handed metric frame on the road plane; by convention y runs along the road. Image
+    points are pixels as seen in the video; with ``lens`` they are undistorted before the homography is fitted.
     """
 
     model_config = _MODEL_CONFIG
@@ -201,6 +271,8 @@ class Calibration(BaseModel):
     # A still of the calibrated view (PNG/JPEG): the registration reference of a live camera, whose stream
     # has no fixed frame to go back to.
     reference_image: str | None = Field(default=None, min_length=1)
+    # Wide-angle cameras: without it a homography fitted to barrel-distorted pixels is off by metres at the edges.
+    lens: Lens | None = Field(default=None, description="lens distortion of the video (absent: a pinhole view)")
 
     @field_validator("image_points", "world_points")
     @classmethod
@@ -227,10 +299,17 @@ class Calibration(BaseModel):
                 f"image_points has {len(self.image_points)} points but world_points has "
                 f"{len(self.world_points)}; they must pair up one to one"
             )
-        problem = homography_problem(self.image_points, self.world_points)
+        lens = self.lens_model()
+        if lens is not None and (problem := lens_problem(self.image_points, lens)):
+            _raise_at("Calibration", [(("lens",), problem, self.lens)])
+        problem = homography_problem(self.image_points, self.world_points, lens)
         if problem:
             raise ValueError(problem)
         return self
+
+    def lens_model(self) -> LensModel | None:
+        """The lens distortion model, or None for a pinhole (undistorted) view."""
+        return self.lens.model() if self.lens is not None else None
 
 
 def _raise_at(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> None:
@@ -573,6 +652,9 @@ class Camera(BaseModel):
                 problems.append(
                     (("zones", i, "lane"), f"no lane {zone.lane!r} on this camera (lanes: {known})", zone.lane)
                 )
+        lens = self.calibration.lens_model() if self.calibration is not None else None
+        if lens is not None and self.roi and (problem := lens_problem(self.roi, lens, "roi vertices")):
+            problems.append((("calibration", "lens"), problem, self.calibration.lens if self.calibration else None))
         if self.calibration is not None:
             for i, lane in enumerate(self.lanes):
                 if lane.space == "image" and lane.direction is not None:
@@ -675,6 +757,11 @@ def frame_problems(
             out.append(
                 f"{prefix}calibration.image_points: points {bad} (first {_fmt(cal.image_points[bad[0]])}) "
                 f"lie outside {size}"
+            )
+        if cal.lens is not None and not (0 <= cal.lens.center_px[0] <= width and 0 <= cal.lens.center_px[1] <= height):
+            out.append(
+                f"{prefix}calibration.lens.center_px: {_fmt(cal.lens.center_px)} lies outside {size} (the principal "
+                f"point is usually the frame's centre, [{width / 2:g}, {height / 2:g}])"
             )
         if cal.reference_frame is not None and frame_count and cal.reference_frame >= frame_count:
             out.append(

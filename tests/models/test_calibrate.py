@@ -95,3 +95,115 @@ def test_uncertainty_grows_with_distance_and_warns_where_enforcement_fails(capsy
     # the demo camera's section is printed by the CLI
     assert main(["--config", str(PROJECT_ROOT / "infra/config/demo.yaml"), "--camera", "motorway-overpass"]) == 0
     assert "section stretch: 24.0 m, +-" in capsys.readouterr().out
+
+
+# -- lens distortion --------------------------------------------------------------------------------------------
+def _wide_angle_pairs(road_camera) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = np.meshgrid([-10.0, -5.0, 0.0, 5.0, 10.0], [10.0, 16.0, 25.0, 40.0, 60.0])
+    world = road_camera.visible(np.stack([xs.ravel(), ys.ravel()], axis=1))
+    return road_camera.raw(world), world
+
+
+def _points_arg(image: np.ndarray, world: np.ndarray) -> str:
+    return ";".join(f"{x:.4f},{y:.4f}:{X:g},{Y:g}" for (x, y), (X, Y) in zip(image, world, strict=True))
+
+
+def _true_to_world(road_camera, raw: np.ndarray) -> np.ndarray:
+    """The camera's exact raw pixel -> road map: undistort, then the inverse of K [r1 r2 t]."""
+    from trafficstream.models.homography import project
+    from trafficstream.models.lens import undistort_pixels
+
+    G = road_camera.K @ np.column_stack([road_camera.R[:, 0], road_camera.R[:, 1], road_camera.t])
+    return project(np.linalg.inv(G), undistort_pixels(raw, road_camera.lens))
+
+
+def test_a_lens_is_honoured_and_reported_on_undistorted_points(road_camera, capsys) -> None:
+    image, world = _wide_angle_pairs(road_camera)
+    points = _points_arg(image, world)
+    assert main(["--points", points]) == 0
+    plain = capsys.readouterr().out
+    assert main(["--points", points, "--lens", "700,640,360,-0.15"]) == 0
+    out = capsys.readouterr().out
+    assert "lens: focal 700 px, center [640, 360], k1 -0.15" in out
+    assert "(errors below: on the undistorted points)" in out
+    assert "reprojection error: rms 0.000 m (max 0.000 m), rms 0.00 px" in out
+    rms_plain = float(plain.split("reprojection error: rms ")[1].split(" m")[0])
+    assert rms_plain > 0.1  # ignoring the lens: decimetres off on the calibration points themselves
+    assert main(["--points", points, "--lens", "700,640"]) == 2
+    assert "--lens: '700,640': expected 3 or 4 or 5 or 6 or 7 or 8 finite numbers" in capsys.readouterr().err
+
+
+def test_uncertainty_table_with_a_lens_is_in_the_videos_pixels(road_camera) -> None:
+    from trafficstream.models.calibrate import uncertainty_by_distance
+    from trafficstream.models.homography import RoadPlane
+
+    image, world = _wide_angle_pairs(road_camera)
+    with_lens = RoadPlane.from_points(image, world, road_camera.lens)
+    without = RoadPlane.from_points(image, world)
+
+    def true_mpp(y: float) -> float:  # metres per raw pixel at (x, y), the larger of image x and y
+        px = road_camera.raw(np.array([[float(world[:, 0].mean()), y]]))
+        base = _true_to_world(road_camera, px)
+        steps = [_true_to_world(road_camera, px + d) - base for d in ([1.0, 0.0], [0.0, 1.0])]
+        return max(float(np.linalg.norm(s)) for s in steps)
+
+    rows = uncertainty_by_distance(with_lens, section_m=20, kmh=100)
+    assert len(rows) >= 8
+    for r in rows:
+        assert r.metres_per_px == pytest.approx(true_mpp(r.y_m), rel=1e-3)
+    off = [abs(r.metres_per_px / true_mpp(r.y_m) - 1) for r in uncertainty_by_distance(without, 20, 100)]
+    assert max(off) > 0.03  # without the lens the far end's scale is several per cent wrong
+    assert all(b.uncertainty_kmh > a.uncertainty_kmh for a, b in zip(rows, rows[1:], strict=False))
+
+
+def test_fit_k1_recovers_the_lens(road_camera, capsys) -> None:
+    from trafficstream.models.calibrate import fit_k1
+
+    image, world = _wide_angle_pairs(road_camera)
+    fit = fit_k1(image, world, 700.0, (640.0, 360.0))
+    assert fit.lens.k1 == pytest.approx(-0.15, abs=1e-3)
+    assert fit.rms_px_with < 0.01 < 1.0 < fit.rms_px_without
+    # with click noise it still lands near, and says what to paste
+    rng = np.random.default_rng(3)
+    noisy = _points_arg(image + rng.normal(0, 0.5, image.shape), world)
+    assert main(["--points", noisy, "--fit-k1", "--focal-px", "700", "--center-px", "640,360"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("lens: {focal_px: 700, center_px: [640, 360]"))
+    assert float(line.split("k1: ")[1].rstrip("}")) == pytest.approx(-0.15, abs=0.01)
+    assert "suggested calibration block:" in out and "px without a lens model ->" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--points", SQUARE, "--fit-k1", "--focal-px", "700", "--center-px", "640,360"], "at least 5 point pairs"),
+        (["--fit-k1", "--center-px", "640,360"], "--fit-k1 needs the focal length: give --focal-px"),
+        (["--fit-k1", "--focal-px", "700"], "--fit-k1 needs the principal point: give --center-px"),
+        (["--fit-k1", "--focal-px", "700", "--center-px", "640"], "--center-px: '640': expected 2 finite numbers"),
+    ],
+)
+def test_fit_k1_mistakes_are_named(road_camera, args: list[str], message: str, capsys) -> None:
+    image, world = _wide_angle_pairs(road_camera)
+    argv = args if "--points" in args else ["--points", _points_arg(image, world), *args]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_configured_lens_is_used_and_drawn(road_camera, tmp_path: Path, capsys) -> None:
+    from trafficstream.models.calibrate import draw_calibration
+    from trafficstream.models.homography import RoadPlane
+
+    image, world = _wide_angle_pairs(road_camera)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "cameras:\n  - id: wide\n    source: x.mp4\n    speed_limit_kmh: 80\n    calibration:\n"
+        f"      image_points: {np.round(image, 4).tolist()}\n      world_points: {world.tolist()}\n"
+        "      lens: {focal_px: 700, center_px: [640, 360], k1: -0.15}\n"
+    )
+    assert main(["--config", str(config), "--camera", "wide", "--fit-k1"]) == 0
+    out = capsys.readouterr().out
+    assert "lens: focal 700 px" in out and "rms 0.00 px" in out
+    assert "k1 fitted over 25 pairs (focal 700 px, principal point [640, 360])" in out  # the lens's own
+    plane = RoadPlane.from_points(image, world, road_camera.lens)
+    drawn = draw_calibration(np.zeros((720, 1280, 3), np.uint8), plane)
+    assert drawn.shape == (720, 1280, 3) and drawn.any()

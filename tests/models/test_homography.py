@@ -132,3 +132,120 @@ def test_with_drift_follows_a_shifted_frame() -> None:
     moved = plane.with_drift(drift)
     np.testing.assert_allclose(moved.to_world(frame_px), world, atol=1e-6)
     np.testing.assert_allclose(moved.to_image(world), frame_px, atol=1e-6)
+
+
+# -- lens distortion --------------------------------------------------------------------------------------------
+def road_points(road_camera) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration pairs spread over the picture (edges included) and other road points to check against."""
+    xs, ys = np.meshgrid([-10.0, -5.0, 0.0, 5.0, 10.0], [10.0, 16.0, 25.0, 40.0, 60.0])
+    calib = road_camera.visible(np.stack([xs.ravel(), ys.ravel()], axis=1))
+    xs, ys = np.meshgrid(np.arange(-11.0, 11.5, 1.5), np.arange(9.5, 75.0, 3.5))
+    probe = road_camera.visible(np.stack([xs.ravel(), ys.ravel()], axis=1))
+    return calib, probe
+
+
+def test_a_lens_makes_a_wide_angle_camera_exact_and_ignoring_it_does_not(road_camera) -> None:
+    calib, probe = road_points(road_camera)
+    assert len(calib) >= 20 and len(probe) >= 150
+    raw_calib, raw_probe = road_camera.raw(calib), road_camera.raw(probe)
+    with_lens = RoadPlane.from_points(raw_calib, calib, road_camera.lens)
+    without = RoadPlane.from_points(raw_calib, calib)
+    err_lens = np.linalg.norm(with_lens.to_world(raw_probe) - probe, axis=1)
+    err_none = np.linalg.norm(without.to_world(raw_probe) - probe, axis=1)
+    assert err_lens.max() < 0.01  # within 1 cm everywhere on the road
+    assert err_none.max() > 0.5 and np.median(err_none) > 20 * err_lens.max()  # metres off at the edges
+    assert with_lens.error.rms_px < 1e-6 and without.error.rms_px > 1.0
+    # back into the video's own (distorted) pixels
+    np.testing.assert_allclose(with_lens.to_image(probe), raw_probe, atol=1e-4)
+    # image_points stay what was configured: raw pixels; ideal_points are what H maps
+    np.testing.assert_array_equal(with_lens.image_points, raw_calib)
+    np.testing.assert_allclose(with_lens.ideal_points, road_camera.ideal(calib), atol=1e-6)
+
+
+def test_scale_and_horizon_with_a_lens_are_in_raw_pixels(road_camera) -> None:
+    calib, probe = road_points(road_camera)
+    plane = RoadPlane.from_points(road_camera.raw(calib), calib, road_camera.lens)
+    # metres per raw pixel: what a box edge that is 1 px off in the video costs on the road
+    raw = road_camera.raw(probe[:40])
+    truth_x = np.linalg.norm(plane.to_world(raw + [0.5, 0]) - plane.to_world(raw - [0.5, 0]), axis=1)
+    np.testing.assert_allclose(plane.metres_per_pixel(raw)[:, 0], truth_x, rtol=0.01)
+    plain = RoadPlane.from_points(road_camera.ideal(calib), calib)  # the same camera without a lens
+    edge = road_camera.raw(np.array([[10.0, 12.0]]))  # barrel squeezes the picture's edge: more metres per px
+    assert plane.metres_per_pixel(edge)[0, 0] > 1.1 * plain.metres_per_pixel(road_camera.ideal([[10.0, 12.0]]))[0, 0]
+    sky = np.array([[640.0, 100.0], [200.0, 150.0]])  # above the horizon (row ~172)
+    assert not plane.in_front(sky).any() and np.isnan(plane.to_world(sky)).all()
+    assert plane.in_front(road_camera.raw(probe)).all()
+    beyond_fold = np.array([[2.0, 3.0]])  # a frame corner: past where k1 = -0.15 at 700 px folds back
+    assert np.isnan(plane.to_world(beyond_fold)).all() and not plane.in_front(beyond_fold).any()
+    assert np.isnan(plane.to_image([[60.0, 12.0]])).all()  # far off to the side: beyond the lens model too
+
+
+def test_with_drift_and_a_lens_moves_raw_pixels_before_undistorting(road_camera) -> None:
+    calib, probe = road_points(road_camera)
+    plane = RoadPlane.from_points(road_camera.raw(calib), calib, road_camera.lens)
+    ref_px = road_camera.raw(probe)
+    # The camera swayed: frame pixel = reference pixel + (3, -2); drift maps frame -> reference.
+    drift = np.array([[1.0, 0, -3.0], [0, 1, 2.0], [0, 0, 1]])
+    moved = plane.with_drift(drift)
+    np.testing.assert_allclose(moved.to_world(ref_px + [3.0, -2.0]), probe, atol=0.01)
+    np.testing.assert_allclose(moved.to_world(ref_px + [3.0, -2.0]), plane.to_world(ref_px), atol=1e-9)
+    np.testing.assert_allclose(moved.to_image(probe), ref_px + [3.0, -2.0], atol=1e-4)
+    np.testing.assert_allclose(moved.image_points, plane.image_points + [3.0, -2.0], atol=1e-9)
+    assert moved.lens == plane.lens and moved.in_front(ref_px + [3.0, -2.0]).all()
+    # composing twice is one drift of both (frame 2 -> frame 1 -> reference)
+    second = np.array([[np.cos(0.01), -np.sin(0.01), 5.0], [np.sin(0.01), np.cos(0.01), -1.0], [0, 0, 1]])
+    px = ref_px[:10] + [7.0, 4.0]
+    np.testing.assert_allclose(
+        plane.with_drift(drift).with_drift(second).to_world(px), plane.with_drift(drift @ second).to_world(px)
+    )
+    # the other order (undistort, then apply the drift in ideal pixels: H @ drift, right for a pinhole) is
+    # centimetres off at the far end already for this 3.6 px sway, and grows with it
+    folded = RoadPlane(plane.H @ drift, np.linalg.inv(drift) @ plane.H_inv, plane.image_points, calib, plane.error)
+    wrong = folded.to_world(plane.ideal_pixels(ref_px + [3.0, -2.0]))
+    assert np.nanmax(np.linalg.norm(wrong - probe, axis=1)) > 0.03
+
+
+def test_no_lens_is_exactly_the_plain_homography() -> None:
+    from trafficstream.models.lens import LensModel
+
+    plane, _ = make_plane()
+    img, wld = plane.image_points, plane.world_points
+    assert plane.lens is None and plane.drift is None
+    np.testing.assert_array_equal(plane.H, fit_homography(img, wld))
+    np.testing.assert_array_equal(plane.ideal_points, img)
+    identity = RoadPlane.from_points(img, wld, LensModel(1000.0, 640.0, 360.0))  # no coefficients: no lens
+    assert identity.lens is None
+    np.testing.assert_array_equal(identity.H, plane.H)
+    cal = Calibration(image_points=[tuple(p) for p in img], world_points=[tuple(p) for p in wld])
+    np.testing.assert_array_equal(RoadPlane.from_calibration(cal).H, plane.H)
+    drift = np.array([[1.0, 0, -12.0], [0, 1, 7.0], [0, 0, 1]])
+    moved = plane.with_drift(drift)
+    assert moved.drift is None  # folded into H, one projection per frame as before
+    np.testing.assert_array_equal(moved.H, plane.H @ drift)
+    np.testing.assert_array_equal(moved.H_inv, np.linalg.inv(drift) @ plane.H_inv)
+    px = img + [3.0, -4.0]
+    np.testing.assert_array_equal(plane.to_world(px), project(plane.H, px))
+
+
+def test_a_calibration_with_a_lens_builds_a_lens_plane(road_camera) -> None:
+    calib, probe = road_points(road_camera)
+    raw = road_camera.raw(calib)
+    cal = Calibration.model_validate(
+        {
+            "image_points": raw.tolist(),
+            "world_points": calib.tolist(),
+            "lens": {"focal_px": 700, "center_px": [640, 360], "k1": -0.15},
+        }
+    )
+    plane = RoadPlane.from_calibration(cal)
+    assert plane.lens == road_camera.lens
+    np.testing.assert_allclose(plane.to_world(road_camera.raw(probe)), probe, atol=0.01)
+
+
+def test_image_points_beyond_the_lens_fold_are_refused(road_camera) -> None:
+    from trafficstream.models.lens import LensModel
+
+    calib, _ = road_points(road_camera)
+    raw = road_camera.raw(calib)
+    with pytest.raises(ValueError, match=r"image_points \[.*\] lie beyond the radius .* lens"):
+        RoadPlane.from_points(raw, calib, LensModel(700.0, 640.0, 360.0, k1=-1.0))
