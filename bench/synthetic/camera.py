@@ -1,4 +1,9 @@
-"""The pinhole camera of a synthetic clip: known pose and intrinsics, hence an exact road-plane homography."""
+"""The pinhole camera of a synthetic clip: known pose and intrinsics, hence an exact road-plane homography.
+
+A road with a grade is still a plane: the camera is expressed in the road plane's own frame (x across, y up the
+slope, z normal to it), so the homography, the vehicles and the ray-cast road need nothing else. A distorting
+lens (``SceneParams.lens``) is applied to the ideal pinhole picture afterwards: :func:`lens_padding` says how
+much larger the ideal picture must be to fill the distorted one, :func:`lens_maps` how to resample it."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trafficstream.bench.synthetic.scene import SceneParams
+from trafficstream.models.lens import LensModel, distort_pixels, undistort_pixels
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +36,23 @@ class PinholeCamera:
         down = np.cross(forward, right)
         K = np.array([[params.focal, 0, params.width / 2], [0, params.focal, params.height / 2], [0, 0, 1.0]])
         center = np.array([params.camera_x, 0.0, params.camera_height_m])
-        return cls(K, np.stack([right, down, forward]), center, params.width, params.height)
+        R = np.stack([right, down, forward])
+        if params.grade_pct:
+            # Road frame -> level frame: columns x, up the slope, the road's normal. With it the camera's pose
+            # relative to the road plane (and the plane's own metric frame) is R Q, Q^T center.
+            theta = math.atan(params.grade_pct / 100)
+            Q = np.array(
+                [[1.0, 0.0, 0.0], [0.0, math.cos(theta), -math.sin(theta)], [0.0, math.sin(theta), math.cos(theta)]]
+            )
+            R, center = R @ Q, Q.T @ center
+        return cls(K, R, center, params.width, params.height)
+
+    def padded(self, left: int, top: int, right: int, bottom: int) -> PinholeCamera:
+        """The same camera with a larger picture: ``left`` / ``top`` more pixels before the old origin."""
+        K = self.K.copy()
+        K[0, 2] += left
+        K[1, 2] += top
+        return PinholeCamera(K, self.R, self.center, self.width + left + right, self.height + top + bottom)
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """World points (N, 3) -> pixels (N, 2); NaN for points not in front of the camera."""
@@ -64,3 +86,72 @@ class PinholeCamera:
 def normalised(H: np.ndarray) -> np.ndarray:
     """A homography scaled to H[2, 2] = 1 (the usual way to write one down)."""
     return H / H[2, 2]
+
+
+def _border(width: int, height: int, n: int = 64) -> np.ndarray:
+    """Points along the picture's border (pixel-edge coordinates), corners included."""
+    u, v = np.linspace(0, width, n), np.linspace(0, height, n)
+    return np.concatenate(
+        [np.column_stack([u, np.zeros(n)]), np.column_stack([u, np.full(n, height)]), np.column_stack([np.zeros(n), v])]
+        + [np.column_stack([np.full(n, width), v])]
+    )
+
+
+def lens_padding(lens: LensModel, width: int, height: int, margin: int = 2) -> tuple[int, int, int, int]:
+    """Pixels (left, top, right, bottom) the ideal pinhole picture must extend beyond ``width`` x ``height`` so
+    that every pixel of the distorted picture samples it (a barrel lens shows more than the pinhole would)."""
+    ideal = undistort_pixels(_border(width, height), lens)
+    return (
+        max(0, math.ceil(-ideal[:, 0].min())) + margin,
+        max(0, math.ceil(-ideal[:, 1].min())) + margin,
+        max(0, math.ceil(ideal[:, 0].max() - width)) + margin,
+        max(0, math.ceil(ideal[:, 1].max() - height)) + margin,
+    )
+
+
+def lens_maps(lens: LensModel, width: int, height: int, left: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps (float32, height x width) that turn the ideal picture, padded by ``left`` / ``top``,
+    into the distorted one: each output pixel centre samples the ideal picture where the lens took it from."""
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
+    ideal = undistort_pixels(np.column_stack([u.ravel(), v.ravel()]), lens)
+    # Pixel-centre convention: continuous (u, v) is pixel index u - 0.5 for remap.
+    map_x = (ideal[:, 0] + left - 0.5).astype(np.float32).reshape(height, width)
+    map_y = (ideal[:, 1] + top - 0.5).astype(np.float32).reshape(height, width)
+    return map_x, map_y
+
+
+@dataclass(frozen=True, eq=False)
+class Optics:
+    """How the ideal pinhole picture of ``camera`` becomes the clip's picture: rendered by ``canvas`` (the same
+    camera, its picture padded by ``pad`` = left, top, right, bottom pixels when a lens needs more of it) and
+    resampled through ``maps`` (None: no lens, the canvas is the picture)."""
+
+    camera: PinholeCamera
+    canvas: PinholeCamera
+    lens: LensModel | None = None
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    maps: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def of(cls, camera: PinholeCamera, params: SceneParams) -> Optics:
+        lens = params.lens
+        if lens is None:
+            return cls(camera, camera)
+        pad = lens_padding(lens, camera.width, camera.height)
+        maps = lens_maps(lens, camera.width, camera.height, pad[0], pad[1])
+        return cls(camera, camera.padded(*pad), lens, pad, maps)
+
+    def distort(self, pixels: np.ndarray) -> np.ndarray:
+        """Ideal pinhole pixels (N, 2) -> where the lens puts them."""
+        if self.lens is None:
+            return np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        return distort_pixels(pixels, self.lens)
+
+    def ground_to_picture(self, xy: np.ndarray) -> np.ndarray:
+        """Road-plane points (N, 2) -> pixels of the (distorted) picture."""
+        return self.distort(self.camera.ground_to_image(xy))
+
+    @property
+    def bottom_distance(self) -> float:
+        """Road distance at the bottom row of the ideal canvas: nothing nearer shows in the picture."""
+        return self.camera.ground_distance_at_row(self.camera.height + self.pad[3])

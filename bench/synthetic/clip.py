@@ -7,7 +7,16 @@ summary with its ``behaviour`` (``normal`` / ``wrong_way`` / ``stopped`` / ``que
 ``stop_s``, ``move_off_s``). With the camera's counting geometry (``geometry``: on by default for a scene with
 traffic events) also ``geometry`` (the camera's lines, lanes, zones and event thresholds, as in camera.yaml),
 ``crossings`` (every true line crossing), ``crossing_sets`` (per line and direction the countable vehicle ids)
-and ``events`` (the true traffic events): see :mod:`bench.synthetic.scenario`."""
+and ``events`` (the true traffic events): see :mod:`bench.synthetic.scenario`.
+
+Scene families (``bench.synthetic.families``) add, only when they use them (a default scene's files are what
+they always were): ``lens`` (the distortion the picture, boxes, region of interest and calibration image points
+are in; ``homography`` stays the ideal pinhole one, for undistorted pixels), ``sway`` (per frame dx, dy px and
+rotation degrees of the swaying camera; the calibration is that of the unswayed frame 0) and ``scene_notes``
+(what the scene asked for but could not get, e.g. motorcycles without motorcycle sprites). ``scene`` lists the
+scene fields that are not at their defaults among the families' (``SceneParams(**scene)`` rebuilds it). On a
+graded road ``camera`` is the pose in the road plane's frame (world x, y, and heights, along its normal); on a
+bend ``world_x`` / ``world_y`` are true road-plane positions and ``speed_kmh`` the speed along the path."""
 
 from __future__ import annotations
 
@@ -28,8 +37,9 @@ import yaml
 from tqdm import tqdm
 
 from trafficstream.bench.synthetic.bank import default_cache_dir, sprite_bank
-from trafficstream.bench.synthetic.camera import PinholeCamera, normalised
-from trafficstream.bench.synthetic.renderer import render_background, render_frames
+from trafficstream.bench.synthetic.camera import Optics, PinholeCamera, normalised
+from trafficstream.bench.synthetic.renderer import camera_sway, render_background, render_frames
+from trafficstream.bench.synthetic.road import RoadCourse
 from trafficstream.bench.synthetic.scenario import (
     COUNT_MIN_HEIGHT_PX,
     behaviour,
@@ -40,7 +50,7 @@ from trafficstream.bench.synthetic.scenario import (
 )
 from trafficstream.bench.synthetic.scene import DASH_M, GAP_M, SHOULDER_LEFT_M, SHOULDER_RIGHT_M, SceneParams
 from trafficstream.bench.synthetic.sprites import Sprite
-from trafficstream.bench.synthetic.traffic import VehiclePlan, plan_vehicles
+from trafficstream.bench.synthetic.traffic import VehiclePlan, has_motorcycles, plan_vehicles
 from trafficstream.config import DEFAULT_CONFIG, default_data_dir, load_settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,19 @@ log = logging.getLogger(__name__)
 CAMERA_ID = "synthetic"
 GT_VERSION = 1
 DEFAULT_MODEL = "models/yolov8n.onnx"  # relative to the data directory
+# SceneParams fields the scene families added: written to the ground truth only when not at their default.
+FAMILY_FIELDS = (
+    "lens_k1",
+    "lens_k2",
+    "grade_pct",
+    "curve_radius_m",
+    "curve_start_m",
+    "motorcycle_share",
+    "motion_blur",
+    "light",
+    "sway_px",
+    "calibration_noise_px",
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +111,12 @@ class VideoWriter:
         self.container.close()
 
 
-def region_of_interest(camera: PinholeCamera, params: SceneParams) -> np.ndarray:
+def region_of_interest(camera: PinholeCamera, params: SceneParams, optics: Optics | None = None) -> np.ndarray:
     """The carriageway with its shoulders, from below the image bottom to ``roi_far_m``, clipped to the image
-    (float32 polygon, px)."""
+    (float32 polygon, px). Along a bend, or through a lens, its sides curve: see :func:`_curved_roi`."""
+    course = RoadCourse.of(params)
+    if course.curved or params.lens is not None:
+        return _curved_roi(optics or Optics.of(camera, params), params, course)
     near = max(0.5, camera.ground_distance_at_row(params.height) - 3.0)
     xl, xr = -SHOULDER_LEFT_M, params.road_width_m + SHOULDER_RIGHT_M
     quad = camera.ground_to_image(np.array([[xl, near], [xr, near], [xr, params.roi_far_m], [xl, params.roi_far_m]]))
@@ -101,17 +127,65 @@ def region_of_interest(camera: PinholeCamera, params: SceneParams) -> np.ndarray
     return poly.reshape(-1, 2)
 
 
+def _curved_roi(optics: Optics, params: SceneParams, course: RoadCourse, subpixel: int = 4) -> np.ndarray:
+    """The region of interest of a bending road or a distorting lens: the road's outline sampled every ~0.5 m,
+    mapped into the picture, filled at 1/16 px, traced and simplified to within a pixel (the outline is not
+    convex, so no convex clipping). Vertices on the picture's border snap to its edges."""
+    near = max(0.5, optics.bottom_distance - 3.0)
+    xl, xr = -SHOULDER_LEFT_M, params.road_width_m + SHOULDER_RIGHT_M
+    s = np.linspace(near, params.roi_far_m, max(8, math.ceil((params.roi_far_m - near) * 2)))
+    across = np.linspace(xl, xr, 16)
+    lane = np.concatenate(
+        [
+            np.column_stack([np.full_like(s, xl), s]),
+            np.column_stack([across, np.full_like(across, params.roi_far_m)]),
+            np.column_stack([np.full_like(s, xr), s[::-1]]),
+            np.column_stack([across[::-1], np.full_like(across, near)]),
+        ]
+    )
+    outline = optics.ground_to_picture(np.column_stack(course.to_plane(lane[:, 0], lane[:, 1])))
+    if not np.isfinite(outline).all():
+        raise ValueError("the region of interest reaches behind the camera: check the camera geometry")
+    mask = np.zeros((params.height, params.width), np.uint8)
+    scale = 1 << subpixel
+    pts = np.round(outline * scale - scale / 2).astype(np.int64)  # pixel centres at i + 0.5
+    pts = np.clip(pts, -(1 << 26), 1 << 26).astype(np.int32)
+    cv2.fillPoly(mask, [pts.reshape(-1, 1, 2)], 255, lineType=cv2.LINE_8, shift=subpixel)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        raise ValueError("the road is not in view: check the camera geometry")
+    poly = cv2.approxPolyDP(max(contours, key=cv2.contourArea), 0.75, True).reshape(-1, 2).astype(np.float32)
+    # Traced pixels -> their centres, or the picture's edge for those on its border.
+    out = poly + 0.5
+    for axis, size in ((0, params.width), (1, params.height)):
+        out[poly[:, axis] == 0, axis] = 0.0
+        out[poly[:, axis] == size - 1, axis] = float(size)
+    return out
+
+
 def calibration_pairs(
-    camera: PinholeCamera, params: SceneParams, margin_px: float = 8.0
+    camera: PinholeCamera, params: SceneParams, margin_px: float = 8.0, rng: np.random.Generator | None = None
 ) -> tuple[list[list[float]], list[list[float]]]:
-    """>= 6 image <-> world pairs on the road surface (lane-line ends), exact under the known homography."""
+    """>= 6 image <-> world pairs on the road surface (lane-line ends), exact under the known homography.
+
+    Along a bend the points follow the lane lines (world: their true road-plane position, as a map gives it);
+    through a lens the image points are the distorted pixels (where a user clicks them on the video); with
+    ``calibration_noise_px`` and ``rng`` they are off by Gaussian noise, as clicked by hand."""
     near = camera.ground_distance_at_row(params.height)
     period = DASH_M + GAP_M
     ys = np.arange(math.ceil((near + 4) / period) * period, min(params.roi_far_m, 80.0) + 1e-9, period)
     ys = ys[np.linspace(0, len(ys) - 1, min(3, len(ys))).round().astype(int)] if len(ys) else ys
     xs = sorted({0.0, params.lanes // 2 * params.lane_width_m, params.road_width_m})
     world = np.array([[x, y] for y in ys for x in xs])
+    course = RoadCourse.of(params)
+    if course.curved and len(world):
+        world = np.column_stack(course.to_plane(world[:, 0], world[:, 1]))
     image = camera.ground_to_image(world) if len(world) else np.empty((0, 2))
+    lens = params.lens
+    if lens is not None and len(image):
+        image = Optics(camera, camera, lens).distort(image)
+    if rng is not None and params.calibration_noise_px > 0 and len(image):
+        image = image + rng.normal(0.0, params.calibration_noise_px, image.shape)
     inside = (
         (image[:, 0] >= margin_px)
         & (image[:, 0] <= params.width - margin_px)
@@ -133,12 +207,22 @@ def deployment_config(
     roi: np.ndarray,
     template: Path = DEFAULT_CONFIG,
     geometry: dict[str, Any] | None = None,
+    calibration_rng: np.random.Generator | None = None,
 ) -> dict[str, Any]:
     """A full deployment config (the template's sections) with the one camera ``synthetic``; ``geometry``: its
-    ``lines``, ``lanes``, ``zones`` and ``events`` sections (:func:`scenario.camera_geometry`), if any."""
+    ``lines``, ``lanes``, ``zones`` and ``events`` sections (:func:`scenario.camera_geometry`), if any. Through
+    a lens the calibration carries it (``lens``); a swaying camera registers its frames against frame 0, the
+    unswayed view the calibration was made on. ``calibration_rng``: the stream of the hand-clicking noise."""
     raw = yaml.safe_load(template.read_text()) if template.is_file() else {}
     raw = raw if isinstance(raw, dict) else {}
-    image_points, world_points = calibration_pairs(camera, params)
+    image_points, world_points = calibration_pairs(camera, params, rng=calibration_rng)
+    calibration: dict[str, Any] = {"image_points": image_points, "world_points": world_points}
+    extra: dict[str, Any] = {}
+    if params.lens is not None:
+        calibration["lens"] = lens_config(params)
+    if params.sway_px > 0:
+        calibration["reference_frame"] = 0
+        extra["register_frames"] = True
     storage = dict(raw.get("storage") or {})
     # The streaming job only opens frames below its allowed roots: add the clip's folder.
     roots = list(storage.get("allowed_roots") or ["{data_dir}"])
@@ -151,11 +235,57 @@ def deployment_config(
             "source": str(video_path),
             "speed_limit_kmh": params.speed_limit_kmh,
             "roi": [[round(float(u), 2), round(float(v), 2)] for u, v in roi],
-            "calibration": {"image_points": image_points, "world_points": world_points},
+            "calibration": calibration,
+            **extra,
             **(geometry or {}),
         }
     ]
     return raw
+
+
+def lens_config(params: SceneParams) -> dict[str, Any]:
+    """The scene's lens as ``calibration.lens`` of a camera config (cameras.Lens) takes it."""
+    lens = params.lens
+    assert lens is not None
+    return {"focal_px": lens.focal_px, "center_px": [lens.cx, lens.cy], "k1": lens.k1, "k2": lens.k2}
+
+
+def scene_record(params: SceneParams) -> dict[str, Any]:
+    """The scene for the ground truth: every field, but the scene families' own ones only when not at their
+    default (a default scene's ground truth stays byte for byte what it was before there were families)."""
+    defaults = SceneParams()
+    return {k: v for k, v in asdict(params).items() if k not in FAMILY_FIELDS or v != getattr(defaults, k)}
+
+
+def scene_notes(params: SceneParams, sprites: Sequence[Sprite]) -> list[str]:
+    """What the scene asks for but cannot get from these sprites."""
+    notes = []
+    if params.motorcycle_share > 0 and not has_motorcycles(sprites):
+        notes.append(
+            f"motorcycle_share {params.motorcycle_share:g} requested, but the sprite bank has no motorcycle crops "
+            "(the sample clips show too few the detector finds confidently): no motorcycles drawn"
+        )
+    return notes
+
+
+def _check_loads(config_path: Path, config: dict[str, Any]) -> None:
+    """Load the written config as a deployment. While the config schema has no ``calibration.lens`` yet, a copy
+    without it is checked instead (the rest must still load)."""
+    from trafficstream.cameras import Calibration
+
+    calibration = config["cameras"][0]["calibration"]
+    if "lens" not in calibration or "lens" in Calibration.model_fields:
+        load_settings(config_path, environ={})
+        return
+    log.warning("this config schema has no calibration.lens: %s checked without it", config_path.name)
+    stripped = {**config, "cameras": [{**config["cameras"][0], "calibration": {**calibration}}]}
+    del stripped["cameras"][0]["calibration"]["lens"]
+    probe = config_path.with_name(f".{config_path.stem}.no-lens.yaml")
+    try:
+        probe.write_text(yaml.safe_dump(stripped, sort_keys=False))
+        load_settings(probe, environ={})
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def vehicle_summary(
@@ -230,20 +360,27 @@ def generate(
     sprites = sprite_bank(str(data), str(model), str(cache) if cache else None)
 
     # Independent streams: changing the vehicle count does not change the road texture or the noise.
-    # (spawn(4) gives the same first three streams as spawn(3): clips without events are what they were.)
-    plan_seq, road_seq, noise_seq, event_seq = np.random.SeedSequence(seed).spawn(4)
+    # (spawn(n) gives the same first streams as spawn(3): clips without events or sway are what they were.)
+    plan_seq, road_seq, noise_seq, event_seq, sway_seq, click_seq = np.random.SeedSequence(seed).spawn(6)
     camera = PinholeCamera.looking_down_road(scene)
+    optics = Optics.of(camera, scene)
     plans = plan_vehicles(
         scene, np.random.default_rng(plan_seq), sprites, camera, events_rng=np.random.default_rng(event_seq)
     )
-    background = render_background(camera, scene, np.random.default_rng(road_seq))
-    roi = region_of_interest(camera, scene)
+    background = render_background(optics.canvas, scene, np.random.default_rng(road_seq))
+    roi = region_of_interest(camera, scene, optics)
+    sway = camera_sway(scene, np.random.default_rng(sway_seq))
+    notes = scene_notes(scene, sprites)
+    for note in notes:
+        log.warning("synthetic scene: %s", note)
 
     video_path, gt_path, config_path = out / "clip.mp4", out / "ground_truth.json", out / "camera.yaml"
     frames: list[dict[str, Any]] = []
     writer = VideoWriter(video_path, scene.width, scene.height, scene.fps, scene.crf)
     try:
-        rendered = render_frames(scene, camera, plans, sprites, background, roi, np.random.default_rng(noise_seq))
+        rendered = render_frames(
+            scene, camera, plans, sprites, background, roi, np.random.default_rng(noise_seq), optics=optics, sway=sway
+        )
         for index, frame in enumerate(
             tqdm(rendered, total=scene.n_frames, desc="synthetic", unit="frame", disable=not progress, leave=False)
         ):
@@ -266,10 +403,17 @@ def generate(
         "camera": {"K": camera.K.tolist(), "R": camera.R.round(12).tolist(), "center": camera.center.tolist()},
         "contact_point": "centre of the front bumper on the road = bottom-centre of full_box",
         "roi": [[round(float(u), 2), round(float(v), 2)] for u, v in roi],
-        "scene": asdict(scene),
+        "scene": scene_record(scene),
         "vehicles": [vehicle_summary(p, sprites[p.sprite], frames, scene.n_frames) for p in plans],
         "frames": frames,
     }
+    # Only what a scene uses: the ground truth of a default scene stays what it always was.
+    if scene.lens is not None:
+        ground_truth["lens"] = lens_config(scene)
+    if sway is not None:
+        ground_truth["sway"] = [[round(float(c), 6) + 0.0 for c in (u, v, math.degrees(r))] for u, v, r in sway]
+    if notes:
+        ground_truth["scene_notes"] = notes
     geo = camera_geometry(scene) if (scene.has_events if geometry is None else geometry) else None
     if geo is not None:
         crossings = true_crossings(frames, geo["lines"], scene.fps, scene.width, scene.height, events=geo["events"])
@@ -281,13 +425,15 @@ def generate(
             events=true_events(plans, frames, geo, scene.fps, scene.n_frames),
         )
     gt_path.write_text(json.dumps(ground_truth, separators=(",", ":")))
-    config = deployment_config(video_path, camera, scene, roi, geometry=geo)
+    config = deployment_config(
+        video_path, camera, scene, roi, geometry=geo, calibration_rng=np.random.default_rng(click_seq)
+    )
     header = (
         f"# Synthetic known-speed clip (bench.synthetic, seed {seed}); ground truth: {gt_path.name}\n"
         f"# python -m trafficstream.bench.synthetic --out {out} --seed {seed}\n"
     )
     config_path.write_text(header + yaml.safe_dump(config, sort_keys=False))
-    load_settings(config_path, environ={})  # the config must load as a deployment, or fail here
+    _check_loads(config_path, config)  # the config must load as a deployment, or fail here
     log.info(
         "synthetic clip: %d frames, %d vehicles, seed %d in %.1f s -> %s",
         scene.n_frames,

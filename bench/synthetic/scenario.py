@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from trafficstream.bench.synthetic.road import RoadCourse
 from trafficstream.bench.synthetic.scene import SHOULDER_LEFT_M, SHOULDER_RIGHT_M, SceneParams
 from trafficstream.bench.synthetic.traffic import QUEUED, STOPPED, WRONG_WAY, VehiclePlan
 from trafficstream.models.lines import Line, side_of, step_crossing
@@ -64,15 +65,37 @@ def _r(v: float | None, digits: int = 4) -> float | None:
     return None if v is None else round(float(v), digits)
 
 
+def _strip(course: RoadCourse, x0: float, x1: float, s0: float, s1: float) -> list[list[float]]:
+    """Road-plane polygon of the stretch of road between lane coordinates x0..x1 and s0..s1: a rectangle on a
+    straight road, its sides sampled every ~5 m along a bend."""
+    if not course.curved:
+        return [[x0, s0], [x1, s0], [x1, s1], [x0, s1]]
+    s = np.linspace(s0, s1, max(2, int(np.ceil((s1 - s0) / 5.0)) + 1))
+    xs = np.concatenate([np.full_like(s, x1), np.full_like(s, x0)])
+    px, py = course.to_plane(xs, np.concatenate([s, s[::-1]]))
+    return [[round(float(u), 4), round(float(v), 4)] for u, v in zip(px, py, strict=True)]
+
+
+def _across(course: RoadCourse, x_left: float, x_right: float, y: float) -> list[list[float]]:
+    """End points of a counting line across the road (and its shoulders) at road-plane y."""
+    if not course.curved:
+        return [[x_left, float(y)], [x_right, float(y)]]
+    ends = (float(course.x_at(x, np.array(y))) for x in (x_left, x_right))
+    return [[round(x, 4), float(y)] for x in ends]
+
+
 def camera_geometry(params: SceneParams, events: Mapping[str, float | int] | None = None) -> dict[str, Any]:
-    """The ``lines``, ``lanes``, ``zones`` and ``events`` sections of the synthetic camera's config."""
+    """The ``lines``, ``lanes``, ``zones`` and ``events`` sections of the synthetic camera's config. On a bend
+    (``curve_radius_m``) the lines span the curved road at their y and the lanes and zones follow it; a lane's
+    ``direction_deg`` is its heading on the straight part."""
     w, near = params.lane_width_m, 0.5
     x_left, x_right = -SHOULDER_LEFT_M, params.road_width_m + SHOULDER_RIGHT_M
+    course = RoadCourse.of(params)
     lines = [
         {
             "id": f"line_{i}",
             "space": "road",
-            "points": [[x_left, float(y)], [x_right, float(y)]],
+            "points": _across(course, x_left, x_right, y),
             "directions": list(LINE_DIRECTIONS),
         }
         for i, y in enumerate(sorted(params.line_ys_m))
@@ -81,7 +104,7 @@ def camera_geometry(params: SceneParams, events: Mapping[str, float | int] | Non
         {
             "id": lane_id(k),
             "space": "road",
-            "polygon": [[k * w, near], [(k + 1) * w, near], [(k + 1) * w, params.roi_far_m], [k * w, params.roi_far_m]],
+            "polygon": _strip(course, k * w, (k + 1) * w, near, params.roi_far_m),
             "direction_deg": LANE_HEADING_DEG,
         }
         for k in range(params.lanes)
@@ -95,7 +118,7 @@ def camera_geometry(params: SceneParams, events: Mapping[str, float | int] | Non
             {
                 "id": QUEUE_ZONE_ID,
                 "space": "road",
-                "polygon": [[k * w, y0], [(k + 1) * w, y0], [(k + 1) * w, y1], [k * w, y1]],
+                "polygon": _strip(course, k * w, (k + 1) * w, y0, y1),
                 "purpose": "queue",
                 "lane": lane_id(k),
             }

@@ -10,15 +10,46 @@ Traffic events (all off by default: a scene without them draws exactly the clips
 ``stop_duration_s`` (None: it stays until the clip ends); ``queue_vehicles`` more cars brake and stop behind it
 with 2-3 m standstill gaps and move off one after the other when it does. ``line_ys_m``: where the counting
 lines cross the road (see ``bench.synthetic.scenario``).
+
+What real deployments vary (all off by default; ``bench.synthetic.families`` names useful combinations):
+
+* ``lens_k1``, ``lens_k2``: radial lens distortion (Brown-Conrady / OpenCV, normalised by the focal length,
+  principal point at the image centre; :mod:`trafficstream.models.lens`). The picture, the ground-truth boxes,
+  the region of interest and the calibration's image points are all in the distorted picture; the camera's
+  ``calibration.lens`` says how to undo it. The ground truth's homography stays the ideal pinhole one.
+* ``grade_pct``: a constant road grade (the road rises away from the camera for a positive grade). World
+  positions and speeds are measured along the road surface, as a tape measure or a map gives them: the world
+  frame is the road plane's own (x across, y along the slope).
+* ``curve_radius_m``: the road bends with this radius (of its centre line; positive to the right as the camera
+  sees it, negative to the left) beyond ``curve_start_m`` along it. Lanes, markings, guard rails, vehicles
+  (their heading follows the road) and the region of interest follow the bend. Ground-truth world x/y are the
+  true positions on the (planar) road, speeds the true speeds along each vehicle's path; see
+  ``bench.synthetic.road``.
+* ``motorcycle_share``: share of the vehicles that are motorcycles, drawn only when the sprite bank has
+  motorcycle crops (the sample clips have none the detector finds confidently; the ground truth's
+  ``scene_notes`` says so when some were asked for).
+* ``motion_blur``: each vehicle smeared along its image motion over a 1/50 s exposure (the boxes stay sharp).
+* ``light``: ``day``, ``dusk`` (darker, flatter, noisier) or ``night`` (dark road, dimmed vehicles with their
+  headlights on, strong sensor noise).
+* ``sway_px``: the camera sways: every frame but the first is shifted by a smooth random translation of up to
+  about ``sway_px`` and a tiny rotation; the ground truth moves with it, the calibration is that of frame 0.
+* ``calibration_noise_px``: Gaussian noise on the calibration's image points, as clicked by hand.
+* ``crf``: H.264 quality (high values: compression artefacts).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
+
+from trafficstream.models.lens import LensModel
 
 SHOULDER_LEFT_M = 1.0
 SHOULDER_RIGHT_M = 2.5
 DASH_M, GAP_M = 3.0, 9.0  # Dutch motorway lane-separator dashes (see the sample data README)
+LIGHTS = ("day", "dusk", "night")
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,17 @@ class SceneParams:
     stop_duration_s: float | None = 9.0  # None: it stays until the clip ends
     queue_vehicles: int = 0  # cars that queue behind the stopped vehicle
     line_ys_m: tuple[float, ...] = (16.0, 22.0)  # counting lines across the road at these y (metres)
+    # What deployments vary (scene families; see the module docstring). Defaults: the scene as it always was.
+    lens_k1: float = 0.0  # radial distortion, OpenCV convention (barrel < 0)
+    lens_k2: float = 0.0
+    grade_pct: float = 0.0  # > 0: the road rises away from the camera
+    curve_radius_m: float | None = None  # centre-line radius; > 0 bends right (as the camera sees it), < 0 left
+    curve_start_m: float = 30.0  # distance along the road where the bend begins
+    motorcycle_share: float = 0.0  # only when the sprite bank has motorcycles
+    motion_blur: bool = False
+    light: str = "day"  # day | dusk | night
+    sway_px: float = 0.0  # camera sway amplitude (image px); frame 0 is the unswayed, calibrated view
+    calibration_noise_px: float = 0.0  # sigma of the hand-clicked calibration image points
 
     def __post_init__(self) -> None:
         checks = {
@@ -82,6 +124,19 @@ class SceneParams:
             and (self.stop_duration_s is None or self.stop_duration_s > 0),
             "0 < line_ys_m < roi_far_m, distinct": all(0 < y < self.roi_far_m for y in self.line_ys_m)
             and len(set(self.line_ys_m)) == len(self.line_ys_m),
+            "focal_px None or > 0": self.focal > 0,
+            "lens_k1, lens_k2 in [-0.5, 0.5] and monotonic over the picture": max(abs(self.lens_k1), abs(self.lens_k2))
+            <= 0.5
+            and (self.focal <= 0 or _monotonic_lens(self.lens_k1, self.lens_k2, self._corner_radius)),
+            "-15 <= grade_pct <= 15": -15 <= self.grade_pct <= 15,
+            "curve_radius_m None or |curve_radius_m| >= 50": self.curve_radius_m is None
+            or abs(self.curve_radius_m) >= 50,
+            "curve_start_m >= 0": self.curve_start_m >= 0,
+            "motorcycle_share in [0, 1] and heavy_share + motorcycle_share <= 1": 0 <= self.motorcycle_share <= 1
+            and self.heavy_share + self.motorcycle_share <= 1,
+            f"light in {LIGHTS}": self.light in LIGHTS,
+            "0 <= sway_px <= 20": 0 <= self.sway_px <= 20,
+            "calibration_noise_px >= 0": self.calibration_noise_px >= 0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -107,3 +162,23 @@ class SceneParams:
     @property
     def n_frames(self) -> int:
         return max(1, round(self.duration_s * self.fps))
+
+    @property
+    def _corner_radius(self) -> float:
+        """Twice the picture's corner radius, normalised by the focal length: how far out the ideal picture
+        behind a barrel lens reaches, with room to spare."""
+        return math.hypot(self.width, self.height) / self.focal
+
+    @property
+    def lens(self) -> LensModel | None:
+        """The lens distortion (principal point at the image centre), None for an ideal pinhole camera."""
+        if self.lens_k1 == 0 and self.lens_k2 == 0:
+            return None
+        return LensModel(self.focal, self.width / 2, self.height / 2, self.lens_k1, self.lens_k2)
+
+
+def _monotonic_lens(k1: float, k2: float, r_max: float) -> bool:
+    """Whether the radial map r -> r (1 + k1 r² + k2 r⁴) keeps increasing up to ``r_max`` (normalised): past
+    its turning point a lens would fold the picture onto itself and undistorting would be ambiguous."""
+    r2 = np.linspace(0.0, r_max, 200) ** 2
+    return bool(np.all(1 + 3 * k1 * r2 + 5 * k2 * r2 * r2 > 0))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trafficstream.bench.synthetic.camera import PinholeCamera
+from trafficstream.bench.synthetic.road import RoadCourse
 from trafficstream.bench.synthetic.scene import SceneParams
 from trafficstream.bench.synthetic.sprites import Sprite
 from trafficstream.models.classes import VEHICLE_CLASSES
@@ -30,10 +31,16 @@ DIMENSIONS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[floa
     "car": ((4.2, 4.9), (1.75, 1.9), (1.4, 1.6)),
     "truck": ((9.0, 12.0), (2.45, 2.55), (3.2, 3.8)),
     "bus": ((11.0, 12.5), (2.5, 2.55), (3.0, 3.3)),
+    "motorcycle": ((2.0, 2.3), (0.75, 0.85), (1.3, 1.5)),  # with its rider
 }
 # Silhouette: where the roof ends (share of the length) and how high the front top edge is (share of the
 # height). Car roofs stop before the boot and bonnets are low; trucks and buses are boxes.
-SHAPES: dict[str, tuple[float, float]] = {"car": (0.75, 0.6), "truck": (1.0, 1.0), "bus": (1.0, 1.0)}
+SHAPES: dict[str, tuple[float, float]] = {
+    "car": (0.75, 0.6),
+    "truck": (1.0, 1.0),
+    "bus": (1.0, 1.0),
+    "motorcycle": (0.6, 0.7),  # the rider's head is the top, over the middle
+}
 HEAVY_CLASSES = ("truck", "bus")
 MIN_GAP_M = 6.0  # bumper-to-bumper distance kept between vehicles sharing a lane
 MAX_STRETCH = 1.25  # most a sprite is stretched (either way) from its own aspect ratio
@@ -121,25 +128,41 @@ class VehiclePlan:
 
 
 def vehicle_box(
-    camera: PinholeCamera, x: float, y: float, body: Body, sprite_aspect: float | None = None
+    camera: PinholeCamera,
+    x: float,
+    y: float,
+    body: Body,
+    sprite_aspect: float | None = None,
+    tangent: tuple[float, float] | None = None,
 ) -> np.ndarray | None:
     """Image box (x1, y1, x2, y2, float px) of a vehicle whose front bumper centre touches the road at (x, y):
     the bottom-centre is that contact point's projection, the width the projected bumper width, the top the
     highest projected point of its silhouette (nose, roof end). With ``sprite_aspect`` the box's width/height
     stays within ``MAX_STRETCH`` of the sprite's: the crops show no roof, so near a high camera a long bus
-    would otherwise be stretched to twice its height. None when the vehicle is not in front of the camera."""
-    w2, nose, roof = body.width_m / 2, body.nose * body.height_m, y + body.roof_end * body.length_m
-    corners = np.array(
-        [
-            [x, y, 0.0],
-            [x - w2, y, 0],
-            [x + w2, y, 0],
-            [x - w2, y, nose],
-            [x + w2, y, nose],
-            [x - w2, roof, body.height_m],
-            [x + w2, roof, body.height_m],
-        ]
-    )
+    would otherwise be stretched to twice its height. ``tangent``: the unit direction its body extends in from
+    the contact point (on a bend; default +y). None when the vehicle is not in front of the camera."""
+    w2, nose = body.width_m / 2, body.nose * body.height_m
+    if tangent is None:
+        roof = y + body.roof_end * body.length_m
+        corners = np.array(
+            [
+                [x, y, 0.0],
+                [x - w2, y, 0],
+                [x + w2, y, 0],
+                [x - w2, y, nose],
+                [x + w2, y, nose],
+                [x - w2, roof, body.height_m],
+                [x + w2, roof, body.height_m],
+            ]
+        )
+    else:
+        t = np.array(tangent, dtype=np.float64)
+        side = np.array([t[1], -t[0]])  # to the right of +tangent: +x on a straight road
+        base, back = np.array([x, y]), body.roof_end * body.length_m * t
+        ground = [base, base - w2 * side, base + w2 * side, base - w2 * side, base + w2 * side]
+        ground += [base + back - w2 * side, base + back + w2 * side]
+        heights = [0.0, 0.0, 0.0, nose, nose, body.height_m, body.height_m]
+        corners = np.column_stack([np.array(ground), heights])
     px = camera.project(corners)
     if np.isnan(px).any():
         return None
@@ -209,12 +232,17 @@ def lateral(plan: VehiclePlan, t: np.ndarray, lane_width_m: float) -> tuple[np.n
 def trajectory(plan: VehiclePlan, t: np.ndarray, params: SceneParams) -> dict[str, np.ndarray]:
     """World contact point (centre of the bumper nearest the camera on the ground: the front bumper, a
     wrong-way vehicle's rear one), true speed and presence at clip times ``t``. Before its entry a vehicle is
-    absent, and a wrong-way vehicle once it is beyond ``far_m``."""
+    absent, and a wrong-way vehicle once it is beyond ``far_m``. On a bending road ``x`` and ``y`` are lane
+    coordinates (``RoadCourse.to_plane`` gives the position) and the speed is the true one along the path."""
     t = np.asarray(t, dtype=np.float64)
     tau = t - plan.entry_s
     dist, v_long = longitudinal(plan, np.maximum(tau, 0.0))
     x, v_lat = lateral(plan, t, params.lane_width_m)
     y = (params.far_m if plan.start_y is None else plan.start_y) + plan.direction * dist
+    if params.curve_radius_m is not None:
+        # On a bend x and y are lane coordinates (bench.synthetic.road): a vehicle off the centre line covers
+        # more or less than a metre of path per metre along it.
+        v_long = v_long * RoadCourse.of(params).path_scale(x, y)
     present = tau >= 0
     if plan.direction > 0:
         present &= y <= params.far_m
@@ -263,6 +291,10 @@ def _draw_plan(
 ) -> VehiclePlan:
     heavy = sorted({s.class_name for s in sprites if s.class_name in HEAVY_CLASSES})
     class_name = str(rng.choice(heavy)) if heavy and rng.random() < params.heavy_share else "car"
+    # An extra draw only when motorcycles can be drawn at all: other scenes keep their random stream.
+    if class_name == "car" and params.motorcycle_share > 0 and has_motorcycles(sprites):
+        if rng.random() * (1 - params.heavy_share) < params.motorcycle_share:
+            class_name = "motorcycle"
     pool = [i for i, s in enumerate(sprites) if s.class_name == class_name]
     body = Body.draw(class_name, rng)
     lane = int(rng.integers(params.lanes))
@@ -293,6 +325,10 @@ def _draw_plan(
         speed_max_mps=1.2 * params.max_kmh / 3.6,
         lane_change=lane_change,
     )
+
+
+def has_motorcycles(sprites: Sequence[Sprite]) -> bool:
+    return any(s.class_name == "motorcycle" for s in sprites)
 
 
 def _class_and_body(rng: np.random.Generator, params: SceneParams, sprites: Sequence[Sprite]) -> tuple[str, Body]:
