@@ -8,7 +8,7 @@ CONFIG ?= infra/config/demo.yaml
 # Spark/Kafka JVMs start faster and use less memory with C1 + serial GC on these 2-core machines.
 TEST_JAVA_OPTS := -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 
-.PHONY: install jars browser-deps rtsp-deps lint format test test-unit demo dashboard eval bench soak package maintenance stats kafka-start kafka-stop clean help
+.PHONY: install jars browser-deps rtsp-deps lint format test test-unit demo dashboard eval eval-clip bench soak package maintenance stats kafka-start kafka-stop clean help
 
 help:
 	@echo "make demo       install everything, run the pipeline on the sample clips, print one JSON line"
@@ -16,7 +16,9 @@ help:
 	@echo "make lint       ruff check, ruff format --check, mypy (python -m trafficstream.infra.typecheck), docs current"
 	@echo "make format     apply ruff's fixes and ruff format"
 	@echo "make dashboard  start the Dash app on 127.0.0.1:8050 (CONFIG=...)"
-	@echo "make eval       synthetic known-speed clip through the real pipeline; accuracy JSON"
+	@echo "make eval       synthetic known-speed clips, one per scene family and seed, through one run of the real"
+	@echo "                pipeline; speed/identity per family and overall (bench/results/eval_suite.json)"
+	@echo "make eval-clip  one synthetic clip (EVAL_ARGS=\"--seed 11\", \"--scenario events\", ...)"
 	@echo "make bench      measure detector / pipeline throughput into var/bench/"
 	@echo "make stats      traffic statistics table (1/15-min bins, p85) from the Delta tables (spark-submit)"
 	@echo "make maintenance  Delta compaction, Z-order, VACUUM, checkpoints (delta-rs, no JVM)"
@@ -74,6 +76,9 @@ dashboard: install
 	$(PY) -m trafficstream.dashboards --config $(CONFIG)
 
 eval: install
+	$(PY) -m trafficstream.bench.eval_suite --json bench/results/eval_suite.json $(EVAL_ARGS)
+
+eval-clip: install
 	$(PY) -m trafficstream.bench.evaluate $(EVAL_ARGS)
 
 bench: install

@@ -140,19 +140,29 @@ def add_to_camera(
     config_path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
 
 
-def score(settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX) -> dict[str, Any]:
+def score(
+    settings: Settings,
+    clip: SyntheticClip,
+    min_height_px: float = MIN_HEIGHT_PX,
+    *,
+    camera_id: str | None = None,
+    keep_errors: bool = False,
+) -> dict[str, Any]:
     """Metrics of a finished run: the job's detections table against the clip's ground truth.
 
     Speed errors are over the speeds the pipeline reports as trusted (``speed_flag`` null): a flagged speed
     (too little history, outside the calibrated area, ...) is shown as untrusted, never acted on;
-    ``speed_coverage`` says which share of matched detections carried a trusted speed."""
+    ``speed_coverage`` says which share of matched detections carried a trusted speed. ``camera_id``: the
+    camera that played the clip (default: the ground truth's)."""
     detections = pl.read_delta(settings.table_uri(tables.DETECTIONS))
     result = evaluate(
         clip.ground_truth_path,
         detections,
         window_s=settings.tracker.speed_window_s,
+        camera_id=camera_id,
         exclude_flagged=True,
         min_height_px=min_height_px,
+        keep_errors=keep_errors,
     )
     result.pop("per_vehicle", None)
     return result
@@ -210,13 +220,13 @@ def score_events(settings: Settings, clip: SyntheticClip, min_height_px: float =
 
 
 def score_passage(
-    settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX
+    settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX, *, camera_id: str | None = None
 ) -> dict[str, Any] | None:
     """Passage-speed metrics of a finished run (bench/passage_metrics.py): the ``tracks`` table's passage speeds
     against the true ones, tracks told apart by the ``detections`` table's boxes over their ``crossings``; None
     when the clip's camera has no sections. Columns the tracks table lacks are in ``missing_columns``."""
     gt = json.loads(clip.ground_truth_path.read_text())
-    camera = next(c for c in settings.cameras if c.id == gt["camera_id"])
+    camera = next(c for c in settings.cameras if c.id == (camera_id or gt["camera_id"]))
     sections = list(getattr(camera, "sections", None) or [])
     if not sections:
         return None
@@ -233,6 +243,38 @@ def score_passage(
         min_height_px=min_height_px,
     )
     return result
+
+
+def run_pipeline(
+    config_path: Path, out: Path, overrides: list[str], *, detect_every: int | None = None
+) -> tuple[Settings, int]:
+    """Run a deployment config's cameras through the real pipeline once: a Kafka broker on 127.0.0.1, the job
+    under ``spark-submit`` (its tables under ``out/run``), every camera ingested, and wait until each frame is
+    processed. Returns the settings the job ran with and the number of frames ingested."""
+    from trafficstream.infra.local_kafka import KafkaBroker
+    from trafficstream.infra.pipeline import JobProcess, wait_processed
+    from trafficstream.ingest.worker import run_ingest
+
+    with KafkaBroker(out / "kafka") as broker:
+        settings = load_settings(
+            config_path,
+            [f"kafka.bootstrap_servers={broker.bootstrap_servers}", f"storage.var_dir={out / 'run'}", *overrides],
+        )
+        if detect_every:
+            cams = [c.model_copy(update={"detect_every": detect_every}) for c in settings.cameras]
+            settings = settings.model_copy(update={"cameras": cams})
+        k = settings.kafka
+        broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
+        job = JobProcess(settings, out).start()
+        try:
+            job.wait_started()
+            ingested = run_ingest(settings).total
+            wait_processed(settings, ingested, job)
+            if job.stop() != 0:
+                raise RuntimeError(f"vehicle job failed:\n{job.log_tail()}")
+        finally:
+            job.kill()
+    return settings, ingested
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,10 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     setup_logging("INFO")
-    from trafficstream.infra.local_kafka import KafkaBroker
-    from trafficstream.infra.pipeline import JobProcess, wait_processed
-    from trafficstream.ingest.worker import run_ingest
-
     t0 = time.time()
     defaults = SCENARIO_DEFAULTS[args.scenario]
     out = (args.out or PROJECT_ROOT / "var" / defaults["out"]).resolve()
@@ -285,25 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             clip.config_path, passage_geometry(scene), note="passage lines and section: bench.evaluate (speed)"
         )
     log.info("synthetic clip %s (seed %d)", clip.video_path, args.seed)
-    with KafkaBroker(out / "kafka") as broker:
-        settings = load_settings(
-            clip.config_path,
-            [f"kafka.bootstrap_servers={broker.bootstrap_servers}", f"storage.var_dir={out / 'run'}", *args.overrides],
-        )
-        if args.detect_every:
-            cams = [c.model_copy(update={"detect_every": args.detect_every}) for c in settings.cameras]
-            settings = settings.model_copy(update={"cameras": cams})
-        k = settings.kafka
-        broker.create_topics([k.frames_topic, k.results_topic, k.dead_letter_topic], partitions=k.partitions)
-        job = JobProcess(settings, out).start()
-        try:
-            job.wait_started()
-            ingested = run_ingest(settings).total
-            wait_processed(settings, ingested, job)
-            if job.stop() != 0:
-                raise RuntimeError(f"vehicle job failed:\n{job.log_tail()}")
-        finally:
-            job.kill()
+    settings, ingested = run_pipeline(clip.config_path, out, args.overrides, detect_every=args.detect_every)
     result = score(settings, clip)
     passage = score_passage(settings, clip)
     if passage is not None:

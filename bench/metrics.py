@@ -187,6 +187,7 @@ def evaluate(
     min_height_px: float = 20.0,
     min_frames: int = 5,
     exclude_flagged: bool = False,
+    keep_errors: bool = False,
 ) -> dict[str, Any]:
     """Score ``detections`` against ``ground_truth``.
 
@@ -196,6 +197,7 @@ def evaluate(
     ``speed_kmh`` with the true speed averaged over the trailing ``window_s`` (the estimator's window);
     ``exclude_flagged`` leaves out rows whose ``speed_flag`` is set. Rows of other cameras are ignored
     (``camera_id`` defaults to the ground truth's). Undefined rates (nothing to divide by) are None.
+    ``keep_errors`` adds ``speed_errors_kmh`` (every signed error, to pool several clips' readings).
     """
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     dets = as_polars(detections)
@@ -383,6 +385,7 @@ def evaluate(
             "exclude_flagged": exclude_flagged,
         },
         "per_vehicle": per_vehicle,
+        **({"speed_errors_kmh": [round(e, 4) for e in errors]} if keep_errors else {}),
     }
 
 
