@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import yaml
 
+from trafficstream import tables
+from trafficstream.bench.error_budget import LINKS, error_budget
 from trafficstream.bench.evaluate import (
     HEADLINE,
     add_to_camera,
@@ -41,8 +44,9 @@ from trafficstream.bench.evaluate import (
 )
 from trafficstream.bench.synthetic import SyntheticClip, generate
 from trafficstream.bench.synthetic.families import EVAL_SEEDS, FAMILIES, family_scene
-from trafficstream.config import PROJECT_ROOT
+from trafficstream.config import PROJECT_ROOT, Settings, load_settings
 from trafficstream.logs import setup_logging
+from trafficstream.models.homography import RoadPlane
 
 log = logging.getLogger("trafficstream.bench.eval_suite")
 
@@ -95,10 +99,51 @@ def merged_config(clips: dict[str, SyntheticClip]) -> dict[str, Any]:
     return merged
 
 
+def clip_budget(settings: Settings, clip: SyntheticClip, cid: str, detections: pl.DataFrame) -> dict[str, Any] | None:
+    """The speed error budget of one camera of the run (bench/error_budget.py): per link, the signed and absolute
+    mean error (km/h) it adds when fed true inputs one link at a time; None without a calibration. (A swaying
+    camera's budget uses its reference view: its ``homography`` link then holds the sway the job registers.)"""
+    camera = settings.camera(cid)
+    if camera.calibration is None:
+        return None
+    budget = error_budget(
+        json.loads(clip.ground_truth_path.read_text()),
+        detections,
+        RoadPlane.from_calibration(camera.calibration),
+        tracker=settings.tracker,
+        camera_id=cid,
+        detector_input_hw=(int(settings.detector.input_height), int(settings.detector.input_width)),
+        detect_tiles=[tuple(t) for t in camera.detect_tiles],
+        fixes=False,
+    )
+    rec = budget["reconciliation"]
+    return {
+        "links": {name: budget["links"][name] for name in LINKS},
+        "observed_mean_error_kmh": rec.get("observed_mean_error_kmh"),
+        "unexplained_kmh": rec.get("unexplained_kmh"),
+    }
+
+
+def pooled_budget(budgets: Iterable[dict[str, Any] | None]) -> dict[str, dict[str, float | None]]:
+    """Per link, the signed and absolute mean error over several clips' budgets, weighted by their readings."""
+    budgets = [b for b in budgets if b]
+    out: dict[str, dict[str, float | None]] = {}
+    for name in LINKS:
+        stats = [b["links"][name] for b in budgets if b["links"].get(name) and b["links"][name].get("n")]
+        n = sum(s["n"] for s in stats)
+        out[name] = {
+            "n": n,
+            "mean": round(sum(s["mean"] * s["n"] for s in stats) / n, 4) if n else None,
+            "mean_abs": round(sum(s["mean_abs"] * s["n"] for s in stats) / n, 4) if n else None,
+        }
+    return out
+
+
 def pooled(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Speed, passage and identity metrics over several clips' results (each scored ``keep_errors``): errors
     pooled reading by reading, vehicle counts summed, IDF1 and coverage averaged over clips."""
     results = list(results)
+    budget = pooled_budget(r.get("budget") for r in results)
     errors = np.asarray([e for r in results for e in r.get("speed_errors_kmh", [])], dtype=np.float64)
     abs_err = np.abs(errors)
     passages = [v for r in results for v in (r.get("passage") or {}).get("per_vehicle", [])]
@@ -133,6 +178,7 @@ def pooled(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "passage_mean_error_kmh": r4(np.mean(p_err)) if p_err else None,
         "passage_max_abs_error_kmh": r4(np.max(np.abs(p_err))) if p_err else None,
         "passage_share_within_2kmh": r4(np.mean(np.abs(p_err) <= 2.0 + 1e-9)) if p_err else None,
+        "error_budget": budget,
     }
 
 
@@ -167,21 +213,13 @@ def report(per_clip: dict[str, dict[str, Any]], families: Sequence[str], seeds: 
 
 
 def _log_table(result: dict[str, Any]) -> None:
-    log.info(
-        "%-18s %7s %7s %7s %7s %8s %9s %7s",
-        "family",
-        "mae",
-        "median",
-        "signed",
-        "<=3",
-        "passage",
-        "one-id",
-        "switch",
-    )
+    head = ("family", "mae", "median", "signed", "<=3", "passage", "one-id", "switch", "fit", "calib", "box")
+    log.info("%-18s %7s %7s %7s %7s %8s %7s %7s %7s %7s %7s", *head)
     rows = {**result["families"], "OVERALL": result["overall"]}
     for name, s in rows.items():
+        b = s["error_budget"]
         log.info(
-            "%-18s %7s %7s %7s %7s %8s %9s %7s",
+            "%-18s %7s %7s %7s %7s %8s %7s %7s %7s %7s %7s",
             name,
             s["mean_abs_speed_error_kmh"],
             s["median_abs_speed_error_kmh"],
@@ -190,7 +228,11 @@ def _log_table(result: dict[str, Any]) -> None:
             s["passage_mean_abs_error_kmh"],
             f"{s['vehicles_with_one_id']}/{s['true_vehicles']}",
             s["id_switches"],
+            b["truth_windowed"]["mean"],
+            b["homography"]["mean"],
+            b["box_bottom"]["mean"],
         )
+    log.info("signed error budget (km/h): fit = windowed fit on true positions, calib = calibration, box = box bottom")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,25 +245,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--detect-every", type=int, default=None, metavar="K", help="detection stride of every camera")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--rescore", action="store_true", help="score the clips and run already under --out again (no new run)"
+    )
     args = parser.parse_args(argv)
     setup_logging("INFO")
     t0 = time.time()
     out = args.out.resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    clips = render_suite(out, args.families, args.seeds)
     config_path = out / "suite.yaml"
-    config_path.write_text(
-        "# make eval: one camera per scene family and seed (bench/eval_suite.py)\n"
-        + yaml.safe_dump(merged_config(clips), sort_keys=False)
-    )
-    rendered_s = time.time() - t0
-    settings, ingested = run_pipeline(config_path, out, args.overrides, detect_every=args.detect_every)
+    if args.rescore:
+        clips = {
+            camera_id(f, s): SyntheticClip.in_folder(out / "clips" / camera_id(f, s))
+            for f in args.families
+            for s in args.seeds
+        }
+        settings = load_settings(config_path, [f"storage.var_dir={out / 'run'}", *args.overrides], environ={})
+        rendered_s, ingested = 0.0, None  # scored again: the frames and times are the first run's
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        clips = render_suite(out, args.families, args.seeds)
+        config_path.write_text(
+            "# make eval: one camera per scene family and seed (bench/eval_suite.py)\n"
+            + yaml.safe_dump(merged_config(clips), sort_keys=False)
+        )
+        rendered_s = time.time() - t0
+        settings, ingested = run_pipeline(config_path, out, args.overrides, detect_every=args.detect_every)
+    detections = pl.read_delta(settings.table_uri(tables.DETECTIONS))
     per_clip: dict[str, dict[str, Any]] = {}
     for cid, clip in clips.items():
         result = score(settings, clip, camera_id=cid, keep_errors=True)
         passage = score_passage(settings, clip, camera_id=cid)
         if passage is not None:
             result["passage"] = passage
+        result["budget"] = clip_budget(settings, clip, cid, detections)
         per_clip[cid] = result
     result = report(per_clip, args.families, args.seeds)
     for r in per_clip.values():
@@ -232,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         frames=ingested,
         render_seconds=round(rendered_s, 1),
         seconds=round(time.time() - t0, 1),
-        per_clip={cid: {k: r.get(k) for k in (*HEADLINE, "mean_speed_error_kmh")} for cid, r in per_clip.items()},
+        per_clip={
+            cid: {k: r.get(k) for k in (*HEADLINE, "mean_speed_error_kmh", "budget")} for cid, r in per_clip.items()
+        },
         family_descriptions={f: FAMILIES[f].description for f in args.families},
     )
     _log_table(result)

@@ -89,6 +89,17 @@ def min_size_mask(xyxy: np.ndarray, min_box_px: float) -> np.ndarray:
     return (wh >= min_box_px).all(axis=1)
 
 
+def lower_bottom_edges(xyxy: np.ndarray, offset_px: float, scale: float, image_height: int) -> np.ndarray:
+    """Boxes with their bottom edge moved down by ``offset_px`` *network* pixels (``offset_px / scale`` source
+    pixels, ``scale`` = network / source), never below the image: the detector's measured localisation bias of
+    the contact point (see ``DetectorSettings.box_bottom_offset_px``)."""
+    if not offset_px or not len(xyxy):
+        return xyxy
+    out = xyxy.copy()
+    out[:, 3] = np.minimum(out[:, 3] + offset_px / scale, float(image_height))
+    return out
+
+
 def xywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
     half = cxcywh[:, 2:] / 2
     return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
@@ -108,6 +119,7 @@ class YoloOnnxDetector:
 
     NMS is class-aware by default (as Ultralytics): a van scored both "car" and "truck" comes out twice.
     ``agnostic_nms=True`` keeps only the stronger one, which is what a tracker wants.
+    ``box_bottom_offset_px``: network pixels to lower every box's bottom edge by (its contact-point bias).
     """
 
     def __init__(
@@ -123,8 +135,10 @@ class YoloOnnxDetector:
         max_detections: int = 300,
         batch_size: int = 8,
         agnostic_nms: bool = False,
+        box_bottom_offset_px: float = 0.0,
     ) -> None:
         self.model_path = Path(model_path)
+        self.box_bottom_offset_px = float(box_bottom_offset_px)
         self.session = create_session(model_path, threads, providers, what="detector model")
         self.confidence = float(confidence)
         self.iou = float(iou)
@@ -217,6 +231,7 @@ class YoloOnnxDetector:
         if not keep.any():
             return Detections.empty(self.names)
         xyxy = unletterbox(xywh_to_xyxy(pred[:4, keep].T), lb.scale, lb.pad_x, lb.pad_y, image_shape)
+        xyxy = lower_bottom_edges(xyxy, self.box_bottom_offset_px, lb.scale, image_shape[0])
         confidence, class_id = confidence[keep], class_id[keep]
         big = min_size_mask(xyxy, self.min_box_px)
         xyxy, confidence, class_id = xyxy[big], confidence[big], class_id[big]
@@ -265,8 +280,10 @@ class UltralyticsDetector:
         agnostic_nms: bool = False,
         device: str | int | None = None,
         half: bool = False,
+        box_bottom_offset_px: float = 0.0,
     ) -> None:
         self.model_path = check_model_path(model_path, "detector model")
+        self.box_bottom_offset_px = float(box_bottom_offset_px)
         try:
             from ultralytics import YOLO  # heavy (torch): only imported when this backend is chosen
         except ImportError as exc:
@@ -307,7 +324,11 @@ class UltralyticsDetector:
 
     def _convert(self, result: Any) -> Detections:
         boxes = result.boxes
-        dets = Detections(_numpy(boxes.xyxy), _numpy(boxes.conf), _numpy(boxes.cls), self.names)
+        h, w = result.orig_shape[:2]
+        # Ultralytics letterboxes into imgsz at this scale (rectangular inference keeps it).
+        scale = min(self.input_size[0] / h, self.input_size[1] / w)
+        xyxy = lower_bottom_edges(_numpy(boxes.xyxy).astype(np.float32), self.box_bottom_offset_px, scale, h)
+        dets = Detections(xyxy, _numpy(boxes.conf), _numpy(boxes.cls), self.names)
         return dets.filter(min_size_mask(dets.xyxy, self.min_box_px))
 
 

@@ -67,6 +67,7 @@ def configured_detector(settings: Settings, threads: int, **overrides: Any) -> D
         "min_box_px": det.min_box_px,
         "agnostic_nms": det.agnostic_nms,
         "batch_size": det.batch_size,
+        "box_bottom_offset_px": det.box_bottom_offset_px,
     }
     return build_detector(det.backend, settings.path(det.model_path), **(kwargs | overrides))
 

@@ -166,6 +166,14 @@ class DetectorSettings(_Section):
     # One box per vehicle: class-aware NMS reports a van as both "car" and "truck", which the tracker
     # would then follow twice.
     agnostic_nms: bool = True
+    # The contact point (a box's bottom-centre) feeds speeds, lines and passages. YOLOv8n at 384x640 puts box
+    # bottoms ~0.5 network px above where the vehicle meets the road (synthetic scenes with known contact points,
+    # held-out seeds 3 and 7 of four scene families: 0.39-0.68, mean 0.52); on the road plane a constant pixel
+    # offset grows with distance, so uncorrected speeds read ~0.6 km/h fast (bench/error_budget.py). In network
+    # pixels so that it holds at any input size and for far-field tiles; measure it again for another model.
+    box_bottom_offset_px: float = Field(
+        default=0.5, ge=-8, le=8, description="lower box bottoms by this many network px (detector bias)"
+    )
 
 
 class TrackerSettings(_Section):

@@ -79,6 +79,12 @@ class SyntheticClip:
     ground_truth_path: Path
     config_path: Path
 
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> SyntheticClip:
+        """The clip :func:`generate` wrote into ``folder``."""
+        out = Path(folder)
+        return cls(out / "clip.mp4", out / "ground_truth.json", out / "camera.yaml")
+
 
 def frame_rate(fps: float) -> Fraction:
     """Exact rational frame rate: NTSC rates (29.97, 59.94, 23.976) -> n*1000/1001, others as given."""

@@ -322,11 +322,24 @@ def paste_sprite(
         _paste_blurred(frame, labels, sprite, box, label, blur)
         return
     x1, y1, x2, y2 = box
-    ix1, iy1, ix2, iy2 = math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
     fh, fw = frame.shape[:2]
-    cx1, cy1, cx2, cy2 = max(ix1, 0), max(iy1, 0), min(ix2, fw), min(iy2, fh)
+    cx1, cy1, cx2, cy2 = max(math.floor(x1), 0), max(math.floor(y1), 0), min(math.ceil(x2), fw), min(math.ceil(y2), fh)
     if cx1 >= cx2 or cy1 >= cy2:
         return
+    color, cover = _sprite_in_window(sprite, box, (cx1, cy1, cx2, cy2))
+    region = frame[cy1:cy2, cx1:cx2]
+    alpha = cover[..., None]
+    region[:] = (region * (1 - alpha) + color * alpha + 0.5).astype(np.uint8)
+    labels[cy1:cy2, cx1:cx2][cover >= 0.5] = label
+
+
+def _sprite_in_window(
+    sprite: np.ndarray, box: np.ndarray, window: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sprite scaled into sub-pixel ``box`` and cut to the frame ``window`` (x1, y1, x2, y2): its colour and
+    its coverage (0..1) there."""
+    x1, y1, x2, y2 = box
+    cx1, cy1, cx2, cy2 = window
     tw, th = max(1, round(x2 - x1)), max(1, round(y2 - y1))
     shrinking = tw < sprite.shape[1] or th < sprite.shape[0]
     small = cv2.resize(sprite, (tw, th), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
@@ -338,10 +351,7 @@ def paste_sprite(
     cover = cv2.warpAffine(
         np.ones((th, tw), np.float32), M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
-    region = frame[cy1:cy2, cx1:cx2]
-    alpha = cover[..., None]
-    region[:] = (region * (1 - alpha) + color * alpha + 0.5).astype(np.uint8)
-    labels[cy1:cy2, cx1:cx2][cover >= 0.5] = label
+    return color, cover
 
 
 def _paste_blurred(
@@ -355,16 +365,7 @@ def _paste_blurred(
     cx2, cy2 = min(math.ceil(x2) + r, fw), min(math.ceil(y2) + r, fh)
     if cx1 >= cx2 or cy1 >= cy2:
         return
-    tw, th = max(1, round(x2 - x1)), max(1, round(y2 - y1))
-    shrinking = tw < sprite.shape[1] or th < sprite.shape[0]
-    small = cv2.resize(sprite, (tw, th), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    sx, sy = (x2 - x1) / tw, (y2 - y1) / th
-    M = np.array([[sx, 0, x1 - cx1 + 0.5 * sx - 0.5], [0, sy, y1 - cy1 + 0.5 * sy - 0.5]])
-    size = (cx2 - cx1, cy2 - cy1)
-    color = cv2.warpAffine(small, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    cover = cv2.warpAffine(
-        np.ones((th, tw), np.float32), M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )
+    color, cover = _sprite_in_window(sprite, box, (cx1, cy1, cx2, cy2))
     # Premultiplied: the smeared colour is the average over the exposure of what covered each pixel.
     smeared = cv2.filter2D(color.astype(np.float32) * cover[..., None], -1, kernel, borderType=cv2.BORDER_CONSTANT)
     alpha = cv2.filter2D(cover, -1, kernel, borderType=cv2.BORDER_CONSTANT)

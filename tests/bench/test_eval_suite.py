@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from trafficstream.bench.eval_suite import camera_id, merged_config, pooled, report, target_check
+from trafficstream.bench.error_budget import LINKS
+from trafficstream.bench.eval_suite import camera_id, merged_config, pooled, pooled_budget, report, target_check
 from trafficstream.bench.synthetic import SyntheticClip
 from trafficstream.bench.synthetic.families import EVAL_SEEDS, FAMILIES, TEST_SEEDS
 from trafficstream.config import load_settings
@@ -112,3 +113,16 @@ def test_report_keeps_families_apart_and_pools_all_for_overall() -> None:
 def test_families_and_seeds_declared_once_reported_and_tested_seeds_apart() -> None:
     assert "motorway" in FAMILIES and len(FAMILIES) >= 6
     assert not set(EVAL_SEEDS) & set(TEST_SEEDS)
+
+
+def test_error_budget_links_pooled_by_readings() -> None:
+    def budget(n: int, box: float) -> dict:
+        links = {name: {"n": n, "mean": 0.0, "mean_abs": 0.1} for name in LINKS}
+        links["box_bottom"] = {"n": n, "mean": box, "mean_abs": abs(box)}
+        return {"links": links}
+
+    pooled_links = pooled_budget([budget(300, 0.6), budget(100, -0.2), None])
+    assert pooled_links["box_bottom"]["n"] == 400
+    assert pooled_links["box_bottom"]["mean"] == pytest.approx((300 * 0.6 - 100 * 0.2) / 400)
+    assert pooled_links["homography"]["mean_abs"] == pytest.approx(0.1)
+    assert pooled_budget([])["box_bottom"] == {"n": 0, "mean": None, "mean_abs": None}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trafficstream.models.classes import VEHICLE_CLASS_IDS, VEHICLE_CLASSES
-from trafficstream.models.detector import Detections, Detector, YoloOnnxDetector, build_detector
+from trafficstream.models.detector import Detections, Detector, YoloOnnxDetector, build_detector, lower_bottom_edges
 from trafficstream.models.nms import box_iou
 from trafficstream.models.session import ModelLoadError, ModelNotFoundError
 
@@ -167,3 +167,22 @@ def test_detections_container() -> None:
     assert len(Detections.empty()) == 0
     with pytest.raises(ValueError, match="2 boxes, 1 confidences"):
         Detections(np.zeros((2, 4)), [0.1], [2, 2])
+
+
+def test_box_bottom_offset_lowers_only_bottom_edges_by_network_pixels(yolo_path: Path, frames: FrameReader) -> None:
+    (frame,) = frames(OVERPASS, OVERPASS_FRAMES[0])  # 1280x720 into 384x640: network scale 0.5
+    plain = YoloOnnxDetector(yolo_path, threads=2, agnostic_nms=True)(frame)
+    lowered = YoloOnnxDetector(yolo_path, threads=2, agnostic_nms=True, box_bottom_offset_px=0.5)(frame)
+    assert len(plain) == len(lowered) > 0
+    np.testing.assert_allclose(lowered.xyxy[:, :3], plain.xyxy[:, :3])
+    expected = np.minimum(plain.xyxy[:, 3] + 1.0, frame.shape[0])  # 0.5 network px = 1 source px
+    np.testing.assert_allclose(lowered.xyxy[:, 3], expected, atol=1e-4)
+    assert_valid(lowered, frame)
+
+
+def test_lower_bottom_edges_is_pure_and_clipped() -> None:
+    boxes = np.array([[10, 20, 30, 40], [0, 0, 5, 99.5]], dtype=np.float32)
+    out = lower_bottom_edges(boxes, 0.25, 0.5, image_height=100)
+    assert out[0, 3] == pytest.approx(40.5) and out[1, 3] == 100.0  # never below the image
+    assert boxes[0, 3] == 40  # the input is untouched
+    assert lower_bottom_edges(boxes, 0.0, 0.5, 100) is boxes
