@@ -126,10 +126,10 @@ def clip_budget(settings: Settings, clip: SyntheticClip, cid: str, detections: p
 
 def pooled_budget(budgets: Iterable[dict[str, Any] | None]) -> dict[str, dict[str, float | None]]:
     """Per link, the signed and absolute mean error over several clips' budgets, weighted by their readings."""
-    budgets = [b for b in budgets if b]
+    present = [b for b in budgets if b]
     out: dict[str, dict[str, float | None]] = {}
     for name in LINKS:
-        stats = [b["links"][name] for b in budgets if b["links"].get(name) and b["links"][name].get("n")]
+        stats = [b["links"][name] for b in present if b["links"].get(name) and b["links"][name].get("n")]
         n = sum(s["n"] for s in stats)
         out[name] = {
             "n": n,
