@@ -38,6 +38,7 @@ from trafficstream.bench.evaluate import (
     HEADLINE,
     add_to_camera,
     passage_geometry,
+    read_run_tables,
     run_pipeline,
     score,
     score_passage,
@@ -270,11 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         rendered_s = time.time() - t0
         settings, ingested = run_pipeline(config_path, out, args.overrides, detect_every=args.detect_every)
-    detections = pl.read_delta(settings.table_uri(tables.DETECTIONS))
+    # One run, many cameras: each table is read once, not once per camera.
+    run_tables = read_run_tables(settings, (tables.DETECTIONS, tables.TRACKS, tables.CROSSINGS))
+    detections = run_tables[tables.DETECTIONS]
     per_clip: dict[str, dict[str, Any]] = {}
     for cid, clip in clips.items():
-        result = score(settings, clip, camera_id=cid, keep_errors=True)
-        passage = score_passage(settings, clip, camera_id=cid)
+        result = score(settings, clip, camera_id=cid, keep_errors=True, run_tables=run_tables)
+        passage = score_passage(settings, clip, camera_id=cid, run_tables=run_tables)
         if passage is not None:
             result["passage"] = passage
         result["budget"] = clip_budget(settings, clip, cid, detections)

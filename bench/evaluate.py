@@ -49,6 +49,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -147,17 +148,18 @@ def score(
     *,
     camera_id: str | None = None,
     keep_errors: bool = False,
+    run_tables: Mapping[str, pl.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a finished run: the job's detections table against the clip's ground truth.
 
     Speed errors are over the speeds the pipeline reports as trusted (``speed_flag`` null): a flagged speed
     (too little history, outside the calibrated area, ...) is shown as untrusted, never acted on;
     ``speed_coverage`` says which share of matched detections carried a trusted speed. ``camera_id``: the
-    camera that played the clip (default: the ground truth's)."""
-    detections = pl.read_delta(settings.table_uri(tables.DETECTIONS))
+    camera that played the clip (default: the ground truth's); ``run_tables``: the run's tables already read
+    (:func:`read_run_tables`), for scoring many cameras of one run."""
     result = evaluate(
         clip.ground_truth_path,
-        detections,
+        _table(settings, tables.DETECTIONS, run_tables),
         window_s=settings.tracker.speed_window_s,
         camera_id=camera_id,
         exclude_flagged=True,
@@ -166,6 +168,17 @@ def score(
     )
     result.pop("per_vehicle", None)
     return result
+
+
+def read_run_tables(settings: Settings, names: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """The run's tables ``names``, each read once (empty when the job never created it)."""
+    return {name: _read_table(settings, name) for name in names}
+
+
+def _table(settings: Settings, name: str, run_tables: Mapping[str, pl.DataFrame] | None) -> pl.DataFrame:
+    if run_tables is not None and name in run_tables:
+        return run_tables[name]
+    return pl.read_delta(settings.table_uri(name)) if name == tables.DETECTIONS else _read_table(settings, name)
 
 
 def _read_table(settings: Settings, name: str) -> pl.DataFrame:
@@ -220,7 +233,12 @@ def score_events(settings: Settings, clip: SyntheticClip, min_height_px: float =
 
 
 def score_passage(
-    settings: Settings, clip: SyntheticClip, min_height_px: float = MIN_HEIGHT_PX, *, camera_id: str | None = None
+    settings: Settings,
+    clip: SyntheticClip,
+    min_height_px: float = MIN_HEIGHT_PX,
+    *,
+    camera_id: str | None = None,
+    run_tables: Mapping[str, pl.DataFrame] | None = None,
 ) -> dict[str, Any] | None:
     """Passage-speed metrics of a finished run (bench/passage_metrics.py): the ``tracks`` table's passage speeds
     against the true ones, tracks told apart by the ``detections`` table's boxes over their ``crossings``; None
@@ -230,11 +248,11 @@ def score_passage(
     sections = list(getattr(camera, "sections", None) or [])
     if not sections:
         return None
-    crossings = _read_table(settings, tables.CROSSINGS)
+    crossings = _table(settings, tables.CROSSINGS, run_tables)
     result = score_passages(
         gt,
-        _read_table(settings, tables.TRACKS),
-        detections=pl.read_delta(settings.table_uri(tables.DETECTIONS)),
+        _table(settings, tables.TRACKS, run_tables),
+        detections=_table(settings, tables.DETECTIONS, run_tables),
         crossings=crossings if crossings.height else None,
         lines=[line.model_dump(mode="json") for line in camera.lines],
         sections=[s.model_dump(mode="json") for s in sections],
