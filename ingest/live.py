@@ -172,9 +172,11 @@ class LiveRecorder:
         while not self.stop.is_set():
             self._maybe_sweep()
             try:
-                container = open_stream(self.url, self.live.open_timeout_s)
+                container, failure = open_stream(self.url, self.live.open_timeout_s), ""
             except (av.FFmpegError, OSError) as exc:
-                self._source_lost(CAUSE_OPEN_FAILED, redact(f"{type(exc).__name__}: {exc}", self.camera))
+                container, failure = None, redact(f"{type(exc).__name__}: {exc}", self.camera)
+            if container is None:  # reported outside the except: a failing log handler prints the live exception,
+                self._source_lost(CAUSE_OPEN_FAILED, failure)  # whose message holds the unredacted URL
                 self.stop.wait(next(delays))
                 continue
             log.info("camera %s: connected to %s", self.camera.id, self.camera.source_label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -143,9 +144,19 @@ def test_credentials_never_logged(tmp_path, caplog, capfd) -> None:
         events.append(msg)
         stop.set()
 
-    with caplog.at_level(logging.DEBUG):
-        LiveRecorder(cam, settings, CollectingPublisher(), on_event, stop).run()
+    # A handler that fails (here: its stream is closed) makes logging print the exception being handled to
+    # stderr; the open error's message holds the raw URL, so nothing may be logged while it is live.
+    broken = io.StringIO()
+    handler = logging.StreamHandler(broken)
+    broken.close()
+    logging.getLogger("trafficstream.ingest").addHandler(handler)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            LiveRecorder(cam, settings, CollectingPublisher(), on_event, stop).run()
+    finally:
+        logging.getLogger("trafficstream.ingest").removeHandler(handler)
     out, err = capfd.readouterr()
+    assert "Logging error" in err  # the broken handler did fail
     assert events and events[0]["event"] == "source_lost" and events[0]["cause"] == "open_failed"
     assert "rtsp://***@127.0.0.1" in caplog.text
     for text in (caplog.text, out, err, json.dumps(events)):
