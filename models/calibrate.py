@@ -21,6 +21,13 @@ undistorted before the fit, the reprojection errors are those of the undistorted
 figure (metres per pixel, the uncertainty table, the drawn grid, which bends with the lens) is in the video's
 own pixels. ``--fit-k1`` estimates the main radial coefficient from >= 5 pairs (principal point at the frame's
 centre or ``--center-px``, focal length ``--focal-px``) and prints the ``lens:`` block to paste.
+
+Fewer clicks: road markings of known position (the camera's ``calibration.markings``, or ``--markings
+"x=3.5:x1,y1,x2,y2,...;y=12:..."`` for a lane line at x = 3.5 m and a transverse line at y = 12 m, traced by >= 2
+pixels each) join the pairs, each worth two of the eight constraints: three lane lines of a known lane width,
+a stop line or a dash end and two pairs calibrate a camera, and markings traced over their whole length refine
+a calibration with more pairs. Each marking's residual (pixels off the fitted line) is printed, and its two
+visible ends join the pair table as anchors.
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ import cv2
 import numpy as np
 
 from trafficstream.errors import ConfigError
-from trafficstream.models.homography import RoadPlane, fit_homography, project
+from trafficstream.models.homography import (
+    MarkingLine,
+    RoadPlane,
+    fit_homography,
+    marking_residuals_px,
+    project,
+)
 from trafficstream.models.lens import LensModel, distort_pixels, undistort_pixels
 
 log = logging.getLogger(__name__)
@@ -49,8 +62,9 @@ class CalibrationError(ValueError):
     """User-facing calibration problem; the message names the offending field or option."""
 
 
-def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse ``"x,y:X,Y;x,y:X,Y;..."`` into image (N, 2) and world (N, 2) arrays."""
+def parse_points(text: str, min_pairs: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Parse ``"x,y:X,Y;x,y:X,Y;..."`` into image (N, 2) and world (N, 2) arrays (fewer than 4 pairs only
+    next to markings: ``min_pairs``)."""
     image, world = [], []
     chunks = [c.strip() for c in text.split(";") if c.strip()]
     for i, chunk in enumerate(chunks, start=1):
@@ -64,9 +78,28 @@ def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
             raise CalibrationError(f"--points: pair {i} ({chunk!r}) has a non-finite number")
         image.append((x, y))
         world.append((X, Y))
-    if len(image) < 4:
+    if len(image) < min_pairs:
         raise CalibrationError(f"--points: need at least 4 pairs x,y:X,Y separated by ';', got {len(image)}")
-    return np.asarray(image), np.asarray(world)
+    return np.asarray(image, dtype=np.float64).reshape(-1, 2), np.asarray(world, dtype=np.float64).reshape(-1, 2)
+
+
+def parse_markings(text: str) -> list[MarkingLine]:
+    """Parse ``"x=3.5:x1,y1,x2,y2[,...];y=12:..."``: world line, then >= 2 pixels along the marking."""
+    out = []
+    chunks = [c.strip() for c in text.split(";") if c.strip()]
+    for i, chunk in enumerate(chunks, start=1):
+        left, _, right = chunk.partition(":")
+        axis, _, value = left.strip().partition("=")
+        values = _floats(right, f"--markings: marking {i}", range(4, 10_000, 2)) if right else []
+        try:
+            out.append(MarkingLine(np.asarray(values).reshape(-1, 2), axis.strip(), float(value)))
+        except ValueError as exc:
+            raise CalibrationError(
+                f"--markings: marking {i} ({chunk!r}) is not x=X:x1,y1,x2,y2,... or y=Y:... ({exc})"
+            ) from None
+    if not out:
+        raise CalibrationError("--markings: no marking given; expected x=X:x1,y1,x2,y2;...")
+    return out
 
 
 def _floats(text: str, option: str, counts: Sequence[int]) -> list[float]:
@@ -243,6 +276,21 @@ def report_lines(plane: RoadPlane, roi: np.ndarray | None) -> list[str]:
     return lines
 
 
+def marking_lines(plane: RoadPlane, markings: Sequence[MarkingLine]) -> list[str]:
+    """Each marking's fit: how far its pixels lie from where the plane puts its world line."""
+    if not markings:
+        return []
+    lines = ["markings (pixels off the fitted line; their ends are the last rows of the table above):"]
+    for i, m in enumerate(markings, start=1):
+        ideal = m if plane.lens is None else m.with_points(undistort_pixels(m.image_points, plane.lens))
+        r = np.abs(marking_residuals_px(plane.H, ideal))
+        lines.append(
+            f"  {i:<3d} {m.axis} = {m.value:<8.2f} {len(r)} px traced, rms {np.sqrt(np.mean(r**2)):.2f} px, "
+            f"max {r.max():.2f} px"
+        )
+    return lines
+
+
 @dataclass(frozen=True)
 class UncertaintyRow:
     """Expected passage-speed uncertainty for a section of ``section_m`` starting ``y_m`` along the road."""
@@ -386,6 +434,7 @@ class _Inputs:
     reference_frame: int | None  # set when the frame must be registered onto this one first
     sections: list[tuple[str, tuple[float, float], tuple[float, float]]]  # id, the two lines' midpoints (m)
     lens: LensModel | None = None
+    markings: tuple[MarkingLine, ...] = ()
 
 
 def _camera_inputs(args: argparse.Namespace) -> _Inputs:
@@ -395,6 +444,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
     label, video, roi, frame, register_to = "ad-hoc", None, None, args.frame or 0, None
     image_pts = world_pts = None
     lens: LensModel | None = None
+    markings: list[MarkingLine] = []
     sections: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
     if args.camera:
         settings = load_settings(args.config, args.overrides)
@@ -406,7 +456,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
         frame = args.frame if args.frame is not None else reference
         if camera.register_frames and frame != reference:
             register_to = reference
-        if camera.calibration is None and not args.points:
+        if camera.calibration is None and not args.points and not args.markings:
             raise CalibrationError(
                 f"cameras[{index}].calibration ({camera.id}): missing; add >= 4 image_points / world_points pairs "
                 f"or pass --points"
@@ -415,17 +465,24 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
             image_pts = np.asarray(camera.calibration.image_points, dtype=np.float64)
             world_pts = np.asarray(camera.calibration.world_points, dtype=np.float64)
             lens = camera.calibration.lens_model()
+            markings = [
+                MarkingLine(np.asarray(p, dtype=np.float64), a, v) for p, a, v in camera.calibration.marking_keys()
+            ]
         mids = {line.id: tuple(np.mean(np.asarray(line.points, dtype=np.float64), axis=0)) for line in camera.lines}
         sections = [(s.id, mids[s.lines[0]], mids[s.lines[1]]) for s in camera.sections]
+    if args.markings:
+        markings = parse_markings(args.markings)
     if args.points:
-        image_pts, world_pts = parse_points(args.points)
+        image_pts, world_pts = parse_points(args.points, min_pairs=0 if markings else 4)
+    elif markings and image_pts is None:  # markings alone (four lines, say)
+        image_pts = world_pts = np.empty((0, 2))
     if args.video:
         video = Path(args.video)
     if args.lens:
         lens = parse_lens(args.lens)
     if image_pts is None or world_pts is None:  # both set or neither
         raise CalibrationError("nothing to check: give --camera (with --config) or --points")
-    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections, lens)
+    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections, lens, tuple(markings))
 
 
 def _k1_fit_for(inp: _Inputs, args: argparse.Namespace) -> K1Fit:
@@ -460,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--camera", help="camera id in the config")
     parser.add_argument("--points", help='ad-hoc pairs "x,y:X,Y;..." (pixels:metres); overrides the config pairs')
+    parser.add_argument(
+        "--markings",
+        help='road markings of known position "x=3.5:x1,y1,x2,y2,...;y=12:..." (pixels along each); replace the '
+        "camera's markings, and allow fewer than 4 --points",
+    )
     parser.add_argument("--video", help="video to draw on (default: the camera's source)")
     parser.add_argument(
         "--frame", type=int, default=None, help="frame index to draw on (default: the reference frame, else 0)"
@@ -494,12 +556,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CalibrationError("--grid-across and --grid-along must be > 0")
         inp = _camera_inputs(args)
         try:
-            plane = RoadPlane.from_points(inp.image_points, inp.world_points, inp.lens)
+            plane = RoadPlane.from_points(inp.image_points, inp.world_points, inp.lens, inp.markings)
         except ValueError as exc:
             source = "--points" if args.points else f"calibration of {inp.label}"
+            source += " with --markings" if args.markings else ""
             raise CalibrationError(f"{source}: {exc}") from None
-        print(f"camera {inp.label}: {len(inp.image_points)} point pairs")
-        for line in report_lines(plane, inp.roi):
+        counted = f", {len(inp.markings)} markings" if inp.markings else ""
+        print(f"camera {inp.label}: {len(inp.image_points)} point pairs{counted}")
+        for line in report_lines(plane, inp.roi) + marking_lines(plane, inp.markings):
             print(line)
         if args.fit_k1:
             for line in k1_lines(_k1_fit_for(inp, args), len(inp.image_points)):

@@ -7,6 +7,12 @@ all pairs, :class:`RoadPlane` wraps it with its inverse and its reprojection err
 Pixels beyond the horizon have no place on the road plane; :meth:`RoadPlane.to_world` returns NaN for them
 instead of the huge, sign-flipped coordinates a bare homography gives (one source of "1000 km/h" speeds).
 
+Fewer pairs: road markings whose world position is known in one coordinate (:class:`MarkingLine`: a lane line
+``x = 3.5``, a stop line or the end of a dash ``y = 12``) each add two constraints, so two pairs and three lane
+lines of a known lane width determine the plane as well as six clicked pairs. A marking traced over its whole
+visible length uses every pixel along it, and its parallels fix the vanishing point that single clicks
+near the horizon get wrong.
+
 A camera with lens distortion (``calibration.lens``, :mod:`models.lens`) is fitted on *undistorted* ("ideal")
 pixels: a homography only holds for a pinhole picture. :class:`RoadPlane`'s methods still take and return the
 video's own (raw, distorted) pixels; only ``H`` / ``H_inv`` work on ideal ones, so use the methods, not ``H``.
@@ -15,6 +21,7 @@ video's own (raw, distorted) pixels; only ``H`` / ``H_inv`` work on ideal ones, 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -110,13 +117,157 @@ def _check_pairs(image_points: PointsLike, world_points: PointsLike) -> tuple[np
     return img, wld
 
 
-def fit_homography(image_points: PointsLike, world_points: PointsLike) -> np.ndarray:
-    """Fit the image->world homography (3, 3) over all >= 4 pairs.
+@dataclass(frozen=True, eq=False)
+class MarkingLine:
+    """A straight road marking traced in the image (>= 2 pixels along it) whose road-plane position is known in
+    one coordinate: ``axis`` "x" for a line ``x = value`` (a lane line, by the y-along-the-road convention),
+    "y" for ``y = value`` (a stop line, a dash's end). Where along the marking the pixels lie does not matter."""
+
+    image_points: np.ndarray  # (K >= 2, 2)
+    axis: str
+    value: float
+
+    def __post_init__(self) -> None:
+        pts = as_points(self.image_points, "marking image_points")
+        object.__setattr__(self, "image_points", pts)
+        if self.axis not in ("x", "y"):
+            raise ValueError(f"marking axis must be 'x' or 'y', got {self.axis!r}")
+        if not np.isfinite(pts).all() or not math.isfinite(self.value):
+            raise ValueError(f"marking {self.axis} = {self.value:g}: contains NaN or infinite values")
+        if len(pts) < 2 or np.ptp(pts, axis=0).max() < 1.0:
+            raise ValueError(f"marking {self.axis} = {self.value:g}: needs >= 2 image points >= 1 px apart")
+
+    @property
+    def world_line(self) -> np.ndarray:
+        """(a, b, c) with a X + b Y + c = 0 on the road plane."""
+        return np.array([1.0, 0.0, -self.value]) if self.axis == "x" else np.array([0.0, 1.0, -self.value])
+
+    def with_points(self, image_points: np.ndarray) -> MarkingLine:
+        return MarkingLine(image_points, self.axis, self.value)
+
+    def ends(self) -> np.ndarray:
+        """(2, 2): the two image points farthest apart, the visible extent of the marking."""
+        d = np.linalg.norm(self.image_points[:, None] - self.image_points[None], axis=-1)
+        i, j = np.unravel_index(int(np.argmax(d)), d.shape)
+        return self.image_points[[i, j]]
+
+
+def marking_residuals_px(H: np.ndarray, marking: MarkingLine) -> np.ndarray:
+    """(K,) signed image distance (pixels of ``H``'s image side) of each marking pixel from where the fitted
+    plane puts the world line."""
+    return _line_distances(np.linalg.inv(H), marking.world_line, marking.image_points)
+
+
+def _line_distances(G: np.ndarray, world_line: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    m = np.linalg.inv(G).T @ world_line  # the world line in the image (world -> image ``G``)
+    return (pixels @ m[:2] + m[2]) / max(float(np.hypot(m[0], m[1])), 1e-300)
+
+
+def _check_mixed(
+    image_points: PointsLike, world_points: PointsLike, markings: Sequence[MarkingLine]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs may be fewer than 4 (even none) next to markings, but together they must give >= 8 constraints."""
+    img = as_points(image_points, "image_points") if len(image_points) else np.empty((0, 2))
+    wld = as_points(world_points, "world_points") if len(world_points) else np.empty((0, 2))
+    if len(img) != len(wld):
+        raise ValueError(f"image_points has {len(img)} points but world_points has {len(wld)}")
+    for name, pts in (("image_points", img), ("world_points", wld)):
+        if not np.isfinite(pts).all():
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        if len(np.unique(pts, axis=0)) != len(pts):
+            raise ValueError(f"{name}: contains duplicate points")
+    constraints = 2 * len(img) + 2 * len(markings)
+    if constraints < 8:
+        raise ValueError(
+            f"{len(img)} point pairs and {len(markings)} marking lines give {constraints} constraints; a road "
+            "plane needs 8 (each pair and each marking line gives 2)"
+        )
+    return img, wld
+
+
+def _fit_with_markings(img: np.ndarray, wld: np.ndarray, markings: Sequence[MarkingLine]) -> np.ndarray:
+    """World -> image homography from pairs and marking lines: a normalised DLT over both kinds of constraint
+    (a pair: the usual two rows; a marking pixel p on world line l: ``l . H p = 0``, linear in the image->world
+    ``H``), checked for a plane the constraints leave undetermined, then refined by Levenberg-Marquardt on
+    image-side residuals (pair offsets, marking pixels' distances from the projected world line)."""
+    line_px = np.vstack([m.image_points for m in markings])
+    Ti = _normaliser(np.vstack([img, line_px]))
+    known = [wld] if len(wld) else []
+    xs = [m.value for m in markings if m.axis == "x"] + list(wld[:, 0])
+    ys = [m.value for m in markings if m.axis == "y"] + list(wld[:, 1])
+    x0, y0 = (float(np.mean(xs)) if xs else 0.0), (float(np.mean(ys)) if ys else 0.0)
+    known += [np.array([[m.value, y0] if m.axis == "x" else [x0, m.value]]) for m in markings]
+    Tw = _normaliser(np.vstack(known))
+
+    def solve(img_: np.ndarray, lines_px: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        rows = []
+        for (x, y), (u, v) in zip(project(Ti, img_), project(Tw, wld), strict=True):
+            rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
+            rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
+        for m, px in zip(markings, lines_px, strict=True):
+            ln = np.linalg.inv(Tw).T @ m.world_line
+            ln = ln / np.linalg.norm(ln)
+            for p in project(Ti, px):
+                rows.append(list(np.kron(ln, [p[0], p[1], 1.0])))
+        _, sv, vt = np.linalg.svd(np.asarray(rows))
+        return np.linalg.inv(Tw) @ vt[-1].reshape(3, 3) @ Ti, sv
+
+    why = (
+        "leave the road plane undetermined (parallel lane lines fix the road's direction and widths, not how far "
+        "along the road each point lies): add a transverse marking (y = ...) or a pair off the line through the "
+        "others"
+    )
+    undetermined = ValueError(f"the pairs and marking lines {why}")
+    H, sv = solve(img, [m.image_points for m in markings])
+    if len(sv) < 8 or sv[7] < 1e-9 * sv[0]:  # rank 8: one null direction, the homography
+        raise undetermined
+    if not np.isfinite(H).all() or abs(np.linalg.det(H)) < 1e-12 * np.abs(H).max() ** 3:
+        # noise can lend an undetermined set a rank it does not have; the fit then comes out singular
+        raise ValueError(f"the pairs and marking lines give a singular homography: they are off the road, or {why}")
+    # Determinacy is structural, but noise hides it: rebuild the constraints from noise-free data under the
+    # first fit (pairs projected, marking pixels moved onto their projected lines) and look for a second null
+    # direction there.
+    G = np.linalg.inv(H)
+    exact_img = project(G, wld) if len(wld) else img
+    exact_lines = []
+    for m in markings:
+        d = _line_distances(G, m.world_line, m.image_points)
+        n = np.linalg.inv(G).T @ m.world_line
+        exact_lines.append(m.image_points - d[:, None] * n[:2] / np.hypot(n[0], n[1]))
+    _, sv = solve(exact_img, exact_lines)
+    if len(sv) < 8 or sv[7] < 1e-6 * sv[0]:
+        raise undetermined
+
+    def residuals(g: np.ndarray) -> np.ndarray:
+        Gp = np.append(g, 1.0).reshape(3, 3)
+        parts = [(project(Gp, wld) - img).ravel()] if len(wld) else []
+        parts += [_line_distances(Gp, m.world_line, m.image_points) for m in markings]
+        return np.concatenate(parts)
+
+    g0 = (G / G[2, 2]).ravel()[:8]
+    with np.errstate(all="ignore"):
+        res = least_squares(residuals, g0, method="lm")
+    if res.success and np.isfinite(res.x).all():
+        G = np.append(res.x, 1.0).reshape(3, 3)
+    return G
+
+
+def fit_homography(
+    image_points: PointsLike, world_points: PointsLike, markings: Sequence[MarkingLine] = ()
+) -> np.ndarray:
+    """Fit the image->world homography (3, 3) over all >= 4 pairs (or fewer pairs plus ``markings``).
 
     Normalised DLT, then (with more than 4 pairs) a Levenberg-Marquardt refinement of the image-side
     residuals: clicked image points are the noisy side, world points come from road-marking standards.
     Raises ``ValueError`` for degenerate input (too few, mismatched, duplicate or collinear points).
     """
+    if markings:
+        img, wld = _check_mixed(image_points, world_points, markings)
+        G = _fit_with_markings(img, wld, markings)
+        if not np.isfinite(G).all() or abs(np.linalg.det(G)) < 1e-12 * np.abs(G).max() ** 3:
+            raise ValueError("the pairs and marking lines give a singular homography")
+        H = np.linalg.inv(G)
+        return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H
     img, wld = _check_pairs(image_points, world_points)
     G = _dlt(wld, img)  # world -> image
     if len(img) > 4:
@@ -199,11 +350,22 @@ class RoadPlane:
 
     @classmethod
     def from_points(
-        cls, image_points: PointsLike, world_points: PointsLike, lens: LensModel | None = None
+        cls,
+        image_points: PointsLike,
+        world_points: PointsLike,
+        lens: LensModel | None = None,
+        markings: Sequence[MarkingLine] = (),
     ) -> RoadPlane:
-        """Fit the plane to raw image points (as seen in the video) and their road positions; with a ``lens``
-        the image points are undistorted first. Raises ``ValueError`` for unusable pairs."""
-        img, wld = _check_pairs(image_points, world_points)
+        """Fit the plane to raw image points (as seen in the video) and their road positions, and to marking
+        lines (raw pixels along them); with a ``lens`` every pixel is undistorted first. Raises ``ValueError``
+        for unusable input.
+
+        Each marking's two visible ends join the pairs as anchors (their known coordinate exact, the other as
+        fitted), so the calibrated area, the horizon side and the reprojection error cover the markings too."""
+        if markings:
+            img, wld = _check_mixed(image_points, world_points, markings)
+        else:
+            img, wld = _check_pairs(image_points, world_points)
         lens = None if lens is None or lens.is_identity else lens  # an identity lens keeps the plain fast path
         ideal = img if lens is None else undistort_pixels(img, lens)
         bad = np.flatnonzero(~np.isfinite(ideal).all(axis=1))
@@ -212,12 +374,39 @@ class RoadPlane:
                 f"image_points {bad.tolist()} lie beyond the radius where the lens model can be undistorted "
                 "(its radial distortion folds back there): check lens k1, k2, k3"
             )
-        H = fit_homography(ideal, wld)
-        return cls(H, np.linalg.inv(H), img, wld, reprojection_error(H, ideal, wld), lens, None, ideal)
+        if not markings:
+            H = fit_homography(ideal, wld)
+            return cls(H, np.linalg.inv(H), img, wld, reprojection_error(H, ideal, wld), lens, None, ideal)
+        ideal_marks = [m if lens is None else m.with_points(undistort_pixels(m.image_points, lens)) for m in markings]
+        for i, m in enumerate(ideal_marks):
+            if not np.isfinite(m.image_points).all():
+                raise ValueError(
+                    f"markings[{i}] has pixels beyond the radius where the lens model can be undistorted: "
+                    "check lens k1, k2, k3"
+                )
+        H = fit_homography(ideal, wld, ideal_marks)
+        raw_ends = np.vstack([m.ends() for m in markings])
+        ideal_ends = raw_ends if lens is None else undistort_pixels(raw_ends, lens)
+        world_ends = project(H, ideal_ends)
+        for k, m in enumerate(markings):  # the known coordinate is exact; the fit places the other
+            world_ends[2 * k : 2 * k + 2, 0 if m.axis == "x" else 1] = m.value
+        img_all, wld_all, ideal_all = (
+            np.vstack([img, raw_ends]),
+            np.vstack([wld, world_ends]),
+            np.vstack([ideal, ideal_ends]),
+        )
+        err = reprojection_error(H, ideal_all, wld_all)
+        return cls(H, np.linalg.inv(H), img_all, wld_all, err, lens, None, ideal_all)
 
     @classmethod
     def from_calibration(cls, calibration: Calibration) -> RoadPlane:
-        return cls.from_points(calibration.image_points, calibration.world_points, calibration.lens_model())
+        markings = [MarkingLine(np.asarray(p, dtype=float), a, v) for p, a, v in calibration.marking_keys()]
+        return cls.from_points(
+            np.asarray(calibration.image_points, dtype=float).reshape(-1, 2),
+            np.asarray(calibration.world_points, dtype=float).reshape(-1, 2),
+            calibration.lens_model(),
+            markings,
+        )
 
     def ideal_pixels(self, pixels: PointsLike) -> np.ndarray:
         """Raw pixels of this plane's frame -> the pixels ``H`` maps (drift removed, undistorted); NaN where

@@ -162,17 +162,34 @@ def lens_problem(points: Sequence[Sequence[float]], lens: LensModel, what: str =
     )
 
 
+# A marking as the road-plane fit takes it, hashable for the caches: (image points, axis, value).
+MarkingKey = tuple[tuple[Point, ...], str, float]
+
+
 def homography_problem(
-    image_points: Sequence[Point], world_points: Sequence[Point], lens: LensModel | None = None
+    image_points: Sequence[Point],
+    world_points: Sequence[Point],
+    lens: LensModel | None = None,
+    markings: Sequence[MarkingKey] = (),
 ) -> str | None:
     """Fit the road plane exactly as the job will (models.homography; on the undistorted image points when
     there is a ``lens``) and say why it is unusable, or None."""
-    return _homography_problem(tuple(map(tuple, image_points)), tuple(map(tuple, world_points)), lens)
+    return _homography_problem(tuple(map(tuple, image_points)), tuple(map(tuple, world_points)), lens, tuple(markings))
+
+
+def marking_lines(markings: Sequence[MarkingKey]) -> list[Any]:
+    """The fit's :class:`trafficstream.models.homography.MarkingLine` objects of the keys."""
+    from trafficstream.models.homography import MarkingLine  # lazy, like the fit
+
+    return [MarkingLine(np.asarray(pts, dtype=float), axis, value) for pts, axis, value in markings]
 
 
 @lru_cache(maxsize=256)  # every Spark task re-validates the settings it is shipped: fit each calibration once
 def _homography_problem(
-    image_points: tuple[Point, ...], world_points: tuple[Point, ...], lens: LensModel | None
+    image_points: tuple[Point, ...],
+    world_points: tuple[Point, ...],
+    lens: LensModel | None,
+    markings: tuple[MarkingKey, ...] = (),
 ) -> str | None:
     # Imported here: cv2 / scipy load only when a calibration is validated.
     from trafficstream.models.homography import RoadPlane
@@ -181,7 +198,8 @@ def _homography_problem(
     undistorted = " (undistorted by lens)" if lens is not None and not lens.is_identity else ""
     try:
         with np.errstate(all="ignore"):
-            plane = RoadPlane.from_points(img, wld, lens)
+            plane = RoadPlane.from_points(img.reshape(-1, 2), wld.reshape(-1, 2), lens, marking_lines(markings))
+            img = plane.image_points  # the markings' ends too: they must lie in front of the camera as well
             finite = np.isfinite(plane.H).all() and np.isfinite(plane.H_inv).all()
             in_front = plane.in_front(img) if finite else np.zeros(len(img), bool)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
@@ -208,15 +226,26 @@ def image_lane_heading(calibration: Calibration, lane: Lane) -> float | None:
         tuple(map(tuple, calibration.image_points)),
         tuple(map(tuple, calibration.world_points)),
         calibration.lens_model(),
+        calibration.marking_keys(),
     )
     return image_direction_heading(lane.centre(), lane.direction, plane.to_world)
 
 
 @lru_cache(maxsize=64)
-def _road_plane(image_points: tuple[Point, ...], world_points: tuple[Point, ...], lens: LensModel | None) -> Any:
+def _road_plane(
+    image_points: tuple[Point, ...],
+    world_points: tuple[Point, ...],
+    lens: LensModel | None,
+    markings: tuple[MarkingKey, ...] = (),
+) -> Any:
     from trafficstream.models.homography import RoadPlane
 
-    return RoadPlane.from_points(np.asarray(image_points, dtype=float), np.asarray(world_points, dtype=float), lens)
+    return RoadPlane.from_points(
+        np.asarray(image_points, dtype=float).reshape(-1, 2),
+        np.asarray(world_points, dtype=float).reshape(-1, 2),
+        lens,
+        marking_lines(markings),
+    )
 
 
 # -- models ---------------------------------------------------------------------------------------------------
@@ -255,8 +284,43 @@ class Lens(BaseModel):
         return LensModel(self.focal_px, *self.center_px, self.k1, self.k2, self.p1, self.p2, self.k3)
 
 
+class Marking(BaseModel):
+    """A straight road marking traced in the video whose road-plane position is known in one coordinate: a lane
+    line ``x: 3.5`` (its offset across the road), or a transverse line ``y: 12`` (a stop line, the end of a
+    dash). Give exactly one of ``x`` and ``y``; trace >= 2 pixels anywhere along its visible length."""
+
+    model_config = _MODEL_CONFIG
+
+    image_points: list[Point] = Field(min_length=2, description="pixels along the marking, as seen in the video")
+    x: FiniteFloat | None = Field(default=None, description="the marking is the road-plane line x = this (m)")
+    y: FiniteFloat | None = Field(default=None, description="the marking is the road-plane line y = this (m)")
+
+    @field_validator("image_points")
+    @classmethod
+    def _pixels(cls, v: list[Point]) -> list[Point]:
+        pts = np.asarray(v, dtype=float)
+        neg = np.flatnonzero((pts < 0).any(axis=1))
+        if neg.size:
+            raise ValueError(f"point {int(neg[0])} {_fmt(pts[neg[0]])}: pixel coordinates must be >= 0")
+        if np.ptp(pts, axis=0).max() < 1.0:
+            raise ValueError("the points are less than 1 px apart: trace the marking over its visible length")
+        return v
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> Marking:
+        if (self.x is None) == (self.y is None):
+            raise ValueError("give exactly one of x (a lane line x = ...) and y (a transverse line y = ...)")
+        return self
+
+    def key(self) -> MarkingKey:
+        axis, value = ("x", self.x) if self.x is not None else ("y", self.y)
+        return tuple((float(u), float(v)) for u, v in self.image_points), axis, float(value or 0.0)
+
+
 class Calibration(BaseModel):
-    """Road-plane calibration: >= 4 image-pixel <-> world-metre point pairs on the road surface.
+    """Road-plane calibration: >= 4 image-pixel <-> world-metre point pairs on the road surface, or fewer pairs
+    with road ``markings`` of known position (each pair and each marking gives 2 of the 8 constraints a plane
+    needs; three lane lines, a transverse line and a pair, for example).
 
     World axes: any right-handed metric frame on the road plane; by convention y runs along the road. Image
     points are pixels as seen in the video; with ``lens`` they are undistorted before the homography is fitted.
@@ -264,8 +328,12 @@ class Calibration(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    image_points: list[Point] = Field(min_length=4)
-    world_points: list[Point] = Field(min_length=4)
+    image_points: list[Point] = Field(default_factory=list)
+    world_points: list[Point] = Field(default_factory=list)
+    # Lane lines / transverse lines of known position: fewer clicks, and a whole marking's pixels in the fit.
+    markings: list[Marking] = Field(
+        default_factory=list, description="road markings of known position (lane lines x = ..., lines y = ...)"
+    )
     # Optional reference frame for registration against camera drift (frame index in the source).
     reference_frame: int | None = Field(default=None, ge=0)
     # A still of the calibrated view (PNG/JPEG): the registration reference of a live camera, whose stream
@@ -288,24 +356,57 @@ class Calibration(BaseModel):
                 f"points {dup[0]} and {dup[1]} are the same point {_fmt(pts[dup[0]])}: "
                 "every pair must be a distinct point on the road"
             )
-        if _max_non_collinear_area(pts) < 1e-6:
-            raise ValueError("points are (nearly) collinear: a homography needs 4 points spanning an area")
         return v
 
     @model_validator(mode="after")
     def _pairs(self) -> Calibration:
         if len(self.image_points) != len(self.world_points):
-            raise ValueError(
+            message = (
                 f"image_points has {len(self.image_points)} points but world_points has "
                 f"{len(self.world_points)}; they must pair up one to one"
             )
+            _raise_at("Calibration", [(("image_points",), message, self.image_points)])
+        if not self.markings:
+            if len(self.image_points) < 4:
+                _raise_at(
+                    "Calibration",
+                    [
+                        (
+                            ("image_points",),
+                            f"List should have at least 4 items (pairs), got {len(self.image_points)}; or add "
+                            "markings (lane lines / transverse lines of known position)",
+                            self.image_points,
+                        )
+                    ],
+                )
+            for name in ("image_points", "world_points"):
+                if _max_non_collinear_area(np.asarray(getattr(self, name), dtype=float)) < 1e-6:
+                    _raise_at(
+                        "Calibration",
+                        [
+                            (
+                                (name,),
+                                "points are (nearly) collinear: a homography needs 4 points spanning an area",
+                                None,
+                            )
+                        ],
+                    )
         lens = self.lens_model()
         if lens is not None and (problem := lens_problem(self.image_points, lens)):
             _raise_at("Calibration", [(("lens",), problem, self.lens)])
-        problem = homography_problem(self.image_points, self.world_points, lens)
+        for i, marking in enumerate(self.markings):
+            if lens is not None and (problem := lens_problem(marking.image_points, lens, "image_points")):
+                _raise_at("Calibration", [(("markings", i, "image_points"), problem, marking.image_points)])
+        problem = homography_problem(self.image_points, self.world_points, lens, self.marking_keys())
+        if problem and self.markings:  # the markings are what made it fit or fail: name them
+            _raise_at("Calibration", [(("markings",), problem, None)])
         if problem:
             raise ValueError(problem)
         return self
+
+    def marking_keys(self) -> tuple[MarkingKey, ...]:
+        """The markings as the road-plane fit takes them (hashable)."""
+        return tuple(m.key() for m in self.markings)
 
     def lens_model(self) -> LensModel | None:
         """The lens distortion model, or None for a pinhole (undistorted) view."""

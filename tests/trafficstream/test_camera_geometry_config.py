@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from camera_config_helpers import config_error as _error
+from camera_config_helpers import load_config as _load
 
 from trafficstream.cameras import Camera, EventSettings, frame_problems, image_lane_heading
-from trafficstream.config import load_settings, settings_from_json, settings_to_json
-from trafficstream.errors import ConfigError
+from trafficstream.config import settings_from_json, settings_to_json
 
 # A perspective calibration: the road's far end (y = 50 m) at image row 200, its horizon near row 173.
 CAM = """
@@ -50,18 +51,6 @@ GEOMETRY = """    lines:
       stopped_min_s: 30
       queue_min_vehicles: 4
 """
-
-
-def _load(tmp_path: Path, text: str):
-    p = tmp_path / "deploy.yaml"
-    p.write_text(text)
-    return load_settings(p, environ={})
-
-
-def _error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as err:
-        _load(tmp_path, text)
-    return str(err.value)
 
 
 def test_cameras_without_geometry_keep_working(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from camera_config_helpers import config_error as _error
+from camera_config_helpers import load_config as _load
 
 from trafficstream.cameras import Camera, frame_problems, homography_problem
-from trafficstream.config import load_settings, settings_from_json, settings_to_json
-from trafficstream.errors import ConfigError
+from trafficstream.config import settings_from_json, settings_to_json
 from trafficstream.models.lens import LensModel
 
 # The 640 x 360 highway clip, calibrated in perspective (far end y = 50 m at row 200), with a wide-angle lens.
@@ -26,18 +27,6 @@ cameras:
       lens: {focal_px: 400, center_px: [320, 180], k1: -0.1, k2: 0.01}
 """
 LENS = "lens: {focal_px: 400, center_px: [320, 180], k1: -0.1, k2: 0.01}"
-
-
-def _load(tmp_path: Path, text: str):
-    p = tmp_path / "deploy.yaml"
-    p.write_text(text)
-    return load_settings(p, environ={})
-
-
-def _error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as err:
-        _load(tmp_path, text)
-    return str(err.value)
 
 
 def test_a_lens_loads_ships_to_spark_and_reaches_the_road_plane(tmp_path: Path) -> None:
