@@ -207,3 +207,48 @@ def test_a_configured_lens_is_used_and_drawn(road_camera, tmp_path: Path, capsys
     plane = RoadPlane.from_points(image, world, road_camera.lens)
     drawn = draw_calibration(np.zeros((720, 1280, 3), np.uint8), plane)
     assert drawn.shape == (720, 1280, 3) and drawn.any()
+
+
+# The overpass camera's own clicks, used the way a user with fewer known points would: two pairs, both lane lines
+# traced through the other dash ends (their distance along the road unused), and the two rows of dash ends at
+# Y = 0 and 24 m as transverse lines.
+FEW_PAIRS = "962.1,711.0:10.5,-9;577.2,176.6:3.5,24"
+MARKINGS = (
+    "x=10.5:851.8,403.8,832.3,350.1,789.8,246.4,781.7,223.2,757.5,172.8,753.5,160.3;"
+    "x=3.5:468.0,418.6,492.1,363.1,542.9,256.1,553.1,232.1,582.6,163.8;"
+    "y=0:851.8,403.8,468.0,418.6;y=24:757.5,172.8,577.2,176.6"
+)
+
+
+def test_two_pairs_and_markings_calibrate_the_real_camera_like_thirteen_pairs(capsys) -> None:
+    from trafficstream.models.calibrate import parse_markings
+    from trafficstream.models.homography import RoadPlane
+
+    argv = ["--config", str(DEMO), "--camera", "motorway-overpass", "--points", FEW_PAIRS, "--markings", MARKINGS]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "2 point pairs, 4 markings" in text and "x = 10.50" in text and "px traced, rms" in text
+    cal = load_settings(DEMO).camera("motorway-overpass").calibration
+    assert cal is not None
+    full = RoadPlane.from_calibration(cal)
+    image, world = parse_points(FEW_PAIRS, min_pairs=0)
+    few = RoadPlane.from_points(image, world, cal.lens_model(), parse_markings(MARKINGS))
+    probes = np.array([[660.0, 200.0], [665.0, 390.0], [657.0, 700.0], [800.0, 300.0]])
+    np.testing.assert_allclose(few.metres_per_pixel(probes), full.metres_per_pixel(probes), rtol=0.03)
+    span = np.linalg.norm(np.diff(few.to_world(probes[:2]), axis=0))
+    assert span == pytest.approx(float(np.linalg.norm(np.diff(full.to_world(probes[:2]), axis=0))), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--points", "962.1,711.0:10.5,-9", "--markings", "x=10.5:851.8,403.8,753.5,160.3"], "needs 8"),
+        (["--points", FEW_PAIRS, "--markings", "z=1:1,2,3,4"], "marking 1"),
+        (["--points", FEW_PAIRS, "--markings", "x=1:1,2,3"], "marking 1"),
+        (["--points", FEW_PAIRS, "--markings", MARKINGS.split(";y=0")[0]], "undetermined"),
+    ],
+)
+def test_bad_markings_name_the_option(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--markings" in err and message in err, err

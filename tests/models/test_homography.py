@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from trafficstream.cameras import Calibration
-from trafficstream.models.homography import RoadPlane, fit_homography, project, reprojection_error
+from trafficstream.models.homography import (
+    MarkingLine,
+    RoadPlane,
+    fit_homography,
+    marking_residuals_px,
+    project,
+    reprojection_error,
+)
 
 
 def camera_homography(
@@ -249,3 +256,99 @@ def test_image_points_beyond_the_lens_fold_are_refused(road_camera) -> None:
     raw = road_camera.raw(calib)
     with pytest.raises(ValueError, match=r"image_points \[.*\] lie beyond the radius .* lens"):
         RoadPlane.from_points(raw, calib, LensModel(700.0, 640.0, 360.0, k1=-1.0))
+
+
+# -- fewer pairs with road markings ------------------------------------------------------------------------------
+def _marking(H: np.ndarray, axis: str, value: float, along: tuple[float, float] = (5.0, 60.0), n: int = 5):
+    t = np.linspace(*along, n)
+    world = np.column_stack([np.full(n, value), t] if axis == "x" else [t, np.full(n, value)])
+    return MarkingLine(project(np.linalg.inv(H), world), axis, value)
+
+
+PROBES = np.array([[1.0, 3.0], [9.0, 50.0], [3.5, 80.0], [5.0, 20.0]])
+
+
+@pytest.mark.parametrize(
+    "pairs, lines",
+    [
+        ([[0.0, 12.0], [0.0, 48.0], [7.0, 48.0]], [("x", 0.0), ("x", 3.5), ("x", 7.0)]),  # three dash ends
+        ([[0.0, 48.0], [7.0, 48.0]], [("x", 0.0), ("x", 3.5), ("x", 7.0), ("y", 12.0)]),  # + a stop line
+        ([], [("x", 0.0), ("x", 7.0), ("y", 0.0), ("y", 30.0)]),  # four lines, no pair at all
+    ],
+)
+def test_markings_with_fewer_pairs_recover_the_camera_exactly(pairs, lines) -> None:
+    H = camera_homography()
+    world = np.asarray(pairs, dtype=float).reshape(-1, 2)
+    markings = [_marking(H, a, v, (-2.0, 9.0) if a == "y" else (5.0, 60.0)) for a, v in lines]
+    fitted = fit_homography(project(np.linalg.inv(H), world), world, markings)
+    np.testing.assert_allclose(project(fitted, project(np.linalg.inv(H), PROBES)), PROBES, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "pairs, lines, needle",
+    [
+        # parallel lane lines and points on one of them: where along the road the other lanes lie is free
+        ([[0.0, 12.0], [0.0, 48.0]], [("x", 0.0), ("x", 3.5), ("x", 7.0)], "undetermined"),
+        ([[0.0, 12.0]], [("x", 0.0), ("x", 3.5), ("x", 7.0), ("x", 10.5)], "undetermined"),
+        ([[0.0, 12.0]], [("x", 0.0), ("x", 3.5)], "6 constraints; a road plane needs 8"),
+    ],
+)
+def test_markings_that_cannot_fix_the_plane_say_why(pairs, lines, needle) -> None:
+    H = camera_homography()
+    world = np.asarray(pairs, dtype=float)
+    with pytest.raises(ValueError, match=needle):
+        fit_homography(project(np.linalg.inv(H), world), world, [_marking(H, a, v) for a, v in lines])
+
+
+def test_a_marking_needs_two_separate_pixels_and_an_axis() -> None:
+    with pytest.raises(ValueError, match=">= 2 image points"):
+        MarkingLine(np.array([[10.0, 10.0], [10.2, 10.3]]), "x", 0.0)
+    with pytest.raises(ValueError, match="'x' or 'y'"):
+        MarkingLine(np.array([[10.0, 10.0], [50.0, 90.0]]), "z", 0.0)
+
+
+def test_traced_markings_refine_noisy_pairs() -> None:
+    """Six clicked pairs with 1 px noise, with and without the three lane lines traced (1 px noise too): over
+    50 draws the markings do not make the along-road scale worse, and the marking residuals stay at the noise."""
+    rng = np.random.default_rng(3)
+    H = camera_homography()
+    G = np.linalg.inv(H)
+    a, b = project(G, np.array([[3.5, 15.0]])), project(G, np.array([[3.5, 45.0]]))
+    world = np.array([[x, y] for x in (0.0, 3.5, 7.0) for y in (12.0, 48.0)])
+    errors: dict[str, list[float]] = {"pairs": [], "pairs+markings": []}
+    for _ in range(50):
+        image = project(G, world) + rng.normal(0, 1.0, world.shape)
+        markings = [_marking(H, "x", x, n=8) for x in (0.0, 3.5, 7.0)]
+        markings = [m.with_points(m.image_points + rng.normal(0, 1.0, m.image_points.shape)) for m in markings]
+        for key, fitted in (
+            ("pairs", fit_homography(image, world)),
+            ("pairs+markings", fit_homography(image, world, markings)),
+        ):
+            errors[key].append(np.linalg.norm(project(fitted, a) - project(fitted, b)) / 30.0 - 1.0)
+        assert np.sqrt(np.mean(marking_residuals_px(fitted, markings[1]) ** 2)) < 3.0
+    rms = {k: float(np.sqrt(np.mean(np.square(v)))) for k, v in errors.items()}
+    assert rms["pairs+markings"] <= rms["pairs"] * 1.05, rms
+    assert rms["pairs+markings"] < 0.02
+
+
+def test_road_plane_with_markings_through_a_lens_keeps_the_ends_as_anchors() -> None:
+    from trafficstream.models.lens import LensModel, distort_pixels
+
+    H = camera_homography()
+    lens = LensModel(1000.0, 640.0, 360.0, -0.15, 0.02)
+    markings = [_marking(H, "x", x, (8.0, 40.0)) for x in (0.0, 3.5, 7.0)]
+    markings = [m.with_points(distort_pixels(m.image_points, lens)) for m in markings]  # as seen in the video
+    world = np.array([[0.0, 40.0], [7.0, 40.0]])
+    stop = _marking(H, "y", 10.0, (-1.0, 8.0))
+    stop = stop.with_points(distort_pixels(stop.image_points, lens))
+    image = distort_pixels(project(np.linalg.inv(H), world), lens)
+    plane = RoadPlane.from_points(image, world, lens, [*markings, stop])
+    raw_probes = distort_pixels(project(np.linalg.inv(H), PROBES[:2]), lens)
+    np.testing.assert_allclose(plane.to_world(raw_probes), PROBES[:2], atol=1e-5)
+    # the pairs, then each marking's two visible ends, their known coordinate exact
+    assert len(plane.image_points) == len(world) + 2 * 4
+    np.testing.assert_allclose(plane.world_points[2:4, 0], 0.0)
+    np.testing.assert_allclose(sorted(plane.world_points[2:4, 1]), [8.0, 40.0], atol=1e-5)
+    np.testing.assert_allclose(plane.world_points[-2:, 1], 10.0)
+    assert plane.error.max_px < 1e-5
+    assert plane.outside_distance_m(np.array([[3.5, 20.0]]))[0] == 0.0  # inside the markings' area
