@@ -1,7 +1,8 @@
 """Scene families: the kinds of scene the speed evaluation spans, so that accuracy cannot be tuned to one.
 
 Each family varies what real deployments vary (camera height, tilt and lens, road grade and bend, the traffic
-mix, light, compression, a swaying camera, hand-clicked calibration) and keeps the rest of the default scene.
+mix, stop-and-go, light, compression, a swaying camera, hand-clicked calibration) and keeps the rest of the
+default scene.
 A family is a :class:`SceneParams` without a seed: ``make eval`` renders every family for ``EVAL_SEEDS`` (the
 reported numbers); the test suite uses ``TEST_SEEDS`` only, so nothing is tuned on the reported clips. Every
 family renders 12 s at 25 fps (300 frames)::
@@ -100,6 +101,22 @@ _FAMILIES = (
         "sway_blur",
         "a camera swaying by ~3 px and vehicles motion-blurred over a 1/50 s exposure",
         SceneParams(sway_px=3.0, motion_blur=True),
+    ),
+    SceneFamily(
+        "stop_and_go",
+        "a congestion wave: a car brakes to a standstill 30 m out, 4 cars queue behind it, all move off 5 s later",
+        SceneParams(
+            n_vehicles=10,
+            min_kmh=30.0,
+            max_kmh=70.0,
+            speed_limit_kmh=60.0,
+            accelerating_share=0.5,
+            stopped_vehicles=1,
+            queue_vehicles=4,
+            stop_at_m=30.0,
+            stop_start_s=3.5,
+            stop_duration_s=5.0,
+        ),
     ),
 )
 FAMILIES: dict[str, SceneFamily] = {f.name: f for f in _FAMILIES}

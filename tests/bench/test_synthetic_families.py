@@ -96,6 +96,7 @@ def test_the_families_and_their_seeds() -> None:
         "dusk_compressed",
         "night",
         "sway_blur",
+        "stop_and_go",
     ]
     assert FAMILIES["motorway"].params == SceneParams()
     assert not set(EVAL_SEEDS) & set(TEST_SEEDS)
