@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 _STATE_KIND = "tracker"
 _MAX_PENDING_ENDED = 10_000  # ended ids kept for a caller that never asks for them
+# Low detections (ByteTrack's second association): the overlap with a track's predicted box they need (ByteTrack's
+# own 0.5), and how many updates a track may have missed and still be continued by one.
+RESCUE_IOU = 0.5
+RESCUE_MAX_MISSES = 2
 
 try:
     _DEEPSORT_VERSION = metadata.version("deep-sort-realtime")
@@ -231,6 +235,7 @@ class VehicleTracker:
         embeddings: np.ndarray,
         *,
         include_all: bool = False,
+        low_below: float | None = None,
     ) -> list[TrackedVehicle]:
         """Advance the tracker by ONE frame.
 
@@ -240,6 +245,10 @@ class VehicleTracker:
             class_id: ``(N,)`` class ids.
             embeddings: ``(N, D)`` appearance embeddings, row ``i`` for box ``i``.
             include_all: Also return tentative tracks and tracks not matched in this frame.
+            low_below: Detections scoring below this are *low* (ByteTrack's second association): one never
+                starts a track and its embedding is ignored; it continues a recently seen track whose predicted
+                box it overlaps by IoU >= ``RESCUE_IOU`` when no confident detection overlaps that track as
+                much. None: every detection is confident.
 
         Returns:
             Confirmed tracks matched in this frame (``time_since_update == 0``), ordered by ``track_id``;
@@ -258,6 +267,8 @@ class VehicleTracker:
         )
         if len(keep) < len(boxes):
             logger.debug("dropping %d degenerate or non-finite detections", len(boxes) - len(keep))
+        if low_below is not None:
+            keep, embeds = self._rescue_low(boxes, scores, embeds, keep, float(low_below))
         # deep-sort-realtime's ([left, top, w, h], confidence, class) tuples
         raw = [([*map(float, boxes[i, :2]), *map(float, wh[i])], float(scores[i]), int(classes[i])) for i in keep]
 
@@ -308,6 +319,50 @@ class VehicleTracker:
             )
         self._apply_gallery_cap()
         return out
+
+    def _rescue_low(
+        self, boxes: np.ndarray, scores: np.ndarray, embeds: np.ndarray, keep: np.ndarray, low_below: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows to feed DeepSORT: the confident ones, and each low one that continues a track (greedy by
+        IoU with the tracks' predicted boxes), carrying that track's latest appearance sample so the cascade
+        matches it to that track; the others are dropped."""
+        high, low = keep[scores[keep] >= low_below], keep[scores[keep] < low_below]
+        if not len(low):
+            return high, embeds
+        tracker = self._deepsort.tracker
+        candidates, predicted = [], []
+        for track in tracker.tracks:
+            if track.time_since_update > RESCUE_MAX_MISSES or track.is_deleted():
+                continue
+            feature = self._latest_feature(track)
+            box = _xyah_to_xyxy(np.asarray(track.mean[:4], np.float64) + np.asarray(track.mean[4:8], np.float64))
+            if feature is None or box is None:
+                continue
+            if len(high) and _iou(box[None], boxes[high]).max() >= RESCUE_IOU:
+                continue  # a confident detection is there: the first association has it
+            candidates.append((track, feature))
+            predicted.append(box)
+        if not candidates:
+            return high, embeds
+        overlap = _iou(np.asarray(predicted), boxes[low])
+        rescued: list[int] = []
+        embeds = embeds.copy()
+        while overlap.size and overlap.max() >= RESCUE_IOU:
+            t, d = np.unravel_index(int(np.argmax(overlap)), overlap.shape)
+            row = int(low[d])
+            embeds[row] = candidates[t][1]
+            rescued.append(row)
+            overlap[t, :] = -1.0
+            overlap[:, d] = -1.0
+        return np.sort(np.concatenate([high, np.asarray(rescued, dtype=high.dtype)])), embeds
+
+    def _latest_feature(self, track: Any) -> np.ndarray | None:
+        """A track's most recent appearance sample: its own pending features (tentative tracks) or the last of
+        its gallery."""
+        if track.features:
+            return np.asarray(track.features[-1], np.float32)
+        gallery = self._deepsort.tracker.metric.samples.get(track.track_id)
+        return np.asarray(gallery[-1], np.float32) if gallery else None
 
     def predicted(self, steps: float) -> list[TrackedVehicle]:
         """The confirmed tracks matched at the last :meth:`update`, moved ``steps`` updates ahead on their
@@ -568,6 +623,25 @@ class VehicleTracker:
         for tid, size in sizes.items():
             if size < len(samples[tid]):
                 samples[tid] = samples[tid][-size:]
+
+
+def _xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray | None:
+    """Kalman state (centre x, y, aspect w/h, height) -> (x1, y1, x2, y2); None when degenerate."""
+    x, y, a, h = (float(v) for v in xyah)
+    w = a * h
+    if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
+        return None
+    return np.array([x - w / 2, y - h / 2, x + w / 2, y + h / 2])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), xyxy."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _pack_pool(rows: list[bytes], dim: int) -> np.ndarray:

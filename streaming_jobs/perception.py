@@ -80,7 +80,14 @@ class Runtime:
         det = settings.detector
         self.threads = det.threads if threads is None else threads
         self.batch_size, self.prefetch = det.batch_size, det.prefetch_frames
-        self.detector = configured_detector(settings, self.threads, **gpu_options(det.backend, gpu, det.half))
+        # Stage 1 keeps detections down to the tracker's low threshold (not embedded; stage 2 uses them only to
+        # continue tracks): ``confident`` is the detector's own threshold.
+        self.confident = det.confidence
+        low = settings.tracker.low_confidence
+        overrides = {**gpu_options(det.backend, gpu, det.half)}
+        if low is not None and low < det.confidence:
+            overrides["confidence"] = low
+        self.detector = configured_detector(settings, self.threads, **overrides)
         self.embedder = AppearanceEmbedder(
             settings.path(settings.tracker.embedder_path),
             batch_size=settings.tracker.embed_batch,
@@ -431,13 +438,22 @@ def _infer(rt: Runtime, chunk: list[_Job]) -> list[_Job]:
         raise ValueError("a frame of the chunk has no image")
     found = detect_tiled_batch(rt.detector, images, [j.camera.detect_tiles for j in chunk], rt.settings.detector.iou)
     t1 = time.perf_counter()
-    raw = [len(d) for d in found]
+    raw = [int((d.confidence >= rt.confident).sum()) for d in found]
     for i, job in enumerate(chunk):
         if job.camera.roi is not None and len(found[i]):
             roi = np.asarray(job.camera.roi, dtype=np.float32)
             found[i] = found[i].filter(points_in_polygon(bottom_centre(found[i].xyxy), roi))
-    crops = [crop for image, dets in zip(images, found, strict=True) for crop in crop_boxes(image, dets.xyxy)]
-    embedded = rt.embedder.embed_crops(crops)
+    # Only confident detections are embedded; low ones (below the detector's own threshold, kept for the tracker's
+    # second association) get a zero embedding: stage 2 tells them apart by their score.
+    confident = [d.confidence >= rt.confident for d in found]
+    crops = [
+        crop
+        for image, dets, keep in zip(images, found, confident, strict=True)
+        for crop in crop_boxes(image, dets.xyxy[keep])
+    ]
+    embedded = _with_zero_rows(
+        rt.embedder.embed_crops(crops), np.concatenate(confident) if found else np.zeros(0, bool)
+    )
     splits = np.cumsum([len(d) for d in found])[:-1]
     keyframes = [job for job in chunk if job.register]
     drifts = [_drift(rt, job.camera.id, job.image) for job in keyframes]
@@ -459,6 +475,16 @@ def _infer(rt: Runtime, chunk: list[_Job]) -> list[_Job]:
     for job, drift in zip(keyframes, drifts, strict=True):
         job.row["drift"] = drift
     return [job for job, drift in zip(keyframes, drifts, strict=True) if drift is not None]
+
+
+def _with_zero_rows(embedded: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``embedded`` (one row per True of ``rows``) spread over all of ``rows``, zeros where False."""
+    if rows.all():
+        return embedded
+    dim = embedded.shape[1] if embedded.ndim == 2 else 1
+    out = np.zeros((len(rows), dim), dtype=embedded.dtype)
+    out[rows] = embedded.reshape(-1, dim)
+    return out
 
 
 def _interpolate_drift(jobs: list[_Job], keyframes: list[_Job]) -> None:

@@ -83,6 +83,9 @@ FLOW_MINUTES_KEPT = 3
 LINE_COUNT_DAYS_KEPT = 2  # per-day line counts of the results messages: today and yesterday (late frames)
 EVENT_SPEEDING = "speeding"  # the speeding violation, in the events table's shape
 MAX_ADVANCE_FRAMES = 1000  # a longer gap ends every track anyway (max_age): no need to predict through it
+# A track unseen longer than this (beyond its detection stride) may come back on another vehicle (DeepSORT's
+# appearance match across the gap): no passage speed spans such a gap.
+PASSAGE_MAX_GAP_S = 0.4
 MAX_ERROR_STREAK = 10  # consecutive frames failing processing before the camera's state is reset
 DEFAULT_FPS = 25.0
 CLOCK_IDS_PER_SECOND = 1_000_000  # clock floor of track ids when no high-water mark survived
@@ -157,6 +160,9 @@ class TrackMeta:
     speed_flag: str | None = None
     crossed: dict[str, list[float]] = field(default_factory=dict)  # section line id -> [t, x, y] of its crossing
     passage: list[Any] | None = None  # [section id, km/h, uncertainty km/h] once a section is completed
+    # pts of the first observation after the track went unseen for longer than PASSAGE_MAX_GAP_S: who the track
+    # followed across such a gap is the tracker's guess, so no passage may span it
+    gap_t: float | None = None
 
     def to_list(self, track_id: int) -> list[Any]:
         return [
@@ -172,6 +178,7 @@ class TrackMeta:
             self.speed_flag,
             [[k, *v] for k, v in self.crossed.items()],
             self.passage,
+            self.gap_t,
         ]
 
     @classmethod
@@ -179,6 +186,7 @@ class TrackMeta:
         tid, first_frame, first_ts, last_frame, last_ts, n_frames, counted, votes = v[:8]
         speed, flag = (v[8], v[9]) if len(v) >= 10 else (None, None)  # states written before strides: 8 items
         crossed, passage = (v[10], v[11]) if len(v) >= 12 else ([], None)  # before passage speeds: 10 items
+        gap_t = v[12] if len(v) >= 13 else None  # before the gap guard: 12 items
         return int(tid), cls(
             int(first_frame),
             float(first_ts),
@@ -191,6 +199,7 @@ class TrackMeta:
             None if flag is None else str(flag),
             {str(c[0]): [float(x) for x in c[1:4]] for c in crossed},
             None if passage is None else [str(passage[0]), float(passage[1]), float(passage[2])],
+            None if gap_t is None else float(gap_t),
         )
 
 
@@ -421,6 +430,15 @@ def reset_in_memory(
 
 
 @lru_cache(maxsize=4)
+@lru_cache(maxsize=16)  # once per job settings, not per frame
+def _low_below(settings_json: str) -> float | None:
+    """The score below which stage 1's detections are low ones (tracker.low_confidence on): the detector's own
+    threshold."""
+    settings = _settings(settings_json)
+    low = settings.tracker.low_confidence
+    return settings.detector.confidence if low is not None and low < settings.detector.confidence else None
+
+
 def _settings(settings_json: str) -> Settings:
     return settings_from_json(settings_json)
 
@@ -529,7 +547,8 @@ class CameraProcessor:
             else np.zeros((0, dim or 1), np.float32)
         )
         scores = np.asarray(row.scores if n else [], np.float32).reshape(n)
-        tracked = st.tracker.update(xyxy, scores, np.asarray(row.classes if n else [], np.int32).reshape(n), emb)
+        classes = np.asarray(row.classes if n else [], np.int32).reshape(n)
+        tracked = st.tracker.update(xyxy, scores, classes, emb, low_below=_low_below(self.settings_json))
         st.last_detected_index = fi
         t1 = time.perf_counter()
         ts = float(row.pts_s)
@@ -549,6 +568,8 @@ class CameraProcessor:
             meta = st.tracks.get(v.track_id)
             if meta is None:
                 meta = st.tracks[v.track_id] = TrackMeta(int(row.frame_index), float(row.capture_ts), 0, 0.0)
+            if meta.n_frames and float(row.capture_ts) - meta.last_ts > PASSAGE_MAX_GAP_S + stride / st.fps:
+                meta.gap_t = ts
             meta.last_frame, meta.last_ts = int(row.frame_index), float(row.capture_ts)
             meta.n_frames += 1
             meta.class_votes[cls] += 1
@@ -632,6 +653,8 @@ class CameraProcessor:
             if other not in meta.crossed:
                 continue
             a, b = meta.crossed[other], meta.crossed[c.line_id]
+            if meta.gap_t is not None and meta.gap_t > min(a[0], b[0]):
+                continue  # the track was lost between its crossings: the two may be different vehicles
             p = passage_speed(
                 section.id,
                 (a[0], a[1], a[2]),

@@ -186,6 +186,14 @@ class TrackerSettings(_Section):
     nn_budget: int = Field(default=20, ge=1, description="appearance gallery size per track")
     speed_window_s: float = Field(default=0.8, gt=0)
     max_plausible_kmh: float = Field(default=250, gt=0)
+    # ByteTrack's second association: a detection scoring between this and detector.confidence never starts a
+    # track, but continues one whose predicted box it overlaps (IoU >= 0.5) when no confident detection does.
+    # Blurred, distorted or far vehicles flicker below the threshold for a frame or two (0.08-0.25 on the
+    # synthetic families where tracks broke off or started late); without it their tracks lost those frames, and
+    # with them line crossings and passage speeds. None (or >= detector.confidence): off.
+    low_confidence: float | None = Field(
+        default=0.1, gt=0, lt=1, description="continue tracks with detections scoring this much (None: off)"
+    )
 
 
 class StorageSettings(_Section):

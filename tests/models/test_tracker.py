@@ -590,3 +590,73 @@ def test_strided_updates_predict_between_and_end_tracks_after_the_same_time() ->
         tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), np.zeros((0, 8), np.float32))
         ended += tracker.ended_track_ids()
     assert ended == [1]
+
+
+# -- low detections (ByteTrack's second association) -------------------------------------------------------
+LOW = 0.25  # the detector's own threshold: rows scoring less are low (stage 1 gives them zero embeddings)
+
+
+def _lowered(frame: Frame, rows: np.ndarray, score: float = 0.12) -> Frame:
+    """``frame`` with ``rows`` scored low and their embeddings zeroed, as stage 1 passes them on."""
+    conf, emb = frame.confidence.copy(), frame.embeddings.copy()
+    conf[rows], emb[rows] = score, 0.0
+    return Frame(frame.xyxy, conf, frame.class_id, emb, frame.vehicle)
+
+
+def _with_row(frame: Frame, box: list[float], score: float) -> Frame:
+    return Frame(
+        np.vstack([frame.xyxy, np.asarray([box], np.float32)]),
+        np.append(frame.confidence, np.float32(score)),
+        np.append(frame.class_id, np.int32(CAR)),
+        np.vstack([frame.embeddings, np.zeros((1, D), np.float32)]),
+        np.append(frame.vehicle, -1),
+    )
+
+
+def test_low_detections_carry_a_track_through_frames_it_scores_low() -> None:
+    """A vehicle that flickers below the detector's threshold for frames 20-29 (motion blur, a lens edge) keeps
+    its id and gets a box on every one of them; without the second association those frames have no box."""
+    frames = make_scene([Vehicle(0, 100, 300, 8.0, 1.0, 120, 70)], 60, seed=3, miss_prob=0.0)
+    frames = [_lowered(f, np.arange(len(f.xyxy))) if 20 <= k < 30 else f for k, f in enumerate(frames)]
+    with_low, without = new_tracker(), new_tracker()
+    out_low = [update(with_low, f, low_below=LOW) for f in frames]
+    out_plain = [update(without, _drop_low(f)) for f in frames]
+    assert {tv.track_id for out in out_low for tv in out} == {1}
+    assert all(len(out_low[k]) == 1 for k in range(3, 60))
+    assert all(out_low[k][0].confidence == pytest.approx(0.12) for k in range(20, 30))
+    np.testing.assert_allclose(out_low[25][0].xyxy, frames[25].xyxy[0])  # the low detection's own box
+    assert all(not out_plain[k] for k in range(20, 30))
+
+
+def _drop_low(frame: Frame) -> Frame:
+    keep = frame.confidence >= LOW
+    return Frame(
+        frame.xyxy[keep], frame.confidence[keep], frame.class_id[keep], frame.embeddings[keep], frame.vehicle[keep]
+    )
+
+
+def test_low_detections_never_start_tracks_or_steal_a_confident_match() -> None:
+    frames = make_scene([Vehicle(0, 200, 300, 5.0, 0.0, 120, 70)], 40, seed=5, miss_prob=0.0)
+    # a low box far from any track every frame (clutter), and one duplicating the vehicle's confident box
+    frames = [_with_row(_with_row(f, [900, 500, 1000, 560], 0.15), list(f.xyxy[0] + 3), 0.2) for f in frames]
+    tracker = new_tracker()
+    outputs = [update(tracker, f, low_below=LOW, include_all=True) for f in frames]
+    assert {tv.track_id for out in outputs for tv in out} == {1}  # no track from the clutter
+    assert all(tv.confidence is None or tv.confidence >= LOW for out in outputs for tv in out)
+    assert tracker.num_tracks == 1
+
+
+def test_low_detections_leave_the_state_format_and_restores_alone() -> None:
+    frames = make_scene(steady_vehicles(), 80, seed=9, miss_prob=0.0)
+    rng = np.random.default_rng(2)
+    frames = [_lowered(f, np.flatnonzero(rng.random(len(f.xyxy)) < 0.3)) for f in frames]
+    one, restored = new_tracker(), new_tracker()
+    a = [update(one, f, low_below=LOW) for f in frames]
+    b = []
+    for k, f in enumerate(frames):
+        if k and k % 7 == 0:
+            restored = VehicleTracker.from_bytes(restored.to_bytes())
+        b.append(update(restored, f, low_below=LOW))
+    assert a == b
+    ids = ids_per_vehicle(frames, a)
+    assert all(len(v) == 1 for v in ids.values()), ids  # 30 % of the boxes low, every vehicle one id

@@ -68,6 +68,31 @@ def test_a_real_frame_is_perceived(rt, motorway_uri):
     assert row["drift"] is not None and len(row["drift"]) == 9
 
 
+def test_low_detections_ride_along_without_embeddings(rt, motorway_uri):
+    """Stage 1 keeps detections down to tracker.low_confidence for the tracker's second association: they are
+    not embedded (zero rows) and not counted as raw detections; the confident ones are exactly what the
+    detector's own threshold gives."""
+    import numpy as np
+
+    row = _run(rt, json.dumps(_ref(motorway_uri, 100, _frame_pts(rt, 100))).encode())
+    assert row["status"] == "ok", row["detail"]
+    scores = np.asarray(row["scores"])
+    emb = np.frombuffer(row["embeddings"], np.float16).reshape(len(scores), row["embedding_dim"])
+    confident = scores >= rt.settings.detector.confidence
+    assert (~confident).any()  # frame 100 has two
+    assert scores.min() >= rt.settings.tracker.low_confidence
+    assert (np.abs(emb[confident]).sum(axis=1) > 0).all() and not emb[~confident].any()
+    assert row["raw_detections"] >= confident.sum()
+    plain = Runtime(
+        load_settings(
+            DEFAULT_CONFIG, [f"storage.data_dir={default_data_dir()}", "tracker.low_confidence=null"], environ={}
+        )
+    )
+    off = _run(plain, json.dumps(_ref(motorway_uri, 100, _frame_pts(rt, 100))).encode())
+    assert np.asarray(off["scores"]).min() >= rt.settings.detector.confidence
+    assert off["boxes"] == np.asarray(row["boxes"]).reshape(-1, 4)[confident].ravel().tolist()
+
+
 DEEP = b'{"v":1,"camera_id":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 

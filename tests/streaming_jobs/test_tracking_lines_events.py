@@ -165,3 +165,27 @@ def test_passage_violation_only_beyond_limit_tolerance_and_uncertainty(synth, gr
     # with a 5 km/h tolerance 104 km/h is no violation
     tolerant = sectioned_settings(synth, limit=100.0, tolerance=5.0)
     assert synth.payloads(synth.run_batch(tolerant, synth.scene_rows(car, range(75)), group_state()), "violation") == []
+
+
+def _with_gap(synth, cars, frames: range, gap: range) -> pd.DataFrame:
+    """The scene with nothing detected during ``gap`` (an occlusion, a detector miss)."""
+    parts = [synth.scene_rows(cars, range(frames.start, gap.start))]
+    parts.append(synth.frame_df([synth.stage1_row(f) for f in gap]))
+    parts.append(synth.scene_rows(cars, range(gap.stop, frames.stop)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_no_passage_speed_spans_a_track_lost_between_its_crossings(synth, group_state) -> None:
+    """Across a gap longer than PASSAGE_MAX_GAP_S the tracker may pick the track up on another vehicle (its
+    appearance match is a guess): the two crossings may not be one vehicle's, so no passage speed; a short
+    miss (0.2 s) keeps it."""
+    settings = sectioned_settings(synth)
+    car = [synth.Car(0, 200, 250, 90.0)]  # 10 px a frame: the west line at frame 20, the east one at 68
+    long_gap = synth.run_batch(settings, _with_gap(synth, car, range(100), range(30, 45)), group_state())
+    short_gap = synth.run_batch(settings, _with_gap(synth, car, range(100), range(30, 35)), group_state())
+    for out, passage in ((long_gap, None), (short_gap, 90.0)):
+        tracks = {t["track_id"]: t for t in synth.payloads(out, "track")}
+        assert len(tracks) == 1  # one vehicle, one track id either way
+        (summary,) = tracks.values()
+        got = summary["passage_speed_kmh"]
+        assert got is None if passage is None else abs(got - passage) < 0.05
