@@ -98,18 +98,25 @@ def _dlt(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H / np.linalg.norm(H)
 
 
-def _check_pairs(image_points: PointsLike, world_points: PointsLike) -> tuple[np.ndarray, np.ndarray]:
-    img = as_points(image_points, "image_points")
-    wld = as_points(world_points, "world_points")
+def _paired(image_points: PointsLike, world_points: PointsLike) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as (N, 2) arrays (N may be 0): as many on each side, finite, no point twice."""
+    img = as_points(image_points, "image_points") if len(image_points) else np.empty((0, 2))
+    wld = as_points(world_points, "world_points") if len(world_points) else np.empty((0, 2))
     if len(img) != len(wld):
         raise ValueError(f"image_points has {len(img)} points but world_points has {len(wld)}")
-    if len(img) < 4:
-        raise ValueError(f"a homography needs at least 4 point pairs, got {len(img)}")
     for name, pts in (("image_points", img), ("world_points", wld)):
         if not np.isfinite(pts).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
         if len(np.unique(pts, axis=0)) != len(pts):
             raise ValueError(f"{name}: contains duplicate points")
+    return img, wld
+
+
+def _check_pairs(image_points: PointsLike, world_points: PointsLike) -> tuple[np.ndarray, np.ndarray]:
+    img, wld = _paired(image_points, world_points)
+    if len(img) < 4:
+        raise ValueError(f"a homography needs at least 4 point pairs, got {len(img)}")
+    for name, pts in (("image_points", img), ("world_points", wld)):
         centred = pts - pts.mean(axis=0)
         sv = np.linalg.svd(centred, compute_uv=False)
         if sv[1] <= 1e-9 * max(sv[0], 1e-12):
@@ -167,15 +174,7 @@ def _check_mixed(
     image_points: PointsLike, world_points: PointsLike, markings: Sequence[MarkingLine]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs may be fewer than 4 (even none) next to markings, but together they must give >= 8 constraints."""
-    img = as_points(image_points, "image_points") if len(image_points) else np.empty((0, 2))
-    wld = as_points(world_points, "world_points") if len(world_points) else np.empty((0, 2))
-    if len(img) != len(wld):
-        raise ValueError(f"image_points has {len(img)} points but world_points has {len(wld)}")
-    for name, pts in (("image_points", img), ("world_points", wld)):
-        if not np.isfinite(pts).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
-        if len(np.unique(pts, axis=0)) != len(pts):
-            raise ValueError(f"{name}: contains duplicate points")
+    img, wld = _paired(image_points, world_points)
     constraints = 2 * len(img) + 2 * len(markings)
     if constraints < 8:
         raise ValueError(
