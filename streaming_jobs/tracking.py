@@ -568,7 +568,8 @@ class CameraProcessor:
             meta = st.tracks.get(v.track_id)
             if meta is None:
                 meta = st.tracks[v.track_id] = TrackMeta(int(row.frame_index), float(row.capture_ts), 0, 0.0)
-            if meta.n_frames and float(row.capture_ts) - meta.last_ts > PASSAGE_MAX_GAP_S + stride / st.fps:
+            # on the camera's own frame timeline: capture times can be wall-clock stamps of a replay or a backlog
+            if meta.n_frames and fi - meta.last_frame > PASSAGE_MAX_GAP_S * st.fps + stride:
                 meta.gap_t = ts
             meta.last_frame, meta.last_ts = int(row.frame_index), float(row.capture_ts)
             meta.n_frames += 1

@@ -183,7 +183,12 @@ def test_no_passage_speed_spans_a_track_lost_between_its_crossings(synth, group_
     car = [synth.Car(0, 200, 250, 90.0)]  # 10 px a frame: the west line at frame 20, the east one at 68
     long_gap = synth.run_batch(settings, _with_gap(synth, car, range(100), range(30, 45)), group_state())
     short_gap = synth.run_batch(settings, _with_gap(synth, car, range(100), range(30, 35)), group_state())
-    for out, passage in ((long_gap, None), (short_gap, 90.0)):
+    # capture times that are wall-clock stamps of a backlog (5 s jumps every 20 frames) change nothing: the
+    # gap is measured on the camera's frame timeline
+    stamped = _with_gap(synth, car, range(100), range(30, 35))
+    stamped["capture_ts"] = synth.T0 + (stamped["frame_index"] // 20) * 5.0
+    backlog = synth.run_batch(settings, stamped, group_state())
+    for out, passage in ((long_gap, None), (short_gap, 90.0), (backlog, 90.0)):
         tracks = {t["track_id"]: t for t in synth.payloads(out, "track")}
         assert len(tracks) == 1  # one vehicle, one track id either way
         (summary,) = tracks.values()
