@@ -36,6 +36,7 @@ import numpy as np
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
 from trafficstream.models import state_codec
+from trafficstream.models.nms import box_iou
 
 if TYPE_CHECKING:
     from trafficstream.config import TrackerSettings
@@ -338,13 +339,13 @@ class VehicleTracker:
             box = _xyah_to_xyxy(np.asarray(track.mean[:4], np.float64) + np.asarray(track.mean[4:8], np.float64))
             if feature is None or box is None:
                 continue
-            if len(high) and _iou(box[None], boxes[high]).max() >= RESCUE_IOU:
+            if len(high) and box_iou(box[None], boxes[high]).max() >= RESCUE_IOU:
                 continue  # a confident detection is there: the first association has it
             candidates.append((track, feature))
             predicted.append(box)
         if not candidates:
             return high, embeds
-        overlap = _iou(np.asarray(predicted), boxes[low])
+        overlap = box_iou(np.asarray(predicted), boxes[low])
         rescued: list[int] = []
         embeds = embeds.copy()
         while overlap.size and overlap.max() >= RESCUE_IOU:
@@ -632,16 +633,6 @@ def _xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray | None:
     if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
         return None
     return np.array([x - w / 2, y - h / 2, x + w / 2, y + h / 2])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), xyxy."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _pack_pool(rows: list[bytes], dim: int) -> np.ndarray:
