@@ -4,8 +4,9 @@ container timestamps.
 Two access patterns:
 - :class:`VideoFileSource` walks a whole source once (the ingest worker: one frame reference per frame).
 - :class:`FrameReader` serves "give me the frame at this timestamp" to the streaming job and the dashboard with
-  one open decoder per source reading consecutive frames sequentially; it seeks only when asked to go backwards
-  or far ahead (a replayed micro-batch, a new worker), never per frame.
+  one open decoder per source reading consecutive frames sequentially; it seeks to the keyframe before the
+  frame asked for only when that skips decoding (backwards, or past a keyframe ahead: a replayed micro-batch,
+  another worker's slice, frames shed), never per frame.
 
 Failures are :class:`SourceError` subclasses whose ``reason`` is the dead-letter reason code. RTSP / live
 sources can implement the same iterator contract later.
@@ -108,6 +109,47 @@ def _duration_s(container: av.container.InputContainer, stream: av.video.stream.
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyIndex:
+    """Where a file can be entered: every frame's pts in presentation order (stream time base) and the
+    presentation indices of its keyframes. Built from the packets alone (no decoding)."""
+
+    pts: np.ndarray  # int64, strictly increasing: position = frame index
+    keyframes: np.ndarray  # frame indices of keyframes, increasing
+
+    def keyframe_at_or_before(self, frame_index: int) -> int | None:
+        i = int(np.searchsorted(self.keyframes, frame_index, side="right")) - 1
+        return int(self.keyframes[i]) if i >= 0 else None
+
+    def index_of(self, pts: int) -> int | None:
+        i = int(np.searchsorted(self.pts, pts))
+        return i if i < len(self.pts) and int(self.pts[i]) == pts else None
+
+
+def key_index(path: Path) -> KeyIndex | None:
+    """The file's :class:`KeyIndex`; None when frames cannot be found exactly by their packets (a packet
+    without pts, two packets with one pts, no keyframe): such files are only read sequentially."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            pts: list[int] = []
+            keys: list[int] = []
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's final empty packet
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+    order = np.sort(np.asarray(pts, dtype=np.int64))
+    if not len(order) or not keys or np.any(np.diff(order) <= 0):
+        return None
+    return KeyIndex(order, np.searchsorted(order, np.sort(np.asarray(keys, dtype=np.int64))))
+
+
 class VideoFileSource:
     """Iterate a video file's frames in presentation order (context manager)."""
 
@@ -150,6 +192,20 @@ class VideoFileSource:
         except av.error.FFmpegError as exc:
             raise SourceUnreadable(f"decode error in {self.path}: {exc}") from None
 
+    def decoded_from(self, keys: KeyIndex, frame_index: int) -> Iterator[tuple[int, float, av.VideoFrame]]:
+        """Like :meth:`decoded` from the keyframe ``frame_index`` of ``keys`` on (a seek, then decoding):
+        indices come from the key index, timestamps stay relative to the file's first frame."""
+        self._t0 = float(int(keys.pts[0]) * self._stream.time_base)
+        try:
+            self._container.seek(int(keys.pts[frame_index]), backward=True, any_frame=False, stream=self._stream)
+            for frame in self._container.decode(self._stream):
+                index = None if frame.pts is None else keys.index_of(frame.pts)
+                if index is None:
+                    raise SourceUnreadable(f"frame without a known timestamp after a seek in {self.path}")
+                yield index, self._timestamp(frame, index), frame
+        except av.error.FFmpegError as exc:
+            raise SourceUnreadable(f"decode error in {self.path}: {exc}") from None
+
     def _timestamp(self, frame: av.VideoFrame, index: int) -> float:
         if self.fps_override:
             return index / self.fps_override
@@ -187,7 +243,11 @@ class _Decoded:
 
 
 class FrameReader:
-    """Random access by (frame index, pts) over one open decoder, sequential in the common case.
+    """Random access by (frame index, pts) over one open decoder, sequential in the common case. A frame
+    behind the decoder, or past a keyframe ahead of it, is reached by seeking to the keyframe before it (the
+    file's :class:`KeyIndex`, built from its packets on the first jump) instead of decoding everything
+    between; when the frames decoded after a seek disagree with the packet index (a damaged file), the frame
+    is looked up again from the start and the reader stops seeking in that file.
 
     Frames are found by presentation timestamp (within half a frame) unless the camera overrides the fps, in
     which case the container's timestamps are not trusted and frames are found by index. Either way the frame
@@ -203,6 +263,8 @@ class FrameReader:
         self.seeks = 0  # how often we had to seek or reopen (observability / tests)
         self.decoded = 0
         self.total_frames: int | None = None  # exact, once a decode reached the end
+        self._keys: KeyIndex | None | bool = False  # False: not built yet (built on the first jump)
+        self._seeked = False  # the decoder entered at a keyframe: a frame that does not match falls back
         self._source: VideoFileSource | None = None
         self._iter: Iterator[tuple[int, float, av.VideoFrame]] | None = None
         self._last: _Decoded | None = None
@@ -214,6 +276,28 @@ class FrameReader:
         self._source = VideoFileSource(self.path, self.fps_override)
         self._iter = self._source.decoded()
         self._last = None
+        self._seeked = False
+
+    def _jump(self, frame_index: int) -> bool:
+        """Enter the decoder at the keyframe at or before ``frame_index`` when that decodes fewer frames than
+        going on from where it is (or restarting, when going back). False: read sequentially instead."""
+        if self.fps_override:  # frames are found by index, the container's timestamps are not trusted
+            return False
+        if self._keys is False:
+            self._keys = key_index(self.path)
+        keys = self._keys
+        if not isinstance(keys, KeyIndex) or frame_index >= len(keys.pts):
+            return False
+        key = keys.keyframe_at_or_before(frame_index)
+        here = self._last.index if self._last is not None else -1
+        if key is None or key <= 0 or (here < frame_index and key <= here + 1):
+            return False  # the keyframe is not past where the decoder already is: nothing to gain
+        assert self._source is not None
+        self._iter = self._source.decoded_from(keys, key)
+        self._last = None
+        self._seeked = True
+        self.seeks += 1
+        return True
 
     @property
     def info(self) -> SourceInfo:
@@ -257,13 +341,26 @@ class FrameReader:
         :class:`FrameMismatch` when the frame at that position does not carry the referenced index/time."""
         if self._past_end(frame_index, pts_s):
             raise FrameNotFound(f"frame {frame_index} (pts {pts_s:.4f}s) is past the end of {self.path}")
-        if self._last is not None:
-            where = self._matches(self._last, frame_index, pts_s)
-            if where == 0:
-                return self._check(self._last, frame_index, pts_s)
-            if where > 0:  # asked to go backwards (replay, another worker's batch): restart the decoder
-                self.seeks += 1
-                self._open()
+        if self._last is not None and self._matches(self._last, frame_index, pts_s) == 0:
+            return self._check(self._last, frame_index, pts_s)
+        backwards = self._last is not None and self._matches(self._last, frame_index, pts_s) > 0
+        if not self._jump(frame_index) and backwards:  # replay, another worker's batch: restart the decoder
+            self.seeks += 1
+            self._open()
+        if not self._seeked:
+            return self._decode_to(frame_index, pts_s)
+        try:
+            return self._decode_to(frame_index, pts_s)
+        except (FrameNotFound, FrameMismatch, SourceUnreadable):
+            pass  # a bad reference, or a file whose packets disagree with its decoded frames: ask the plain way
+        self.seeks += 1
+        self._open()
+        image = self._decode_to(frame_index, pts_s)  # raises when the reference itself is wrong
+        log.warning("%s: its decoded frames differ from its packet index; no more seeking in it", self.path)
+        self._keys = None
+        return image
+
+    def _decode_to(self, frame_index: int, pts_s: float) -> np.ndarray:
         assert self._iter is not None
         for decoded in self._iter:
             self.decoded += 1

@@ -2,13 +2,16 @@ import numpy as np
 import pytest
 
 from trafficstream.video import (
+    FrameMismatch,
     FrameNotFound,
     FrameReader,
+    KeyIndex,
     ReaderPool,
     SourceMissing,
     SourceUnreadable,
     VideoFileSource,
     is_under_roots,
+    key_index,
     uri_to_path,
 )
 
@@ -80,3 +83,66 @@ def test_roots(tmp_path):
     assert uri_to_path("file:///a%20b/c.mp4").as_posix() == "/a b/c.mp4"
     with pytest.raises(SourceUnreadable):
         uri_to_path("s3://bucket/x.mp4")
+
+
+@pytest.fixture(scope="module")
+def motorway(data_dir):
+    """The 1280x720 sample: keyframes every 90 frames, so jumps can enter the decoder at a keyframe."""
+    path = data_dir / "videos" / "highway_overpass_1280x720.mp4"
+    with VideoFileSource(path) as src:
+        frames = [(f.index, f.pts_s, f.image) for f in src.frames()]
+    return path, frames
+
+
+def test_key_index_lists_every_frame_and_its_keyframes(motorway):
+    path, frames = motorway
+    keys = key_index(path)
+    assert keys is not None and len(keys.pts) == len(frames)
+    assert keys.keyframes[0] == 0 and len(keys.keyframes) >= 2
+    assert keys.keyframe_at_or_before(keys.keyframes[1] + 5) == keys.keyframes[1]
+    assert keys.keyframe_at_or_before(keys.keyframes[1] - 1) == 0
+
+
+def test_reader_jumps_to_keyframes_and_returns_the_same_frames(motorway):
+    """Out of order and far apart (other workers' slices, shed frames, replays): every frame is the one a
+    sequential decode gives, and far fewer frames are decoded than by restarting from the first."""
+    path, frames = motorway
+    keys = key_index(path)
+    second = int(keys.keyframes[1])
+    order = [second + 20, 3, len(frames) - 2, second + 1, second + 2, 40, second]
+    reader = FrameReader(path)
+    for i in order:
+        index, pts, image = frames[i]
+        assert np.array_equal(reader.read(index, pts), image), i
+    assert reader.seeks >= 3
+    restart_cost = sum(i + 1 for i in order)  # decoding from the first frame each time
+    assert reader.decoded < restart_cost / 2
+    # sequential reading goes on without seeking when no keyframe lies between
+    before = reader.seeks
+    for i in range(second + 1, second + 6):
+        assert np.array_equal(reader.read(*frames[i][:2]), frames[i][2])
+    assert reader.seeks == before
+
+
+def test_a_bogus_reference_after_a_jump_is_still_refused(motorway):
+    path, frames = motorway
+    reader = FrameReader(path)
+    index, pts, _ = frames[200]
+    with pytest.raises(FrameMismatch):
+        reader.read(index + 1, pts)  # a real timestamp under another frame's index
+    assert isinstance(reader._keys, KeyIndex)  # one bad reference does not stop the seeking
+    assert np.array_equal(reader.read(*frames[250][:2]), frames[250][2])
+
+
+def test_a_packet_index_that_disagrees_with_the_frames_falls_back_to_decoding(motorway):
+    """A damaged file whose packets do not match its decoded frames: the frame is still found, by decoding
+    from the start, and the reader stops seeking in it."""
+    path, frames = motorway
+    reader = FrameReader(path)
+    good = key_index(path)
+    # a packet the decoder drops (as a corrupt one): past it, every packet's rank is one above its frame's index
+    pts = np.insert(good.pts, 1, good.pts[0] + 1)
+    reader._keys = KeyIndex(pts, np.where(good.keyframes > 0, good.keyframes + 1, 0))
+    index, pts, image = frames[200]
+    assert np.array_equal(reader.read(index, pts), image)
+    assert reader._keys is None
