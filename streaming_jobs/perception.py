@@ -234,9 +234,12 @@ def perceive_one(
     return perceive_records(rt, [(value, topic, partition, offset)], newest_capture_ts)[0]
 
 
-def perceive_records(rt: Runtime, records: list[Record], newest_capture_ts: float = 0.0) -> list[dict[str, Any]]:
+def perceive_records(
+    rt: Runtime, records: list[Record], newest_capture_ts: float = 0.0, batch_ts: float | None = None
+) -> list[dict[str, Any]]:
     """Kafka records -> PERCEPTION rows, one per record and in the same order. Never raises: any defect of
-    a record is its own ``dead`` row.
+    a record is its own ``dead`` row. ``batch_ts``: when the micro-batch started (Unix seconds; None outside
+    a streaming query): a live reference published long before it waited behind a backlog (load shedding).
 
     Every reference is parsed and checked first; the admitted ones are decoded by a background thread
     (``detector.prefetch_frames`` ahead) while the frames already decoded go through the detector together
@@ -249,7 +252,7 @@ def perceive_records(rt: Runtime, records: list[Record], newest_capture_ts: floa
     newest: dict[str, float] = {}
     for ref in filter(None, refs):
         newest[ref.camera_id] = max(newest.get(ref.camera_id, newest_capture_ts), ref.capture_ts)
-    jobs = [job for row, ref in zip(rows, refs, strict=True) if ref and (job := _admit(rt, row, ref, newest))]
+    jobs = [job for row, ref in zip(rows, refs, strict=True) if ref and (job := _admit(rt, row, ref, newest, batch_ts))]
     _plan_registration(rt, jobs)
     chunk: list[_Job] = []
     registered: list[_Job] = []
@@ -308,7 +311,9 @@ def _parse(rt: Runtime, row: dict[str, Any], value: bytes | None) -> FrameRef | 
     return ref
 
 
-def _admit(rt: Runtime, row: dict[str, Any], ref: FrameRef, newest: dict[str, float]) -> _Job | None:
+def _admit(
+    rt: Runtime, row: dict[str, Any], ref: FrameRef, newest: dict[str, float], batch_ts: float | None = None
+) -> _Job | None:
     """The checks before any decoding: camera, storage roots, source, load shedding. None: the row is done
     (dead, or left to stage 2 to predict or skip)."""
     try:
@@ -324,7 +329,11 @@ def _admit(rt: Runtime, row: dict[str, Any], ref: FrameRef, newest: dict[str, fl
             _dead(row, REASON_SOURCE_MISMATCH, f"{path} is not the source of camera {camera.id!r}")
             return None
         decision = rt.shedder(camera.id, ref.live).decide(
-            ref.frame_index, ref.capture_ts, time.time(), newest.get(camera.id, ref.capture_ts)
+            ref.frame_index,
+            ref.capture_ts,
+            time.time(),
+            newest.get(camera.id, ref.capture_ts),
+            queued_s=0.0 if batch_ts is None else batch_ts - ref.ingest_ts,
         )
         row.update(analysis=decision.analysis, stride=decision.stride, skip_reason=decision.skip_reason)
         if decision.analysis != DETECTED:  # stage 2 predicts the tracks onto it, or records the skip
@@ -553,12 +562,15 @@ def to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordB
 
 
 def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: Kafka records (value, topic, partition, offset) -> PERCEPTION rows."""
+    """``mapInArrow`` body: Kafka records (value, topic, partition, offset, and the micro-batch's start
+    ``batch_us``, microseconds since the epoch) -> PERCEPTION rows."""
     rt = runtime_for(settings_json)
     for batch in batches:
         cols = batch.to_pydict()
         records = list(zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True))
-        yield to_record_batch(perceive_records(rt, records), rt.schema)
+        starts = cols.get("batch_us") or [None]
+        batch_ts = None if starts[0] is None else starts[0] / 1e6
+        yield to_record_batch(perceive_records(rt, records, batch_ts=batch_ts), rt.schema)
 
 
 def warm_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

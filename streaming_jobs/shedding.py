@@ -7,11 +7,18 @@ Each live camera has a capture -> result latency budget (``live.latency_budget_s
 * ``predicted``: no detector pass; stage 2 predicts the camera's tracks onto this frame (Kalman), so every
   frame still gets boxes, ids and a results message. The detection stride ``k`` (detect every k-th frame)
   starts at the camera's ``detect_every``;
-* ``skipped``: the frame is already older than the budget and more than half the budget older than the
-  camera's newest frame waiting in the same task: working on it would only make the fresher frames late too.
-  Stage 2 records it (frames table, ``skip_reason`` ``stale``) and leaves the tracks alone. (Measured from
-  the newest frame, not only from the clock: when the platform's own delay exceeds the budget, a rule on age
-  alone would skip all but the last frame of every task and leave the tracker blind.)
+* ``skipped``: the frame is already older than the budget and part of a backlog: it waited in Kafka for more
+  than half the budget before the micro-batch that took it started (the batch's start time is the same for
+  every task of the batch, so a backlog split into several tasks is recognised in each), or it is more than
+  half the budget older than the camera's newest frame waiting in the same task (a live segment's frames
+  are published together when it closes). Working on it would only make the fresher frames late too. Stage
+  2 records it (frames table, ``skip_reason`` ``stale``) and leaves the tracks alone. (Measured against the
+  queue and fresher frames, not the clock alone: when the platform's own delay exceeds the budget, a rule on
+  age alone would skip every frame and leave the tracker blind.)
+
+Detected frames are the camera's frame numbers divisible by the stride, whichever task and worker sees them:
+a micro-batch split into tasks does not add a detection at each task's first frame, and a retried task
+decides the same.
 
 When frames reach stage 1 later than half the budget, the stride goes up by one (at most once a second, up to
 ``live.max_detect_every``); when they arrive within a quarter of the budget it comes back down to the
@@ -32,7 +39,7 @@ SKIP_STALE = "stale"
 
 RAISE_AT = 0.5  # of the budget: frames this late push the stride up
 LOWER_AT = 0.25  # of the budget: frames this fresh let it come down
-SKIP_SPREAD = 0.5  # of the budget: a stale frame this much older than the newest waiting one is skipped
+SKIP_SPREAD = 0.5  # of the budget: a stale frame queued this long, or this much older than a waiting one, is skipped
 ADJUST_EVERY_S = 1.0  # one stride step per second at most: the lateness of a batch needs time to show
 
 
@@ -54,25 +61,21 @@ class LoadShedder:
         self.budget_s = budget_s
         self.enabled = enabled
         self.stride = base_stride
-        self.last_detected: int | None = None
         self._last_adjust = float("-inf")
 
-    def decide(self, frame_index: int, capture_ts: float, now: float, newest_capture_ts: float) -> Decision:
+    def decide(
+        self, frame_index: int, capture_ts: float, now: float, newest_capture_ts: float, queued_s: float = 0.0
+    ) -> Decision:
         """What to do with frame ``frame_index`` captured at ``capture_ts``; ``newest_capture_ts``: capture time of
-        the camera's newest frame in the task's input."""
+        the camera's newest frame in the task's input; ``queued_s``: how long the reference waited in Kafka
+        before its micro-batch started."""
         if self.enabled:
             age = now - capture_ts
-            if age > self.budget_s and newest_capture_ts - capture_ts > SKIP_SPREAD * self.budget_s:
+            spread = SKIP_SPREAD * self.budget_s
+            if age > self.budget_s and max(queued_s, newest_capture_ts - capture_ts) > spread:
                 return Decision(SKIPPED, self.stride, SKIP_STALE)
             self._adjust(age, now)
-        if (
-            self.last_detected is None
-            or frame_index - self.last_detected >= self.stride
-            or frame_index <= self.last_detected
-        ):  # a replay (a retried task), or another worker's range went back: start from a detection
-            self.last_detected = frame_index
-            return Decision(DETECTED, self.stride)
-        return Decision(PREDICTED, self.stride)
+        return Decision(DETECTED if frame_index % self.stride == 0 else PREDICTED, self.stride)
 
     def _adjust(self, age: float, now: float) -> None:
         if now - self._last_adjust < ADJUST_EVERY_S:

@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
@@ -95,7 +96,9 @@ def start_query(
         source = source.option("minPartitions", settings.spark.min_partitions)
     frames = source.load()
 
-    perceived = frames.select("value", "topic", "partition", "offset").mapInArrow(
+    # current_timestamp() is the micro-batch's start in a streaming query, the same in every task (load shedding)
+    batch_us = F.unix_micros(F.current_timestamp()).alias("batch_us")
+    perceived = frames.select("value", "topic", "partition", "offset", batch_us).mapInArrow(
         partial(perceive_batches, settings_json), PERCEPTION
     )
 
@@ -124,6 +127,21 @@ def warm_up(spark: SparkSession, settings: Settings) -> float:
     return time.perf_counter() - t0
 
 
+def offsets_behind(progress: dict) -> int:
+    """Kafka records the micro-batch of ``progress`` left behind the latest (the Kafka source's
+    ``maxOffsetsBehindLatest``, per partition; 0 when it read everything or the metric is absent)."""
+    behind = 0
+    for source in progress.get("sources") or []:
+        try:
+            behind = max(behind, int(float((source.get("metrics") or {}).get("maxOffsetsBehindLatest", 0))))
+        except (TypeError, ValueError):
+            continue
+    return behind
+
+
+BACKLOG_WARN_EVERY_S = 60.0
+
+
 class QueryFailed(RuntimeError):
     """The streaming query stopped with an exception (its cause is in ``__cause__``)."""
 
@@ -135,6 +153,7 @@ def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: flo
     """
     last_active = time.time()
     seen_batch = -1
+    warned_at = float("-inf")
     while query.isActive:
         if query.awaitTermination(1):  # seconds
             break
@@ -150,6 +169,17 @@ def run_until_stopped(query: StreamingQuery, stop_file: Path | None, idle_s: flo
             )
             if progress.get("numInputRows", 0) > 0:
                 last_active = time.time()
+            behind = offsets_behind(progress)
+            if behind and time.time() - warned_at > BACKLOG_WARN_EVERY_S:
+                warned_at = time.time()
+                # a backlog behind the per-trigger cap: live references wait in Kafka and are then shed as stale
+                log.warning(
+                    "micro-batch %s left %d frame references behind the latest in Kafka "
+                    "(spark.max_offsets_per_trigger caps each batch): live cameras will be shed as stale; "
+                    "raise the cap if this persists",
+                    seen_batch,
+                    behind,
+                )
         if query.status.get("isTriggerActive"):
             last_active = time.time()
         if stop_file is not None and stop_file.exists():

@@ -42,7 +42,7 @@ def test_stale_frame_skipped_only_for_much_fresher_ones():
     stale = shedder.decide(0, 1000.0, 1003.0, newest_capture_ts=1002.5)
     assert (stale.analysis, stale.skip_reason) == (SKIPPED, SKIP_STALE)
     # the newest frame of the camera is analysed even when late: results keep coming
-    assert shedder.decide(1, 1002.5, 1003.0 + 2.0, newest_capture_ts=1002.5).analysis == DETECTED
+    assert shedder.decide(1, 1002.5, 1003.0 + 2.0, newest_capture_ts=1002.5).analysis != SKIPPED
     # late, but within half the budget of the newest frame waiting: the platform's own delay, not a backlog
     assert shedder.decide(2, 1002.6, 1006.0, newest_capture_ts=1003.2).analysis != SKIPPED
 
@@ -54,11 +54,29 @@ def test_shedding_off_never_skips_or_changes_the_stride():
     assert {d.stride for d in decisions} == {2}
 
 
-def test_going_back_in_frame_order_starts_with_a_detection():
-    shedder = LoadShedder(3, 3, budget_s=2.0)
-    assert shedder.decide(10, 0, 0, 0).analysis == DETECTED
-    assert shedder.decide(11, 0, 0, 0).analysis == PREDICTED
-    assert shedder.decide(4, 0, 0, 0).analysis == DETECTED  # a replayed range: nothing to predict from
+def test_detections_follow_the_frame_numbers_across_tasks_and_workers():
+    """A micro-batch split into tasks, run by two workers in any order: the frames detected are the same as
+    one worker seeing them all in order (no extra detection at each task's first frame)."""
+    one = LoadShedder(3, 3, budget_s=2.0)
+    reference = [one.decide(i, 0, 0, 0).analysis for i in range(30)]
+    a, b = LoadShedder(3, 3, budget_s=2.0), LoadShedder(3, 3, budget_s=2.0)
+    slices = [range(0, 7), range(7, 16), range(16, 22), range(22, 30)]
+    split: dict[int, str] = {}
+    for worker, frames in zip([a, b, b, a], [slices[1], slices[0], slices[3], slices[2]], strict=True):
+        split.update({i: worker.decide(i, 0, 0, 0).analysis for i in frames})
+    assert [split[i] for i in range(30)] == reference
+    assert [i for i, d in enumerate(reference) if d == DETECTED] == list(range(0, 30, 3))
+
+
+def test_a_reference_queued_behind_a_backlog_is_skipped_without_a_fresher_one_in_its_task():
+    shedder = LoadShedder(1, 4, budget_s=2.0)
+    # 3 s old, nothing fresher in the task, but it waited 1.5 s in Kafka before its micro-batch started
+    queued = shedder.decide(0, 1000.0, 1003.0, newest_capture_ts=1000.0, queued_s=1.5)
+    assert (queued.analysis, queued.skip_reason) == (SKIPPED, SKIP_STALE)
+    # as old, but taken by the first micro-batch after it was published: analysed
+    assert shedder.decide(1, 1000.0, 1003.0, newest_capture_ts=1000.0, queued_s=0.4).analysis != SKIPPED
+    # queued long but still within the budget: analysed
+    assert shedder.decide(2, 1002.0, 1003.5, newest_capture_ts=1002.0, queued_s=1.2).analysis != SKIPPED
 
 
 def test_bad_parameters_refused():
