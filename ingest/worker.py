@@ -69,7 +69,7 @@ def ingest_camera(
         t_start = time.time()
         bar = tqdm(total=total, desc=camera.id, unit="frame", position=position, leave=False, mininterval=1.0)
         with bar:
-            for frame in source.frames():
+            for frame in source.positions():
                 if stop is not None and stop.is_set():
                     break
                 if frame.index < start_frame:
@@ -136,7 +136,7 @@ def _ingest_looped(
             with VideoFileSource(camera.source_path(), camera.fps) as source:
                 info = source.info
                 count, last_pts = 0, 0.0
-                for frame in source.frames():
+                for frame in source.positions():
                     if done():
                         break
                     pts = base_pts + frame.pts_s

@@ -76,6 +76,12 @@ class SourceInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FramePosition:
+    index: int
+    pts_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class VideoFrame:
     index: int
     pts_s: float
@@ -132,6 +138,8 @@ def key_index(path: Path) -> KeyIndex | None:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            if stream.time_base is None:
+                return None
             pts: list[int] = []
             keys: list[int] = []
             for packet in container.demux(stream):
@@ -179,6 +187,12 @@ class VideoFileSource:
     def close(self) -> None:
         self._container.close()
 
+    def positions(self) -> Iterator[FramePosition]:
+        """Each frame's index and timestamp, decoded but never converted to an image (what a frame reference
+        needs: the conversion costs about as much as the decode)."""
+        for index, pts_s, _ in self.decoded():
+            yield FramePosition(index, pts_s)
+
     def frames(self) -> Iterator[VideoFrame]:
         for index, pts_s, frame in self.decoded():
             yield VideoFrame(index, pts_s, to_bgr(frame, self.path))
@@ -195,7 +209,10 @@ class VideoFileSource:
     def decoded_from(self, keys: KeyIndex, frame_index: int) -> Iterator[tuple[int, float, av.VideoFrame]]:
         """Like :meth:`decoded` from the keyframe ``frame_index`` of ``keys`` on (a seek, then decoding):
         indices come from the key index, timestamps stay relative to the file's first frame."""
-        self._t0 = float(int(keys.pts[0]) * self._stream.time_base)
+        time_base = self._stream.time_base
+        if time_base is None:  # key_index() refuses such files; a file replaced under the reader gets here
+            raise SourceUnreadable(f"no time base to seek by in {self.path}")
+        self._t0 = float(int(keys.pts[0]) * time_base)
         try:
             self._container.seek(int(keys.pts[frame_index]), backward=True, any_frame=False, stream=self._stream)
             for frame in self._container.decode(self._stream):
