@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -148,27 +152,70 @@ def _clip_detector(settings_json: str) -> Detector:
 def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: float) -> str | None:
     """The violation's evidence clip (``evidence`` settings), or None: clips off, or it could not be made."""
     settings = settings_from_json(settings_json)
-    ev = settings.evidence
-    if not ev.clips:
+    if not settings.evidence.clips:
         return None
     target = clip_path(_evidence_root(settings_json), row.camera_id, int(p["track_id"]), int(row.frame_index))
     box = (float(p["x1"]), float(p["y1"]), float(p["x2"]), float(p["y2"]))
     try:
-        made = render_clip(
-            target,
-            source,
-            pts,
-            box,
-            _clip_detector(settings_json),
-            settings.privacy,
-            ev.clip_before_s,
-            ev.clip_after_s,
-            ev.clip_max_frames,
-        )
+        made = _render_clip_low(settings_json, target, source, pts, box)
     except Exception as exc:  # broad on purpose: a clip is extra evidence; the violation stands without it
         log.warning("no evidence clip for %s track %s: %r", row.camera_id, p["track_id"], exc)
         return None
     return target.resolve().as_uri() if made else None
+
+
+def _render_clip(settings_json: str, target: Path, source: Path, pts: float, box: Box) -> bool:
+    settings = settings_from_json(settings_json)
+    ev = settings.evidence
+    detector = _clip_detector(settings_json)
+    return render_clip(
+        target,
+        source,
+        pts,
+        box,
+        detector,
+        settings.privacy,
+        ev.clip_before_s,
+        ev.clip_after_s,
+        ev.clip_max_frames,
+        ev.clip_max_fps,
+    )
+
+
+def _render_clip_low(settings_json: str, target: Path, source: Path, pts: float, box: Box) -> bool:
+    """Render the clip in this worker's helper process at ``evidence.clip_nice`` (a clip costs seconds of CPU
+    and must not take them from the live micro-batches: the OS gives them the cores first), or here when the
+    niceness is 0 or the helper cannot run."""
+    ev = settings_from_json(settings_json).evidence
+    if not ev.clip_nice:
+        return _render_clip(settings_json, target, source, pts, box)
+    try:
+        future = _clip_helper(ev.clip_nice).submit(_render_clip, settings_json, target, source, pts, box)
+    except (BrokenProcessPool, RuntimeError, OSError) as exc:
+        _clip_helper.cache_clear()
+        log.warning("clip helper unavailable (%r): rendering in the task", exc)
+        return _render_clip(settings_json, target, source, pts, box)
+    try:
+        return bool(future.result(timeout=CLIP_TIMEOUT_S))
+    except BrokenProcessPool:
+        _clip_helper.cache_clear()  # a helper that died is started afresh for the next clip
+        raise
+
+
+CLIP_TIMEOUT_S = 300.0
+
+
+def _lower_priority(nice: int) -> None:
+    os.nice(nice)
+
+
+@lru_cache(maxsize=1)
+def _clip_helper(nice: int) -> ProcessPoolExecutor:
+    """One long-lived helper process per Python worker (its detector loaded once), started with ``spawn``: a
+    fork of a worker with ONNX Runtime's threads running is not safe."""
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority, initargs=(nice,)
+    )
 
 
 def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -26,6 +26,7 @@ from trafficstream.models.privacy import Box, anonymise
 
 log = logging.getLogger(__name__)
 MIN_FOLLOW_IOU = 0.3  # a box overlapping the offender's previous one this much is the offender
+FIRST_STEP_IOU = 0.1  # the evidence frame's neighbours: the offender may have moved far at a reduced rate
 MAX_COAST_FRAMES = 5  # frames the offender's last box is kept while the detector misses it
 
 
@@ -34,10 +35,12 @@ def clip_path(root: Path, camera_id: str, track_id: int, frame_index: int) -> Pa
 
 
 def read_clip(
-    path: Path, centre_pts: float, before_s: float, after_s: float, max_frames: int
+    path: Path, centre_pts: float, before_s: float, after_s: float, max_frames: int, every: int = 1
 ) -> tuple[list[np.ndarray], list[float], float]:
-    """Frames (BGR) of ``path`` with pts in [centre - before, centre + after], their pts (from the start of
-    the file), and the stream's frame rate. Seeks to the keyframe before the window, then decodes forward."""
+    """Frames (BGR) of ``path`` with pts in [centre - before, centre + after], every ``every``-th counted from
+    the frame at ``centre_pts`` (which is always one of them), their pts (from the start of the file), and
+    their frame rate (the stream's / ``every``). Seeks to the keyframe before the window, then decodes
+    forward."""
     images: list[np.ndarray] = []
     times: list[float] = []
     with av.open(str(path)) as container:
@@ -57,32 +60,43 @@ def read_clip(
                 continue
             if t > hi + 0.5 / rate or len(images) >= max_frames:
                 break
+            if round((t - centre_pts) * rate) % every:
+                continue  # decoded (the next frames need it), not kept
             images.append(frame.to_ndarray(format="bgr24"))
             times.append(t)
-    return images, times, rate
+    return images, times, rate / every
 
 
 def follow_offender(boxes: Sequence[np.ndarray], centre: int, box: Box) -> list[Box | None]:
     """The offender's box on each frame (None where it is not found): on the evidence frame ``centre`` the
     detection overlapping ``box`` most (else ``box`` itself), then frame by frame outwards, the detection
-    overlapping the previous box most (IoU >= :data:`MIN_FOLLOW_IOU`); a miss keeps the last box for up to
-    :data:`MAX_COAST_FRAMES` frames. ``boxes``: each frame's detections (K, 4)."""
+    overlapping most (IoU >= :data:`MIN_FOLLOW_IOU`) the box where the offender should be, its last found
+    box moved on at its last found velocity (clips at a reduced frame rate move it far between frames); a
+    miss keeps the last box for up to :data:`MAX_COAST_FRAMES` frames. ``boxes``: each frame's detections
+    (K, 4)."""
     out: list[Box | None] = [None] * len(boxes)
     if not boxes:
         return out
-    out[centre] = _best(boxes[centre], box, 0.1) or tuple(float(v) for v in box)
+    out[centre] = _best(boxes[centre], box, FIRST_STEP_IOU) or tuple(float(v) for v in box)
     for step in (1, -1):
         last, missed = out[centre], 0
+        found = [(centre, np.asarray(out[centre], np.float64))]  # the last two found boxes, for the velocity
         i = centre + step
         while 0 <= i < len(boxes) and last is not None:
-            found = _best(boxes[i], last, MIN_FOLLOW_IOU)
-            if found is None:
+            (j, at), velocity = found[-1], np.zeros(4)
+            if len(found) == 2:
+                velocity = (found[1][1] - found[0][1]) / (found[1][0] - found[0][0])
+            expected = tuple(float(v) for v in at + velocity * (i - j))
+            # next to the evidence frame the velocity is not known yet: the looser overlap of the first snap
+            match = _best(boxes[i], expected, MIN_FOLLOW_IOU if len(found) == 2 else FIRST_STEP_IOU)
+            if match is None:
                 missed += 1
                 if missed > MAX_COAST_FRAMES:
                     break
                 out[i] = last
             else:
-                out[i], last, missed = found, found, 0
+                out[i], last, missed = match, match, 0
+                found = [found[-1], (i, np.asarray(match, np.float64))]
             i += step
     return out
 
@@ -151,9 +165,18 @@ def render_clip(
     before_s: float,
     after_s: float,
     max_frames: int,
+    max_fps: float | None = None,
 ) -> bool:
-    """Cut, anonymise and write the clip of one violation; False when the source has no frames there."""
-    images, times, rate = read_clip(source, centre_pts, before_s, after_s, max_frames)
+    """Cut, anonymise and write the clip of one violation; False when the source has no frames there.
+    ``max_fps``: keep every k-th frame so that the clip runs at no more than this rate (each kept frame goes
+    through the detector: the clip's cost)."""
+    every = 1
+    if max_fps:
+        with av.open(str(source)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 25.0)
+        every = max(1, int(np.ceil(rate / max_fps - 1e-6)))
+    images, times, rate = read_clip(source, centre_pts, before_s, after_s, max_frames, every)
     if not images:
         return False
     centre = int(np.argmin(np.abs(np.asarray(times) - centre_pts)))

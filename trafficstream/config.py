@@ -259,6 +259,14 @@ class EvidenceSettings(_Section):
     clip_before_s: float = Field(default=2.0, ge=0, le=10, description="seconds of clip before the evidence frame")
     clip_after_s: float = Field(default=2.0, ge=0, le=10, description="seconds of clip after it")
     clip_max_frames: int = Field(default=240, ge=1, le=1200, description="most frames in one clip")
+    # Every frame of a clip goes through the detector again (privacy): at 10 frames/s a 30 fps camera's clip
+    # costs a third, which matters on a box that also holds live cameras to their latency budget.
+    clip_max_fps: float | None = Field(
+        default=10.0, gt=0, le=120, description="clips keep every k-th frame to stay at or below this rate"
+    )
+    # Clips are rendered by a helper process at this niceness (0: in the Spark task itself): the OS then gives
+    # the cores to the live micro-batches first, and the clips take what is left.
+    clip_nice: int = Field(default=10, ge=0, le=19, description="niceness of the process rendering clips")
 
     @property
     def clips(self) -> bool:

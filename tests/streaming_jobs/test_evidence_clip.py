@@ -90,3 +90,43 @@ def test_clip_of_the_real_motorway_with_the_real_detector(tmp_path) -> None:
         before = images[0][by1:by2, bx1:bx2].astype(float)
         after = frames[centre][by1:by2, bx1:bx2].astype(float)
         assert np.abs(after - before).mean() > 2 or after.var() < 0.5 * before.var()
+
+
+def test_a_fast_offender_is_followed_at_its_velocity() -> None:
+    """At a reduced clip rate the offender moves further than its own width between frames: the box where it
+    should be (its last box moved on at its velocity) finds it; a parked vehicle beside the path is not taken."""
+    frames = [_boxes((40.0 * k, 0, 40.0 * k + 50, 30), (115, 40, 165, 70)) for k in range(8)]
+    got = ec.follow_offender(frames, 2, (80, 0, 130, 30))
+    assert got == [(40.0 * k, 0.0, 40.0 * k + 50, 30.0) for k in range(8)]
+
+
+def test_a_clip_at_a_reduced_rate_keeps_the_evidence_frame(tmp_path) -> None:
+    source = default_data_dir() / "videos" / "highway_overpass_1280x720.mp4"
+    centre_pts = 1.8
+    full, full_times, rate = ec.read_clip(source, centre_pts, 1.0, 1.0, 240)
+    every, every_times, slow = ec.read_clip(source, centre_pts, 1.0, 1.0, 240, every=3)
+    assert slow == rate / 3 and abs(len(every) - len(full) / 3) <= 1
+    assert min(abs(t - centre_pts) for t in every_times) <= 0.5 / rate  # the evidence frame itself is kept
+    assert set(every_times) <= set(full_times)
+    assert all(round((b - a) * rate) == 3 for a, b in zip(every_times, every_times[1:], strict=False))
+
+
+def test_clips_are_rendered_by_a_low_priority_helper_process(tmp_path) -> None:
+    """``evidence.clip_nice``: the clip is made in a helper process at that niceness (the live micro-batches
+    get the cores first), and it is the same playable clip."""
+    import os
+
+    from trafficstream.config import Settings, settings_to_json
+    from trafficstream.streaming_jobs import evidence
+
+    settings = Settings()
+    assert settings.evidence.clip_nice == 10
+    source = default_data_dir() / "videos" / "highway_overpass_1280x720.mp4"
+    target = ec.clip_path(tmp_path, "motorway-overpass", 3, 54)
+    assert evidence._render_clip_low(settings_to_json(settings), target, source, 1.8, (560.0, 420.0, 700.0, 560.0))
+    with av.open(str(target)) as clip:
+        frames = sum(1 for _ in clip.decode(clip.streams.video[0]))
+    assert 37 <= frames <= 41  # 2 s either side at 10 frames/s (every 3rd frame of 29.97 fps: 39)
+    helper = evidence._clip_helper(settings.evidence.clip_nice)
+    assert helper.submit(os.getpid).result() != os.getpid()
+    assert helper.submit(os.nice, 0).result() >= os.nice(0) + 10
