@@ -656,13 +656,20 @@ def summary_rows(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
+def commit_due(pending: int, since_last_s: float, interval_s: float, max_pending: int) -> bool:
+    """Whether the background committer starts a commit now: something is spooled and either the interval
+    since the last commit has passed or the spool is half way to ``max_pending``, where the query would have to
+    wait (a long interval must never stall the query)."""
+    return pending > 0 and (since_last_s >= interval_s or pending >= max_pending // 2)
+
+
 class DeltaCommitter(threading.Thread):
     """Commits spooled micro-batches to Delta in the background, all pending batches as one group (see
     streaming_jobs/spool.py). Retries a failed commit with backoff; after ``MAX_FAILURES`` in a row
     :meth:`check` raises in the query thread, so the query fails and restarts from its checkpoint."""
 
     MAX_FAILURES = 3
-    MAX_PENDING = 64  # spooled batches not yet committed before the query waits (backpressure)
+    MAX_PENDING = 256  # spooled batches not yet committed before the query waits (backpressure)
     MAX_GROUP = 200  # batches per commit
 
     def __init__(self, writer: BatchWriter, spool: Spool) -> None:
@@ -734,10 +741,12 @@ class DeltaCommitter(threading.Thread):
 
     def _new_group(self) -> list[Group]:
         # Commits cost mostly per commit, not per row: let batches gather for a while (not when draining).
-        wait = self.writer.settings.spark.delta_commit_interval_s - (time.time() - self._last_commit)
-        if wait > 0 and not self._stopping:
+        interval = self.writer.settings.spark.delta_commit_interval_s
+        if not self._stopping and not commit_due(
+            len(self.spool), time.time() - self._last_commit, interval, self.MAX_PENDING
+        ):
             with self._wake:
-                self._wake.wait(min(wait, 0.5))
+                self._wake.wait(0.5)
             return []
         pending = self.spool.pending()[: self.MAX_GROUP]
         return [self.spool.open_group(pending)] if pending else []

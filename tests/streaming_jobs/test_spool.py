@@ -52,3 +52,13 @@ def test_unknown_spool_format_is_refused(tmp_path):
     (tmp_path / "s" / "group-000000000001.json").write_text('{"format": 99, "version": 1, "batches": [1]}')
     with pytest.raises(ValueError, match="spool format"):
         spool.groups()
+
+
+def test_a_commit_is_due_after_the_interval_or_when_the_spool_fills():
+    from trafficstream.streaming_jobs.sinks import commit_due
+
+    assert not commit_due(0, 999.0, 30.0, 256)  # nothing to commit
+    assert not commit_due(10, 12.0, 30.0, 256)  # gathering batches
+    assert commit_due(10, 30.0, 30.0, 256)
+    # a long interval at a live camera's pace: the commit starts before the query would have to wait for it
+    assert commit_due(128, 60.0, 600.0, 256) and not commit_due(127, 60.0, 600.0, 256)
