@@ -404,9 +404,6 @@ def run_baseline(
         rt.readers.close()
         pool = SeekingReaderPool() if seeking else ReaderPool(max_open=max_open)
         rt.readers = pool
-        # Each run is a fresh pass over the camera: the worker's shedder must not take frame 0 of this pass for
-        # a repeat of the previous pass's last detection (it would hand it to stage 2 to predict).
-        rt.shedder(clip.camera.id, False).last_detected = None
         run = run_camera(rt, settings_json, clip, clip.frames[:frames], f"{desc} {clip.camera.id}".strip(), chunk)
         if isinstance(pool, SeekingReaderPool):
             run.decoded_per_frame = pool.decoded_per_read()
