@@ -24,33 +24,28 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
 from trafficstream import tables
 from trafficstream.config import Settings
 from trafficstream.messages import CAMERA_ID_PATTERN
 from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
+from trafficstream.streaming_jobs import table_rows
+from trafficstream.streaming_jobs.delta_writers import Bound, DeltaWriter, RustDeltaWriter, SparkDeltaWriter, is_local
 from trafficstream.streaming_jobs.evidence import render_evidence
 from trafficstream.streaming_jobs.schemas import (
-    CROSSING_PAYLOAD,
-    DEAD_PAYLOAD,
-    EVENT_PAYLOAD,
-    FLOW_PAYLOAD,
-    FRAME_PAYLOAD,
-    HEALTH_PAYLOAD,
     KIND_CROSSING,
     KIND_DEAD,
     KIND_EVENT,
@@ -60,12 +55,7 @@ from trafficstream.streaming_jobs.schemas import (
     KIND_TRACK,
     KIND_VIOLATION,
     SPOOLED,
-    TRACK_PAYLOAD,
-    VEHICLE,
-    VIOLATION_PAYLOAD,
-    from_payload,
     spark_schema,
-    spark_type,
 )
 from trafficstream.streaming_jobs.shedding import DETECTED
 from trafficstream.streaming_jobs.spool import Group, Spool
@@ -76,94 +66,6 @@ log = logging.getLogger(__name__)
 TABLE_SCHEMAS: dict[str, tuple[StructType, list[str]]] = {
     t.name: (spark_schema(t), list(t.partition_by)) for t in tables.tables_of(tables.VEHICLE_JOB)
 }
-
-
-@dataclass(frozen=True)
-class ColumnSources:
-    """How a sink computes each declared column of its table from a stage-2 row: a Spark SQL expression in
-    ``exprs``, else the payload field of the same name (``{prefix}.{column}``, of struct ``payload``, turned
-    back by :func:`from_payload`). Plain data, so the contract test checks it against the declarations."""
-
-    payload: StructType
-    prefix: str
-    exprs: dict[str, str]
-
-
-_ROW_KEYS = {"camera_id": "camera_id", "frame_index": "frame_index", "pts_s": "pts_s"}  # the stage-2 row's own
-_EVENT_DATE = "to_date(timestamp_seconds(capture_ts))"
-COLUMN_SOURCES: dict[str, ColumnSources] = {
-    tables.FRAMES: ColumnSources(
-        FRAME_PAYLOAD,
-        "p",
-        {
-            **_ROW_KEYS,
-            "capture_ts": "timestamp_seconds(capture_ts)",
-            "processed_ts": "timestamp_seconds(processed_ts)",
-            "vehicles": "size(p.vehicles)",
-            "batch_id": "batch_id",
-            "event_date": _EVENT_DATE,
-        },
-    ),
-    tables.DETECTIONS: ColumnSources(
-        VEHICLE,
-        "v",
-        {  # v: one vehicle of the frame's payload
-            **_ROW_KEYS,
-            "capture_ts": "timestamp_seconds(capture_ts)",
-            "batch_id": "batch_id",
-            "event_date": _EVENT_DATE,
-        },
-    ),
-    tables.TRACKS: ColumnSources(TRACK_PAYLOAD, "p", {"camera_id": "camera_id", "updated_batch": "batch_id"}),
-    tables.VIOLATIONS: ColumnSources(
-        VIOLATION_PAYLOAD,
-        "p",
-        {
-            **_ROW_KEYS,
-            "capture_ts": "timestamp_seconds(capture_ts)",
-            "evidence_uri": "evidence_uri",
-            "evidence_clip_uri": "evidence_clip_uri",
-            "batch_id": "batch_id",
-            "event_date": _EVENT_DATE,
-        },
-    ),
-    tables.FLOW: ColumnSources(
-        FLOW_PAYLOAD,
-        "p",
-        {"camera_id": "camera_id", "minute": "timestamp_seconds(p.minute_ts)", "updated_batch": "batch_id"},
-    ),
-    tables.CROSSINGS: ColumnSources(
-        CROSSING_PAYLOAD,
-        "p",
-        {"camera_id": "camera_id", "batch_id": "batch_id", "event_date": "to_date(timestamp_seconds(p.crossing_ts))"},
-    ),
-    tables.EVENTS: ColumnSources(EVENT_PAYLOAD, "p", {"camera_id": "camera_id", "updated_batch": "batch_id"}),
-    tables.DEAD_LETTERS: ColumnSources(
-        DEAD_PAYLOAD,
-        "p",
-        {
-            "camera_id": "camera_id",
-            "frame_index": "frame_index",
-            "dead_ts": "timestamp_seconds(processed_ts)",
-            "batch_id": "batch_id",
-        },
-    ),
-}
-
-
-def column_exprs(table: str) -> list[tuple[str, str, str]]:
-    """(column, Spark SQL expression, declared type) of every declared column of ``table``, in order."""
-    src = COLUMN_SOURCES[table]
-    return [
-        (c.name, src.exprs.get(c.name) or from_payload(c, f"{src.prefix}.{c.name}"), c.type)
-        for c in tables.table(table).columns
-    ]
-
-
-def table_rows(df: DataFrame, table: str) -> DataFrame:
-    """``df`` (stage-2 rows with ``batch_id`` and the parsed payload) as rows of ``table``: exactly its declared
-    columns, in order, with their declared types."""
-    return df.select(*[F.expr(expr).cast(spark_type(typ)).alias(name) for name, expr, typ in column_exprs(table)])
 
 
 def create_tables(spark: SparkSession, settings: Settings) -> dict[str, str]:
@@ -230,7 +132,6 @@ class BatchWriter:
         # Stable across restarts of the same query (same checkpoint) and distinct between queries.
         self.app_id = "trafficstream-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:16]
         self.paths = create_tables(spark, settings)
-        self.kafka = settings.kafka.spark_options()
         # The driver's producer: frame results (first, before any Delta commit) and batch health. Idempotent,
         # acks=all: a batch whose results are not all acknowledged fails and is retried (at least once).
         self._producer: Producer | None = Producer(
@@ -257,7 +158,7 @@ class BatchWriter:
         self.metrics_path = settings.storage.var_dir / "metrics" / f"{self.app_id}.jsonl"
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self._sink_ms: dict[str, float] = {}
-        self._write_timings: dict[str, float] = self._sink_ms
+        self.delta = delta_writer(spark, settings, self.paths, self.app_id)
         # Delta commits in the background from a spool beside the checkpoint (a local or mounted path);
         # with a checkpoint on object storage, every micro-batch commits before the next one starts.
         self._committer: DeltaCommitter | None = None
@@ -283,53 +184,12 @@ class BatchWriter:
 
     # -- helpers ---------------------------------------------------------------------------------------
     @contextmanager
-    def _timed(self, sink: str, into: dict[str, float] | None = None) -> Iterator[None]:
-        """Add the block's duration to ``into`` (default: the timings of the :meth:`_write` in progress)."""
+    def _timed(self, sink: str, timings: dict[str, float]) -> Iterator[None]:
+        """Add the block's duration (ms) to ``timings[sink]``."""
         t0 = time.perf_counter()
         yield
-        timings = self._write_timings if into is None else into
         with self._lock:
             timings[sink] = round(timings.get(sink, 0.0) + (time.perf_counter() - t0) * 1e3, 1)
-
-    def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
-        with self._timed(table):
-            (
-                df.write.format("delta")
-                .mode("append")
-                .option("mergeSchema", "true")  # tables written before a column was declared gain it
-                .option("txnAppId", self.app_id)
-                .option("txnVersion", batch_id)
-                .save(self.paths[table])
-            )
-
-    def _merge(
-        self, df: DataFrame, table: str, keys: list[str], set_: dict[str, str] | None = None, bound: str | None = None
-    ) -> None:
-        """Upsert absolute values; the ``updated_batch`` guard makes a replayed batch a no-op and keeps a
-        late replay from overwriting newer rows (no session-wide txn confs: sinks run concurrently).
-        ``set_`` overrides the update expression of some columns; ``bound`` is a predicate on the target
-        that every row the batch can match satisfies (see :func:`merge_bound`): Delta then reads only the
-        files of those cameras and times, not the whole table."""
-        cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        if bound:
-            cond = f"{cond} AND ({bound})"
-        guard = "s.updated_batch > t.updated_batch"
-        with self._timed(table):
-            merge = DeltaTable.forPath(self.spark, self.paths[table]).alias("t").merge(df.alias("s"), cond)
-            if set_:
-                columns: dict[str, str | Column] = {c: f"s.{c}" for c in df.columns}
-                columns |= set_
-                merge = merge.whenMatchedUpdate(condition=guard, set=columns)
-            else:
-                merge = merge.whenMatchedUpdateAll(condition=guard)
-            merge.whenNotMatchedInsertAll().execute()
-
-    def _to_kafka(self, df: DataFrame, topic: str) -> None:
-        writer = df.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value").write.format("kafka")
-        for k, v in self.kafka.items():
-            writer = writer.option(k, v)
-        with self._timed(f"kafka:{topic}"):
-            writer.option("topic", topic).save()
 
     # -- the batch -------------------------------------------------------------------------------------
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
@@ -337,64 +197,137 @@ class BatchWriter:
         self._sink_ms = {}
         if self._committer is not None:
             self._committer.check()  # a committer that keeps failing fails the query (restarted from the checkpoint)
-        df = batch_df.persist()
-        try:
-            # One action: the batch's rows reach the driver (results, health, the spool).
-            table = df.toArrow()
-            rows = summary_rows(table)
-            counts = dict(Counter(r["kind"] for r in rows))
-            t1 = time.perf_counter()
-            # Results first: a frame reaches the results topic before any Delta commit of its batch.
-            with self._timed("results", self._sink_ms):
-                self._publish_results(rows)
-            if counts and self._committer is not None:
-                with self._timed("spool", self._sink_ms):
-                    self._committer.put(batch_id, table)
-            elif counts:
-                self._write(df.withColumn("batch_id", F.lit(batch_id).cast("long")), batch_id, counts, table)
-            inject_fault("after_sinks", batch_id)  # sinks done (or spooled), Spark's checkpoint commit not yet
-            t2 = time.perf_counter()
-            batch_ms = (t2 - t0) * 1e3
-            n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)
-            self.last = {
-                "batch_id": batch_id,
-                "counts": counts,
-                "compute_ms": (t1 - t0) * 1e3,
-                "sink_ms": (t2 - t1) * 1e3,
-                "sinks": self._sink_ms,
-                "delta": "spooled" if self._committer is not None else "committed",
-            }
-            with self.metrics_path.open("a") as fh:
-                fh.write(json.dumps({**self.last, "ts": time.time()}) + "\n")
-            log.info(
-                "batch %d: %s compute %.0f ms, sinks %.0f ms %s",
-                batch_id,
-                counts,
-                (t1 - t0) * 1e3,
-                (t2 - t1) * 1e3,
-                self._sink_ms,
-            )
-            if counts:
-                self._health(rows, batch_id, batch_ms, n, counts)
-        finally:
-            df.unpersist()
+        # One action: the batch's rows reach the driver (results, health, Delta or the spool).
+        table = batch_df.toArrow()
+        rows = summary_rows(table)
+        counts = dict(Counter(r["kind"] for r in rows))
+        t1 = time.perf_counter()
+        # Results first: a frame reaches the results topic before any Delta commit of its batch.
+        with self._timed("results", self._sink_ms):
+            self._publish_results(rows)
+        if counts and self._committer is not None:
+            with self._timed("spool", self._sink_ms):
+                self._committer.put(batch_id, table)
+        elif counts:
+            self._write(with_batch_id(table, batch_id), batch_id, self._sink_ms)
+        inject_fault("after_sinks", batch_id)  # sinks done (or spooled), Spark's checkpoint commit not yet
+        t2 = time.perf_counter()
+        batch_ms = (t2 - t0) * 1e3
+        n = counts.get(KIND_FRAME, 0) + counts.get(KIND_DEAD, 0)
+        self.last = {
+            "batch_id": batch_id,
+            "counts": counts,
+            "compute_ms": (t1 - t0) * 1e3,
+            "sink_ms": (t2 - t1) * 1e3,
+            "sinks": self._sink_ms,
+            "delta": "spooled" if self._committer is not None else "committed",
+        }
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps({**self.last, "ts": time.time()}) + "\n")
+        log.info(
+            "batch %d: %s compute %.0f ms, sinks %.0f ms %s",
+            batch_id,
+            counts,
+            (t1 - t0) * 1e3,
+            (t2 - t1) * 1e3,
+            self._sink_ms,
+        )
+        if counts:
+            self._health(rows, batch_id, batch_ms, n, counts)
 
     def commit_group(self, table: pa.Table, version: int) -> dict[str, Any]:
         """Commit spooled batches (``table``: their rows with ``batch_id``) to every Delta table as one
         transaction per table (``txnVersion`` = ``version``). Called by the committer thread."""
         t0 = time.perf_counter()
-        self._commit_ms: dict[str, float] = {}
-        df = self.spark.createDataFrame(table, schema=SPOOLED).persist()
-        try:
-            counts = dict(Counter(table.column("kind").to_pylist()))
-            self._write(df, version, counts, table, timings=self._commit_ms)
-        finally:
-            df.unpersist()
-        return {"counts": counts, "delta_ms": round((time.perf_counter() - t0) * 1e3, 1), "sinks": self._commit_ms}
+        timings: dict[str, float] = {}
+        counts = dict(Counter(table.column("kind").to_pylist()))
+        self._write(table, version, timings)
+        return {"counts": counts, "delta_ms": round((time.perf_counter() - t0) * 1e3, 1), "sinks": timings}
 
     def _publish_results(self, rows: list[dict[str, Any]]) -> None:
         """Produce the batch's frame messages (key: camera id) and wait for every acknowledgement; raise if
         any failed, so Spark retries the batch (consumers de-duplicate on camera_id + frame_index)."""
+        # per camera in frame order; a frame's crossings and events after the frame itself
+        order = {k: i for i, k in enumerate(RESULT_KINDS)}
+        ordered = sorted(
+            (r for r in rows if r["message"] is not None),
+            key=lambda r: (r["camera_id"] or "", r["frame_index"] or 0, order[r["kind"]]),
+        )
+        self._produce(self.settings.kafka.results_topic, [(r["camera_id"], r["message"]) for r in ordered])
+
+    def _write(self, rows: pa.Table, version: int, timings: dict[str, float]) -> None:
+        """Every sink of stage-2 ``rows`` (with their ``batch_id``): the Delta tables with txnVersion
+        ``version``, dead letters and camera events on their topics."""
+        bounds = {
+            tables.TRACKS: merge_bound(rows, KIND_TRACK, "first_seen_ts", "first_seen_ts"),
+            tables.FLOW: merge_bound(rows, KIND_FLOW, "minute_ts", "minute"),
+            tables.EVENTS: merge_bound(rows, KIND_EVENT, "start_ts", "start_ts"),
+        }
+        frames, detections = table_rows.frames(rows)
+        derived = {
+            tables.FRAMES: frames,
+            tables.DETECTIONS: detections,
+            tables.DEAD_LETTERS: table_rows.dead_letters(rows),
+            tables.CROSSINGS: table_rows.crossings(rows),
+            tables.TRACKS: table_rows.tracks(rows),
+            tables.FLOW: table_rows.flow(rows),
+            tables.EVENTS: table_rows.events(rows),
+        }
+
+        def write(table: str) -> None:
+            with self._timed(table, timings):
+                data = derived[table]
+                if tables.table(table).write == tables.MERGE:
+                    keep_max = ("vehicles",) if table == tables.FLOW else ()  # a reset camera recounts from 0
+                    self.delta.merge(table, data, keep_max=keep_max, bound=bounds.get(table))
+                else:
+                    self.delta.append(table, data, version)
+
+        jobs = [partial(write, t) for t, data in derived.items() if data.num_rows]
+        kinds = set(rows.column("kind").to_pylist())
+        if KIND_VIOLATION in kinds:
+            jobs.append(partial(self._write_violations, rows, version, timings))
+        if KIND_DEAD in kinds or KIND_HEALTH in kinds:
+            jobs.append(partial(self._publish_events, rows, timings))
+        futures = [self._pool.submit(job) for job in jobs]
+        errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
+        for exc in errors:
+            if exc is not None:
+                raise exc
+
+    def _write_violations(self, rows: pa.Table, version: int, timings: dict[str, float]) -> None:
+        """Evidence (rendered by the executors, which read the video), then the table and the results
+        topic's violation messages."""
+        with self._timed("evidence", timings):
+            vio = rows.filter(pc.equal(rows.column("kind"), KIND_VIOLATION))
+            out_schema = StructType(
+                SPOOLED.fields
+                + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
+            )
+            df = self.spark.createDataFrame(vio.select(SPOOLED.fieldNames()), schema=SPOOLED)
+            rendered = df.mapInPandas(partial(render_evidence, self.settings_json), out_schema).toArrow()
+        with self._timed(tables.VIOLATIONS, timings):
+            self.delta.append(tables.VIOLATIONS, table_rows.violations(rendered), version)
+        messages = rendered.select(["camera_id", "message"]).to_pylist()
+        with self._timed(f"kafka:{self.settings.kafka.results_topic}", timings):
+            self._produce(self.settings.kafka.results_topic, [(m["camera_id"], m["message"]) for m in messages])
+
+    def _publish_events(self, rows: pa.Table, timings: dict[str, float]) -> None:
+        """Dead letters on the dead-letter topic (their original payload and reason); camera events that
+        are not about one frame (a tracking-state reset) logged, and on the results topic as ``health``
+        messages with the camera id, so operators see them next to the batch health."""
+        dead = [(r.get("camera_id") or "", r["message"]) for r, _ in table_rows.parsed(rows, KIND_DEAD)]
+        events = []
+        for r, p in table_rows.parsed(rows, KIND_HEALTH):  # one per camera reset
+            value = camera_event_result({**r, **p}, r["batch_id"])
+            log.warning("camera event in batch %d: %s", r["batch_id"], value)
+            events.append((r["camera_id"], value))
+        with self._timed("kafka:events", timings):
+            self._produce(self.settings.kafka.dead_letter_topic, dead)
+            self._produce(self.settings.kafka.results_topic, events)
+
+    def _produce(self, topic: str, messages: Sequence[tuple[str | None, str | None]]) -> None:
+        """Produce (key, value) messages and wait for every acknowledgement; raise if any failed."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("the writer is closed")
@@ -404,17 +337,12 @@ class BatchWriter:
             if err is not None:
                 failed.append(str(err))
 
-        topic = self.settings.kafka.results_topic
-        # per camera in frame order; a frame's crossings and events after the frame itself
-        order = {k: i for i, k in enumerate(RESULT_KINDS)}
-        ordered = sorted(
-            (r for r in rows if r["message"] is not None),
-            key=lambda r: (r["camera_id"] or "", r["frame_index"] or 0, order[r["kind"]]),
-        )
-        for r in ordered:
+        for key, value in messages:
+            if value is None:
+                continue
             while True:
                 try:
-                    producer.produce(topic, key=r["camera_id"], value=r["message"], on_delivery=on_delivery)
+                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain
                     producer.poll(0.1)
@@ -422,130 +350,9 @@ class BatchWriter:
         remaining = producer.flush(30)
         if remaining or failed:
             raise RuntimeError(
-                f"results topic: {len(failed)} deliveries failed, {remaining} unacknowledged "
+                f"{topic}: {len(failed)} deliveries failed, {remaining} unacknowledged "
                 f"(first error: {failed[0] if failed else 'timeout'})"
             )
-
-    def _write(
-        self,
-        df: DataFrame,
-        batch_id: int,
-        counts: dict[str, int],
-        rows: pa.Table,
-        timings: dict[str, float] | None = None,
-    ) -> None:
-        """Every sink of stage-2 rows ``df`` (with their ``batch_id``; ``rows``: the same rows on the driver);
-        ``batch_id``: the Delta txnVersion."""
-        # one _write at a time: the query thread's (synchronous commits) or the committer's
-        self._write_timings = self._sink_ms if timings is None else timings
-        self._bounds = {
-            KIND_TRACK: merge_bound(rows, KIND_TRACK, "first_seen_ts", "first_seen_ts"),
-            KIND_FLOW: merge_bound(rows, KIND_FLOW, "minute_ts", "minute"),
-            KIND_EVENT: merge_bound(rows, KIND_EVENT, "start_ts", "start_ts"),
-        }
-        tasks = {
-            KIND_FRAME: self._write_frames,
-            KIND_DEAD: self._write_dead,
-            KIND_TRACK: self._write_tracks,
-            KIND_FLOW: self._write_flow,
-            KIND_VIOLATION: self._write_violations,
-            KIND_HEALTH: self._write_camera_events,
-            KIND_CROSSING: self._write_crossings,
-            KIND_EVENT: self._write_events,
-        }
-        futures = [self._pool.submit(fn, df, batch_id) for kind, fn in tasks.items() if counts.get(kind)]
-        errors = [f.exception() for f in futures]  # waits for all: never leave a sink half-running
-        for exc in errors:
-            if exc is not None:
-                raise exc
-
-    def _stage2(self, df: DataFrame, kind: str, payload: StructType, batch_id: int) -> DataFrame:
-        """The rows of ``kind`` with their payload parsed (``p``); each row keeps its own ``batch_id``."""
-        return df.where(F.col("kind") == kind).withColumn("p", F.from_json("payload", payload))
-
-    def _write_frames(self, df: DataFrame, batch_id: int) -> None:
-        fr = self._stage2(df, KIND_FRAME, FRAME_PAYLOAD, batch_id)
-        self._append(table_rows(fr, tables.FRAMES), tables.FRAMES, batch_id)
-        # detections: what the detector saw; predicted boxes (between detections) live on the results topic only
-        det = fr.where(F.coalesce(F.col("p.analysis"), F.lit(DETECTED)) == DETECTED).select(
-            "camera_id", "frame_index", "pts_s", "capture_ts", "batch_id", F.explode("p.vehicles").alias("v")
-        )
-        self._append(table_rows(det, tables.DETECTIONS), tables.DETECTIONS, batch_id)
-
-    def _write_dead(self, df: DataFrame, batch_id: int) -> None:
-        dead = self._stage2(df, KIND_DEAD, DEAD_PAYLOAD, batch_id)
-        self._append(table_rows(dead, tables.DEAD_LETTERS), tables.DEAD_LETTERS, batch_id)
-        self._to_kafka(
-            dead.select(F.coalesce("camera_id", F.lit("")).alias("key"), F.col("message").alias("value")),
-            self.settings.kafka.dead_letter_topic,
-        )
-
-    def _write_tracks(self, df: DataFrame, batch_id: int) -> None:
-        tr = table_rows(self._stage2(df, KIND_TRACK, TRACK_PAYLOAD, batch_id), tables.TRACKS)
-        keys = list(tables.table(tables.TRACKS).keys)
-        # A live summary and the ended one of the same track can meet in one batch: keep the latest.
-        latest = Window.partitionBy(*keys).orderBy(F.col("ended").desc(), F.col("last_frame").desc())
-        tr = tr.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
-        self._merge(tr, tables.TRACKS, keys, bound=self._bounds[KIND_TRACK])
-
-    def _write_flow(self, df: DataFrame, batch_id: int) -> None:
-        fl = table_rows(self._stage2(df, KIND_FLOW, FLOW_PAYLOAD, batch_id), tables.FLOW)
-        keys = list(tables.table(tables.FLOW).keys)
-        # One row per minute and class: the counts are absolute and only grow, so the largest is the latest
-        # (several micro-batches are committed at once).
-        columns = fl.columns
-        fl = fl.groupBy(*keys).agg(F.max("vehicles").alias("vehicles"), F.max("updated_batch").alias("updated_batch"))
-        fl = fl.select(*columns)
-        # A camera whose tracking state was reset counts its current minute again from 0: never lower a
-        # count already published.
-        self._merge(
-            fl, tables.FLOW, keys, set_={"vehicles": "greatest(t.vehicles, s.vehicles)"}, bound=self._bounds[KIND_FLOW]
-        )
-
-    def _write_crossings(self, df: DataFrame, batch_id: int) -> None:
-        # unique by construction: a track counts once per line and direction (the counter's state says so)
-        cr = self._stage2(df, KIND_CROSSING, CROSSING_PAYLOAD, batch_id)
-        self._append(table_rows(cr, tables.CROSSINGS), tables.CROSSINGS, batch_id)
-
-    def _write_events(self, df: DataFrame, batch_id: int) -> None:
-        ev = table_rows(self._stage2(df, KIND_EVENT, EVENT_PAYLOAD, batch_id), tables.EVENTS)
-        keys = list(tables.table(tables.EVENTS).keys)
-        # An event reported open and then closed in the batches of one commit: keep the latest report.
-        latest = Window.partitionBy(*keys).orderBy(
-            F.col("updated_batch").desc(), F.col("is_open").asc(), F.col("frame_index").desc_nulls_last()
-        )
-        ev = ev.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1").drop("_rank")
-        self._merge(ev, tables.EVENTS, keys, bound=self._bounds[KIND_EVENT])
-
-    def _write_camera_events(self, df: DataFrame, batch_id: int) -> None:
-        """Camera events that are not about one frame (a tracking-state reset): logged, and on the results
-        topic as ``health`` messages with the camera id, so operators see them next to the batch health."""
-        ev = df.where(F.col("kind") == KIND_HEALTH).withColumn("p", F.from_json("payload", HEALTH_PAYLOAD))
-        events = []
-        for r in ev.select("camera_id", "processed_ts", "batch_id", "p.*").collect():  # one per camera reset
-            value = camera_event_result(r.asDict(), r["batch_id"])
-            log.warning("camera event in batch %d: %s", r["batch_id"], value)
-            events.append((r["camera_id"], value))
-        self._to_kafka(
-            self.spark.createDataFrame(events, "key string, value string"), self.settings.kafka.results_topic
-        )
-
-    def _write_violations(self, df: DataFrame, batch_id: int) -> None:
-        vio = df.where(F.col("kind") == KIND_VIOLATION)
-        # The evidence step adds evidence_uri and fills `message` (the results-topic violation message).
-        out_schema = StructType(
-            SPOOLED.fields + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
-        )
-        vio = vio.mapInPandas(partial(render_evidence, self.settings_json), out_schema).persist()
-        try:
-            v = vio.withColumn("p", F.from_json("payload", VIOLATION_PAYLOAD))
-            self._append(table_rows(v, tables.VIOLATIONS), tables.VIOLATIONS, batch_id)
-            self._to_kafka(
-                v.select(F.col("camera_id").alias("key"), F.col("message").alias("value")),
-                self.settings.kafka.results_topic,
-            )
-        finally:
-            vio.unpersist()
 
     def _health(
         self, rows: list[dict[str, Any]], batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]
@@ -588,9 +395,9 @@ class BatchWriter:
             log.warning("health message for batch %d not sent: %s", batch_id, exc)
 
 
-def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: float = 60.0) -> str | None:
-    """A target predicate for the MERGE of ``kind`` rows: per camera in the batch, ``column`` (a timestamp)
-    no earlier than the smallest payload ``field`` (unix seconds) of that camera, less ``margin_s``. A track's
+def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: float = 60.0) -> Bound | None:
+    """A target bound for the MERGE of ``kind`` rows: per camera in the batch, ``column`` (a timestamp) no
+    earlier than the smallest payload ``field`` (unix seconds) of that camera, less ``margin_s``. A track's
     ``first_seen_ts`` and a flow row's ``minute`` never change, so every row the batch updates satisfies it;
     cameras not in the batch are pruned by partition. None (no bound) when a camera's rows lack the field."""
     cols = table.select(["kind", "camera_id", "payload"]).to_pydict()
@@ -604,25 +411,29 @@ def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: f
             value = None
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
-        if cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):
+        if cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):  # it is spliced into the predicate
             return None
         low[cam] = min(low.get(cam, float(value)), float(value))
     if not low:
         return None
-    # Whole microseconds, rounded down: a literal with more decimals is a DECIMAL that timestamp_seconds
-    # refuses ("Rounding necessary"), e.g. an event's start interpolated between frames.
-    return " OR ".join(
-        f"(t.camera_id = '{cam}' AND t.{column} >= timestamp_seconds({_micros_literal(v - margin_s)}))"
-        for cam, v in sorted(low.items())
-    )
+    # whole microseconds, rounded down (never above the smallest value)
+    return Bound(column, {cam: math.floor((v - margin_s) * 1e6) for cam, v in low.items()})
 
 
-def _micros_literal(seconds: float) -> str:
-    """``seconds`` rounded down to whole microseconds, as an exact decimal literal (integer arithmetic: a
-    float formatted to 6 places may round up)."""
-    us = math.floor(seconds * 1e6)
-    sign, us = ("-", -us) if us < 0 else ("", us)
-    return f"{sign}{us // 1_000_000}.{us % 1_000_000:06d}"
+def with_batch_id(table: pa.Table, batch_id: int) -> pa.Table:
+    """Stage-2 rows with the micro-batch that produced them (``SPOOLED``)."""
+    return table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.int64()))
+
+
+def delta_writer(spark: SparkSession, settings: Settings, paths: dict[str, str], app_id: str) -> DeltaWriter:
+    """delta-rs for tables on local or mounted paths, Spark's writer for object storage (or as configured)."""
+    choice = settings.spark.delta_writer
+    if choice == "auto":
+        choice = "delta-rs" if all(is_local(p) for p in paths.values()) else "spark"
+    log.info("Delta tables written by %s", choice)
+    if choice == "delta-rs":
+        return RustDeltaWriter(paths, app_id)
+    return SparkDeltaWriter(spark, paths, app_id)
 
 
 RESULT_KINDS = (KIND_FRAME, KIND_CROSSING, KIND_EVENT)  # stage-2 rows whose results message stage 2 built
@@ -687,7 +498,7 @@ class DeltaCommitter(threading.Thread):
 
     def put(self, batch_id: int, table: pa.Table) -> None:
         """Spool a batch (durable when this returns); waits while too much is uncommitted."""
-        self.spool.put(batch_id, table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.int64())))
+        self.spool.put(batch_id, with_batch_id(table, batch_id))
         with self._wake:
             self._wake.notify_all()
             t0 = time.time()

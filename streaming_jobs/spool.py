@@ -18,8 +18,10 @@ Exactly once, across crashes anywhere:
   crash, open manifests are committed again with exactly the same batches and version: tables that already
   have that version skip the write, the others get it. ``tracks`` / ``flow`` MERGEs are guarded by each row's
   own batch id.
-* A batch Spark replays after a crash is spooled again under its own id, and forms a group whose version is
-  not above what was committed: skipped.
+* A batch Spark replays after a crash is spooled again under its own id. Groups are committed in order and
+  each holds every pending batch up to its version, so every batch up to the last closed group's version is
+  in Delta: the spool records that version (``committed.json``, written before the group's files are
+  deleted) and drops a replayed batch at or below it, so it never rides along in a later group.
 
 The spool is a local (or NFS) folder beside the query checkpoint; with a checkpoint on object storage the job
 commits synchronously instead (see :class:`~trafficstream.streaming_jobs.sinks.BatchWriter`).
@@ -37,6 +39,7 @@ import pyarrow as pa
 SPOOL_FORMAT = 1
 _BATCH = "batch-{:012d}.arrow"
 _GROUP = "group-{:012d}.json"
+_COMMITTED = "committed.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +78,27 @@ class Spool:
         _write_atomic(self.root / _BATCH.format(batch_id), sink.getvalue().to_pybytes())
 
     def pending(self) -> list[int]:
-        """Spooled batch ids not in an open group, in order."""
+        """Spooled batch ids not in an open group and not committed yet, in order (a replayed batch that
+        is already in Delta is dropped here)."""
         grouped = {b for g in self.groups() for b in g.batches}
-        return sorted(i for i in self._batch_ids() if i not in grouped)
+        done = self.committed()
+        out = []
+        for i in sorted(self._batch_ids()):
+            if done is not None and i <= done and i not in grouped:
+                (self.root / _BATCH.format(i)).unlink(missing_ok=True)
+            elif i not in grouped:
+                out.append(i)
+        return out
+
+    def committed(self) -> int | None:
+        """The version of the last group closed: every batch up to it is in Delta."""
+        path = self.root / _COMMITTED
+        if not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        if doc.get("format") != SPOOL_FORMAT:
+            raise ValueError(f"{path}: spool format {doc.get('format')!r}, this build reads {SPOOL_FORMAT}")
+        return int(doc["version"])
 
     def groups(self) -> list[Group]:
         """Groups opened and not yet closed (a crash in the middle of their commits), oldest first."""
@@ -108,7 +129,10 @@ class Spool:
         return pa.concat_tables(tables) if tables else None
 
     def close_group(self, group: Group) -> None:
-        """The group is in every table: forget its batches, then the manifest."""
+        """The group is in every table: record its version, then forget its batches and the manifest."""
+        if group.version > (self.committed() or -1):
+            doc = {"format": SPOOL_FORMAT, "version": group.version}
+            _write_atomic(self.root / _COMMITTED, json.dumps(doc).encode())
         for b in group.batches:
             (self.root / _BATCH.format(b)).unlink(missing_ok=True)
         (self.root / _GROUP.format(group.version)).unlink(missing_ok=True)

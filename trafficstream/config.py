@@ -139,6 +139,10 @@ class SparkSettings(_Section):
     # Seconds between the starts of two background commits: they cost mostly per commit, so fewer, larger
     # commits leave more of the machine to the micro-batches. Delta trails the results topic by about this.
     delta_commit_interval_s: float = Field(default=30.0, ge=0, le=3600)
+    # Who writes the Delta tables: delta-rs on the driver (tens of ms per commit, off the executors' cores),
+    # Spark's Delta writer (a Spark job per table), or auto: delta-rs when every table is a local or mounted
+    # path, Spark for object storage (delta-rs would need a locking setup there).
+    delta_writer: Literal["auto", "delta-rs", "spark"] = "auto"
     # FAIR scheduler pools: micro-batch tasks get free slots before background commits (scheduling.py).
     scheduler_pools: bool = True
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.

@@ -6,19 +6,24 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from trafficstream import tables
 from trafficstream.config import settings_to_json
 from trafficstream.streaming_jobs.sinks import BatchWriter
+from trafficstream.streaming_jobs.table_rows import arrow_schema
 
 pytestmark = pytest.mark.integration
 MINUTE = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def writer(spark, settings_factory, tmp_path):
-    s = settings_factory(create_topics=False, name="merge")
+@pytest.fixture(params=["delta-rs", "spark"])
+def writer(request, spark, settings_factory, tmp_path):
+    """Both Delta writers, on tables Spark created (as the job does at start)."""
+    s = settings_factory(
+        create_topics=False, name=f"merge-{request.param}", overrides=[f"spark.delta_writer={request.param}"]
+    )
     w = BatchWriter(spark, s, settings_to_json(s), str(tmp_path / "chk"))
     try:
         yield w
@@ -26,10 +31,10 @@ def writer(spark, settings_factory, tmp_path):
         w.close()
 
 
-def _flow(spark, batch: int, vehicles: int):
-    return spark.createDataFrame(
-        [("cam", MINUTE, "car", vehicles, batch)],
-        "camera_id string, minute timestamp, class_name string, vehicles long, updated_batch long",
+def _flow(batch: int, vehicles: int, camera: str = "cam") -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"camera_id": camera, "minute": MINUTE, "class_name": "car", "vehicles": vehicles, "updated_batch": batch}],
+        schema=arrow_schema(tables.FLOW),
     )
 
 
@@ -38,52 +43,55 @@ def _read(writer) -> list[tuple[int, int]]:
     return [(r["vehicles"], r["updated_batch"]) for r in df.to_dicts()]
 
 
-def test_merge_guard(writer, spark):
-    keys = ["camera_id", "minute", "class_name"]
-    writer._sink_ms = {}
-    writer._merge(_flow(spark, 1, 3), tables.FLOW, keys)
+def test_merge_guard(writer):
+    merge = writer.delta.merge
+    merge(tables.FLOW, _flow(1, 3))
     assert _read(writer) == [(3, 1)]
-    writer._merge(_flow(spark, 2, 5), tables.FLOW, keys)
+    merge(tables.FLOW, _flow(2, 5))
     assert _read(writer) == [(5, 2)]
-    writer._merge(_flow(spark, 2, 9), tables.FLOW, keys)  # the same batch again (a replay): no change
+    merge(tables.FLOW, _flow(2, 9))  # the same batch again (a replay): no change
     assert _read(writer) == [(5, 2)]
-    writer._merge(_flow(spark, 1, 3), tables.FLOW, keys)  # an older batch, late: never overwrites
+    merge(tables.FLOW, _flow(1, 3))  # an older batch, late: never overwrites
     assert _read(writer) == [(5, 2)]
-    greatest = {"vehicles": "greatest(t.vehicles, s.vehicles)"}
-    writer._merge(_flow(spark, 3, 1), tables.FLOW, keys, set_=greatest)  # a reset camera recounting from 0
+    merge(tables.FLOW, _flow(3, 1), keep_max=("vehicles",))  # a reset camera recounting from 0
     assert _read(writer) == [(5, 3)]
-    writer._merge(_flow(spark, 4, 7), tables.FLOW, keys, set_=greatest)
+    merge(tables.FLOW, _flow(4, 7), keep_max=("vehicles",))
     assert _read(writer) == [(7, 4)]
 
 
-def test_bounded_merge_updates_the_row_and_reads_only_the_cameras_times(writer, spark):
+def test_bounded_merge_updates_the_row_and_reads_only_the_cameras_times(writer):
     """The bound from the batch's own rows (merge_bound) still finds the row to update; a row of another
     camera or an older minute is left alone (and a bound that excluded the matched row would insert a twin,
     which the row count would show)."""
     import json
 
-    import pyarrow as pa
-
     from trafficstream.streaming_jobs.sinks import merge_bound
 
-    keys = ["camera_id", "minute", "class_name"]
-    writer._sink_ms = {}
-    other = spark.createDataFrame(
-        [("cam-2", MINUTE, "car", 4, 1)],
-        "camera_id string, minute timestamp, class_name string, vehicles long, updated_batch long",
-    )
-    writer._merge(other, tables.FLOW, keys)
-    writer._merge(_flow(spark, 1, 3), tables.FLOW, keys)
+    writer.delta.merge(tables.FLOW, _flow(1, 4, camera="cam-2"))
+    writer.delta.merge(tables.FLOW, _flow(1, 3))
     payload = json.dumps({"minute_ts": MINUTE.timestamp(), "class_name": "car", "vehicles": 6})
     rows = pa.Table.from_pylist([{"kind": "flow", "camera_id": "cam", "payload": payload}])
     bound = merge_bound(rows, "flow", "minute_ts", "minute")
-    assert bound is not None and "cam-2" not in bound
-    writer._merge(_flow(spark, 2, 6), tables.FLOW, keys, bound=bound)
+    assert bound is not None and "cam-2" not in bound.low_us
+    writer.delta.merge(tables.FLOW, _flow(2, 6), bound=bound)
     df = pl.read_delta(writer.paths[tables.FLOW]).sort("camera_id")
     assert [(r["camera_id"], r["vehicles"], r["updated_batch"]) for r in df.to_dicts()] == [
         ("cam", 6, 2),
         ("cam-2", 4, 1),
     ]
+
+
+def test_append_is_idempotent_per_version_and_spark_reads_what_either_wrote(writer, spark):
+    rows = pa.Table.from_pylist(
+        [{"camera_id": "cam", "line_id": "l", "track_id": 1, "direction": "in", "batch_id": 5}],
+        schema=arrow_schema(tables.CROSSINGS),
+    )
+    writer.delta.append(tables.CROSSINGS, rows, 5)
+    writer.delta.append(tables.CROSSINGS, rows, 5)  # a replayed group: skipped
+    writer.delta.append(tables.CROSSINGS, rows, 4)  # an older one: skipped
+    assert pl.read_delta(writer.paths[tables.CROSSINGS]).height == 1
+    writer.delta.append(tables.CROSSINGS, rows, 6)
+    assert spark.read.format("delta").load(writer.paths[tables.CROSSINGS]).count() == 2
 
 
 def test_a_table_from_an_older_build_gains_the_declared_columns(spark, settings_factory):

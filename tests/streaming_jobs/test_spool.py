@@ -47,6 +47,22 @@ def test_a_replayed_batch_replaces_its_earlier_spool(tmp_path):
     assert table is not None and table.num_rows == 5
 
 
+def test_a_batch_replayed_after_its_group_was_committed_never_joins_a_later_group(tmp_path):
+    """Spark replays batch 1 (its checkpoint commit was lost in a crash) after the committer had already
+    committed and closed group 1: the replay is dropped, so group 2 commits batch 2 only (not batch 1's rows
+    a second time under the new txnVersion)."""
+    spool = Spool(tmp_path / "s")
+    spool.put(1, _rows(1))
+    group = spool.open_group(spool.pending())
+    spool.close_group(group)
+    restarted = Spool(tmp_path / "s")
+    assert restarted.committed() == 1
+    restarted.put(1, _rows(1))  # the replay
+    restarted.put(2, _rows(2))
+    assert restarted.pending() == [2] and len(restarted) == 1
+    assert restarted.open_group(restarted.pending()) == Group(2, (2,))
+
+
 def test_unknown_spool_format_is_refused(tmp_path):
     spool = Spool(tmp_path / "s")
     (tmp_path / "s" / "group-000000000001.json").write_text('{"format": 99, "version": 1, "batches": [1]}')

@@ -59,13 +59,13 @@ def test_invalid_declarations_and_unknown_tables_are_refused():
 @pytest.fixture(scope="module")
 def spark_side():
     pytest.importorskip("pyspark")
-    from trafficstream.streaming_jobs import schemas, sinks
+    from trafficstream.streaming_jobs import schemas, sinks, table_rows
 
-    return schemas, sinks
+    return schemas, sinks, table_rows
 
 
 def test_table_schemas_are_the_declarations(spark_side):
-    schemas, sinks = spark_side
+    schemas, sinks, _ = spark_side
     assert list(sinks.TABLE_SCHEMAS) == list(tables.ALL_TABLES)
     for name, (struct, partitions) in sinks.TABLE_SCHEMAS.items():
         t = tables.table(name)
@@ -77,8 +77,9 @@ def test_table_schemas_are_the_declarations(spark_side):
 
 
 def test_every_written_column_is_computed_from_a_declared_source(spark_side):
-    """What each sink selects, checked without Spark: declared columns only, each from an existing field."""
-    schemas, sinks = spark_side
+    """What each sink selects, checked without Spark: declared columns only, each from an existing field, each
+    expression one the driver-side derivation evaluates."""
+    schemas, _, sinks = spark_side
     row_columns = set(schemas.TRACKED.fieldNames()) | {"batch_id", "evidence_uri", "evidence_clip_uri"}  # by the sinks
     assert set(sinks.COLUMN_SOURCES) == set(tables.ALL_TABLES)
     for name, src in sinks.COLUMN_SOURCES.items():
@@ -90,6 +91,7 @@ def test_every_written_column_is_computed_from_a_declared_source(spark_side):
                 assert payload.get(c.name) == schemas.payload_type(c), (name, c.name)
         for col, expr, typ in sinks.column_exprs(name):
             assert typ == t.column(col).type
+            sinks.compile_expr(expr, src.prefix)  # raises for an expression it cannot evaluate
             for ident, call in re.findall(r"([A-Za-z_]\w*(?:\.\w+)?)\s*(\(?)", re.sub(r"'[^']*'", "", expr)):
                 if call:  # a SQL function
                     continue
@@ -101,7 +103,7 @@ def test_every_written_column_is_computed_from_a_declared_source(spark_side):
 
 
 def test_payloads_carry_table_columns_with_their_declared_types(spark_side):
-    schemas, _ = spark_side
+    schemas, _, _ = spark_side
     for payload, table in (
         (schemas.VEHICLE, tables.DETECTIONS),
         (schemas.FRAME_PAYLOAD, tables.FRAMES),
