@@ -35,18 +35,19 @@ def clip_path(root: Path, camera_id: str, track_id: int, frame_index: int) -> Pa
 
 
 def read_clip(
-    path: Path, centre_pts: float, before_s: float, after_s: float, max_frames: int, every: int = 1
+    path: Path, centre_pts: float, before_s: float, after_s: float, max_frames: int, max_fps: float | None = None
 ) -> tuple[list[np.ndarray], list[float], float]:
-    """Frames (BGR) of ``path`` with pts in [centre - before, centre + after], every ``every``-th counted from
-    the frame at ``centre_pts`` (which is always one of them), their pts (from the start of the file), and
-    their frame rate (the stream's / ``every``). Seeks to the keyframe before the window, then decodes
-    forward."""
+    """Frames (BGR) of ``path`` with pts in [centre - before, centre + after], every k-th counted from the
+    frame at ``centre_pts`` (which is always one of them) so that they run at no more than ``max_fps``, their
+    pts (from the start of the file), and their frame rate (the stream's / k). Seeks to the keyframe before
+    the window, then decodes forward."""
     images: list[np.ndarray] = []
     times: list[float] = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or 25.0)
+        every = max(1, int(np.ceil(rate / max_fps - 1e-6))) if max_fps else 1
         base = stream.time_base
         start = stream.start_time or 0
         lo, hi = centre_pts - before_s, centre_pts + after_s
@@ -170,13 +171,7 @@ def render_clip(
     """Cut, anonymise and write the clip of one violation; False when the source has no frames there.
     ``max_fps``: keep every k-th frame so that the clip runs at no more than this rate (each kept frame goes
     through the detector: the clip's cost)."""
-    every = 1
-    if max_fps:
-        with av.open(str(source)) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or 25.0)
-        every = max(1, int(np.ceil(rate / max_fps - 1e-6)))
-    images, times, rate = read_clip(source, centre_pts, before_s, after_s, max_frames, every)
+    images, times, rate = read_clip(source, centre_pts, before_s, after_s, max_frames, max_fps)
     if not images:
         return False
     centre = int(np.argmin(np.abs(np.asarray(times) - centre_pts)))

@@ -104,7 +104,7 @@ def test_a_clip_at_a_reduced_rate_keeps_the_evidence_frame(tmp_path) -> None:
     source = default_data_dir() / "videos" / "highway_overpass_1280x720.mp4"
     centre_pts = 1.8
     full, full_times, rate = ec.read_clip(source, centre_pts, 1.0, 1.0, 240)
-    every, every_times, slow = ec.read_clip(source, centre_pts, 1.0, 1.0, 240, every=3)
+    every, every_times, slow = ec.read_clip(source, centre_pts, 1.0, 1.0, 240, max_fps=rate / 3)
     assert slow == rate / 3 and abs(len(every) - len(full) / 3) <= 1
     assert min(abs(t - centre_pts) for t in every_times) <= 0.5 / rate  # the evidence frame itself is kept
     assert set(every_times) <= set(full_times)
