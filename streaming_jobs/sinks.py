@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -159,6 +160,7 @@ class BatchWriter:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self._sink_ms: dict[str, float] = {}
         self.delta = delta_writer(spark, settings, self.paths, self.app_id)
+        self._evidence_on_driver = spark.sparkContext.master.startswith("local")
         # Delta commits in the background from a spool beside the checkpoint (a local or mounted path);
         # with a checkpoint on object storage, every micro-batch commits before the next one starts.
         self._committer: DeltaCommitter | None = None
@@ -296,16 +298,23 @@ class BatchWriter:
                 raise exc
 
     def _write_violations(self, rows: pa.Table, version: int, timings: dict[str, float]) -> None:
-        """Evidence (rendered by the executors, which read the video), then the table and the results
-        topic's violation messages."""
+        """Evidence (snapshot and clip, which read the video), then the table and the results topic's
+        violation messages."""
         with self._timed("evidence", timings):
-            vio = rows.filter(pc.equal(rows.column("kind"), KIND_VIOLATION))
-            out_schema = StructType(
-                SPOOLED.fields
-                + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
-            )
-            df = self.spark.createDataFrame(vio.select(SPOOLED.fieldNames()), schema=SPOOLED)
-            rendered = df.mapInPandas(partial(render_evidence, self.settings_json), out_schema).toArrow()
+            vio = rows.filter(pc.equal(rows.column("kind"), KIND_VIOLATION)).select(SPOOLED.fieldNames())
+            if self._evidence_on_driver:
+                # Spark in local mode: the driver is on the executors' machine. Rendering here (the clip in a
+                # low-priority helper process) holds no task slot, so the live micro-batches never wait for it.
+                out = list(render_evidence(self.settings_json, iter([vio.to_pandas()])))
+                rendered = pa.Table.from_pandas(pd.concat(out, ignore_index=True), preserve_index=False)
+            else:
+                # one task: at most one slot held while the evidence is rendered on an executor
+                schema = StructType(
+                    SPOOLED.fields
+                    + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
+                )
+                df = self.spark.createDataFrame(vio, schema=SPOOLED).coalesce(1)
+                rendered = df.mapInPandas(partial(render_evidence, self.settings_json), schema).toArrow()
         with self._timed(tables.VIOLATIONS, timings):
             self.delta.append(tables.VIOLATIONS, table_rows.violations(rendered), version)
         messages = rendered.select(["camera_id", "message"]).to_pylist()

@@ -109,3 +109,32 @@ def test_a_table_from_an_older_build_gains_the_declared_columns(spark, settings_
     df = pl.read_delta(s.table_uri(tables.TRACKS))
     assert {"passage_speed_kmh", "passage_uncertainty_kmh", "passage_section"} <= set(df.columns)
     assert df.height == 1 and df["passage_speed_kmh"].to_list() == [None]  # old rows: null in the new columns
+
+
+def test_violation_evidence_on_the_driver_or_in_one_spark_task_gives_the_same_rows(
+    spark, settings_factory, tmp_path, synth
+):
+    """Local mode renders evidence on the driver (no task slot held); a cluster renders it in one Spark task.
+    Both give the same violations rows and results messages."""
+    import pandas as pd
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from trafficstream.streaming_jobs.schemas import KIND_VIOLATION, SPOOLED
+
+    settings_json = settings_to_json(synth.make_settings())
+    state = synth.FakeGroupState()
+    cars = [synth.Car(0, 60, 300, 130.0)]
+    out = pd.concat([synth.run_batch(settings_json, synth.scene_rows(cars, range(0, 40)), state).astype(object)])
+    rows = pa.Table.from_pandas(out.assign(batch_id=3), schema=to_arrow_schema(SPOOLED), preserve_index=False)
+    assert KIND_VIOLATION in rows.column("kind").to_pylist()
+    got = []
+    for on_driver in (True, False):
+        s = settings_factory(name="evidence")  # its own tables
+        w = BatchWriter(spark, s, settings_to_json(s), str(tmp_path / f"chk-{on_driver}"))
+        try:
+            w._evidence_on_driver = on_driver
+            w._write_violations(rows, 3, {})
+            got.append(pl.read_delta(w.paths[tables.VIOLATIONS]).sort("track_id", "frame_index").to_dicts())
+        finally:
+            w.close()
+    assert got[0] and got[0] == got[1]
