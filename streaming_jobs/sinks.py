@@ -160,7 +160,7 @@ class BatchWriter:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self._sink_ms: dict[str, float] = {}
         self.delta = delta_writer(spark, settings, self.paths, self.app_id)
-        self._evidence_on_driver = spark.sparkContext.master.startswith("local")
+        self._evidence_on_driver = (spark.sparkContext.master or "").startswith("local")
         # Delta commits in the background from a spool beside the checkpoint (a local or mounted path);
         # with a checkpoint on object storage, every micro-batch commits before the next one starts.
         self._committer: DeltaCommitter | None = None
