@@ -265,16 +265,7 @@ class BatchWriter:
             tables.FLOW: merge_bound(rows, KIND_FLOW, "minute_ts", "minute"),
             tables.EVENTS: merge_bound(rows, KIND_EVENT, "start_ts", "start_ts"),
         }
-        frames, detections = table_rows.frames(rows)
-        derived = {
-            tables.FRAMES: frames,
-            tables.DETECTIONS: detections,
-            tables.DEAD_LETTERS: table_rows.dead_letters(rows),
-            tables.CROSSINGS: table_rows.crossings(rows),
-            tables.TRACKS: table_rows.tracks(rows),
-            tables.FLOW: table_rows.flow(rows),
-            tables.EVENTS: table_rows.events(rows),
-        }
+        derived = table_rows.derive(rows)
 
         def write(table: str) -> None:
             with self._timed(table, timings):

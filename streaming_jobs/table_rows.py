@@ -339,5 +339,19 @@ def crossings(rows: pa.Table) -> pa.Table:
     return appended(rows, KIND_CROSSING, tables.CROSSINGS)
 
 
+def derive(rows: pa.Table) -> dict[str, pa.Table]:
+    """Every table's rows from stage-2 ``rows``, except violations (they need the evidence step first)."""
+    fr, det = frames(rows)
+    return {
+        tables.FRAMES: fr,
+        tables.DETECTIONS: det,
+        tables.DEAD_LETTERS: dead_letters(rows),
+        tables.CROSSINGS: crossings(rows),
+        tables.TRACKS: tracks(rows),
+        tables.FLOW: flow(rows),
+        tables.EVENTS: events(rows),
+    }
+
+
 def _num(x: Any) -> float:
     return float("-inf") if x is None else x

@@ -48,16 +48,9 @@ def _payloads(rows: pa.Table, kind: str) -> list[tuple[dict[str, Any], dict[str,
 
 
 def test_every_table_has_exactly_its_declared_columns_and_types(spooled):
-    frames, detections = table_rows.frames(spooled)
-    derived = {
-        tables.FRAMES: frames,
-        tables.DETECTIONS: detections,
-        tables.TRACKS: table_rows.tracks(spooled),
-        tables.FLOW: table_rows.flow(spooled),
-        tables.DEAD_LETTERS: table_rows.dead_letters(spooled),
-        tables.CROSSINGS: table_rows.crossings(spooled),
-        tables.EVENTS: table_rows.events(spooled),
-    }
+    derived = table_rows.derive(spooled)
+    assert set(derived) == set(tables.ALL_TABLES) - {tables.VIOLATIONS}
+    frames = derived[tables.FRAMES]
     for name, t in derived.items():
         assert t.schema == table_rows.arrow_schema(name), name
     assert frames.num_rows == len(_payloads(spooled, KIND_FRAME)) == 60
