@@ -36,7 +36,7 @@ from trafficstream.models.detector import Detector
 from trafficstream.models.privacy import Box, anonymise
 from trafficstream.results import encode, violation_message
 from trafficstream.streaming_jobs.evidence_clip import clip_path, render_clip
-from trafficstream.streaming_jobs.perception import configured_detector, task_threads
+from trafficstream.streaming_jobs.perception import configured_detector
 from trafficstream.video import ReaderPool, SourceError, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,9 @@ def _keep_segment(settings_json: str, source: Path) -> None:
 def _clip_detector(settings_json: str) -> Detector:
     """The job's detector model with every road user (people and cyclists too): what a clip's privacy needs."""
     settings = settings_from_json(settings_json)
-    return configured_detector(settings, task_threads(settings.detector.threads), classes=ROAD_USER_CLASS_IDS)
+    # One inference thread unless configured: the clip is background work (in the helper process there is no
+    # Spark task to size it by, and an idle multi-thread pool spins on cores the micro-batches need).
+    return configured_detector(settings, settings.detector.threads or 1, classes=ROAD_USER_CLASS_IDS)
 
 
 def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: float) -> str | None:
