@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import threading
@@ -50,10 +49,8 @@ from trafficstream.streaming_jobs.schemas import (
     KIND_CROSSING,
     KIND_DEAD,
     KIND_EVENT,
-    KIND_FLOW,
     KIND_FRAME,
     KIND_HEALTH,
-    KIND_TRACK,
     KIND_VIOLATION,
     SPOOLED,
     spark_schema,
@@ -260,12 +257,8 @@ class BatchWriter:
     def _write(self, rows: pa.Table, version: int, timings: dict[str, float]) -> None:
         """Every sink of stage-2 ``rows`` (with their ``batch_id``): the Delta tables with txnVersion
         ``version``, dead letters and camera events on their topics."""
-        bounds = {
-            tables.TRACKS: merge_bound(rows, KIND_TRACK, "first_seen_ts", "first_seen_ts"),
-            tables.FLOW: merge_bound(rows, KIND_FLOW, "minute_ts", "minute"),
-            tables.EVENTS: merge_bound(rows, KIND_EVENT, "start_ts", "start_ts"),
-        }
         derived = table_rows.derive(rows)
+        bounds = {table: merge_bound(derived[table], column) for table, column in MERGE_BOUND_COLUMNS.items()}
 
         def write(table: str) -> None:
             with self._timed(table, timings):
@@ -395,29 +388,26 @@ class BatchWriter:
             log.warning("health message for batch %d not sent: %s", batch_id, exc)
 
 
-def merge_bound(table: pa.Table, kind: str, field: str, column: str, margin_s: float = 60.0) -> Bound | None:
-    """A target bound for the MERGE of ``kind`` rows: per camera in the batch, ``column`` (a timestamp) no
-    earlier than the smallest payload ``field`` (unix seconds) of that camera, less ``margin_s``. A track's
-    ``first_seen_ts`` and a flow row's ``minute`` never change, so every row the batch updates satisfies it;
-    cameras not in the batch are pruned by partition. None (no bound) when a camera's rows lack the field."""
-    cols = table.select(["kind", "camera_id", "payload"]).to_pydict()
-    low: dict[str, float] = {}
-    for k, cam, payload in zip(cols["kind"], cols["camera_id"], cols["payload"], strict=True):
-        if k != kind:
-            continue
-        try:
-            value = json.loads(payload).get(field) if payload else None
-        except (ValueError, AttributeError):
-            value = None
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+# A column of each MERGE table that never changes for a row (a track's first sighting, a flow row's minute, an
+# event's start): every target row a batch updates has it no earlier than the batch's own rows do.
+MERGE_BOUND_COLUMNS = {tables.TRACKS: "first_seen_ts", tables.FLOW: "minute", tables.EVENTS: "start_ts"}
+
+
+def merge_bound(rows: pa.Table, column: str, margin_s: float = 60.0) -> Bound | None:
+    """A target bound for the MERGE of ``rows`` (a table's rows): per camera in them, ``column`` (a timestamp)
+    no earlier than its smallest value there, less ``margin_s``; cameras not in the batch are pruned by
+    partition. None (no bound) when a row lacks the value or its camera id is not one that may be spliced
+    into a predicate."""
+    low: dict[str, int] = {}
+    micros = rows.column(column).cast(pa.int64()).to_pylist()
+    for cam, us in zip(rows.column("camera_id").to_pylist(), micros, strict=True):
+        if us is None or cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):
             return None
-        if cam is None or not CAMERA_ID_PATTERN.fullmatch(cam):  # it is spliced into the predicate
-            return None
-        low[cam] = min(low.get(cam, float(value)), float(value))
+        low[cam] = min(low.get(cam, us), us)
     if not low:
         return None
-    # whole microseconds, rounded down (never above the smallest value)
-    return Bound(column, {cam: math.floor((v - margin_s) * 1e6) for cam, v in low.items()})
+    margin = round(margin_s * 1e6)
+    return Bound(column, {cam: us - margin for cam, us in low.items()})
 
 
 def with_batch_id(table: pa.Table, batch_id: int) -> pa.Table:

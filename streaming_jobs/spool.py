@@ -62,6 +62,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _read_doc(path: Path) -> dict:
+    """A manifest of this spool (a group, the committed version); refuses another build's format."""
+    doc = json.loads(path.read_text())
+    if doc.get("format") != SPOOL_FORMAT:
+        raise ValueError(f"{path}: spool format {doc.get('format')!r}, this build reads {SPOOL_FORMAT}")
+    return doc
+
+
 class Spool:
     """The spool folder: batch files and group manifests (single writer per kind: the query thread puts
     batches, the committer thread forms and closes groups)."""
@@ -83,30 +91,23 @@ class Spool:
         grouped = {b for g in self.groups() for b in g.batches}
         done = self.committed()
         out = []
-        for i in sorted(self._batch_ids()):
-            if done is not None and i <= done and i not in grouped:
+        for i in sorted(set(self._batch_ids()) - grouped):
+            if done is not None and i <= done:
                 (self.root / _BATCH.format(i)).unlink(missing_ok=True)
-            elif i not in grouped:
+            else:
                 out.append(i)
         return out
 
     def committed(self) -> int | None:
         """The version of the last group closed: every batch up to it is in Delta."""
         path = self.root / _COMMITTED
-        if not path.exists():
-            return None
-        doc = json.loads(path.read_text())
-        if doc.get("format") != SPOOL_FORMAT:
-            raise ValueError(f"{path}: spool format {doc.get('format')!r}, this build reads {SPOOL_FORMAT}")
-        return int(doc["version"])
+        return int(_read_doc(path)["version"]) if path.exists() else None
 
     def groups(self) -> list[Group]:
         """Groups opened and not yet closed (a crash in the middle of their commits), oldest first."""
         out = []
         for path in sorted(self.root.glob("group-*.json")):
-            doc = json.loads(path.read_text())
-            if doc.get("format") != SPOOL_FORMAT:
-                raise ValueError(f"{path}: spool format {doc.get('format')!r}, this build reads {SPOOL_FORMAT}")
+            doc = _read_doc(path)
             out.append(Group(int(doc["version"]), tuple(int(b) for b in doc["batches"])))
         return out
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -230,13 +231,9 @@ class RowBuilder:
         return pa.Table.from_pylist(list(rows), schema=self.schema)
 
 
-_BUILDERS: dict[str, RowBuilder] = {}
-
-
+@cache
 def builder(table: str) -> RowBuilder:
-    if table not in _BUILDERS:
-        _BUILDERS[table] = RowBuilder(table)
-    return _BUILDERS[table]
+    return RowBuilder(table)
 
 
 # -- stage-2 rows -> table rows -----------------------------------------------------------------------------

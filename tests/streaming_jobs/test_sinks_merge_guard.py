@@ -65,13 +65,14 @@ def test_bounded_merge_updates_the_row_and_reads_only_the_cameras_times(writer):
     which the row count would show)."""
     import json
 
+    from trafficstream.streaming_jobs import table_rows
     from trafficstream.streaming_jobs.sinks import merge_bound
 
     writer.delta.merge(tables.FLOW, _flow(1, 4, camera="cam-2"))
     writer.delta.merge(tables.FLOW, _flow(1, 3))
     payload = json.dumps({"minute_ts": MINUTE.timestamp(), "class_name": "car", "vehicles": 6})
     rows = pa.Table.from_pylist([{"kind": "flow", "camera_id": "cam", "payload": payload}])
-    bound = merge_bound(rows, "flow", "minute_ts", "minute")
+    bound = merge_bound(table_rows.flow(rows), "minute")
     assert bound is not None and "cam-2" not in bound.low_us
     writer.delta.merge(tables.FLOW, _flow(2, 6), bound=bound)
     df = pl.read_delta(writer.paths[tables.FLOW]).sort("camera_id")

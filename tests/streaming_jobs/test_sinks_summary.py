@@ -39,7 +39,11 @@ def test_summary_counts_analysis_and_positions_per_camera():
 
 
 def test_merge_bound_is_per_camera_minimum_less_a_margin_and_refuses_what_it_cannot_bound():
+    from trafficstream.streaming_jobs import table_rows
     from trafficstream.streaming_jobs.sinks import merge_bound
+
+    def tracks(rows: list[dict]):
+        return table_rows.tracks(pa.Table.from_pylist(rows))
 
     rows = [
         _row("track", "a", None, {"track_id": 1, "first_seen_ts": 1000.0}),
@@ -47,15 +51,15 @@ def test_merge_bound_is_per_camera_minimum_less_a_margin_and_refuses_what_it_can
         _row("track", "b", None, {"track_id": 1, "first_seen_ts": 2000.0}),
         _row("frame", "c", 1, {"first_seen_ts": 1.0}),  # other kinds do not count
     ]
-    bound = merge_bound(pa.Table.from_pylist(rows), "track", "first_seen_ts", "first_seen_ts", margin_s=60)
+    bound = merge_bound(tracks(rows), "first_seen_ts", margin_s=60)
     assert bound is not None and bound.column == "first_seen_ts"
     assert bound.low_us == {"a": 840_500_000, "b": 1_940_000_000}
     # an event start interpolated between frames: whole microseconds, rounded down (never after the row's)
     fine = [_row("event", "a", None, {"start_ts": 1764531585.01666689})]
-    bound = merge_bound(pa.Table.from_pylist(fine), "event", "start_ts", "start_ts", margin_s=60)
+    bound = merge_bound(table_rows.events(pa.Table.from_pylist(fine)), "start_ts", margin_s=60)
     assert bound is not None and 0 <= 1764531525.01666689 - bound.low_us["a"] / 1e6 < 2e-6
     missing = rows + [_row("track", "b", None, {"track_id": 3, "first_seen_ts": None})]
-    assert merge_bound(pa.Table.from_pylist(missing), "track", "first_seen_ts", "first_seen_ts") is None
+    assert merge_bound(tracks(missing), "first_seen_ts") is None
     hostile = [_row("track", "x' OR 1=1 --", None, {"first_seen_ts": 5.0})]
-    assert merge_bound(pa.Table.from_pylist(hostile), "track", "first_seen_ts", "first_seen_ts") is None
-    assert merge_bound(pa.Table.from_pylist(rows[3:]), "track", "first_seen_ts", "first_seen_ts") is None
+    assert merge_bound(tracks(hostile), "first_seen_ts") is None
+    assert merge_bound(tracks(rows[3:]), "first_seen_ts") is None
