@@ -13,6 +13,12 @@ family's lens where it has one):
 * ``pairs_4``: the four outer dash ends only;
 * ``pairs_2+markings``: two far dash ends, the lane lines traced and the near row of dash ends as a transverse
   line (``y = ...``): what a user with a lane width, a dash pattern and two measured points can give.
+* ``vanishing``: no pairs at all: the lane lines and the three rows of dash ends traced across the road, through
+  the camera model of :mod:`models.vanishing` (focal length from the vanishing points, or fitted to the rows'
+  known spacing when the camera looks straight along the road), principal point at the picture's centre;
+* ``vanishing+focal``: the lane lines and the near row only, with the focal length known (a data sheet).
+
+A calibration that refuses the input (``ValueError``) is counted under ``failed`` instead of an error.
 
 The error is that of the distance between two points 30 m apart along the middle lane (the share a speed is off
 by), reported as km/h at 100 km/h: rms and 95th percentile over the draws.
@@ -37,10 +43,12 @@ from trafficstream.bench.synthetic.families import FAMILIES
 from trafficstream.bench.synthetic.scene import DASH_M, GAP_M, SceneParams
 from trafficstream.logs import setup_logging
 from trafficstream.models.homography import MarkingLine, RoadPlane
+from trafficstream.models.lens import undistort_pixels
+from trafficstream.models.vanishing import calibrate_from_markings
 
 log = logging.getLogger(__name__)
 
-METHODS = ("pairs_6", "pairs_6+markings", "pairs_4", "pairs_2+markings")
+METHODS = ("pairs_6", "pairs_6+markings", "pairs_4", "pairs_2+markings", "vanishing", "vanishing+focal")
 SPAN_M = 30.0  # the measured distance along the middle lane
 TRACE_PX = 10  # pixels traced along each lane line
 
@@ -63,10 +71,23 @@ def _in_view(pixels: np.ndarray, params: SceneParams, margin: float = 8.0) -> np
     )
 
 
+def vanishing_plane(markings: Sequence[MarkingLine], params: SceneParams, focal_px: float | None = None) -> RoadPlane:
+    """The road plane the camera model finds from traced markings alone, as the point pairs that
+    ``python -m models.calibrate --vanishing`` prints and the job then fits."""
+    lens = params.lens
+    ideal = [m if lens is None else m.with_points(undistort_pixels(m.image_points, lens)) for m in markings]
+    centre = (lens.cx, lens.cy) if lens is not None else (params.width / 2, params.height / 2)
+    cal = calibrate_from_markings(ideal, centre, focal_px=focal_px)
+    raw = np.vstack([m.ends() for m in markings])
+    world = cal.to_world(raw if lens is None else undistort_pixels(raw, lens))
+    keep = np.isfinite(world).all(axis=1)
+    return RoadPlane.from_points(raw[keep], world[keep], lens)
+
+
 def calibrations(
     params: SceneParams, rng: np.random.Generator, noise_px: float
-) -> tuple[dict[str, RoadPlane], Callable[[np.ndarray], np.ndarray]]:
-    """The four calibrations of one draw of click noise, and the camera's true road -> picture mapping."""
+) -> tuple[dict[str, RoadPlane | None], Callable[[np.ndarray], np.ndarray]]:
+    """The calibrations (None: refused) of one draw of click noise, and the camera's true road -> picture mapping."""
     camera = PinholeCamera.looking_down_road(params)
     optics = Optics.of(camera, params)
     to_px = optics.ground_to_picture
@@ -90,22 +111,33 @@ def calibrations(
         return MarkingLine(px + rng.normal(0.0, noise_px, px.shape), axis, value)
 
     lane_lines = [m for x in lane_xs if (m := traced("x", x, (ys[0] - 6.0, ys[-1] + 6.0))) is not None]
-    stop = traced("y", float(ys[0]), (-0.5, params.road_width_m + 0.5))
+    across = [m for y in ys if (m := traced("y", float(y), (-0.5, params.road_width_m + 0.5))) is not None]
+    stop = across[0] if across else None
     lens = params.lens
     six = clicked(np.array([[x, y] for y in ys for x in xs6]))
     four = clicked(np.array([[x, y] for y in (ys[0], ys[-1]) for x in outer]))
     two = clicked(np.array([[x, ys[-1]] for x in outer]))
-    planes = {
+
+    def attempt(fit: Callable[[], RoadPlane]) -> RoadPlane | None:
+        try:
+            return fit()
+        except ValueError:
+            return None
+
+    planes: dict[str, RoadPlane | None] = {
         "pairs_6": RoadPlane.from_points(*six, lens),
         "pairs_6+markings": RoadPlane.from_points(*six, lens, lane_lines),
         "pairs_4": RoadPlane.from_points(*four, lens),
         "pairs_2+markings": RoadPlane.from_points(*two, lens, [*lane_lines, *([stop] if stop else [])]),
+        "vanishing": attempt(lambda: vanishing_plane([*lane_lines, *across], params)),
+        "vanishing+focal": attempt(lambda: vanishing_plane([*lane_lines, *across[:1]], params, params.focal)),
     }
     return planes, to_px
 
 
 def scale_errors_kmh(params: SceneParams, draws: int, noise_px: float, seed: int) -> dict[str, list[float]]:
-    """Per method, the signed error (km/h at 100 km/h) of a 30 m span along the middle lane, one per draw."""
+    """Per method, the signed error (km/h at 100 km/h) of a 30 m span along the middle lane, one per draw
+    (NaN where the method refused the draw's input)."""
     rng = np.random.default_rng(seed)
     errors: dict[str, list[float]] = {m: [] for m in METHODS}
     x_mid = (params.lanes // 2 + 0.5) * params.lane_width_m
@@ -115,20 +147,26 @@ def scale_errors_kmh(params: SceneParams, draws: int, noise_px: float, seed: int
         y0 = _dash_rows(camera, params)[0]
         ends = to_px(np.array([[x_mid, y0], [x_mid, y0 + SPAN_M]]))
         for name, plane in planes.items():
+            if plane is None:
+                errors[name].append(math.nan)
+                continue
             a, b = plane.to_world(ends)
             errors[name].append(100.0 * (float(np.linalg.norm(b - a)) / SPAN_M - 1.0))
     return errors
 
 
 def summarise(errors: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    return {
-        name: {
-            "rms_kmh": round(float(np.sqrt(np.mean(np.square(v)))), 3),
-            "p95_abs_kmh": round(float(np.percentile(np.abs(v), 95)), 3),
-            "mean_signed_kmh": round(float(np.mean(v)), 3),
+    out: dict[str, dict[str, float]] = {}
+    for name, values in errors.items():
+        v = np.asarray(values, dtype=np.float64)
+        ok = v[np.isfinite(v)]
+        out[name] = {
+            "rms_kmh": round(float(np.sqrt(np.mean(np.square(ok)))), 3) if len(ok) else math.nan,
+            "p95_abs_kmh": round(float(np.percentile(np.abs(ok), 95)), 3) if len(ok) else math.nan,
+            "mean_signed_kmh": round(float(np.mean(ok)), 3) if len(ok) else math.nan,
+            "failed": int(len(v) - len(ok)),
         }
-        for name, v in errors.items()
-    }
+    return out
 
 
 def camera_key(params: SceneParams) -> tuple[Any, ...]:
@@ -177,14 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging("INFO")
     result = run(args.draws, args.noise_px, args.seed)
-    header = f"{'family':<20}" + "".join(f"{m:>20}" for m in METHODS)
+    header = f"{'family':<20}" + "".join(f"{m:>20}" for m in METHODS) + "  refused (vanishing, +focal)"
     log.info("rms scale error, km/h at 100 km/h (p95 |error| in brackets)\n%s", header)
     for name, row in [*result["families"].items(), ("pooled", result["pooled"])]:
         if "same_camera_as" in row:
             log.info("%-20s(the camera of %s)", name, row["same_camera_as"])
             continue
         cells = "".join(f"{row[m]['rms_kmh']:>11.2f} ({row[m]['p95_abs_kmh']:5.2f})" for m in METHODS)
-        log.info("%-20s%s", name, cells)
+        log.info("%-20s%s  %d, %d", name, cells, row["vanishing"]["failed"], row["vanishing+focal"]["failed"])
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -51,6 +51,7 @@ from trafficstream.models.homography import (
     project,
 )
 from trafficstream.models.lens import LensModel, distort_pixels, undistort_pixels
+from trafficstream.models.vanishing import VanishingCalibration, calibrate_from_markings
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +436,7 @@ class _Inputs:
     sections: list[tuple[str, tuple[float, float], tuple[float, float]]]  # id, the two lines' midpoints (m)
     lens: LensModel | None = None
     markings: tuple[MarkingLine, ...] = ()
+    fitted_markings: bool = True  # False: the markings are only checked against the plane (--vanishing)
 
 
 def _camera_inputs(args: argparse.Namespace) -> _Inputs:
@@ -485,27 +487,91 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
     return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections, lens, tuple(markings))
 
 
+def _principal_point(inp: _Inputs, args: argparse.Namespace, option: str) -> tuple[float, float]:
+    """--center-px, else the configured lens's, else the centre of the video's frame."""
+    if args.center_px:
+        cx, cy = _floats(args.center_px, "--center-px", (2,))
+        return cx, cy
+    if inp.lens is not None:
+        return inp.lens.cx, inp.lens.cy
+    if inp.video is not None:
+        from trafficstream.cameras import probe_frame_size
+
+        try:
+            width, height, _ = probe_frame_size(inp.video)
+        except ValueError as exc:
+            raise CalibrationError(f"{option}: cannot read the frame size of {inp.video}: {exc}") from None
+        return width / 2, height / 2
+    raise CalibrationError(f"{option} needs the principal point: give --center-px cx,cy or a video")
+
+
 def _k1_fit_for(inp: _Inputs, args: argparse.Namespace) -> K1Fit:
     """--fit-k1 with the focal length and principal point from the options, else the configured lens, else the
     centre of the video's frame."""
     focal = args.focal_px if args.focal_px is not None else (inp.lens.focal_px if inp.lens else None)
     if focal is None or focal <= 0:
         raise CalibrationError("--fit-k1 needs the focal length: give --focal-px (> 0, pixels of the video)")
-    if args.center_px:
-        centre: Sequence[float] = _floats(args.center_px, "--center-px", (2,))
-    elif inp.lens is not None:
-        centre = (inp.lens.cx, inp.lens.cy)
-    elif inp.video is not None:
-        from trafficstream.cameras import probe_frame_size
-
-        try:
-            width, height, _ = probe_frame_size(inp.video)
-        except ValueError as exc:
-            raise CalibrationError(f"--fit-k1: cannot read the frame size of {inp.video}: {exc}") from None
-        centre = (width / 2, height / 2)
-    else:
-        raise CalibrationError("--fit-k1 needs the principal point: give --center-px cx,cy or a video")
+    centre = _principal_point(inp, args, "--fit-k1")
     return fit_k1(inp.image_points, inp.world_points, float(focal), centre)
+
+
+def _fmt_points(points: np.ndarray, nd: int) -> str:
+    return "[" + ", ".join(f"[{x:.{nd}f}, {y:.{nd}f}]" for x, y in points) + "]"
+
+
+def vanishing_lines(cal: VanishingCalibration, image_points: np.ndarray, world_points: np.ndarray) -> list[str]:
+    """The camera found from the vanishing points, and the calibration block to paste."""
+
+    def vp(p: np.ndarray | None) -> str:
+        if p is None:
+            return "not traced"
+        return "at infinity" if abs(p[2]) < 1e-12 else f"({p[0] / p[2]:.0f}, {p[1] / p[2]:.0f}) px"
+
+    how = {
+        "vanishing points": f"from the vanishing points, +-{cal.focal_spread * 100:.1f} % for half-pixel tracing",
+        "positions": f"fitted to the markings' positions, +-{cal.focal_spread * 100:.0f} %",
+    }.get(cal.focal_from, "given")
+    return [
+        f"vanishing points: along the road {vp(cal.u)}, across {vp(cal.v)}",
+        f"camera: focal {cal.focal_px:.0f} px ({how}), principal point ({cal.centre[0]:.0f}, {cal.centre[1]:.0f}), "
+        f"tilt {cal.tilt_deg:.1f} deg below the road plane, roll {cal.roll_deg:+.1f} deg, "
+        f"height {cal.height_m:.2f} m above the road",
+        f"known positions (markings, pairs) off by rms {cal.rms_m:.3f} m under this camera",
+        "calibration block (point pairs consistent with this camera; keep the camera's lens: block):",
+        "  calibration:",
+        f"    image_points: {_fmt_points(image_points, 1)}",
+        f"    world_points: {_fmt_points(world_points, 2)}",
+    ]
+
+
+def _vanishing_inputs(inp: _Inputs, args: argparse.Namespace) -> _Inputs:
+    """--vanishing: the camera from the markings' vanishing points; its point pairs (the markings' visible ends
+    and any given pairs) replace the pairs, so the usual report checks what it found."""
+    if not inp.markings:
+        raise CalibrationError("--vanishing needs markings: >= 2 lane lines (x = ...), traced with --markings")
+    centre = _principal_point(inp, args, "--vanishing")
+    focal = args.focal_px
+    across = sum(m.axis == "y" for m in inp.markings)
+    if focal is None and across < 2 and inp.lens is not None:
+        focal = inp.lens.focal_px  # the lens block's focal length, when the lines cannot measure it
+    if focal is not None and focal <= 0:
+        raise CalibrationError(f"--focal-px must be > 0, got {focal:g}")
+    ideal = [m if inp.lens is None else m.with_points(undistort_pixels(m.image_points, inp.lens)) for m in inp.markings]
+    ideal_pairs = inp.image_points if inp.lens is None else undistort_pixels(inp.image_points, inp.lens)
+    try:
+        cal = calibrate_from_markings(
+            ideal, centre, focal_px=focal, image_points=ideal_pairs, world_points=inp.world_points
+        )
+    except ValueError as exc:
+        raise CalibrationError(f"--vanishing: {exc}") from None
+    ends = np.vstack([*(m.ends() for m in inp.markings), inp.image_points.reshape(-1, 2)])
+    raw = ends[np.sort(np.unique(np.round(ends, 3), axis=0, return_index=True)[1])]  # a pixel once, in order
+    ideal_raw = raw if inp.lens is None else undistort_pixels(raw, inp.lens)
+    world = cal.to_world(ideal_raw)
+    keep = np.isfinite(world).all(axis=1)
+    for line in vanishing_lines(cal, raw[keep], world[keep]):
+        print(line)
+    return replace(inp, image_points=raw[keep], world_points=world[keep], markings=inp.markings, fitted_markings=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -538,8 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--lens", help='lens distortion "focal,cx,cy[,k1[,k2[,p1[,p2[,k3]]]]]" (px; replaces the camera\'s lens)'
     )
     parser.add_argument("--fit-k1", action="store_true", help="estimate k1 from >= 5 pairs; print a lens: block")
-    parser.add_argument("--focal-px", type=float, default=None, help="focal length for --fit-k1, px of the video")
-    parser.add_argument("--center-px", help="principal point cx,cy for --fit-k1 (default: the frame's centre)")
+    parser.add_argument(
+        "--vanishing",
+        action="store_true",
+        help="calibrate from the markings' vanishing points (>= 2 lane lines x = ..., and >= 2 lines across "
+        "y = ... or --focal-px); print the camera and a calibration: block of point pairs",
+    )
+    parser.add_argument(
+        "--focal-px", type=float, default=None, help="focal length for --fit-k1 / --vanishing, px of the video"
+    )
+    parser.add_argument(
+        "--center-px", help="principal point cx,cy for --fit-k1 / --vanishing (default: the frame's centre)"
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -555,14 +631,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.grid_across <= 0 or args.grid_along <= 0:
             raise CalibrationError("--grid-across and --grid-along must be > 0")
         inp = _camera_inputs(args)
+        if args.vanishing:
+            inp = _vanishing_inputs(inp, args)
         try:
-            plane = RoadPlane.from_points(inp.image_points, inp.world_points, inp.lens, inp.markings)
+            fit_markings = inp.markings if inp.fitted_markings else ()
+            plane = RoadPlane.from_points(inp.image_points, inp.world_points, inp.lens, fit_markings)
         except ValueError as exc:
             source = "--points" if args.points else f"calibration of {inp.label}"
             source += " with --markings" if args.markings else ""
             raise CalibrationError(f"{source}: {exc}") from None
         counted = f", {len(inp.markings)} markings" if inp.markings else ""
         print(f"camera {inp.label}: {len(inp.image_points)} point pairs{counted}")
+        if not inp.fitted_markings:
+            print("(pairs from the vanishing-point camera: zero error by construction; the markings show the fit)")
         for line in report_lines(plane, inp.roi) + marking_lines(plane, inp.markings):
             print(line)
         if args.fit_k1:

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from trafficstream.config import PROJECT_ROOT, load_settings
 from trafficstream.models.calibrate import main, parse_points
@@ -252,3 +253,30 @@ def test_bad_markings_name_the_option(argv, message, capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--markings" in err and message in err, err
+
+
+def test_vanishing_calibrates_from_lane_lines_and_lines_across(capsys) -> None:
+    # the same road as the vanishing-point tests: a camera 8 m up, looking 15 deg down and 15 deg across the road
+    from pinhole_road import CENTRE, camera, to_pixels
+
+    P = camera(1000.0, 8.0, 15.0, 15.0, 0.0)
+
+    def marking(axis: str, value: float, span: tuple[float, float]) -> str:
+        s = np.linspace(*span, 6)
+        xy = np.column_stack([np.full_like(s, value), s] if axis == "x" else [s, np.full_like(s, value)])
+        return f"{axis}={value}:" + ",".join(f"{v:.2f}" for v in to_pixels(P, xy).ravel())
+
+    m = ";".join(
+        [marking("x", 0.0, (20, 80)), marking("x", 3.5, (20, 80)), marking("y", 25, (-1, 6)), marking("y", 50, (-1, 6))]
+    )
+    assert main(["--markings", m, "--vanishing", "--center-px", f"{CENTRE[0]},{CENTRE[1]}"]) == 0
+    out = capsys.readouterr().out
+    assert "focal 1000 px (from the vanishing points" in out
+    assert "height 8.00 m above the road" in out
+    world = out.split("world_points: ")[1].splitlines()[0]
+    pairs = np.array(yaml.safe_load(world))
+    assert len(pairs) == 8 and np.isin(np.round(pairs[:, 0], 2), [0.0, 3.5, -1.0, 6.0]).all()
+    # without lines across and without a focal length, it says what is missing
+    lanes_only = ";".join(m.split(";")[:2])
+    assert main(["--markings", lanes_only, "--vanishing", "--center-px", "640,360"]) == 2
+    assert "needs the focal length" in capsys.readouterr().err
