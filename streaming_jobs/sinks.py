@@ -5,10 +5,11 @@ Delivery semantics:
   replays a micro-batch after a crash, Delta skips the already committed write -> exactly once.
 - ``tracks`` and ``flow`` are MERGE upserts of absolute values guarded by ``updated_batch``: a replayed
   batch changes nothing.
-- Frame results go first: the driver produces the batch's frame messages (idempotent producer, acks=all,
-  every acknowledgement awaited) before any Delta commit, so a frame is on the results topic as soon as
-  stage 2 has tracked it. Results and dead letters are at least once: a replayed batch may re-send them.
-  Consumers de-duplicate on (camera_id, frame_index) — the dashboard does.
+- Frame results never wait for Delta: the stage-2 tasks produce them as they track (or, with
+  ``spark.results_from: driver``, this function produces them first, before any Delta commit;
+  results_producer.py). Idempotent producers, acks=all, every acknowledgement awaited. Results and dead
+  letters are at least once: a replayed batch may re-send them. Consumers de-duplicate on
+  (camera_id, frame_index) — the dashboard does.
 - ``detections`` holds what the detector saw; boxes predicted between detections (detection stride) are on
   the results topic only, and the frames table says how each frame was analysed.
 """
@@ -45,10 +46,15 @@ from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event
 from trafficstream.streaming_jobs import table_rows
 from trafficstream.streaming_jobs.delta_writers import Bound, DeltaWriter, RustDeltaWriter, SparkDeltaWriter, is_local
 from trafficstream.streaming_jobs.evidence import render_evidence
+from trafficstream.streaming_jobs.results_producer import (
+    PRODUCER_PROPERTIES,
+    RESULT_KINDS,
+    ordered_messages,
+    produce_all,
+    results_from,
+)
 from trafficstream.streaming_jobs.schemas import (
-    KIND_CROSSING,
     KIND_DEAD,
-    KIND_EVENT,
     KIND_FRAME,
     KIND_HEALTH,
     KIND_VIOLATION,
@@ -130,20 +136,14 @@ class BatchWriter:
         # Stable across restarts of the same query (same checkpoint) and distinct between queries.
         self.app_id = "trafficstream-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:16]
         self.paths = create_tables(spark, settings)
-        # The driver's producer: frame results (first, before any Delta commit) and batch health. Idempotent,
-        # acks=all: a batch whose results are not all acknowledged fails and is retried (at least once).
+        # The driver's producer: batch health, dead letters, violations, camera events, and the frame results
+        # unless stage 2 produces them. Idempotent, acks=all: a batch whose messages are not all acknowledged
+        # fails and is retried (at least once).
         self._producer: Producer | None = Producer(
-            settings.kafka.python_config(
-                **{
-                    "client.id": "trafficstream-job-results",
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 2,
-                    "compression.type": "lz4",
-                    "partitioner": "murmur2_random",  # Java's partitioner, as the Spark Kafka sink uses
-                }
-            )
+            settings.kafka.python_config(**PRODUCER_PROPERTIES, **{"client.id": "trafficstream-job-results"})
         )
+        # Frame results from the stage-2 tasks (results_producer.py), or from here before any Delta commit.
+        self.results_in_stage2 = results_from(settings) == "stage2"
         self._watermarks: Consumer | None = Consumer(
             settings.kafka.python_config(**{"group.id": "trafficstream-job-lag", "enable.auto.commit": False})
         )
@@ -201,9 +201,11 @@ class BatchWriter:
         rows = summary_rows(table)
         counts = dict(Counter(r["kind"] for r in rows))
         t1 = time.perf_counter()
-        # Results first: a frame reaches the results topic before any Delta commit of its batch.
-        with self._timed("results", self._sink_ms):
-            self._publish_results(rows)
+        # Results first (unless stage 2 produced them): a frame reaches the results topic before any Delta
+        # commit of its batch.
+        if not self.results_in_stage2:
+            with self._timed("results", self._sink_ms):
+                self._publish_results(rows)
         if counts and self._committer is not None:
             with self._timed("spool", self._sink_ms):
                 self._committer.put(batch_id, table)
@@ -246,13 +248,7 @@ class BatchWriter:
     def _publish_results(self, rows: list[dict[str, Any]]) -> None:
         """Produce the batch's frame messages (key: camera id) and wait for every acknowledgement; raise if
         any failed, so Spark retries the batch (consumers de-duplicate on camera_id + frame_index)."""
-        # per camera in frame order; a frame's crossings and events after the frame itself
-        order = {k: i for i, k in enumerate(RESULT_KINDS)}
-        ordered = sorted(
-            (r for r in rows if r["message"] is not None),
-            key=lambda r: (r["camera_id"] or "", r["frame_index"] or 0, order[r["kind"]]),
-        )
-        self._produce(self.settings.kafka.results_topic, [(r["camera_id"], r["message"]) for r in ordered])
+        self._produce(self.settings.kafka.results_topic, ordered_messages(rows))
 
     def _write(self, rows: pa.Table, version: int, timings: dict[str, float]) -> None:
         """Every sink of stage-2 ``rows`` (with their ``batch_id``): the Delta tables with txnVersion
@@ -321,31 +317,9 @@ class BatchWriter:
 
     def _produce(self, topic: str, messages: Sequence[tuple[str | None, str | None]]) -> None:
         """Produce (key, value) messages and wait for every acknowledgement; raise if any failed."""
-        producer = self._producer
-        if producer is None:
+        if self._producer is None:
             raise RuntimeError("the writer is closed")
-        failed: list[str] = []
-
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is not None:
-                failed.append(str(err))
-
-        for key, value in messages:
-            if value is None:
-                continue
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain
-                    producer.poll(0.1)
-            producer.poll(0)
-        remaining = producer.flush(30)
-        if remaining or failed:
-            raise RuntimeError(
-                f"{topic}: {len(failed)} deliveries failed, {remaining} unacknowledged "
-                f"(first error: {failed[0] if failed else 'timeout'})"
-            )
+        produce_all(self._producer, topic, messages)
 
     def _health(
         self, rows: list[dict[str, Any]], batch_id: int, batch_ms: float, n_frames: int, counts: dict[str, int]
@@ -424,9 +398,6 @@ def delta_writer(spark: SparkSession, settings: Settings, paths: dict[str, str],
     if choice == "delta-rs":
         return RustDeltaWriter(paths, app_id)
     return SparkDeltaWriter(spark, paths, app_id)
-
-
-RESULT_KINDS = (KIND_FRAME, KIND_CROSSING, KIND_EVENT)  # stage-2 rows whose results message stage 2 built
 
 
 def summary_rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -63,6 +63,7 @@ from trafficstream.models.speed import TrackKinematics
 from trafficstream.models.tracker import VehicleTracker
 from trafficstream.models.violations import ViolationRule
 from trafficstream.results import STAGES, crossing_message, encode, event_message, frame_message, frame_vehicle
+from trafficstream.streaming_jobs.results_producer import publish_from_task
 from trafficstream.streaming_jobs.schemas import (
     KIND_CROSSING,
     KIND_DEAD,
@@ -1182,9 +1183,15 @@ def _track_ok_rows(settings_json: str, camera_id: str, ok: pd.DataFrame, state: 
 
 
 def track_camera(
-    settings_json: str, key: tuple, pdfs: Iterator[pd.DataFrame], state: GroupState
+    settings_json: str,
+    key: tuple,
+    pdfs: Iterator[pd.DataFrame],
+    state: GroupState,
+    *,
+    results_target: str | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """``applyInPandasWithState`` body for one camera's rows of one micro-batch."""
+    """``applyInPandasWithState`` body for one camera's rows of one micro-batch. With ``results_target``
+    (results_producer.stage2_target) the camera's results messages are produced, and acknowledged, here."""
     camera_id = key[0] or ""
     parts = list(pdfs)
     if not parts:
@@ -1195,4 +1202,6 @@ def track_camera(
     out: list[dict[str, Any]] = [_dead_row(camera_id, r) for r in frames[~is_ok].itertuples(index=False)]
     if is_ok.any():
         out.extend(_track_ok_rows(settings_json, camera_id, frames[is_ok], state))
+    if results_target is not None:
+        publish_from_task(results_target, out)
     yield pd.DataFrame(out, columns=COLUMNS)

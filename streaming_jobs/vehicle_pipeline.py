@@ -15,7 +15,8 @@ instead of ``--jars``, ship the project as a wheel / ``--py-files``, and put ``s
 Reads top to bottom: readStream (Spark's Kafka source; offsets live in the query checkpoint)
 -> stage 1 ``mapInArrow`` (stateless: decode, detect, embed; streaming_jobs/perception.py)
 -> stage 2 ``applyInPandasWithState`` keyed by camera (tracking state in the state store; tracking.py)
--> writeStream ``foreachBatch`` (Delta tables exactly once, results + dead-letter topics; sinks.py).
+   which also produces each camera's results as soon as it is tracked (results_producer.py)
+-> writeStream ``foreachBatch`` (Delta tables exactly once, dead-letter topic, health, violations; sinks.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from trafficstream.config import (
 from trafficstream.errors import ConfigError
 from trafficstream.logs import setup_logging
 from trafficstream.streaming_jobs.perception import perceive_batches, warm_batches
+from trafficstream.streaming_jobs.results_producer import stage2_target
 from trafficstream.streaming_jobs.scheduling import STREAM_POOL, fair_scheduler_conf, use_pool
 from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
 from trafficstream.streaming_jobs.sinks import BatchWriter
@@ -102,8 +104,10 @@ def start_query(
         partial(perceive_batches, settings_json), PERCEPTION
     )
 
+    # stage 2 produces each camera's results as soon as it is tracked, unless the driver does (results_producer.py)
+    track = partial(track_camera, settings_json, results_target=stage2_target(settings))
     tracked = perceived.groupBy("camera_id").applyInPandasWithState(
-        partial(track_camera, settings_json), TRACKED, CAMERA_STATE, "append", GroupStateTimeout.NoTimeout
+        track, TRACKED, CAMERA_STATE, "append", GroupStateTimeout.NoTimeout
     )
 
     writer = BatchWriter(spark, settings, settings_json, checkpoint)

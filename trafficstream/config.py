@@ -143,6 +143,10 @@ class SparkSettings(_Section):
     # Spark's Delta writer (a Spark job per table), or auto: delta-rs when every table is a local or mounted
     # path, Spark for object storage (delta-rs would need a locking setup there).
     delta_writer: Literal["auto", "delta-rs", "spark"] = "auto"
+    # Who produces the frame results: the stage-2 tasks as they track (lowest latency), the driver at the start
+    # of foreachBatch, or auto: stage 2 unless the Python Kafka clients carry credentials (task closures travel
+    # in the clear; streaming_jobs/results_producer.py).
+    results_from: Literal["auto", "stage2", "driver"] = "auto"
     # FAIR scheduler pools: micro-batch tasks get free slots before background commits (scheduling.py).
     scheduler_pools: bool = True
     # Stops the query after this many idle seconds with nothing new (demo / tests); None runs forever.
@@ -609,8 +613,9 @@ def settings_to_dict(settings: Settings, *, include_secrets: bool = False) -> di
 
 
 def settings_to_json(settings: Settings, *, include_secrets: bool = False) -> str:
-    """Serialise for shipping to Spark tasks (they re-validate on load). The tasks use no Kafka client and
-    no dashboard, so by default no secret is in it (Spark ships task closures in the clear)."""
+    """Serialise for shipping to Spark tasks (they re-validate on load). The tasks use no dashboard, and the
+    one Kafka client a task may run (stage 2's results producer) gets its configuration separately
+    (streaming_jobs/results_producer.py), so by default no secret is in it (Spark ships closures in the clear)."""
     return json.dumps(settings_to_dict(settings, include_secrets=include_secrets), separators=(",", ":"))
 
 
