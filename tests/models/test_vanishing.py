@@ -28,6 +28,21 @@ def traced(P: np.ndarray, axis: str, value: float, span: tuple[float, float], rn
     return MarkingLine(px + rng.normal(0, noise_px, px.shape), axis, value)
 
 
+def road_markings(
+    P: np.ndarray,
+    rng,
+    noise_px: float,
+    lanes: tuple[float, ...] = (0.0, 7.0),
+    across: tuple[float, ...] = (30.0, 50.0),
+    along_span: tuple[float, float] = (25.0, 100.0),
+    across_span: tuple[float, float] = (-2.0, 9.0),
+) -> list[MarkingLine]:
+    """Lane lines at ``lanes`` (x) and lines across the road at ``across`` (y), traced with pixel noise."""
+    return [traced(P, "x", x, along_span, rng, noise_px) for x in lanes] + [
+        traced(P, "y", y, across_span, rng, noise_px) for y in across
+    ]
+
+
 POSES = [  # f, height, tilt, yaw, roll
     (1000.0, 8.0, 15.0, 6.0, 0.0),
     (800.0, 12.0, 25.0, 15.0, 1.5),
@@ -89,12 +104,7 @@ def test_a_camera_looking_straight_along_the_road_gets_its_focal_length_from_the
     # their known spacing against the lane width does
     P = camera(1000.0, 8.0, 15.0, 0.0, 0.0)
     rng = np.random.default_rng(seed)
-    markings = [
-        traced(P, "x", 0.0, (25, 100), rng, 0.3),
-        traced(P, "x", 7.0, (25, 100), rng, 0.3),
-        traced(P, "y", 30.0, (-2.0, 9.0), rng, 0.3),
-        traced(P, "y", 50.0, (-2.0, 9.0), rng, 0.3),
-    ]
+    markings = road_markings(P, rng, 0.3)
     cal = calibrate_from_markings(markings, CENTRE)
     assert cal.focal_from == "positions"
     assert cal.focal_px == pytest.approx(1000.0, rel=0.03)
@@ -111,12 +121,9 @@ def test_a_camera_looking_straight_along_the_road_gets_its_focal_length_from_the
 def test_pairs_are_consistent_with_the_homography():
     P = camera(1000.0, 8.0, 15.0, 15.0, 0.0)
     rng = np.random.default_rng(1)
-    markings = [
-        traced(P, "x", 0.0, (20, 100), rng, 0.0),
-        traced(P, "x", 3.5, (20, 100), rng, 0.0),
-        traced(P, "y", 30.0, (-1, 8), rng, 0.0),
-        traced(P, "y", 60.0, (-1, 8), rng, 0.0),
-    ]
+    markings = road_markings(
+        P, rng, 0.0, lanes=(0.0, 3.5), across=(30.0, 60.0), along_span=(20, 100), across_span=(-1, 8)
+    )
     cal = calibrate_from_markings(markings, CENTRE)
     img, world = cal.pairs(np.vstack([m.ends() for m in markings]))
     assert len(img) == 8
