@@ -49,6 +49,40 @@ _MAX_PENDING_ENDED = 10_000  # ended ids kept for a caller that never asks for t
 # own 0.5), and how many updates a track may have missed and still be continued by one.
 RESCUE_IOU = 0.5
 RESCUE_MAX_MISSES = 2
+# Two confirmed tracks on one vehicle (see same_vehicle): boxes overlapping this much (ByteTrack's duplicate rule,
+# 1 - 0.15), or one box inside the other (this share of the smaller one) with the same top edge and width: the
+# detector's full box and the box of the part above an occluder, which it gives on alternate frames.
+DUPLICATE_IOU = 0.85
+INSIDE_SHARE = 0.9
+EDGE_TOLERANCE = 0.15  # of the smaller box's height (top edges) / of the wider box's width (x extent)
+
+
+def duplicate_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N, M)`` bool: xyxy boxes overlapping so much that they are one vehicle (ByteTrack's duplicate rule)."""
+    return box_iou(np.asarray(a).reshape(-1, 4), np.asarray(b).reshape(-1, 4)) >= DUPLICATE_IOU
+
+
+def cut_off_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N, M)`` bool: one box is the other cut off at the bottom, as by an occluder in front: the smaller
+    lies inside the larger, with the same top edge and the same left and right edges. Two vehicles in a queue
+    never share their top edge: the one behind shows above the one in front."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clip(0).prod(axis=2)
+    area_a = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
+    area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
+    smaller = np.minimum(area_a, area_b)
+    inside = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0) >= INSIDE_SHARE
+    min_h = np.minimum((a[:, 3] - a[:, 1])[:, None], (b[:, 3] - b[:, 1])[None, :])
+    max_w = np.maximum((a[:, 2] - a[:, 0])[:, None], (b[:, 2] - b[:, 0])[None, :])
+    tops = np.abs(a[:, None, 1] - b[None, :, 1]) <= EDGE_TOLERANCE * min_h
+    sides = (np.abs(a[:, None, 0] - b[None, :, 0]) <= EDGE_TOLERANCE * max_w) & (
+        np.abs(a[:, None, 2] - b[None, :, 2]) <= EDGE_TOLERANCE * max_w
+    )
+    return inside & tops & sides
+
 
 try:
     _DEEPSORT_VERSION = metadata.version("deep-sort-realtime")
@@ -286,6 +320,10 @@ class VehicleTracker:
         for tid in tracker.del_tracks_ids:
             self._class_votes.pop(int(tid), None)
             self._pending_ended.append((int(tid), tid in confirmed_before))
+        for t in tracker.tracks:  # where each track was last seen: the duplicate check's box for a lost one
+            if t.time_since_update == 0 and t.others is not None:
+                t.last_box = [float(v) for v in boxes[t.others]]
+        self._merge_duplicates(boxes)
         if len(self._pending_ended) > _MAX_PENDING_ENDED:
             dropped = len(self._pending_ended) - _MAX_PENDING_ENDED
             logger.warning("ended_track_ids() not called; dropping %d old ended ids", dropped)
@@ -320,6 +358,81 @@ class VehicleTracker:
             )
         self._apply_gallery_cap()
         return out
+
+    def _merge_duplicates(self, boxes: np.ndarray) -> None:
+        """One vehicle, two confirmed tracks: a track matched in this update and another one (matched too, or
+        not) whose box duplicates its box (:func:`duplicate_boxes`, against the other's predicted box), or whose
+        box is its box cut off by an occluder or the reverse (:func:`cut_off_boxes`, against the other's
+        predicted or, just lost, last detected box) and that looks the same (appearance within the
+        tracker's gate). Left alone, the two would trade the vehicle back and forth, each trade an identity
+        switch. The track with more hits keeps its id; the current state (Kalman, this frame's detection) of
+        the matched one goes on under that id, galleries and class votes are pooled, the other id ends
+        (:meth:`ended_track_ids`)."""
+        tracker = self._deepsort.tracker
+        confirmed = [t for t in tracker.tracks if t.is_confirmed()]
+        live = [t for t in confirmed if t.time_since_update == 0 and t.others is not None]
+        if len(confirmed) < 2 or not live:
+            return
+        recent = tracker.n_init + 2  # updates a lost track's last box still stands for where it is
+        samples = tracker.metric.samples
+        candidates: list[tuple[float, Any, Any]] = []
+        for L in live:
+            box = np.asarray(boxes[L.others], dtype=np.float64)
+            for T in confirmed:
+                if T is L or (T.time_since_update == 0 and int(T.track_id) < int(L.track_id) and T in live):
+                    continue  # each live pair once
+                other = [_xyah_to_xyxy(T.mean[:4])]
+                if T.time_since_update == 0 and T.others is not None:
+                    other = [np.asarray(boxes[T.others], dtype=np.float64)]
+                elif T.time_since_update <= recent and getattr(T, "last_box", None) is not None:
+                    other.append(np.asarray(T.last_box, dtype=np.float64))
+                rects = np.array([r for r in other if r is not None])
+                if not len(rects):
+                    continue
+                overlap = float(box_iou(box[None], rects).max())
+                if duplicate_boxes(box[None], rects[:1]).any() or (
+                    cut_off_boxes(box[None], rects).any() and self._looks_alike(L, T, samples)
+                ):
+                    candidates.append((overlap, L, T))
+        gone: set[int] = set()
+        for _, a, b in sorted(candidates, key=lambda c: -c[0]):
+            if id(a) in gone or id(b) in gone:
+                continue
+            winner, loser = (a, b) if (a.hits, -int(a.track_id)) >= (b.hits, -int(b.track_id)) else (b, a)
+            # the object that goes on: the winner, unless only the loser was matched in this update
+            keep = loser if loser.time_since_update == 0 and winner.time_since_update > 0 else winner
+            drop = b if keep is a else a
+            keep_key, drop_key = winner.track_id, loser.track_id  # DeepSORT's own ids (strings) key its gallery
+            kept_samples, dropped_samples = samples.pop(keep_key, []), samples.pop(drop_key, [])
+            if keep is loser:  # the matched (newer) state goes on under the older id; its samples are the latest
+                keep.track_id = keep_key
+                pooled = kept_samples + dropped_samples
+            else:
+                pooled = dropped_samples + kept_samples
+            if pooled:
+                samples[keep_key] = pooled[-self._params["nn_budget"] :]
+            keep_id, drop_id = int(keep_key), int(drop_key)
+            keep.hits, keep.age = max(a.hits, b.hits), max(a.age, b.age)
+            votes = self._class_votes.setdefault(keep_id, {})
+            for cls_, n in self._class_votes.pop(drop_id, {}).items():
+                votes[cls_] = votes.pop(cls_, 0) + n
+            gone.add(id(drop))
+            self._pending_ended.append((drop_id, True))
+            logger.debug("track %d merged into track %d (one vehicle)", drop_id, keep_id)
+        if gone:
+            tracker.tracks = [t for t in tracker.tracks if id(t) not in gone]
+
+    def _looks_alike(self, a: Any, b: Any, samples: dict[Any, list[np.ndarray]]) -> bool:
+        """``a``'s latest appearance is within the tracker's cosine gate of ``b``'s gallery."""
+        feature = self._latest_feature(a)
+        gallery = samples.get(b.track_id) or ([b.features[-1]] if b.features else [])
+        if feature is None or not gallery:
+            return False
+        g = np.asarray(gallery, dtype=np.float64)
+        f = np.asarray(feature, dtype=np.float64)
+        norms = np.linalg.norm(g, axis=1) * max(float(np.linalg.norm(f)), 1e-12)
+        distance = 1.0 - (g @ f) / np.maximum(norms, 1e-12)
+        return float(distance.min()) <= self._params["max_cosine_distance"]
 
     def _rescue_low(
         self, boxes: np.ndarray, scores: np.ndarray, embeds: np.ndarray, keep: np.ndarray, low_below: float
@@ -472,6 +585,8 @@ class VehicleTracker:
                 "det_class": None if t.det_class is None else int(t.det_class),
                 "det_conf": None if t.det_conf is None else float(t.det_conf),
                 "others": None if t.others is None else int(t.others),
+                # the last detection's xyxy box (ours; absent from states written before it existed)
+                "last_box": getattr(t, "last_box", None),
             }
             for t in tracker.tracks
         ]
@@ -569,6 +684,8 @@ class VehicleTracker:
                 others=t["others"],
             )
             track.hits, track.age, track.time_since_update = int(t["hits"]), int(t["age"]), int(t["tsu"])
+            last_box = t.get("last_box")
+            track.last_box = None if last_box is None else [float(v) for v in last_box]
             track.state = int(t["state"])
             track.features = [features[i] for i in t["features"]]
             tracker.tracks.append(track)

@@ -660,3 +660,63 @@ def test_low_detections_leave_the_state_format_and_restores_alone() -> None:
     assert a == b
     ids = ids_per_vehicle(frames, a)
     assert all(len(v) == 1 for v in ids.values()), ids  # 30 % of the boxes low, every vehicle one id
+
+
+# -- one vehicle, two boxes -------------------------------------------------------------------------
+
+
+def test_duplicate_and_cut_off_boxes() -> None:
+    from trafficstream.models.tracker import cut_off_boxes, duplicate_boxes
+
+    full = np.array([510.0, 236, 590, 291])
+    cut = np.array([511.0, 237, 589, 267])  # the part above an occluder: same top and sides
+    front = np.array([495.0, 267, 605, 340])  # the occluder, in front in the queue
+    behind_taller = np.array([505.0, 200, 595, 268])  # a taller vehicle behind: overlaps, higher top
+    shifted = full + [3, 2, 3, 2]
+    others = np.array([cut, front, behind_taller, shifted, full])
+    assert cut_off_boxes(full[None], others).tolist() == [[True, False, False, True, True]]
+    assert duplicate_boxes(full[None], others).tolist() == [[False, False, False, True, True]]
+    assert cut_off_boxes(cut[None], full[None]).tolist() == [[True]]  # either way round
+    assert cut_off_boxes(np.empty((0, 4)), full[None]).shape == (0, 1)
+
+
+def _queue_frames(pattern: str, seed: int = 0) -> list[Frame]:
+    """A stopped queue: vehicle 0 in front, vehicle 1 behind it; per frame, what the detector gives of
+    vehicle 1: 'F' its full box, 'C' the part above vehicle 0 (cut at the bottom), 'B' both, '-' nothing."""
+    rng = np.random.default_rng(seed)
+    base = [_unit(rng.normal(size=D)) for _ in range(2)]
+    front, full, cut = [495.0, 267, 605, 340], [510.0, 236, 590, 291], [510.0, 236, 590, 267]
+    frames = []
+    for what in pattern:
+        rows = [(front, 0)] + [(b, 1) for b in {"F": [full], "C": [cut], "B": [full, cut], "-": []}[what]]
+        frames.append(
+            Frame(
+                xyxy=np.array([np.array(b) + rng.normal(0, 0.7, 4) for b, _ in rows], np.float32),
+                confidence=np.full(len(rows), 0.6, np.float32),
+                class_id=np.full(len(rows), CAR, np.int32),
+                embeddings=np.array([_unit(base[v] + rng.normal(0, 0.25 / np.sqrt(D), D)) for _, v in rows], "f4"),
+                vehicle=np.array([v for _, v in rows]),
+            )
+        )
+    return frames
+
+
+def test_a_vehicle_whose_box_alternates_with_its_occluded_part_keeps_one_id() -> None:
+    # the pattern of the stop_and_go scene: the full box, a missed frame, the cut box for a while, both at once
+    pattern = "F" * 20 + "-" + "C" * 12 + "F" * 6 + "-" + "C" * 8 + "BBB" + "F" * 5 + "C" * 5 + "-" + "F" * 10
+    frames = _queue_frames(pattern)
+    tracker = new_tracker(max_age_frames=30)
+    outputs = [update(tracker, f) for f in frames]
+    ids = ids_per_vehicle(frames, outputs)
+    assert len(ids[0]) == 1, ids  # the vehicle in front is never merged into the one behind
+    assert len(ids[1]) == 1, ids  # one identity for the vehicle behind, whichever box the detector gives
+    assert ids[0] != ids[1]
+    per_frame = [sorted(v.track_id for v in out) for out in outputs]
+    assert all(len(set(p)) == len(p) for p in per_frame)
+    assert max(len(p) for p in per_frame) == 2  # never two tracks on one vehicle in a frame
+    # the merged-away duplicate ends like any track, so its summary is written once
+    ended = tracker.ended_track_ids()
+    assert set(ended).isdisjoint(ids[0] | ids[1])
+    # and the merge survives a restore: the state still round-trips
+    restored = VehicleTracker.from_bytes(tracker.to_bytes())
+    assert restored.to_bytes() == tracker.to_bytes()
