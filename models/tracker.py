@@ -49,9 +49,10 @@ _MAX_PENDING_ENDED = 10_000  # ended ids kept for a caller that never asks for t
 # own 0.5), and how many updates a track may have missed and still be continued by one.
 RESCUE_IOU = 0.5
 RESCUE_MAX_MISSES = 2
-# Two confirmed tracks on one vehicle (see same_vehicle): boxes overlapping this much (ByteTrack's duplicate rule,
-# 1 - 0.15), or one box inside the other (this share of the smaller one) with the same top edge and width: the
-# detector's full box and the box of the part above an occluder, which it gives on alternate frames.
+# Two confirmed tracks on one vehicle (see _merge_duplicates): boxes overlapping this much (ByteTrack's duplicate
+# rule, 1 - 0.15), or one box inside the other (this share of the smaller one) with the same width and the same top
+# or bottom edge: the detector's full box and the box of the part above an occluder (or, at night, of the lit lower
+# body), which it gives on alternate frames.
 DUPLICATE_IOU = 0.85
 INSIDE_SHARE = 0.9
 EDGE_TOLERANCE = 0.15  # of the smaller box's height (top edges) / of the wider box's width (x extent)
@@ -63,9 +64,11 @@ def duplicate_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def cut_off_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(N, M)`` bool: one box is the other cut off at the bottom, as by an occluder in front: the smaller
-    lies inside the larger, with the same top edge and the same left and right edges. Two vehicles in a queue
-    never share their top edge: the one behind shows above the one in front."""
+    """``(N, M)`` bool: one box is the other cut off at the bottom or the top: the smaller lies inside the
+    larger, with the same left and right edges and the same top edge (the part above an occluder in front) or
+    the same bottom edge (at night, the lit lower body without the dark roof). Two vehicles in a queue never
+    share their top edge (the one behind shows above the one in front) nor their bottom edge (the road row of
+    their contact points: at the same distance, in one lane, they would be one vehicle)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     lo = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -78,10 +81,11 @@ def cut_off_boxes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     min_h = np.minimum((a[:, 3] - a[:, 1])[:, None], (b[:, 3] - b[:, 1])[None, :])
     max_w = np.maximum((a[:, 2] - a[:, 0])[:, None], (b[:, 2] - b[:, 0])[None, :])
     tops = np.abs(a[:, None, 1] - b[None, :, 1]) <= EDGE_TOLERANCE * min_h
+    bottoms = np.abs(a[:, None, 3] - b[None, :, 3]) <= EDGE_TOLERANCE * min_h
     sides = (np.abs(a[:, None, 0] - b[None, :, 0]) <= EDGE_TOLERANCE * max_w) & (
         np.abs(a[:, None, 2] - b[None, :, 2]) <= EDGE_TOLERANCE * max_w
     )
-    return inside & tops & sides
+    return inside & (tops | bottoms) & sides
 
 
 try:

@@ -673,9 +673,11 @@ def test_duplicate_and_cut_off_boxes() -> None:
     front = np.array([495.0, 267, 605, 340])  # the occluder, in front in the queue
     behind_taller = np.array([505.0, 200, 595, 268])  # a taller vehicle behind: overlaps, higher top
     shifted = full + [3, 2, 3, 2]
-    others = np.array([cut, front, behind_taller, shifted, full])
-    assert cut_off_boxes(full[None], others).tolist() == [[True, False, False, True, True]]
-    assert duplicate_boxes(full[None], others).tolist() == [[False, False, False, True, True]]
+    lit = np.array([511.0, 262, 589, 290])  # at night: the lit lower body, same bottom and sides
+    narrower = np.array([530.0, 262, 570, 290])  # same bottom, but not the same sides: not this vehicle's part
+    others = np.array([cut, front, behind_taller, shifted, full, lit, narrower])
+    assert cut_off_boxes(full[None], others).tolist() == [[True, False, False, True, True, True, False]]
+    assert duplicate_boxes(full[None], others).tolist() == [[False, False, False, True, True, False, False]]
     assert cut_off_boxes(cut[None], full[None]).tolist() == [[True]]  # either way round
     assert cut_off_boxes(np.empty((0, 4)), full[None]).shape == (0, 1)
 
