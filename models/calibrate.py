@@ -5,6 +5,8 @@
     python -m trafficstream.models.calibrate --points "851.8,403.8:10.5,0;832.3,350.1:10.5,3;..." \
         [--video clip.mp4 --png out.png] [--lens 704,640,360,-0.12,0.02]
     python -m trafficstream.models.calibrate --config ... --camera ID --fit-k1 --focal-px 700
+    python -m trafficstream.models.calibrate --markings "x=3.5:...;x=10.5:...;y=0:...;y=12:..." --vanishing \
+        --video clip.mp4 [--focal-px 1100]
 
 Prints the reprojection error (metres on the road and pixels in the image) and each pair's residual, the
 metres-per-pixel at a few image points, the expected speed uncertainty by distance along the road (what a
@@ -28,6 +30,11 @@ pixels each) join the pairs, each worth two of the eight constraints: three lane
 a stop line or a dash end and two pairs calibrate a camera, and markings traced over their whole length refine
 a calibration with more pairs. Each marking's residual (pixels off the fitted line) is printed, and its two
 visible ends join the pair table as anchors.
+
+No clicks at all: ``--vanishing`` fits a camera model to the markings (``models/vanishing.py``): >= 2 lane lines give
+the road's vanishing point, >= 2 lines across it the second one and the focal length (or it is fitted to their known
+spacing, or given with ``--focal-px`` / the lens block); the markings' known positions give height and origin. It
+prints the camera and a ``calibration:`` block of point pairs to paste, then the usual report on those pairs.
 """
 
 from __future__ import annotations
