@@ -43,8 +43,7 @@ from trafficstream.bench.synthetic.families import FAMILIES
 from trafficstream.bench.synthetic.scene import DASH_M, GAP_M, SceneParams
 from trafficstream.logs import setup_logging
 from trafficstream.models.homography import MarkingLine, RoadPlane
-from trafficstream.models.lens import undistort_pixels
-from trafficstream.models.vanishing import calibrate_from_markings
+from trafficstream.models.vanishing import pairs_from_markings
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +74,9 @@ def vanishing_plane(markings: Sequence[MarkingLine], params: SceneParams, focal_
     """The road plane the camera model finds from traced markings alone, as the point pairs that
     ``python -m models.calibrate --vanishing`` prints and the job then fits."""
     lens = params.lens
-    ideal = [m if lens is None else m.with_points(undistort_pixels(m.image_points, lens)) for m in markings]
     centre = (lens.cx, lens.cy) if lens is not None else (params.width / 2, params.height / 2)
-    cal = calibrate_from_markings(ideal, centre, focal_px=focal_px)
-    raw = np.vstack([m.ends() for m in markings])
-    world = cal.to_world(raw if lens is None else undistort_pixels(raw, lens))
-    keep = np.isfinite(world).all(axis=1)
-    return RoadPlane.from_points(raw[keep], world[keep], lens)
+    _, raw, world = pairs_from_markings(markings, centre, lens, focal_px=focal_px)
+    return RoadPlane.from_points(raw, world, lens)
 
 
 def calibrations(

@@ -58,7 +58,7 @@ from trafficstream.models.homography import (
     project,
 )
 from trafficstream.models.lens import LensModel, distort_pixels, undistort_pixels
-from trafficstream.models.vanishing import VanishingCalibration, calibrate_from_markings
+from trafficstream.models.vanishing import VanishingCalibration, pairs_from_markings
 
 log = logging.getLogger(__name__)
 
@@ -563,22 +563,20 @@ def _vanishing_inputs(inp: _Inputs, args: argparse.Namespace) -> _Inputs:
         focal = inp.lens.focal_px  # the lens block's focal length, when the lines cannot measure it
     if focal is not None and focal <= 0:
         raise CalibrationError(f"--focal-px must be > 0, got {focal:g}")
-    ideal = [m if inp.lens is None else m.with_points(undistort_pixels(m.image_points, inp.lens)) for m in inp.markings]
-    ideal_pairs = inp.image_points if inp.lens is None else undistort_pixels(inp.image_points, inp.lens)
     try:
-        cal = calibrate_from_markings(
-            ideal, centre, focal_px=focal, image_points=ideal_pairs, world_points=inp.world_points
+        cal, raw, world = pairs_from_markings(
+            inp.markings,
+            centre,
+            inp.lens,
+            focal_px=focal,
+            image_points=inp.image_points,
+            world_points=inp.world_points,
         )
     except ValueError as exc:
         raise CalibrationError(f"--vanishing: {exc}") from None
-    ends = np.vstack([*(m.ends() for m in inp.markings), inp.image_points.reshape(-1, 2)])
-    raw = ends[np.sort(np.unique(np.round(ends, 3), axis=0, return_index=True)[1])]  # a pixel once, in order
-    ideal_raw = raw if inp.lens is None else undistort_pixels(raw, inp.lens)
-    world = cal.to_world(ideal_raw)
-    keep = np.isfinite(world).all(axis=1)
-    for line in vanishing_lines(cal, raw[keep], world[keep]):
+    for line in vanishing_lines(cal, raw, world):
         print(line)
-    return replace(inp, image_points=raw[keep], world_points=world[keep], markings=inp.markings, fitted_markings=False)
+    return replace(inp, image_points=raw, world_points=world, markings=inp.markings, fitted_markings=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

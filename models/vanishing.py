@@ -29,6 +29,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from trafficstream.models.homography import MarkingLine, as_points, project
+from trafficstream.models.lens import LensModel, undistort_pixels
 
 MIN_FOCAL_PX = 50.0  # below this the "vanishing points" are measurement noise, not a camera
 TRACE_PX = 0.5  # how far a traced line may be off, for the focal length's sensitivity check
@@ -359,3 +360,31 @@ def calibrate_from_markings(
     roll = math.degrees(math.atan2(-axes[2][0], -axes[2][1]))
     H = H / np.linalg.norm(H)  # not H[2, 2]: zero when the pixel (0, 0) lies on the horizon
     return VanishingCalibration(f, (float(centre[0]), float(centre[1])), h, tilt, roll, H, u, v, how, spread, fit.rms_m)
+
+
+def pairs_from_markings(
+    markings: Sequence[MarkingLine],
+    centre: Sequence[float],
+    lens: LensModel | None = None,
+    *,
+    focal_px: float | None = None,
+    image_points: np.ndarray | None = None,
+    world_points: np.ndarray | None = None,
+) -> tuple[VanishingCalibration, np.ndarray, np.ndarray]:
+    """:func:`calibrate_from_markings` of markings traced in the *raw* picture (``lens``: undistorted first),
+    and the point pairs consistent with it that a calibration block holds: the markings' visible ends and any
+    given pairs, each pixel once, in order, as (raw pixels, road metres); pixels beyond the horizon left out."""
+    ideal = [m if lens is None else m.with_points(undistort_pixels(m.image_points, lens)) for m in markings]
+    given = None if image_points is None else np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
+    cal = calibrate_from_markings(
+        ideal,
+        centre,
+        focal_px=focal_px,
+        image_points=given if given is None or lens is None else undistort_pixels(given, lens),
+        world_points=world_points,
+    )
+    ends = np.vstack([*(m.ends() for m in markings), *([] if given is None else [given])])
+    raw = ends[np.sort(np.unique(np.round(ends, 3), axis=0, return_index=True)[1])]
+    world = cal.to_world(raw if lens is None else undistort_pixels(raw, lens))
+    keep = np.isfinite(world).all(axis=1)
+    return cal, raw[keep], world[keep]
