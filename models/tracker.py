@@ -33,6 +33,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from deep_sort_realtime.deep_sort import linear_assignment
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
 from trafficstream.models import state_codec
@@ -49,6 +50,12 @@ _MAX_PENDING_ENDED = 10_000  # ended ids kept for a caller that never asks for t
 # own 0.5), and how many updates a track may have missed and still be continued by one.
 RESCUE_IOU = 0.5
 RESCUE_MAX_MISSES = 2
+# Updates a confirmed track may have missed and still be matched by box overlap (within the appearance gate).
+RECENT_MISSES = 3
+# Their box buffer (C-BIoU): this share of a box's width and height added on each side per missed update, at most
+# RECENT_BUFFER_MAX (the paper's two stages use 0.3 and 0.5).
+RECENT_BUFFER = 0.15
+RECENT_BUFFER_MAX = 0.5
 # Two confirmed tracks on one vehicle (see _merge_duplicates): boxes overlapping this much (ByteTrack's duplicate
 # rule, 1 - 0.15), or one box inside the other (this share of the smaller one) with the same width and the same top
 # or bottom edge: the detector's full box and the box of the part above an occluder (or, at night, of the lit lower
@@ -219,6 +226,7 @@ class VehicleTracker:
             embedder=None,  # embeddings come from models/embedder.py
         )
         self._deepsort.tracker._next_id = int(first_track_id)
+        self._deepsort.tracker._match = self._with_recent_stage(self._deepsort.tracker._match)
         self._stride = 1
         self._embed_dim: int | None = None
         self._frame_count = 0
@@ -363,6 +371,50 @@ class VehicleTracker:
         self._apply_gallery_cap()
         return out
 
+    def _with_recent_stage(self, match: Any) -> Any:
+        """DeepSORT's association followed by one more stage: the confirmed tracks it left unmatched that
+        missed at most ``RECENT_MISSES`` updates, against the detections left over, by box overlap with their
+        predicted box among those within the appearance gate. The overlap is that of *buffered* boxes (C-BIoU,
+        Yang et al., WACV 2023: each box widened on every side by a share of its size that grows with the updates
+        missed), under the tracker's IoU gate. DeepSORT gives a missed track a second chance by overlap only in
+        the update right after its last match, and leaves older ones to appearance under a Kalman gate that a
+        vehicle speeding up in the image (near the camera) has already left, as has its constant-velocity
+        predicted box: one dropped or merged detection there started a new id."""
+
+        def cost(tracks: list[Any], dets: list[Any], track_idx: list[int], det_idx: list[int]) -> np.ndarray:
+            boxes = np.array([dets[j].to_tlbr() for j in det_idx], dtype=np.float64)
+            out = np.empty((len(track_idx), len(det_idx)))
+            for row, i in enumerate(track_idx):
+                b = min(RECENT_BUFFER_MAX, RECENT_BUFFER * tracks[i].time_since_update)
+                out[row] = 1.0 - box_iou(buffered(tracks[i].to_ltrb(orig=False)[None], b), buffered(boxes, b))[0]
+            features = np.array([dets[j].feature for j in det_idx], dtype=np.float64)
+            metric = self._deepsort.tracker.metric
+            for row, i in enumerate(track_idx):
+                if metric.samples.get(tracks[i].track_id):
+                    far = metric.distance(features, [tracks[i].track_id])[0] > self._params["max_cosine_distance"]
+                    out[row, far] = linear_assignment.INFTY_COST
+                else:
+                    out[row, :] = linear_assignment.INFTY_COST
+            return out
+
+        def with_recent(detections: list[Any]) -> tuple[list[Any], list[int], list[int]]:
+            matches, unmatched_tracks, unmatched_dets = match(detections)
+            tracker = self._deepsort.tracker
+            recent = [
+                k
+                for k in unmatched_tracks
+                if tracker.tracks[k].is_confirmed() and tracker.tracks[k].time_since_update <= RECENT_MISSES
+            ]
+            if not recent or not unmatched_dets:
+                return matches, unmatched_tracks, unmatched_dets
+            more, still, unmatched_dets = linear_assignment.min_cost_matching(
+                cost, tracker.max_iou_distance, tracker.tracks, detections, recent, unmatched_dets
+            )
+            rest = [k for k in unmatched_tracks if k not in recent] + list(still)
+            return matches + more, rest, unmatched_dets
+
+        return with_recent
+
     def _merge_duplicates(self, boxes: np.ndarray) -> None:
         """One vehicle, two confirmed tracks: a track matched in this update and another one (matched too, or
         not) whose box duplicates its box (:func:`duplicate_boxes`, against the other's predicted box), or whose
@@ -395,7 +447,7 @@ class VehicleTracker:
                     continue
                 overlap = float(box_iou(box[None], rects).max())
                 if duplicate_boxes(box[None], rects[:1]).any() or (
-                    cut_off_boxes(box[None], rects).any() and self._looks_alike(L, T, samples)
+                    cut_off_boxes(box[None], rects).any() and self._looks_alike(L, T)
                 ):
                     candidates.append((overlap, L, T))
         gone: set[int] = set()
@@ -426,16 +478,14 @@ class VehicleTracker:
         if gone:
             tracker.tracks = [t for t in tracker.tracks if id(t) not in gone]
 
-    def _looks_alike(self, a: Any, b: Any, samples: dict[Any, list[np.ndarray]]) -> bool:
-        """``a``'s latest appearance is within the tracker's cosine gate of ``b``'s gallery."""
+    def _looks_alike(self, a: Any, b: Any) -> bool:
+        """``a``'s latest appearance is within the tracker's cosine gate of ``b``'s gallery (DeepSORT's own
+        nearest-neighbour cosine distance)."""
         feature = self._latest_feature(a)
-        gallery = samples.get(b.track_id) or ([b.features[-1]] if b.features else [])
-        if feature is None or not gallery:
+        metric = self._deepsort.tracker.metric
+        if feature is None or not metric.samples.get(b.track_id):
             return False
-        g = np.asarray(gallery, dtype=np.float64)
-        f = np.asarray(feature, dtype=np.float64)
-        norms = np.linalg.norm(g, axis=1) * max(float(np.linalg.norm(f)), 1e-12)
-        distance = 1.0 - (g @ f) / np.maximum(norms, 1e-12)
+        distance = metric.distance(feature[None].astype(np.float64), [b.track_id])
         return float(distance.min()) <= self._params["max_cosine_distance"]
 
     def _rescue_low(
@@ -745,6 +795,13 @@ class VehicleTracker:
         for tid, size in sizes.items():
             if size < len(samples[tid]):
                 samples[tid] = samples[tid][-size:]
+
+
+def buffered(xyxy: np.ndarray, share: float) -> np.ndarray:
+    """``(N, 4)`` boxes widened by ``share`` of their width and height on every side."""
+    xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    pad = (xyxy[:, 2:] - xyxy[:, :2]) * share
+    return np.concatenate([xyxy[:, :2] - pad, xyxy[:, 2:] + pad], axis=1)
 
 
 def _xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray | None:
