@@ -66,7 +66,7 @@ import polars as pl
 
 from trafficstream.bench.metrics import load_ground_truth, match_frame, read_detections, trailing_mean_speed
 from trafficstream.config import TrackerSettings
-from trafficstream.models.homography import RoadPlane, project, reprojection_error
+from trafficstream.models.homography import RoadPlane, offset_speed_factor, project, reprojection_error
 from trafficstream.models.roi import bottom_centre
 from trafficstream.models.speed import TrackKinematics
 
@@ -139,24 +139,6 @@ def true_plane(H: np.ndarray, like: RoadPlane) -> RoadPlane:
     ideal = np.asarray(like.ideal_points, dtype=np.float64)  # H maps undistorted pixels (the same without a lens)
     wld = project(H, ideal)
     return RoadPlane(H, np.linalg.inv(H), img, wld, reprojection_error(H, ideal, wld), like.lens, None, ideal)
-
-
-def offset_speed_factor(plane: RoadPlane, pixels: np.ndarray, step_px: float = 1.0) -> np.ndarray:
-    """Per contact pixel, the relative speed error one pixel of constant downward offset of the contact point makes
-    there: e(y) = delta * dy/dv is the along-road (world y) offset of a delta px shift, and a speed reads
-    (1 + de/dy) times the truth, i.e. (1 + delta * factor). Negative below a camera looking down the road (a box
-    bottom that sits too high, delta < 0, reads too fast); NaN where the plane gives no point."""
-    px = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
-    h = float(step_px)
-
-    def y(dv: float) -> np.ndarray:
-        return plane.to_world(px + np.array([0.0, dv]))[:, 1]
-
-    def g(dv: float) -> np.ndarray:  # metres along y per pixel down, at v + dv
-        return y(dv + 0.5) - y(dv - 0.5)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (g(h) - g(-h)) / (y(h) - y(-h))
 
 
 def _parse_truth(raw: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:

@@ -479,3 +479,27 @@ class RoadPlane:
         dx = self.to_world(px + [1.0, 0.0]) - base
         dy = self.to_world(px + [0.0, 1.0]) - base
         return np.stack([np.linalg.norm(dx, axis=1), np.linalg.norm(dy, axis=1)], axis=1)
+
+
+def offset_speed_factor(
+    plane: RoadPlane, pixels: PointsLike, direction: PointsLike | None = None, step_m: float = 0.5
+) -> np.ndarray:
+    """(N,) per ground pixel, the relative speed error that one pixel of constant downward offset of the ground
+    point (a box bottom that sits one pixel low: shadow, blur, the detector's own bias) makes for a vehicle there
+    moving along the road-plane ``direction`` ((N, 2) or (2,), default the road's y axis): the speed reads
+    ``(1 + delta * factor)`` times the truth for an offset of ``delta`` px. The offset is a fixed number of
+    pixels but not of metres: it covers more road the farther the vehicle is, so its change along the path adds
+    to the displacement. ``|factor| * speed`` is the speed error per pixel of box bias (resolution). Negative
+    for a camera looking down the road; NaN where the plane gives no point."""
+    px = as_points(pixels, "pixels")
+    u = np.broadcast_to(np.asarray((0.0, 1.0) if direction is None else direction, dtype=np.float64), px.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = u / np.linalg.norm(u, axis=1, keepdims=True)
+        world = plane.to_world(px)
+
+        def offset(p: np.ndarray) -> np.ndarray:  # road metres one pixel down moves the ground point, at p
+            return plane.to_world(p + (0.0, 0.5)) - plane.to_world(p - (0.0, 0.5))
+
+        ahead = offset(plane.to_image(world + step_m * u))
+        behind = offset(plane.to_image(world - step_m * u))
+        return ((ahead - behind) * u).sum(axis=1) / (2.0 * step_m)

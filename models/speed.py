@@ -34,6 +34,7 @@ TrackId = int | str
 
 FLAG_INSUFFICIENT_HISTORY = "insufficient_history"
 FLAG_OUTSIDE_CALIBRATION = "outside_calibration"
+FLAG_LOW_RESOLUTION = "low_resolution"
 FLAG_IMPLAUSIBLE_SPEED = "implausible_speed"
 FLAG_IMPLAUSIBLE_ACCELERATION = "implausible_acceleration"
 FLAG_LARGE_RESIDUAL = "large_residual"
@@ -266,6 +267,9 @@ class TrackKinematics:
             beyond ``max_accel_mps2`` and noise is ``inconsistent_motion`` (a jump of the box).
         plane / calibration_margin_m: with a plane, positions further than this outside the calibrated area
             are ``outside_calibration`` (the homography is extrapolating there).
+        max_kmh_per_px: with a plane, a speed that one pixel of box-bottom bias would move by more than this
+            (:func:`models.homography.offset_speed_factor` at the vehicle, along its motion, times its speed) is
+            ``low_resolution``: far from a low camera a pixel covers metres of road. None: never.
         max_points: hard cap of positions kept per track (the window usually holds fewer).
         max_samples: cap of per-track speed samples kept for the summary median.
     """
@@ -283,6 +287,7 @@ class TrackKinematics:
         min_inlier_fraction: float = 0.6,
         plane: RoadPlane | None = None,
         calibration_margin_m: float = 10.0,
+        max_kmh_per_px: float | None = None,
         max_points: int = 64,
         max_samples: int = 64,
     ) -> None:
@@ -300,12 +305,14 @@ class TrackKinematics:
         self.min_inlier_fraction = float(min_inlier_fraction)
         self.plane = plane
         self.calibration_margin_m = float(calibration_margin_m)
+        self.max_kmh_per_px = None if max_kmh_per_px is None else float(max_kmh_per_px)
         self.max_points = int(max_points)
         self.max_samples = int(max_samples)
         self._tracks: dict[TrackId, _Track] = {}
 
     @classmethod
     def from_settings(cls, tracker: TrackerSettings, plane: RoadPlane | None = None, **kwargs: Any) -> TrackKinematics:
+        kwargs.setdefault("max_kmh_per_px", tracker.max_speed_error_per_px_kmh)
         return cls(tracker.speed_window_s, tracker.max_plausible_kmh, plane=plane, **kwargs)
 
     # -- estimation -------------------------------------------------------------------------------------
@@ -380,6 +387,8 @@ class TrackKinematics:
             outside = self.plane.outside_distance_m(xy[fit.inliers])
             if float(outside.max()) > self.calibration_margin_m:
                 return FLAG_OUTSIDE_CALIBRATION
+            if self.max_kmh_per_px is not None and self._kmh_per_px(xy[-1], fit, kmh) > self.max_kmh_per_px:
+                return FLAG_LOW_RESOLUTION
         if kmh > self.max_plausible_kmh:
             return FLAG_IMPLAUSIBLE_SPEED
         if tr.last_ok is not None:
@@ -396,6 +405,17 @@ class TrackKinematics:
         if motion_inconsistency(t, xy, fit, self.max_accel_mps2, tr.noise_m) > 1.0:
             return FLAG_INCONSISTENT_MOTION
         return None
+
+    def _kmh_per_px(self, xy: np.ndarray, fit: LineFit, kmh: float) -> float:
+        """km/h that one pixel of box-bottom bias adds to this speed at road position ``xy`` (0 when not moving;
+        inf where the plane gives no pixel: beyond the horizon nothing is resolved)."""
+        from trafficstream.models.homography import offset_speed_factor
+
+        if kmh <= 0 or self.plane is None:
+            return 0.0
+        pixel = self.plane.to_image(np.asarray(xy, dtype=np.float64)[None])
+        factor = float(offset_speed_factor(self.plane, pixel, (fit.vx, fit.vy))[0])
+        return abs(factor) * kmh if math.isfinite(factor) else math.inf
 
     def _record(self, tr: _Track, est: SpeedEstimate, fit: LineFit) -> None:
         tr.last_ok = [tr.t[-1], fit.vx, fit.vy]
@@ -462,6 +482,7 @@ class TrackKinematics:
             "residual_ratio": self.residual_ratio,
             "min_inlier_fraction": self.min_inlier_fraction,
             "calibration_margin_m": self.calibration_margin_m,
+            "max_kmh_per_px": self.max_kmh_per_px,
             "max_points": self.max_points,
             "max_samples": self.max_samples,
         }

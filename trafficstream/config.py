@@ -194,6 +194,14 @@ class TrackerSettings(_Section):
     nn_budget: int = Field(default=20, ge=1, description="appearance gallery size per track")
     speed_window_s: float = Field(default=0.8, gt=0)
     max_plausible_kmh: float = Field(default=250, gt=0)
+    # Resolution: a speed that one pixel of box-bottom bias would move by more than this is flagged low_resolution
+    # (not trusted). Far from a camera, and the lower the camera the sooner, one pixel covers metres of road, and a
+    # box bottom is rarely good to better than 2-3 source pixels (about one network pixel at 640 px on 1280 px
+    # video, plus shadow and blur): at 1 km/h per pixel that keeps a reading within the 3 km/h that enforcement
+    # tolerates. None: off.
+    max_speed_error_per_px_kmh: float | None = Field(
+        default=1.0, gt=0, description="trust a speed only where 1 px of box bias moves it by at most this (km/h)"
+    )
     # ByteTrack's second association: a detection scoring between this and detector.confidence never starts a
     # track, but continues one whose predicted box it overlaps (IoU >= 0.5) when no confident detection does.
     # Blurred, distorted or far vehicles flicker below the threshold for a frame or two (0.08-0.25 on the

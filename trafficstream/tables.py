@@ -183,8 +183,8 @@ DECLARATIONS: dict[str, Table] = {
                     "string",
                     "",
                     "null when the speed is trusted; otherwise why not: insufficient_history, outside_calibration, "
-                    "implausible_speed, implausible_acceleration, large_residual, inconsistent_motion, "
-                    "uncalibrated",
+                    "low_resolution, implausible_speed, implausible_acceleration, large_residual, "
+                    "inconsistent_motion, uncalibrated",
                 ),
                 Column("over_limit", "boolean", "", "trusted speed above the camera's limit"),
                 _BATCH_ID,

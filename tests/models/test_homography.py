@@ -352,3 +352,22 @@ def test_road_plane_with_markings_through_a_lens_keeps_the_ends_as_anchors() -> 
     np.testing.assert_allclose(plane.world_points[-2:, 1], 10.0)
     assert plane.error.max_px < 1e-5
     assert plane.outside_distance_m(np.array([[3.5, 20.0]]))[0] == 0.0  # inside the markings' area
+
+
+@pytest.mark.parametrize("direction", [(0.0, 1.0), (0.0, -1.0), (0.6, 0.8)])
+def test_offset_speed_factor_predicts_the_speed_error_of_a_box_bias(direction) -> None:
+    from pinhole_road import camera, to_pixels
+
+    from trafficstream.models.homography import offset_speed_factor
+
+    P = camera(f=1000.0, height=5.0, tilt_deg=6.0, yaw_deg=3.0, roll_deg=0.0)
+    grid = np.array([[x, y] for x in (-4.0, 0.0, 4.0, 8.0) for y in (8.0, 20.0, 40.0, 80.0, 120.0)])
+    plane = RoadPlane.from_points(to_pixels(P, grid), grid)
+    u = np.asarray(direction) / np.linalg.norm(direction)
+    for start in ([2.0, 25.0], [2.0, 60.0]):
+        path = np.asarray(start) + np.outer(np.linspace(-0.5, 0.5, 11), u)  # a metre of road around the point
+        biased = plane.to_world(to_pixels(P, path) + [0.0, 1.0])  # its box bottom one pixel low all the way
+        measured = np.linalg.norm(biased[-1] - biased[0])  # the distance it seems to cover, true distance 1 m
+        factor = offset_speed_factor(plane, to_pixels(P, np.asarray([start])), u)[0]
+        assert measured - 1.0 == pytest.approx(factor, rel=0.05, abs=2e-4)
+    assert factor < 0  # a box bottom too low reads slow, towards the camera or away from it

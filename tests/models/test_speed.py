@@ -193,3 +193,27 @@ def test_restore_takes_the_current_parameters() -> None:
     assert all(g is not None and g.flag == FLAG_IMPLAUSIBLE_SPEED for g in got[-5:])
     with pytest.raises(ValueError, match="version"):
         TrackKinematics().restore_tracks({**state, "v": 2})
+
+
+def test_far_from_a_low_camera_a_speed_is_flagged_low_resolution() -> None:
+    from pinhole_road import camera, to_pixels
+
+    from trafficstream.models.speed import FLAG_LOW_RESOLUTION
+
+    P = camera(f=1000.0, height=5.0, tilt_deg=6.0, yaw_deg=0.0, roll_deg=0.0)
+    grid = np.array([[x, y] for x in (-4.0, 0.0, 4.0, 8.0) for y in (8.0, 20.0, 40.0, 80.0, 120.0)])
+    plane = RoadPlane.from_points(to_pixels(P, grid), grid)
+    t = timestamps(30)
+
+    def last_flag(kin: TrackKinematics, y0: float, track_id: int) -> str | None:
+        return feed(kin, t, np.stack([np.full_like(t, 2.0), y0 + 27.8 * t], axis=1), track_id)[-1].flag
+
+    kin = TrackKinematics(0.8, 250, plane=plane, calibration_margin_m=200.0, max_kmh_per_px=1.0)
+    # 100 km/h: one pixel of box bias is worth 0.7 km/h at 18 m, 1 km/h at 25 m, 2 km/h at 50 m, 3.9 at 98 m
+    assert last_flag(kin, -10.0, 1) is None
+    assert last_flag(kin, 70.0, 2) == FLAG_LOW_RESOLUTION
+    assert last_flag(TrackKinematics(0.8, 250, plane=plane, calibration_margin_m=200.0), 70.0, 3) is None
+    slow = TrackKinematics(0.8, 250, plane=plane, calibration_margin_m=200.0, max_kmh_per_px=1.0)
+    crawl = feed(slow, t, np.stack([np.full_like(t, 2.0), 70.0 + 2.0 * t], axis=1), 4)[-1]
+    assert crawl.flag is None  # 7 km/h: a pixel is worth 0.3 km/h even there
+    assert TrackKinematics.from_settings(TrackerSettings(), plane=plane).max_kmh_per_px == 1.0
