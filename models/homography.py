@@ -496,10 +496,8 @@ def offset_speed_factor(
     with np.errstate(divide="ignore", invalid="ignore"):
         u = u / np.linalg.norm(u, axis=1, keepdims=True)
         world = plane.to_world(px)
-
-        def offset(p: np.ndarray) -> np.ndarray:  # road metres one pixel down moves the ground point, at p
-            return plane.to_world(p + (0.0, 0.5)) - plane.to_world(p - (0.0, 0.5))
-
-        ahead = offset(plane.to_image(world + step_m * u))
-        behind = offset(plane.to_image(world - step_m * u))
-        return ((ahead - behind) * u).sum(axis=1) / (2.0 * step_m)
+        n = len(px)
+        ends = plane.to_image(np.concatenate([world + step_m * u, world - step_m * u]))  # ahead, then behind
+        probes = plane.to_world(np.concatenate([ends + (0.0, 0.5), ends - (0.0, 0.5)]))
+        offset = probes[: 2 * n] - probes[2 * n :]  # road metres one pixel down moves the ground point there
+        return ((offset[:n] - offset[n:]) * u).sum(axis=1) / (2.0 * step_m)
