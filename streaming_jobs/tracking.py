@@ -842,7 +842,8 @@ class CameraProcessor:
                         class_name=x["class_name"],
                         confidence=x["confidence"],
                         box=(x["x1"], x["y1"], x["x2"], x["y2"]),
-                        speed_kmh=x["speed_kmh"],
+                        # only a trusted speed goes out: viewers show it as a measurement
+                        speed_kmh=x["speed_kmh"] if x["speed_flag"] is None else None,
                         over_limit=x["over_limit"] == "true",
                     )
                     for x in vehicles

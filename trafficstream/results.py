@@ -178,7 +178,14 @@ FRAME = MessageType(
                     column_field(tables.DETECTIONS, "class_name", name="cls"),
                     column_field(tables.DETECTIONS, "confidence", name="conf", type=number(0, 1), nullable=True),
                     BOX,
-                    column_field(tables.DETECTIONS, "speed_kmh", name="kmh", type=number(0), nullable=True),
+                    column_field(
+                        tables.DETECTIONS,
+                        "speed_kmh",
+                        name="kmh",
+                        type=number(0),
+                        doc="trusted speed; null while there is none (the detections table's speed_flag says why)",
+                        nullable=True,
+                    ),
                     column_field(tables.DETECTIONS, "over_limit", name="over"),
                 )
             ),

@@ -514,3 +514,19 @@ def test_predicted_frames_before_any_detection_are_empty_frames(synth, group_sta
     out = synth.run_batch(synth.make_settings(), rows, group_state())
     assert dead(out, synth) == []
     assert [m["vehicles"] for fi, m in sorted(_messages(out).items()) if fi < 3] == [[], []]
+
+
+def test_a_frame_message_carries_trusted_speeds_only(synth, group_state, cars) -> None:
+    out = synth.run_batch(synth.make_settings(), synth.scene_rows(cars, range(40)), group_state())
+    frames = out[out.kind == KIND_FRAME]
+    flagged = trusted = 0
+    for payload, message in zip(frames.payload, frames.message, strict=True):
+        shown = {v["id"]: v["kmh"] for v in json.loads(message)["vehicles"]}
+        for v in json.loads(payload)["vehicles"]:
+            if v["speed_flag"] is None and v["speed_kmh"] is not None:
+                trusted += 1
+                assert shown[v["track_id"]] == pytest.approx(v["speed_kmh"], abs=0.06)
+            elif v["speed_kmh"] is not None:  # measured but not trusted (a new track's first frames)
+                flagged += 1
+                assert shown[v["track_id"]] is None
+    assert flagged and trusted
