@@ -45,3 +45,19 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray | None) -> np.ndar
         & (py <= np.maximum(y1, y2) + 1e-9)
     ).any(axis=1)
     return inside | on_edge
+
+
+# A box this close to the picture's bottom or side edge (share of the picture's height) is cut off by it.
+EDGE_MARGIN = 0.015
+
+
+def at_picture_edge(xyxy: np.ndarray, width: int | None, height: int | None, margin: float = EDGE_MARGIN) -> np.ndarray:
+    """(N,) bool: boxes that reach the picture's bottom, left or right edge (within ``margin`` of its height):
+    a vehicle driving in or out of view, whose box ends where the picture does, so its bottom-centre is not where
+    it meets the road. Followed over frames, that point stays on the edge while the vehicle moves: a speed of a
+    few km/h for a car at 40. Unknown picture size: none."""
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    if not width or not height:
+        return np.zeros(len(boxes), dtype=bool)
+    m = margin * height
+    return (boxes[:, 3] >= height - m) | (boxes[:, 0] <= m) | (boxes[:, 2] >= width - m)

@@ -35,6 +35,8 @@ TrackId = int | str
 FLAG_INSUFFICIENT_HISTORY = "insufficient_history"
 FLAG_OUTSIDE_CALIBRATION = "outside_calibration"
 FLAG_LOW_RESOLUTION = "low_resolution"
+# Set by the caller, not by TrackKinematics: the box reaches the picture's edge (models.roi.at_picture_edge).
+FLAG_AT_PICTURE_EDGE = "at_picture_edge"
 FLAG_IMPLAUSIBLE_SPEED = "implausible_speed"
 FLAG_IMPLAUSIBLE_ACCELERATION = "implausible_acceleration"
 FLAG_LARGE_RESIDUAL = "large_residual"

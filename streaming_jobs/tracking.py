@@ -58,8 +58,8 @@ from trafficstream.models.events import Event, EventDetector, event_id
 from trafficstream.models.homography import RoadPlane
 from trafficstream.models.lines import Crossing, LaneArea, LineCounter, TrackPoint, lanes_at, lanes_from_camera
 from trafficstream.models.passage import Passage, passage_speed, position_sigma_m
-from trafficstream.models.roi import bottom_centre
-from trafficstream.models.speed import TrackKinematics
+from trafficstream.models.roi import at_picture_edge, bottom_centre
+from trafficstream.models.speed import FLAG_AT_PICTURE_EDGE, TrackKinematics
 from trafficstream.models.tracker import VehicleTracker
 from trafficstream.models.violations import ViolationRule
 from trafficstream.results import STAGES, crossing_message, encode, event_message, frame_message, frame_vehicle
@@ -564,6 +564,7 @@ class CameraProcessor:
                 # The camera moved since calibration: map this frame onto the calibration frame first.
                 plane = plane.with_drift(np.asarray(row.drift, dtype=np.float64).reshape(3, 3))
             world = plane.to_world(feet) if plane is not None else None
+            cut_off = at_picture_edge(np.asarray([v.xyxy for v in tracked]), _opt_int(row.width), _opt_int(row.height))
         for i, v in enumerate(tracked):
             cls = VEHICLE_CLASSES.get(int(v.class_id), str(v.class_id))
             meta = st.tracks.get(v.track_id)
@@ -582,7 +583,10 @@ class CameraProcessor:
             self.touched.add(v.track_id)
             speed = flag = heading = None
             wx = wy = None
-            if world is not None:
+            if world is not None and cut_off[i]:
+                wx, wy = float(world[i, 0]), float(world[i, 1])
+                flag = FLAG_AT_PICTURE_EDGE  # its bottom is the picture's: kept out of the speed window
+            elif world is not None:
                 wx, wy = float(world[i, 0]), float(world[i, 1])
                 # speeds from detected positions only, at their true timestamps (never from predictions)
                 est = st.kinematics.update(v.track_id, ts, (wx, wy))

@@ -184,7 +184,8 @@ DECLARATIONS: dict[str, Table] = {
                     "",
                     "null when the speed is trusted; otherwise why not: insufficient_history, outside_calibration, "
                     "low_resolution, implausible_speed, implausible_acceleration, large_residual, "
-                    "inconsistent_motion, uncalibrated",
+                    "inconsistent_motion, at_picture_edge (no speed: the box is cut off by the picture's edge), "
+                    "uncalibrated",
                 ),
                 Column("over_limit", "boolean", "", "trusted speed above the camera's limit"),
                 _BATCH_ID,

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from trafficstream.models.roi import bottom_centre, points_in_polygon
+from trafficstream.models.roi import at_picture_edge, bottom_centre, points_in_polygon
 
 
 def test_bottom_centre() -> None:
@@ -37,3 +37,10 @@ def test_concave_road_polygon_matches_opencv() -> None:
 def test_rejects_degenerate_polygon() -> None:
     with pytest.raises(ValueError, match="K >= 3"):
         points_in_polygon(np.zeros((1, 2)), np.array([[0, 0], [1, 1]]))
+
+
+def test_picture_edge_boxes() -> None:
+    boxes = np.array([[100, 100, 200, 150], [0, 100, 80, 150], [1200, 100, 1279, 150], [100, 600, 200, 715]], float)
+    assert at_picture_edge(boxes, 1280, 720).tolist() == [False, True, True, True]
+    assert at_picture_edge(np.array([[100, 0, 200, 50]], float), 1280, 720).tolist() == [False]  # top: far away
+    assert at_picture_edge(boxes, None, None).tolist() == [False] * 4

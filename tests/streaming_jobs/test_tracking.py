@@ -530,3 +530,18 @@ def test_a_frame_message_carries_trusted_speeds_only(synth, group_state, cars) -
                 flagged += 1
                 assert shown[v["track_id"]] is None
     assert flagged and trusted
+
+
+def test_a_box_cut_off_by_the_picture_edge_gives_no_speed(synth, group_state) -> None:
+    # a car driving in from the left: while part of it is still outside, the detector's box ends at the
+    # picture's edge, and its bottom-centre moves at half the car's speed (the box only grows)
+    car = synth.Car(0, 0.0, 300, 60.0, w=160.0)
+    rows = synth.scene_rows([car], range(60))
+    rows["boxes"] = [list(np.clip(np.asarray(b, dtype=np.float64), 0.0, 1280.0)) for b in rows.boxes]
+    out = synth.run_batch(synth.make_settings(), rows, group_state())
+    seen = [v for p in synth.payloads(out, KIND_FRAME) for v in p["vehicles"]]
+    edge = [v for v in seen if v["x1"] <= 0.015 * 720]
+    inside = [v for v in seen if v["x1"] > 0.015 * 720]
+    assert edge and all(v["speed_flag"] == "at_picture_edge" and v["speed_kmh"] is None for v in edge)
+    trusted = [v["speed_kmh"] for v in inside if v["speed_flag"] is None and v["speed_kmh"] is not None]
+    assert trusted and all(abs(k - 60.0) < 1.5 for k in trusted), trusted
