@@ -1,5 +1,6 @@
 """Counts per counting line, direction and lane on the configured cameras, pictures to count them by eye, and
-the passage speeds over the cameras' sections.
+the passage speeds over the cameras' sections and the trusted windowed speeds (per camera, the slowest and fastest
+tracks to check against the footage).
 
 Runs each file camera of the configuration through the job's own stage 1 (``perception.perceive_records``) and
 stage 2 (``tracking.track_camera``) in one process, collects the crossing rows, and writes, per line, a
@@ -35,7 +36,7 @@ from trafficstream.config import PROJECT_ROOT, Settings, add_config_arguments, l
 from trafficstream.logs import setup_logging
 from trafficstream.models.homography import RoadPlane
 from trafficstream.streaming_jobs.perception import Record, Runtime, perceive_records, to_record_batch
-from trafficstream.streaming_jobs.schemas import KIND_CROSSING, KIND_TRACK
+from trafficstream.streaming_jobs.schemas import KIND_CROSSING, KIND_FRAME, KIND_TRACK
 from trafficstream.streaming_jobs.tracking import MemoryGroupState, track_camera
 
 log = logging.getLogger("trafficstream.bench.line_counts")
@@ -165,6 +166,42 @@ def passage_table(tracks: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def windowed_table(out: pd.DataFrame, min_readings: int = 5) -> dict[str, Any]:
+    """The windowed speeds of stage 2's frame payloads: how many were measured and trusted, why the others were
+    not, the trusted readings' 5th / 50th / 95th percentiles, and per track with >= ``min_readings`` trusted
+    readings its median and range: the slowest and fastest tracks (to check against the footage)."""
+    rows = [v for p in out.loc[out.kind == KIND_FRAME, "payload"] for v in json.loads(p).get("vehicles", [])]
+    measured = [v for v in rows if v.get("speed_kmh") is not None or v.get("speed_flag") is not None]
+    trusted = [v for v in measured if v.get("speed_flag") is None]
+    per_track: dict[Any, list[float]] = {}
+    for v in trusted:
+        per_track.setdefault(v["track_id"], []).append(float(v["speed_kmh"]))
+    tracks = sorted(
+        (
+            {
+                "track_id": t,
+                "median_kmh": round(float(np.median(k)), 1),
+                "min_kmh": round(min(k), 1),
+                "max_kmh": round(max(k), 1),
+                "readings": len(k),
+            }
+            for t, k in per_track.items()
+            if len(k) >= min_readings
+        ),
+        key=lambda r: r["median_kmh"],
+    )
+    kmh = np.asarray([v["speed_kmh"] for v in trusted], dtype=np.float64)
+    return {
+        "readings": len(measured),
+        "trusted": len(trusted),
+        "flags": dict(Counter(v["speed_flag"] for v in measured if v.get("speed_flag") is not None)),
+        "trusted_p5_p50_p95_kmh": [round(float(x), 1) for x in np.percentile(kmh, [5, 50, 95])] if len(kmh) else None,
+        "tracks": len(tracks),
+        "slowest": tracks[:3],
+        "fastest": tracks[-3:][::-1],
+    }
+
+
 def count_table(crossings: pd.DataFrame) -> dict[str, Any]:
     """{line: {direction: n, "by_lane": {direction: {lane: n}}}} of crossing payloads."""
     out: dict[str, Any] = {}
@@ -207,10 +244,12 @@ def run(settings: Settings, out_dir: Path, frames: int | None = None) -> dict[st
             },
             "slit_scans": pictures,
             "passage_speeds": passage_table(tracks),
+            "windowed_speeds": windowed_table(out),
             "stage2": stage2_cost(settings, camera, perception),
         }
         log.info("%s: %s", camera.id, json.dumps(report[camera.id]["counts"]))
         log.info("%s passages: %s", camera.id, json.dumps(report[camera.id]["passage_speeds"], default=str))
+        log.info("%s windowed: %s", camera.id, json.dumps(report[camera.id]["windowed_speeds"], default=str))
     return report
 
 

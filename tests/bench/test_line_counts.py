@@ -42,3 +42,24 @@ def test_count_table_by_line_direction_and_lane() -> None:
     assert table["a"]["in"] == 2 and table["a"]["out"] == 1 and table["b"]["in"] == 1
     assert table["a"]["by_lane"]["in"] == {"l1": 1, "none": 1}
     assert count_table(pd.DataFrame()) == {}
+
+
+def test_windowed_table_counts_trusted_speeds_and_ranks_tracks() -> None:
+    import json
+
+    from trafficstream.bench.line_counts import windowed_table
+
+    def vehicle(track: int, kmh: float | None, flag: str | None = None) -> dict:
+        return {"track_id": track, "speed_kmh": kmh, "speed_flag": flag}
+
+    frames = [[vehicle(1, 40.0 + k), vehicle(2, 90.0 + k), vehicle(3, None)] for k in range(6)]
+    frames[0].append(vehicle(2, 20.0, "insufficient_history"))
+    frames[1].append(vehicle(4, None, "at_picture_edge"))
+    out = pd.DataFrame(
+        {"kind": ["frame"] * 6 + ["track"], "payload": [json.dumps({"vehicles": f}) for f in frames] + ["{}"]}
+    )
+    table = windowed_table(out)
+    assert table["readings"] == 14 and table["trusted"] == 12  # speed-less first points are not readings
+    assert table["flags"] == {"insufficient_history": 1, "at_picture_edge": 1}
+    assert [t["track_id"] for t in table["slowest"]] == [1, 2] and table["fastest"][0]["track_id"] == 2
+    assert table["slowest"][0]["median_kmh"] == 42.5 and table["fastest"][0]["max_kmh"] == 95.0
