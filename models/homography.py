@@ -482,7 +482,7 @@ class RoadPlane:
 
 
 def offset_speed_factor(
-    plane: RoadPlane, pixels: PointsLike, direction: PointsLike | None = None, step_m: float = 0.5
+    plane: RoadPlane, pixels: PointsLike, direction: PointsLike | Sequence[float] | None = None, step_m: float = 0.5
 ) -> np.ndarray:
     """(N,) per ground pixel, the relative speed error that one pixel of constant downward offset of the ground
     point (a box bottom that sits one pixel low: shadow, blur, the detector's own bias) makes for a vehicle there

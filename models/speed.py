@@ -473,7 +473,7 @@ class TrackKinematics:
         return len(self._tracks)
 
     # -- state --------------------------------------------------------------------------------------------
-    def params(self) -> dict[str, float | int]:
+    def params(self) -> dict[str, float | int | None]:
         return {
             "window_s": self.window_s,
             "max_plausible_kmh": self.max_plausible_kmh,
