@@ -153,11 +153,14 @@ def test_detections_are_plausible(run):
 def test_speeds_on_calibrated_motorway(run):
     det = table(run["settings"], tables.DETECTIONS)
     speeds = det.filter(pl.col("speed_kmh").is_not_null() & pl.col("speed_flag").is_null())["speed_kmh"]
-    # Far vehicles (beyond the calibrated stretch + margin) and young tracks are flagged, not trusted.
+    # Far vehicles (beyond the calibrated stretch + margin), young tracks and boxes cut off by the picture's edge
+    # are flagged, not trusted.
     assert speeds.len() > 0.25 * det.height
     assert set(det["speed_flag"].drop_nulls()) <= {
         "insufficient_history",
         "outside_calibration",
+        "low_resolution",
+        "at_picture_edge",
         "implausible_acceleration",
         "implausible_speed",
         "large_residual",
