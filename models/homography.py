@@ -481,6 +481,29 @@ class RoadPlane:
         return np.stack([np.linalg.norm(dx, axis=1), np.linalg.norm(dy, axis=1)], axis=1)
 
 
+# How well a detector's box edge locates a vehicle's ground contact, one sigma in the pixels of the video: the
+# random part (jitter from frame to frame). Used for passage uncertainties and for the noise a windowed speed
+# inherits from it.
+BOX_EDGE_SIGMA_PX = 1.0
+
+
+def along_metres_per_pixel(
+    plane: RoadPlane, pixels: PointsLike, direction: PointsLike | Sequence[float] | None = None
+) -> np.ndarray:
+    """(N,) per ground pixel, metres along the road-plane ``direction`` ((N, 2) or (2,), default the road's y axis)
+    that one pixel of random box-edge noise moves the ground point there (its along-track components for a pixel
+    along image x and one along image y, added in quadrature). What the jitter of a box bottom does to a track's
+    positions, and so to the speed fitted over them; NaN where the plane gives no point."""
+    px = as_points(pixels, "pixels")
+    u = np.broadcast_to(np.asarray((0.0, 1.0) if direction is None else direction, dtype=np.float64), px.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = u / np.linalg.norm(u, axis=1, keepdims=True)
+        base = plane.to_world(px)
+        along_x = ((plane.to_world(px + [1.0, 0.0]) - base) * u).sum(axis=1)
+        along_y = ((plane.to_world(px + [0.0, 1.0]) - base) * u).sum(axis=1)
+        return np.hypot(along_x, along_y)
+
+
 def offset_speed_factor(
     plane: RoadPlane, pixels: PointsLike, direction: PointsLike | Sequence[float] | None = None, step_m: float = 0.5
 ) -> np.ndarray:

@@ -6,7 +6,7 @@ between the two crossing points on the road plane (a straight chord: a lane chan
 lengthens the true path by well under 0.1 %).
 
 Uncertainty, as a 95 % bound (``Z`` sigma): each crossing point is uncertain by the calibration's reprojection
-rms (metres) and by the box's bottom edge (``SIGMA_PX`` pixels) times the road's metres per pixel there; the
+rms (metres) and by the box's bottom edge (``BOX_EDGE_SIGMA_PX`` pixels) times the road's metres per pixel there; the
 two ends are taken as independent, the time as exact (pts). ``sigma_v = v * hypot(sigma_a, sigma_b) / D``.
 A far-away end (many metres per pixel) or a poor calibration widens it; a longer section narrows it.
 """
@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trafficstream.models.homography import RoadPlane
+from trafficstream.models.homography import BOX_EDGE_SIGMA_PX, RoadPlane
 
 Z = 1.96  # 95 % two-sided
-SIGMA_PX = 1.0  # box bottom-edge localisation, px (the detector's boxes at the resolution it sees)
 MIN_DURATION_S = 0.05  # shorter: the two crossings are the same instant (a line drawn over another)
 
 
@@ -44,7 +43,7 @@ class Passage:
         return self.kmh - self.uncertainty_kmh > limit_kmh + tolerance_kmh
 
 
-def position_sigma_m(plane: RoadPlane, xy: Sequence[float], sigma_px: float = SIGMA_PX) -> float:
+def position_sigma_m(plane: RoadPlane, xy: Sequence[float], sigma_px: float = BOX_EDGE_SIGMA_PX) -> float:
     """One-sigma uncertainty (metres) of a road point measured from a box edge: calibration rms and pixel
     footprint (the larger of the road's metres per pixel along image x and y at that point)."""
     px = plane.to_image(np.asarray([xy], dtype=np.float64))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trafficstream.models import state_codec
+from trafficstream.models.homography import BOX_EDGE_SIGMA_PX, along_metres_per_pixel, offset_speed_factor
 
 if TYPE_CHECKING:
     from trafficstream.config import TrackerSettings
@@ -47,6 +48,7 @@ _STATE_VERSION = 1  # of the document; the blob's format version is state_codec.
 _NOISE_ALPHA = 0.1
 _MIN_RESIDUAL_M = 0.1  # below this a residual is never "large": sub-decimetre jitter is box quantisation
 _RAYLEIGH_MEDIAN = math.sqrt(2 * math.log(2))  # median of |r| for 2-D Gaussian residuals of unit sigma
+_Z95 = 1.96
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +201,15 @@ def motion_inconsistency(
     return max(ratio_halves, ratio_mean)
 
 
+def speed_noise_kmh(t: np.ndarray, sigma_m: float) -> float:
+    """95 % bound (km/h) of the error that independent position noise of ``sigma_m`` (metres along the motion)
+    puts on a speed fitted by a straight line over the times ``t``: the slope's standard error
+    ``sigma / sqrt(sum((t - mean t)^2))``. Few points or a short span make it large; inf for a single instant."""
+    t = np.asarray(t, dtype=np.float64)
+    spread = float(((t - t.mean()) ** 2).sum()) if len(t) else 0.0
+    return _Z95 * 3.6 * float(sigma_m) / math.sqrt(spread) if spread > 0 else math.inf
+
+
 @dataclass(slots=True)
 class _Track:
     """Mutable per-track state: the position window plus running figures for the summary."""
@@ -272,6 +283,9 @@ class TrackKinematics:
         max_kmh_per_px: with a plane, a speed that one pixel of box-bottom bias would move by more than this
             (:func:`models.homography.offset_speed_factor` at the vehicle, along its motion, times its speed) is
             ``low_resolution``: far from a low camera a pixel covers metres of road. None: never.
+        max_noise_kmh: with a plane, a speed whose 95 % error bound from box-edge jitter alone is above this is
+            ``low_resolution`` too (:func:`speed_noise_kmh`): a slow vehicle far away moves a pixel in several
+            frames, and one pixel of jitter is then a large part of its displacement over the window. None: never.
         max_points: hard cap of positions kept per track (the window usually holds fewer).
         max_samples: cap of per-track speed samples kept for the summary median.
     """
@@ -290,6 +304,7 @@ class TrackKinematics:
         plane: RoadPlane | None = None,
         calibration_margin_m: float = 10.0,
         max_kmh_per_px: float | None = None,
+        max_noise_kmh: float | None = None,
         max_points: int = 64,
         max_samples: int = 64,
     ) -> None:
@@ -308,6 +323,7 @@ class TrackKinematics:
         self.plane = plane
         self.calibration_margin_m = float(calibration_margin_m)
         self.max_kmh_per_px = None if max_kmh_per_px is None else float(max_kmh_per_px)
+        self.max_noise_kmh = None if max_noise_kmh is None else float(max_noise_kmh)
         self.max_points = int(max_points)
         self.max_samples = int(max_samples)
         self._tracks: dict[TrackId, _Track] = {}
@@ -315,6 +331,7 @@ class TrackKinematics:
     @classmethod
     def from_settings(cls, tracker: TrackerSettings, plane: RoadPlane | None = None, **kwargs: Any) -> TrackKinematics:
         kwargs.setdefault("max_kmh_per_px", tracker.max_speed_error_per_px_kmh)
+        kwargs.setdefault("max_noise_kmh", tracker.max_speed_noise_kmh)
         return cls(tracker.speed_window_s, tracker.max_plausible_kmh, plane=plane, **kwargs)
 
     # -- estimation -------------------------------------------------------------------------------------
@@ -389,7 +406,7 @@ class TrackKinematics:
             outside = self.plane.outside_distance_m(xy[fit.inliers])
             if float(outside.max()) > self.calibration_margin_m:
                 return FLAG_OUTSIDE_CALIBRATION
-            if self.max_kmh_per_px is not None and self._kmh_per_px(xy[-1], fit, kmh) > self.max_kmh_per_px:
+            if self._low_resolution(t[fit.inliers], xy[fit.inliers], fit, kmh):
                 return FLAG_LOW_RESOLUTION
         if kmh > self.max_plausible_kmh:
             return FLAG_IMPLAUSIBLE_SPEED
@@ -408,16 +425,27 @@ class TrackKinematics:
             return FLAG_INCONSISTENT_MOTION
         return None
 
-    def _kmh_per_px(self, xy: np.ndarray, fit: LineFit, kmh: float) -> float:
-        """km/h that one pixel of box-bottom bias adds to this speed at road position ``xy`` (0 when not moving;
-        inf where the plane gives no pixel: beyond the horizon nothing is resolved)."""
-        from trafficstream.models.homography import offset_speed_factor
-
-        if kmh <= 0 or self.plane is None:
-            return 0.0
-        pixel = self.plane.to_image(np.asarray(xy, dtype=np.float64)[None])
-        factor = float(offset_speed_factor(self.plane, pixel, (fit.vx, fit.vy))[0])
-        return abs(factor) * kmh if math.isfinite(factor) else math.inf
+    def _low_resolution(self, t: np.ndarray, xy: np.ndarray, fit: LineFit, kmh: float) -> bool:
+        """Whether the picture cannot support this window's speed (``t``, ``xy``: its inlier points): one pixel of
+        box-bottom bias at the latest position would move it by more than ``max_kmh_per_px``, or box-edge jitter
+        alone would put it off by more than ``max_noise_kmh`` (95 %) at the farther end of the window."""
+        if self.plane is None or (self.max_kmh_per_px is None and self.max_noise_kmh is None):
+            return False
+        direction = (fit.vx, fit.vy) if kmh > 0 else (0.0, 1.0)
+        ends = self.plane.to_image(np.asarray([xy[-1], xy[0]], dtype=np.float64))
+        if not np.isfinite(ends[0]).all():
+            return True  # beyond the horizon nothing is resolved
+        ends = ends[np.isfinite(ends).all(axis=1)]
+        if self.max_kmh_per_px is not None and kmh > 0:
+            factor = float(offset_speed_factor(self.plane, ends[:1], direction)[0])
+            if not (math.isfinite(factor) and abs(factor) * kmh <= self.max_kmh_per_px):
+                return True
+        if self.max_noise_kmh is not None:
+            metres_per_px = float(np.max(along_metres_per_pixel(self.plane, ends, direction)))
+            noise = speed_noise_kmh(t, metres_per_px * BOX_EDGE_SIGMA_PX)
+            if not noise <= self.max_noise_kmh:  # NaN too
+                return True
+        return False
 
     def _record(self, tr: _Track, est: SpeedEstimate, fit: LineFit) -> None:
         tr.last_ok = [tr.t[-1], fit.vx, fit.vy]
@@ -485,6 +513,7 @@ class TrackKinematics:
             "min_inlier_fraction": self.min_inlier_fraction,
             "calibration_margin_m": self.calibration_margin_m,
             "max_kmh_per_px": self.max_kmh_per_px,
+            "max_noise_kmh": self.max_noise_kmh,
             "max_points": self.max_points,
             "max_samples": self.max_samples,
         }

@@ -202,6 +202,14 @@ class TrackerSettings(_Section):
     max_speed_error_per_px_kmh: float | None = Field(
         default=1.0, gt=0, description="trust a speed only where 1 px of box bias moves it by at most this (km/h)"
     )
+    # Resolution against jitter: a box edge wanders by about a pixel from frame to frame (models.homography.
+    # BOX_EDGE_SIGMA_PX); a speed fitted over the window inherits that noise, scaled by the metres a pixel covers
+    # along the vehicle's path there and divided by the window's time spread (models.speed.speed_noise_kmh). A
+    # reading whose 95 % noise bound exceeds this is flagged low_resolution: slow vehicles far away, or few
+    # detections in the window (a high detection stride). 3 km/h: what enforcement tolerates. None: off.
+    max_speed_noise_kmh: float | None = Field(
+        default=3.0, gt=0, description="trust a speed only where box-edge jitter keeps it within this (km/h, 95 %)"
+    )
     # ByteTrack's second association: a detection scoring between this and detector.confidence never starts a
     # track, but continues one whose predicted box it overlaps (IoU >= 0.5) when no confident detection does.
     # Blurred, distorted or far vehicles flicker below the threshold for a frame or two (0.08-0.25 on the

@@ -371,3 +371,25 @@ def test_offset_speed_factor_predicts_the_speed_error_of_a_box_bias(direction) -
         factor = offset_speed_factor(plane, to_pixels(P, np.asarray([start])), u)[0]
         assert measured - 1.0 == pytest.approx(factor, rel=0.05, abs=2e-4)
     assert factor < 0  # a box bottom too low reads slow, towards the camera or away from it
+
+
+@pytest.mark.parametrize("direction", [(0.0, 1.0), (1.0, 0.0), (0.6, 0.8)])
+def test_along_metres_per_pixel_is_the_spread_of_a_jittered_box_edge(direction) -> None:
+    from pinhole_road import camera, to_pixels
+
+    from trafficstream.models.homography import along_metres_per_pixel
+
+    P = camera(f=1000.0, height=5.0, tilt_deg=6.0, yaw_deg=3.0, roll_deg=0.0)
+    grid = np.array([[x, y] for x in (-4.0, 0.0, 4.0, 8.0) for y in (8.0, 20.0, 40.0, 80.0, 120.0)])
+    plane = RoadPlane.from_points(to_pixels(P, grid), grid)
+    u = np.asarray(direction) / np.linalg.norm(direction)
+    rng = np.random.default_rng(3)
+    scales = []
+    for point in ([2.0, 15.0], [2.0, 60.0]):
+        px = to_pixels(P, np.asarray([point]))
+        jittered = plane.to_world(px + rng.normal(0.0, 1.0, (4000, 2)))  # one pixel of noise on both axes
+        spread = float(np.std((jittered - point) @ u))
+        scale = float(along_metres_per_pixel(plane, px, u)[0])
+        assert spread == pytest.approx(scale, rel=0.08)
+        scales.append(scale)
+    assert scales[1] > 3 * scales[0]  # a pixel covers far more road far away (across: linearly, along: faster)

@@ -18,6 +18,7 @@ from trafficstream.models.speed import (
     SpeedEstimate,
     TrackKinematics,
     fit_line_motion,
+    speed_noise_kmh,
 )
 
 
@@ -217,3 +218,46 @@ def test_far_from_a_low_camera_a_speed_is_flagged_low_resolution() -> None:
     crawl = feed(slow, t, np.stack([np.full_like(t, 2.0), 70.0 + 2.0 * t], axis=1), 4)[-1]
     assert crawl.flag is None  # 7 km/h: a pixel is worth 0.3 km/h even there
     assert TrackKinematics.from_settings(TrackerSettings(), plane=plane).max_kmh_per_px == 1.0
+
+
+def test_the_speed_noise_bound_covers_95_percent_of_windowed_fits() -> None:
+    rng = np.random.default_rng(4)
+    t = timestamps(24)  # a 0.8 s window at 30 fps
+    sigma = 0.3
+    errors = []
+    for _ in range(4000):
+        y = 20.0 * t + rng.normal(0.0, sigma, t.shape)
+        errors.append((np.polyfit(t, y, 1)[0] - 20.0) * 3.6)
+    bound = speed_noise_kmh(t, sigma)
+    assert np.mean(np.abs(errors) <= bound) == pytest.approx(0.95, abs=0.015)
+    assert speed_noise_kmh(t[::3], sigma) > 1.5 * bound  # a detection stride of 3 leaves a third of the points
+    assert speed_noise_kmh(t[:1], sigma) == float("inf")
+
+
+def test_a_slow_vehicle_far_from_a_low_camera_is_flagged_for_box_jitter() -> None:
+    from pinhole_road import camera, to_pixels
+
+    from trafficstream.models.speed import FLAG_LOW_RESOLUTION
+
+    P = camera(f=1000.0, height=5.0, tilt_deg=6.0, yaw_deg=0.0, roll_deg=0.0)
+    grid = np.array([[x, y] for x in (-4.0, 0.0, 4.0, 8.0) for y in (8.0, 20.0, 40.0, 80.0, 120.0)])
+    plane = RoadPlane.from_points(to_pixels(P, grid), grid)
+    t = timestamps(30)
+
+    def last_flag(kin: TrackKinematics, y0: float, track_id: int) -> str | None:
+        path = np.stack([np.full_like(t, 2.0), y0 + 5.5 * t], axis=1)  # 20 km/h, away from the camera
+        return feed(kin, t, path, track_id)[-1].flag
+
+    def kinematics(max_noise_kmh: float | None) -> TrackKinematics:
+        return TrackKinematics(0.8, 250, plane=plane, calibration_margin_m=200.0, max_noise_kmh=max_noise_kmh)
+
+    # At 70 m a pixel covers about a metre of road: a pixel of jitter is +-6 km/h over the window (95 %);
+    # at 12 m it is a few centimetres. A bias of a pixel would move 20 km/h by well under 1 km/h at either.
+    assert last_flag(kinematics(3.0), 70.0, 1) == FLAG_LOW_RESOLUTION
+    assert last_flag(kinematics(3.0), 12.0, 2) is None
+    assert last_flag(kinematics(None), 70.0, 3) is None
+    assert TrackKinematics.from_settings(TrackerSettings(), plane=plane).max_noise_kmh == 3.0
+    # a state written before this limit existed restores with it off
+    state = kinematics(3.0).to_dict()
+    del state["params"]["max_noise_kmh"]
+    assert TrackKinematics.from_dict(state, plane=plane).max_noise_kmh is None
