@@ -383,18 +383,17 @@ class VehicleTracker:
 
         def cost(tracks: list[Any], dets: list[Any], track_idx: list[int], det_idx: list[int]) -> np.ndarray:
             boxes = np.array([dets[j].to_tlbr() for j in det_idx], dtype=np.float64)
-            out = np.empty((len(track_idx), len(det_idx)))
-            for row, i in enumerate(track_idx):
-                b = min(RECENT_BUFFER_MAX, RECENT_BUFFER * tracks[i].time_since_update)
-                out[row] = 1.0 - box_iou(buffered(tracks[i].to_ltrb(orig=False)[None], b), buffered(boxes, b))[0]
             features = np.array([dets[j].feature for j in det_idx], dtype=np.float64)
             metric = self._deepsort.tracker.metric
+            out = np.full((len(track_idx), len(det_idx)), linear_assignment.INFTY_COST)
             for row, i in enumerate(track_idx):
-                if metric.samples.get(tracks[i].track_id):
-                    far = metric.distance(features, [tracks[i].track_id])[0] > self._params["max_cosine_distance"]
-                    out[row, far] = linear_assignment.INFTY_COST
-                else:
-                    out[row, :] = linear_assignment.INFTY_COST
+                track = tracks[i]
+                if not metric.samples.get(track.track_id):
+                    continue  # no appearance to gate on: never matched by overlap alone
+                b = min(RECENT_BUFFER_MAX, RECENT_BUFFER * track.time_since_update)
+                out[row] = 1.0 - box_iou(buffered(track.to_ltrb(orig=False)[None], b), buffered(boxes, b))[0]
+                far = metric.distance(features, [track.track_id])[0] > self._params["max_cosine_distance"]
+                out[row, far] = linear_assignment.INFTY_COST
             return out
 
         def with_recent(detections: list[Any]) -> tuple[list[Any], list[int], list[int]]:
