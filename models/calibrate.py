@@ -45,6 +45,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -307,23 +308,38 @@ class UncertaintyRow:
     metres_per_px: float
     position_sigma_m: float
     uncertainty_kmh: float  # 95 %, at the reference speed
+    windowed_noise_kmh: float  # 95 %, what box-edge jitter puts on a windowed speed there (any speed)
 
 
 def uncertainty_by_distance(
-    plane: RoadPlane, section_m: float = 20.0, kmh: float = 100.0, step_m: float = 5.0, margin_m: float = 10.0
+    plane: RoadPlane,
+    section_m: float = 20.0,
+    kmh: float = 100.0,
+    step_m: float = 5.0,
+    margin_m: float = 10.0,
+    *,
+    fps: float = 30.0,
+    window_s: float = 0.8,
 ) -> list[UncertaintyRow]:
     """Along the calibrated road (world Y from the nearest calibration point to the farthest + ``margin_m``,
-    at the points' mean X), the 95 % uncertainty of a passage speed over ``[y, y + section_m]`` at ``kmh``."""
+    at the points' mean X), the 95 % uncertainty of a passage speed over ``[y, y + section_m]`` at ``kmh``, and
+    of a windowed speed at ``y`` from box-edge jitter (a ``window_s`` window of frames at ``fps``, motion along
+    the road; ``models.speed.speed_noise_kmh``)."""
+    from trafficstream.models.homography import BOX_EDGE_SIGMA_PX, along_metres_per_pixel
     from trafficstream.models.passage import Z, position_sigma_m
+    from trafficstream.models.speed import speed_noise_kmh
 
     x = float(plane.world_points[:, 0].mean())
     y_lo, y_hi = float(plane.world_points[:, 1].min()), float(plane.world_points[:, 1].max()) + margin_m
+    window = np.arange(0.0, window_s + 1e-9, 1.0 / fps)
     rows = []
     for y in np.arange(y_lo, max(y_lo, y_hi - section_m) + 1e-9, step_m):
         a, b = position_sigma_m(plane, (x, y)), position_sigma_m(plane, (x, y + section_m))
         px = plane.to_image(np.asarray([[x, y]]))
         mpp = float(plane.metres_per_pixel(px)[0].max()) if np.isfinite(px).all() else float("inf")
-        rows.append(UncertaintyRow(float(y), mpp, a, Z * kmh * float(np.hypot(a, b)) / section_m))
+        along = float(along_metres_per_pixel(plane, px)[0]) if np.isfinite(px).all() else float("inf")
+        noise = speed_noise_kmh(window, along * BOX_EDGE_SIGMA_PX)
+        rows.append(UncertaintyRow(float(y), mpp, a, Z * kmh * float(np.hypot(a, b)) / section_m, noise))
     return rows
 
 
@@ -333,23 +349,40 @@ def uncertainty_lines(
     section_m: float = 20.0,
     kmh: float = 100.0,
     max_uncertainty_kmh: float = 3.0,
+    *,
+    fps: float = 30.0,
+    window_s: float = 0.8,
+    max_noise_kmh: float | None = 3.0,
 ) -> list[str]:
     """The uncertainty table, each configured section's expected uncertainty (``sections``: id and the two
-    lines' midpoints, metres), and warnings where enforcement would not hold."""
+    lines' midpoints, metres), and warnings where enforcement would not hold. The last column is what box-edge
+    jitter puts on a windowed speed at Y (``window_s`` at ``fps``): beyond ``max_noise_kmh``
+    (``tracker.max_speed_noise_kmh``) the job flags windowed speeds there ``low_resolution``."""
     from trafficstream.models.passage import Z, position_sigma_m
 
     lines = [
-        f"expected passage-speed uncertainty (95 %) for a {section_m:g} m section at {kmh:g} km/h, by where it starts:",
-        "  from Y (m)   m/px   position sigma (m)   +- km/h",
+        f"expected passage-speed uncertainty (95 %) for a {section_m:g} m section at {kmh:g} km/h, by where it starts;",
+        f"windowed speed: what a pixel of box jitter does to a {window_s:g} s window at {fps:g} fps there (95 %):",
+        "  from Y (m)   m/px   position sigma (m)   +- km/h   windowed +- km/h",
     ]
     bad = []
-    for r in uncertainty_by_distance(plane, section_m, kmh):
+    noisy = []
+    for r in uncertainty_by_distance(plane, section_m, kmh, fps=fps, window_s=window_s):
         flag = "  <- cannot support enforcement" if r.uncertainty_kmh > max_uncertainty_kmh else ""
+        if max_noise_kmh is not None and not r.windowed_noise_kmh <= max_noise_kmh:
+            noisy.append(r.y_m)
+            flag += "  <- windowed speeds flagged low_resolution"
         lines.append(
-            f"  {r.y_m:9.1f}  {r.metres_per_px:6.3f}  {r.position_sigma_m:19.3f}  {r.uncertainty_kmh:8.2f}{flag}"
+            f"  {r.y_m:9.1f}  {r.metres_per_px:6.3f}  {r.position_sigma_m:19.3f}  {r.uncertainty_kmh:8.2f}"
+            f"  {r.windowed_noise_kmh:16.2f}{flag}"
         )
-        if flag:
+        if r.uncertainty_kmh > max_uncertainty_kmh:
             bad.append(r.y_m)
+    if noisy:
+        lines.append(
+            f"note: beyond Y = {min(noisy):g} m windowed speeds carry more than +-{max_noise_kmh:g} km/h of jitter and "
+            "are not trusted (passage speeds over a longer stretch still are, within their own uncertainty)"
+        )
     if bad:
         lines.append(
             f"warning: beyond Y = {min(bad):g} m a {section_m:g} m section carries more than +-{max_uncertainty_kmh:g} "
@@ -444,6 +477,9 @@ class _Inputs:
     lens: LensModel | None = None
     markings: tuple[MarkingLine, ...] = ()
     fitted_markings: bool = True  # False: the markings are only checked against the plane (--vanishing)
+    fps: float = 30.0  # the camera's, for the windowed-speed column
+    window_s: float = 0.8  # tracker.speed_window_s
+    max_noise_kmh: float | None = 3.0  # tracker.max_speed_noise_kmh
 
 
 def _camera_inputs(args: argparse.Namespace) -> _Inputs:
@@ -455,9 +491,15 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
     lens: LensModel | None = None
     markings: list[MarkingLine] = []
     sections: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
+    speed: dict[str, Any] = {}
     if args.camera:
         settings = load_settings(args.config, args.overrides)
         camera = settings.camera(args.camera)
+        speed = {
+            "fps": camera.fps or 30.0,
+            "window_s": settings.tracker.speed_window_s,
+            "max_noise_kmh": settings.tracker.max_speed_noise_kmh,
+        }
         index = [c.id for c in settings.cameras].index(camera.id)
         label, video = camera.id, camera.source_path()
         roi = np.asarray(camera.roi, dtype=np.float64) if camera.roi else None
@@ -491,7 +533,9 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
         lens = parse_lens(args.lens)
     if image_pts is None or world_pts is None:  # both set or neither
         raise CalibrationError("nothing to check: give --camera (with --config) or --points")
-    return _Inputs(label, video, roi, image_pts, world_pts, frame, register_to, sections, lens, tuple(markings))
+    return _Inputs(
+        label, video, roi, image_pts, world_pts, frame, register_to, sections, lens, tuple(markings), **speed
+    )
 
 
 def _principal_point(inp: _Inputs, args: argparse.Namespace, option: str) -> tuple[float, float]:
@@ -656,7 +700,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line)
         if args.section_m <= 0 or args.kmh <= 0:
             raise CalibrationError("--section-m and --kmh must be > 0")
-        for line in uncertainty_lines(plane, inp.sections, args.section_m, args.kmh, args.max_uncertainty_kmh):
+        for line in uncertainty_lines(
+            plane,
+            inp.sections,
+            args.section_m,
+            args.kmh,
+            args.max_uncertainty_kmh,
+            fps=inp.fps,
+            window_s=inp.window_s,
+            max_noise_kmh=inp.max_noise_kmh,
+        ):
             print(line)
         if args.png:
             if inp.video is None:

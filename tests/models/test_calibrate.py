@@ -93,6 +93,16 @@ def test_uncertainty_grows_with_distance_and_warns_where_enforcement_fails(capsy
     assert any("cannot support enforcement" in line for line in text)
     assert any(line.startswith("warning: beyond Y =") for line in text)
     assert any(line.startswith("section s: 40.0 m, +-") for line in text)
+    # windowed speeds: jitter grows with distance, and fewer frames in the window make it worse
+    assert all(b.windowed_noise_kmh > a.windowed_noise_kmh for a, b in zip(rows, rows[1:], strict=False))
+    at_10fps = uncertainty_by_distance(plane, section_m=20, kmh=100, fps=10.0)
+    assert all(b.windowed_noise_kmh > 1.5 * a.windowed_noise_kmh for a, b in zip(rows, at_10fps, strict=True))
+    noise_limit = (rows[0].windowed_noise_kmh + rows[-1].windowed_noise_kmh) / 2
+    text = uncertainty_lines(plane, [], 20, 100, limit, max_noise_kmh=noise_limit)
+    assert any(line.startswith("note: beyond Y =") and "low_resolution" not in line for line in text)
+    assert any("<- windowed speeds flagged low_resolution" in line for line in text)
+    unlimited = uncertainty_lines(plane, [], 20, 100, limit, max_noise_kmh=None)
+    assert not any(line.startswith("note:") for line in unlimited)
     # the demo camera's section is printed by the CLI
     assert main(["--config", str(PROJECT_ROOT / "infra/config/demo.yaml"), "--camera", "motorway-overpass"]) == 0
     assert "section stretch: 24.0 m, +-" in capsys.readouterr().out
