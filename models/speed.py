@@ -201,13 +201,19 @@ def motion_inconsistency(
     return max(ratio_halves, ratio_mean)
 
 
-def speed_noise_kmh(t: np.ndarray, sigma_m: float) -> float:
-    """95 % bound (km/h) of the error that independent position noise of ``sigma_m`` (metres along the motion)
-    puts on a speed fitted by a straight line over the times ``t``: the slope's standard error
-    ``sigma / sqrt(sum((t - mean t)^2))``. Few points or a short span make it large; inf for a single instant."""
+def speed_noise_kmh(t: np.ndarray, sigma_m: float | np.ndarray) -> float:
+    """95 % bound (km/h) of the error that independent position noise of ``sigma_m`` (metres along the motion;
+    one value, or one per time) puts on a speed fitted by a straight line over the times ``t``: the slope's
+    standard error ``sqrt(sum((t - mean t)^2 sigma^2)) / sum((t - mean t)^2)``, which is ``sigma / sqrt(sum((t -
+    mean t)^2))`` for a constant sigma. The window's ends weigh most. Few points or a short span make it large;
+    inf for a single instant."""
     t = np.asarray(t, dtype=np.float64)
-    spread = float(((t - t.mean()) ** 2).sum()) if len(t) else 0.0
-    return _Z95 * 3.6 * float(sigma_m) / math.sqrt(spread) if spread > 0 else math.inf
+    d2 = (t - t.mean()) ** 2 if len(t) else t
+    spread = float(d2.sum())
+    if not spread > 0:
+        return math.inf
+    sigma = np.broadcast_to(np.asarray(sigma_m, dtype=np.float64), t.shape)
+    return _Z95 * 3.6 * math.sqrt(float((d2 * sigma**2).sum())) / spread
 
 
 @dataclass(slots=True)
@@ -428,21 +434,22 @@ class TrackKinematics:
     def _low_resolution(self, t: np.ndarray, xy: np.ndarray, fit: LineFit, kmh: float) -> bool:
         """Whether the picture cannot support this window's speed (``t``, ``xy``: its inlier points): one pixel of
         box-bottom bias at the latest position would move it by more than ``max_kmh_per_px``, or box-edge jitter
-        alone would put it off by more than ``max_noise_kmh`` (95 %) at the farther end of the window."""
+        alone (a pixel covering more road at each point the farther it is) would put it off by more than
+        ``max_noise_kmh`` (95 %)."""
         if self.plane is None or (self.max_kmh_per_px is None and self.max_noise_kmh is None):
             return False
         direction = (fit.vx, fit.vy) if kmh > 0 else (0.0, 1.0)
-        ends = self.plane.to_image(np.asarray([xy[-1], xy[0]], dtype=np.float64))
-        if not np.isfinite(ends[0]).all():
+        pixels = self.plane.to_image(np.asarray(xy, dtype=np.float64))
+        if not np.isfinite(pixels[-1]).all():
             return True  # beyond the horizon nothing is resolved
-        ends = ends[np.isfinite(ends).all(axis=1)]
         if self.max_kmh_per_px is not None and kmh > 0:
-            factor = float(offset_speed_factor(self.plane, ends[:1], direction)[0])
+            factor = float(offset_speed_factor(self.plane, pixels[-1:], direction)[0])
             if not (math.isfinite(factor) and abs(factor) * kmh <= self.max_kmh_per_px):
                 return True
         if self.max_noise_kmh is not None:
-            metres_per_px = float(np.max(along_metres_per_pixel(self.plane, ends, direction)))
-            noise = speed_noise_kmh(t, metres_per_px * BOX_EDGE_SIGMA_PX)
+            seen = np.isfinite(pixels).all(axis=1)
+            metres_per_px = along_metres_per_pixel(self.plane, pixels[seen], direction)
+            noise = speed_noise_kmh(t[seen], metres_per_px * BOX_EDGE_SIGMA_PX)
             if not noise <= self.max_noise_kmh:  # NaN too
                 return True
         return False

@@ -232,6 +232,12 @@ def test_the_speed_noise_bound_covers_95_percent_of_windowed_fits() -> None:
     assert np.mean(np.abs(errors) <= bound) == pytest.approx(0.95, abs=0.015)
     assert speed_noise_kmh(t[::3], sigma) > 1.5 * bound  # a detection stride of 3 leaves a third of the points
     assert speed_noise_kmh(t[:1], sigma) == float("inf")
+    # noise that differs along the window (a pixel covers more road far away): the ends weigh most
+    sigmas = np.linspace(0.1, 0.5, len(t))
+    errors = [(np.polyfit(t, 20.0 * t + rng.normal(0.0, sigmas), 1)[0] - 20.0) * 3.6 for _ in range(4000)]
+    varying = speed_noise_kmh(t, sigmas)
+    assert np.mean(np.abs(errors) <= varying) == pytest.approx(0.95, abs=0.015)
+    assert speed_noise_kmh(t, 0.1) < varying < speed_noise_kmh(t, 0.5)
 
 
 def test_a_slow_vehicle_far_from_a_low_camera_is_flagged_for_box_jitter() -> None:
