@@ -196,14 +196,19 @@ def test_restore_takes_the_current_parameters() -> None:
         TrackKinematics().restore_tracks({**state, "v": 2})
 
 
-def test_far_from_a_low_camera_a_speed_is_flagged_low_resolution() -> None:
+def _low_camera_plane() -> RoadPlane:
+    """A 5 m pole looking down the road at a shallow 6 deg: 8-120 m of road between the bottom and the top."""
     from pinhole_road import camera, to_pixels
-
-    from trafficstream.models.speed import FLAG_LOW_RESOLUTION
 
     P = camera(f=1000.0, height=5.0, tilt_deg=6.0, yaw_deg=0.0, roll_deg=0.0)
     grid = np.array([[x, y] for x in (-4.0, 0.0, 4.0, 8.0) for y in (8.0, 20.0, 40.0, 80.0, 120.0)])
-    plane = RoadPlane.from_points(to_pixels(P, grid), grid)
+    return RoadPlane.from_points(to_pixels(P, grid), grid)
+
+
+def test_far_from_a_low_camera_a_speed_is_flagged_low_resolution() -> None:
+    from trafficstream.models.speed import FLAG_LOW_RESOLUTION
+
+    plane = _low_camera_plane()
     t = timestamps(30)
 
     def last_flag(kin: TrackKinematics, y0: float, track_id: int) -> str | None:
@@ -241,13 +246,9 @@ def test_the_speed_noise_bound_covers_95_percent_of_windowed_fits() -> None:
 
 
 def test_a_slow_vehicle_far_from_a_low_camera_is_flagged_for_box_jitter() -> None:
-    from pinhole_road import camera, to_pixels
-
     from trafficstream.models.speed import FLAG_LOW_RESOLUTION
 
-    P = camera(f=1000.0, height=5.0, tilt_deg=6.0, yaw_deg=0.0, roll_deg=0.0)
-    grid = np.array([[x, y] for x in (-4.0, 0.0, 4.0, 8.0) for y in (8.0, 20.0, 40.0, 80.0, 120.0)])
-    plane = RoadPlane.from_points(to_pixels(P, grid), grid)
+    plane = _low_camera_plane()
     t = timestamps(30)
 
     def last_flag(kin: TrackKinematics, y0: float, track_id: int) -> str | None:
