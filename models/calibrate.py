@@ -45,7 +45,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -60,6 +60,9 @@ from trafficstream.models.homography import (
 )
 from trafficstream.models.lens import LensModel, distort_pixels, undistort_pixels
 from trafficstream.models.vanishing import VanishingCalibration, pairs_from_markings
+
+if TYPE_CHECKING:
+    from trafficstream.config import TrackerSettings
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +339,9 @@ def uncertainty_by_distance(
     for y in np.arange(y_lo, max(y_lo, y_hi - section_m) + 1e-9, step_m):
         a, b = position_sigma_m(plane, (x, y)), position_sigma_m(plane, (x, y + section_m))
         px = plane.to_image(np.asarray([[x, y]]))
-        mpp = float(plane.metres_per_pixel(px)[0].max()) if np.isfinite(px).all() else float("inf")
-        along = float(along_metres_per_pixel(plane, px)[0]) if np.isfinite(px).all() else float("inf")
+        seen = bool(np.isfinite(px).all())
+        mpp = float(plane.metres_per_pixel(px)[0].max()) if seen else float("inf")
+        along = float(along_metres_per_pixel(plane, px)[0]) if seen else float("inf")
         noise = speed_noise_kmh(window, along * BOX_EDGE_SIGMA_PX)
         rows.append(UncertaintyRow(float(y), mpp, a, Z * kmh * float(np.hypot(a, b)) / section_m, noise))
     return rows
@@ -362,7 +366,7 @@ def uncertainty_lines(
 
     lines = [
         f"expected passage-speed uncertainty (95 %) for a {section_m:g} m section at {kmh:g} km/h, by where it starts;",
-        f"windowed speed: what a pixel of box jitter does to a {window_s:g} s window at {fps:g} fps there (95 %):",
+        f"windowed speed: what a pixel of box jitter does to a {window_s:g} s window at {fps:.4g} fps there (95 %):",
         "  from Y (m)   m/px   position sigma (m)   +- km/h   windowed +- km/h",
     ]
     bad = []
@@ -477,9 +481,8 @@ class _Inputs:
     lens: LensModel | None = None
     markings: tuple[MarkingLine, ...] = ()
     fitted_markings: bool = True  # False: the markings are only checked against the plane (--vanishing)
-    fps: float = 30.0  # the camera's, for the windowed-speed column
-    window_s: float = 0.8  # tracker.speed_window_s
-    max_noise_kmh: float | None = 3.0  # tracker.max_speed_noise_kmh
+    fps_override: float | None = None  # the camera's ``fps``, when its container's is not to be trusted
+    tracker: TrackerSettings | None = None  # the deployment's (window and jitter limit); None: the defaults
 
 
 def _camera_inputs(args: argparse.Namespace) -> _Inputs:
@@ -495,11 +498,7 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
     if args.camera:
         settings = load_settings(args.config, args.overrides)
         camera = settings.camera(args.camera)
-        speed = {
-            "fps": camera.fps or 30.0,
-            "window_s": settings.tracker.speed_window_s,
-            "max_noise_kmh": settings.tracker.max_speed_noise_kmh,
-        }
+        speed = {"fps_override": camera.fps, "tracker": settings.tracker}
         index = [c.id for c in settings.cameras].index(camera.id)
         label, video = camera.id, camera.source_path()
         roi = np.asarray(camera.roi, dtype=np.float64) if camera.roi else None
@@ -536,6 +535,21 @@ def _camera_inputs(args: argparse.Namespace) -> _Inputs:
     return _Inputs(
         label, video, roi, image_pts, world_pts, frame, register_to, sections, lens, tuple(markings), **speed
     )
+
+
+def _frame_rate(inp: _Inputs) -> float:
+    """The camera's frame rate for the windowed-speed column: its override, else the video's container, else 30."""
+    if inp.fps_override:
+        return inp.fps_override
+    if inp.video is not None:
+        from trafficstream.video import SourceError, VideoFileSource
+
+        try:
+            with VideoFileSource(inp.video) as source:
+                return source.info.fps
+        except (SourceError, ValueError):
+            log.warning("cannot read the frame rate of %s: the windowed-speed column assumes 30 fps", inp.video)
+    return 30.0
 
 
 def _principal_point(inp: _Inputs, args: argparse.Namespace, option: str) -> tuple[float, float]:
@@ -700,15 +714,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line)
         if args.section_m <= 0 or args.kmh <= 0:
             raise CalibrationError("--section-m and --kmh must be > 0")
+        from trafficstream.config import TrackerSettings
+
+        tracker = inp.tracker or TrackerSettings()
         for line in uncertainty_lines(
             plane,
             inp.sections,
             args.section_m,
             args.kmh,
             args.max_uncertainty_kmh,
-            fps=inp.fps,
-            window_s=inp.window_s,
-            max_noise_kmh=inp.max_noise_kmh,
+            fps=_frame_rate(inp),
+            window_s=tracker.speed_window_s,
+            max_noise_kmh=tracker.max_speed_noise_kmh,
         ):
             print(line)
         if args.png:

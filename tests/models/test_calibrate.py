@@ -105,7 +105,9 @@ def test_uncertainty_grows_with_distance_and_warns_where_enforcement_fails(capsy
     assert not any(line.startswith("note:") for line in unlimited)
     # the demo camera's section is printed by the CLI
     assert main(["--config", str(PROJECT_ROOT / "infra/config/demo.yaml"), "--camera", "motorway-overpass"]) == 0
-    assert "section stretch: 24.0 m, +-" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "section stretch: 24.0 m, +-" in out
+    assert "0.8 s window at 29.79 fps" in out  # the clip's own frame rate, the tracker's window
 
 
 # -- lens distortion --------------------------------------------------------------------------------------------
