@@ -24,6 +24,7 @@ import numpy as np
 
 from trafficstream.models import state_codec
 from trafficstream.models.homography import BOX_EDGE_SIGMA_PX, along_metres_per_pixel, offset_speed_factor
+from trafficstream.models.passage import Z
 
 if TYPE_CHECKING:
     from trafficstream.config import TrackerSettings
@@ -48,7 +49,6 @@ _STATE_VERSION = 1  # of the document; the blob's format version is state_codec.
 _NOISE_ALPHA = 0.1
 _MIN_RESIDUAL_M = 0.1  # below this a residual is never "large": sub-decimetre jitter is box quantisation
 _RAYLEIGH_MEDIAN = math.sqrt(2 * math.log(2))  # median of |r| for 2-D Gaussian residuals of unit sigma
-_Z95 = 1.96
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +213,7 @@ def speed_noise_kmh(t: np.ndarray, sigma_m: float | np.ndarray) -> float:
     if not spread > 0:
         return math.inf
     sigma = np.broadcast_to(np.asarray(sigma_m, dtype=np.float64), t.shape)
-    return _Z95 * 3.6 * math.sqrt(float((d2 * sigma**2).sum())) / spread
+    return Z * 3.6 * math.sqrt(float((d2 * sigma**2).sum())) / spread
 
 
 @dataclass(slots=True)
