@@ -61,7 +61,13 @@ from trafficstream.streaming_jobs.schemas import (
     SPOOLED,
     spark_schema,
 )
-from trafficstream.streaming_jobs.shedding import DETECTED
+from trafficstream.streaming_jobs.shedding import (
+    DETECTED,
+    STRIDES_PROPERTY,
+    StrideController,
+    batch_lateness,
+    encode_strides,
+)
 from trafficstream.streaming_jobs.spool import Group, Spool
 
 log = logging.getLogger(__name__)
@@ -148,6 +154,11 @@ class BatchWriter:
             settings.kafka.python_config(**{"group.id": "trafficstream-job-lag", "enable.auto.commit": False})
         )
         self.last: dict[str, Any] = {}
+        # One detection-stride controller per camera, fed by each batch's lateness; the next batch's tasks read
+        # the strides from a local property of the query's thread (shedding.py).
+        self._strides: dict[str, StrideController] | None = None
+        if settings.live.shed_load:
+            self._strides = {cam.id: self._stride_controller(cam.id) for cam in settings.cameras}
         self._lock = threading.Lock()
         # Sinks are independent: Spark runs their jobs concurrently from driver threads, which overlaps the
         # per-commit driver work (planning, Delta log) that dominates small micro-batches.
@@ -201,6 +212,8 @@ class BatchWriter:
         rows = summary_rows(table)
         counts = dict(Counter(r["kind"] for r in rows))
         t1 = time.perf_counter()
+        if self._strides is not None and counts:
+            self._steer_strides(rows)
         # Results first (unless stage 2 produced them): a frame reaches the results topic before any Delta
         # commit of its batch.
         if not self.results_in_stage2:
@@ -244,6 +257,36 @@ class BatchWriter:
         counts = dict(Counter(table.column("kind").to_pylist()))
         self._write(table, version, timings)
         return {"counts": counts, "delta_ms": round((time.perf_counter() - t0) * 1e3, 1), "sinks": timings}
+
+    def _steer_strides(self, rows: list[dict[str, Any]]) -> None:
+        """Update each camera's detection stride from how late this batch's results are, and hand the strides
+        to the next micro-batch's tasks (Spark local property of this thread, the query's: its jobs carry it).
+        Only live references use them (stage 1)."""
+        assert self._strides is not None
+        now = time.time()
+        for cam, late in batch_lateness(rows, now).items():
+            ctl = self._strides.get(cam)
+            if ctl is None:
+                continue  # not a configured camera: its frames are dead letters
+            before = ctl.stride
+            if ctl.observe(late, now) != before:
+                log.debug("camera %s: detection stride %d -> %d (results %.2f s late)", cam, before, ctl.stride, late)
+        self.publish_strides()
+
+    def _stride_controller(self, camera_id: str) -> StrideController:
+        camera = self.settings.camera(camera_id)
+        live = self.settings.live
+        return StrideController(
+            camera.detect_every, live.max_detect_every, self.settings.budget_s(camera), start_high=True
+        )
+
+    def publish_strides(self) -> None:
+        """Set the cameras' detection strides as a local property of this thread: the micro-batches' tasks read it
+        (perception.driver_strides). Called on the query's thread, and once before the query starts (its thread
+        inherits the starting strides)."""
+        if self._strides is not None:
+            strides = {cam: ctl.stride for cam, ctl in self._strides.items()}
+            self.spark.sparkContext.setLocalProperty(STRIDES_PROPERTY, encode_strides(strides))
 
     def _publish_results(self, rows: list[dict[str, Any]]) -> None:
         """Produce the batch's frame messages (key: camera id) and wait for every acknowledgement; raise if

@@ -430,7 +430,6 @@ def reset_in_memory(
     return fresh, _reset_event(cause, detail, fresh, source)
 
 
-@lru_cache(maxsize=4)
 @lru_cache(maxsize=16)  # once per job settings, not per frame
 def _low_below(settings_json: str) -> float | None:
     """The score below which stage 1's detections are low ones (tracker.low_confidence on): the detector's own
@@ -440,6 +439,7 @@ def _low_below(settings_json: str) -> float | None:
     return settings.detector.confidence if low is not None and low < settings.detector.confidence else None
 
 
+@lru_cache(maxsize=4)  # parsed once per worker, not once per batch and passage (~10 ms each); read-only
 def _settings(settings_json: str) -> Settings:
     return settings_from_json(settings_json)
 

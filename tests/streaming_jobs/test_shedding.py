@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from trafficstream.streaming_jobs.shedding import DETECTED, PREDICTED, SKIP_STALE, SKIPPED, LoadShedder
+from trafficstream.streaming_jobs.shedding import (
+    ADJUST_EVERY_S,
+    DETECTED,
+    LOWER_AT,
+    PREDICTED,
+    RAISE_AT,
+    SKIP_STALE,
+    SKIPPED,
+    LoadShedder,
+    StrideController,
+    batch_lateness,
+    decode_strides,
+    encode_strides,
+)
 
 
 def _run(shedder: LoadShedder, n: int, *, age: float = 0.0, fps: float = 30.0, t0: float = 1000.0) -> list:
@@ -94,3 +107,68 @@ def test_a_retried_task_detects_the_same_frames_again():
     again = [shedder.decide(i, 0, 0, 0).analysis for i in range(4)]
     assert first == again == [DETECTED] * 4
     assert shedder.decide(3, 0, 0, 0).analysis == DETECTED  # the very last frame, replayed alone
+
+
+# -- the driver's stride per camera --------------------------------------------------------------------------
+
+
+def _steer(ctl: StrideController, lateness: float, seconds: float, t0: float = 1000.0, every: float = 0.5) -> list:
+    """A batch every ``every`` s for ``seconds``, each ``lateness`` s late: the stride after each."""
+    return [ctl.observe(lateness, t0 + k * every) for k in range(int(seconds / every))]
+
+
+def test_driver_controller_raises_the_stride_while_batches_are_late_and_lowers_it_when_fresh():
+    budget = 2.0
+    ctl = StrideController(2, 8, budget)
+    late = _steer(ctl, (RAISE_AT + 0.05) * budget, 4.0)  # 8 batches over 4 s, each late
+    assert late[0] == 3 and late[-1] == 2 + int(4.0 / ADJUST_EVERY_S)  # one step a second, not one a batch
+    assert _steer(ctl, (RAISE_AT + 0.05) * budget, 10.0, t0=1010.0)[-1] == 8  # capped at max_detect_every
+    held = _steer(ctl, (RAISE_AT + LOWER_AT) / 2 * budget, 5.0, t0=1030.0)
+    assert set(held) == {8}  # between the thresholds: the stride holds
+    fresh = _steer(ctl, (LOWER_AT - 0.05) * budget, 10.0, t0=1040.0)
+    assert fresh[-1] == 2  # back to the camera's own stride, never below
+
+
+def test_driver_controller_steps_twice_as_fast_past_the_whole_budget_and_ignores_nan():
+    ctl = StrideController(1, 10, 2.0)
+    assert ctl.observe(2.5, 0.0) == 3
+    assert ctl.observe(float("nan"), 5.0) == 3
+    assert ctl.observe(1.7, 6.0) == 4
+
+
+def test_batch_lateness_is_the_oldest_frame_with_a_result_per_camera():
+    rows = [
+        {"kind": "frame", "camera_id": "a", "capture_ts": 100.0, "analysis": "skipped"},
+        {"kind": "frame", "camera_id": "a", "capture_ts": 101.0, "analysis": "predicted"},
+        {"kind": "frame", "camera_id": "a", "capture_ts": 101.5, "analysis": "detected"},
+        {"kind": "frame", "camera_id": "b", "capture_ts": 99.0, "analysis": "skipped"},  # all shed: still late
+        {"kind": "crossing", "camera_id": "a", "capture_ts": 50.0},
+        {"kind": "dead", "camera_id": "c", "capture_ts": 10.0},
+        {"kind": "frame", "camera_id": "d", "capture_ts": None},
+        {"kind": "frame", "camera_id": "e", "capture_ts": float("nan")},
+    ]
+    assert batch_lateness(rows, 102.0) == {"a": 1.0, "b": 3.0}
+
+
+def test_strides_travel_as_json_and_anything_malformed_reads_as_none():
+    assert decode_strides(encode_strides({"b": 3, "a": 1})) == {"a": 1, "b": 3}
+    for bad in (None, "", "{", "[1]", '{"a": 0}', '{"a": true}', '{"a": "3"}', '{"a": 2.5}'):
+        assert decode_strides(bad) == {}
+
+
+def test_every_worker_uses_the_drivers_stride_whatever_the_age_of_its_slice():
+    """Two workers, one given the older half of each batch and one the newer: with the driver's stride they
+    decide alike (each adjusting its own, they drifted apart)."""
+    old_half, new_half = LoadShedder(1, 8, 2.0), LoadShedder(1, 8, 2.0)
+    for k in range(20):  # 20 s of batches
+        t = 1000.0 + k
+        a = [old_half.decide(i, t - 1.5, t, t - 1.0, stride=4) for i in range(30 * k, 30 * k + 15)]
+        b = [new_half.decide(i, t - 0.1, t, t - 0.1, stride=4) for i in range(30 * k + 15, 30 * k + 30)]
+        assert {d.stride for d in a + b} == {4}
+        assert [d.analysis == DETECTED for d in a + b] == [i % 4 == 0 for i in range(30 * k, 30 * k + 30)]
+    assert old_half.stride == new_half.stride == 1  # their own controllers were left alone
+    # the driver's stride is kept within the camera's own stride and the cap
+    assert old_half.decide(0, 0, 0, 0, stride=50).stride == 8
+    assert LoadShedder(3, 8, 2.0).decide(0, 0, 0, 0, stride=1).stride == 3
+    # shedding off: the camera's own stride whatever the driver says
+    assert LoadShedder(2, 8, 2.0, enabled=False).decide(1, 0, 9, 0, stride=5).stride == 2
