@@ -238,7 +238,7 @@ class LiveSettings(_Section):
 
     latency_budget_s: float = Field(default=2.0, gt=0, le=3600, description="capture -> result budget per camera")
     shed_load: bool = Field(default=True, description="raise the detection stride, then skip stale frames")
-    max_detect_every: int = Field(default=6, ge=1, le=30, description="highest stride load shedding goes to")
+    max_detect_every: int = Field(default=10, ge=1, le=30, description="highest stride load shedding goes to")
     segment_seconds: float = Field(default=2.0, gt=0, le=60, description="length of a recorded segment")
     segment_retention_h: float = Field(default=6.0, gt=0, description="recorded segments kept this long")
     evidence_retention_h: float = Field(default=24.0 * 30, gt=0, description="segments with evidence kept")
