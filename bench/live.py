@@ -8,7 +8,8 @@ frame), the same in the first and the last minute (growth = falling behind), the
 got, the stride the job settled on, the share of frames skipped, and the frame accounting from the Delta
 tables (frames in = detected + predicted + skipped + dead-lettered)::
 
-    python -m trafficstream.bench.live [--cameras 1 2 4] [--seconds 180] [--shed on off] [--pools on off] [--out FILE]
+    python -m trafficstream.bench.live [--cameras 1 2 4] [--seconds 180] [--shed on off] [--pools on off]
+        [--min-partitions 2] [--out FILE]
 
 ``make bench`` runs it after the throughput figures; JSON goes to ``bench/results/live.json``.
 """
@@ -38,6 +39,7 @@ log = logging.getLogger("trafficstream.bench.live")
 RESULTS = PROJECT_ROOT / "bench" / "results"
 WORK = PROJECT_ROOT / "var" / "bench" / "live"
 BASE_CAMERA = "motorway-overpass"
+LIVE_TASKS = 2  # stage-1 tasks per micro-batch (spark.min_partitions): the job's local[2] cores
 
 
 class ResultsListener(threading.Thread):
@@ -147,6 +149,7 @@ def scenario(
     workdir: Path,
     max_offsets: int = 2000,
     pools: bool = True,
+    min_partitions: int | None = LIVE_TASKS,
 ) -> dict[str, Any]:
     from trafficstream.infra.local_kafka import KafkaBroker
     from trafficstream.infra.pipeline import JobProcess, processed_counts
@@ -164,9 +167,14 @@ def scenario(
                 "storage": base.storage.model_copy(update={"var_dir": workdir}),
                 "live": base.live.model_copy(update={"shed_load": shed}),
                 # live: read everything that arrived (stale frames are skipped cheaply in stage 1), so a
-                # backlog never waits in Kafka behind a small per-trigger cap
+                # backlog never waits in Kafka behind a small per-trigger cap; one stage-1 task per core (each
+                # task costs ~0.1 s however few frames it holds: more tasks only add that to a small batch)
                 "spark": base.spark.model_copy(
-                    update={"max_offsets_per_trigger": max_offsets, "scheduler_pools": pools}
+                    update={
+                        "max_offsets_per_trigger": max_offsets,
+                        "scheduler_pools": pools,
+                        "min_partitions": min_partitions,
+                    }
                 ),
             }
         )
@@ -197,6 +205,7 @@ def scenario(
         "shed_load": shed,
         "scheduler_pools": pools,
         "max_offsets_per_trigger": max_offsets,
+        "min_partitions": min_partitions,
         "seconds": round(t1 - t0, 1),
         "job_ready_s": round(started_s, 1),
         "drain_s": round(drained_s, 1),
@@ -231,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         help="FAIR scheduler pools (micro-batches before Delta commits); 'on off' compares them with shedding on",
     )
     parser.add_argument("--seconds", type=float, default=180.0, help="live run per scenario")
+    parser.add_argument(
+        "--min-partitions",
+        type=int,
+        default=LIVE_TASKS,
+        help=f"spark.min_partitions of the job (default {LIVE_TASKS}: one stage-1 task per core)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "live.json")
     args = parser.parse_args(argv)
     setup_logging("INFO")
@@ -240,7 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         for pools in args.pools if shed == "on" else ["on"]:
             for n in args.cameras:
                 workdir = WORK / f"{n}cam-shed-{shed}" if pools == "on" else WORK / f"{n}cam-shed-{shed}-pools-off"
-                runs.append(scenario(base, n, shed == "on", args.seconds, workdir, pools=pools == "on"))
+                runs.append(
+                    scenario(
+                        base,
+                        n,
+                        shed == "on",
+                        args.seconds,
+                        workdir,
+                        pools=pools == "on",
+                        min_partitions=args.min_partitions,
+                    )
+                )
     held = [r["cameras"] for r in runs if r["shed_load"] and r["scheduler_pools"] and r["within_budget"]]
     summary = {
         "ts": time.time(),
