@@ -43,7 +43,7 @@ from trafficstream.models.embedder import AppearanceEmbedder, crop_boxes
 from trafficstream.models.roi import bottom_centre, points_in_polygon
 from trafficstream.models.tiling import detect_tiled_batch
 from trafficstream.streaming_jobs.schemas import PERCEPTION
-from trafficstream.streaming_jobs.shedding import DETECTED, STRIDES_PROPERTY, LoadShedder, decode_strides
+from trafficstream.streaming_jobs.shedding import DETECTED, STEERING_PROPERTY, LoadShedder, Steer, decode_steering
 from trafficstream.video import ReaderPool, SourceError, VideoFileSource, is_under_roots, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -239,13 +239,13 @@ def perceive_records(
     records: list[Record],
     newest_capture_ts: float = 0.0,
     batch_ts: float | None = None,
-    strides: Mapping[str, int] | None = None,
+    steering: Mapping[str, Steer] | None = None,
 ) -> list[dict[str, Any]]:
     """Kafka records -> PERCEPTION rows, one per record and in the same order. Never raises: any defect of
     a record is its own ``dead`` row. ``batch_ts``: when the micro-batch started (Unix seconds; None outside
     a streaming query): a live reference published long before it waited behind a backlog (load shedding).
-    ``strides``: the driver's detection stride per camera for live references (shedding.py); a camera
-    without one adjusts its own.
+    ``steering``: the driver's detection stride and skip age per camera for live references (shedding.py); a
+    camera without one steers itself.
 
     Every reference is parsed and checked first; the admitted ones are decoded by a background thread
     (``detector.prefetch_frames`` ahead) while the frames already decoded go through the detector together
@@ -258,11 +258,11 @@ def perceive_records(
     newest: dict[str, float] = {}
     for ref in filter(None, refs):
         newest[ref.camera_id] = max(newest.get(ref.camera_id, newest_capture_ts), ref.capture_ts)
-    strides = strides or {}
+    steering = steering or {}
     jobs = [
         job
         for row, ref in zip(rows, refs, strict=True)
-        if ref and (job := _admit(rt, row, ref, newest, batch_ts, strides.get(ref.camera_id)))
+        if ref and (job := _admit(rt, row, ref, newest, batch_ts, steering.get(ref.camera_id)))
     ]
     _plan_registration(rt, jobs)
     chunk: list[_Job] = []
@@ -328,7 +328,7 @@ def _admit(
     ref: FrameRef,
     newest: dict[str, float],
     batch_ts: float | None = None,
-    stride: int | None = None,
+    steer: Steer | None = None,
 ) -> _Job | None:
     """The checks before any decoding: camera, storage roots, source, load shedding. None: the row is done
     (dead, or left to stage 2 to predict or skip)."""
@@ -350,7 +350,7 @@ def _admit(
             time.time(),
             newest.get(camera.id, ref.capture_ts),
             queued_s=0.0 if batch_ts is None else batch_ts - ref.ingest_ts,
-            stride=stride,
+            steer=steer,
         )
         row.update(analysis=decision.analysis, stride=decision.stride, skip_reason=decision.skip_reason)
         if decision.analysis != DETECTED:  # stage 2 predicts the tracks onto it, or records the skip
@@ -582,22 +582,22 @@ def perceive_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> I
     """``mapInArrow`` body: Kafka records (value, topic, partition, offset, and the micro-batch's start
     ``batch_us``, microseconds since the epoch) -> PERCEPTION rows."""
     rt = runtime_for(settings_json)
-    strides = driver_strides()
+    steering = driver_steering()
     for batch in batches:
         cols = batch.to_pydict()
         records = list(zip(cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True))
         starts = cols.get("batch_us") or [None]
         batch_ts = None if starts[0] is None else starts[0] / 1e6
-        yield to_record_batch(perceive_records(rt, records, batch_ts=batch_ts, strides=strides), rt.schema)
+        yield to_record_batch(perceive_records(rt, records, batch_ts=batch_ts, steering=steering), rt.schema)
 
 
-def driver_strides() -> dict[str, int]:
-    """The detection strides the driver set for this task's micro-batch (a Spark local property; shedding.py),
+def driver_steering() -> dict[str, Steer]:
+    """The load shedding the driver set for this task's micro-batch (a Spark local property; shedding.py),
     {} outside a Spark task or before the driver has set any."""
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    return decode_strides(ctx.getLocalProperty(STRIDES_PROPERTY)) if ctx is not None else {}
+    return decode_steering(ctx.getLocalProperty(STEERING_PROPERTY)) if ctx is not None else {}
 
 
 def warm_batches(settings_json: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

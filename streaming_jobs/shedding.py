@@ -7,7 +7,8 @@ Each live camera has a capture -> result latency budget (``live.latency_budget_s
 * ``predicted``: no detector pass; stage 2 predicts the camera's tracks onto this frame (Kalman), so every
   frame still gets boxes, ids and a results message. The detection stride ``k`` (detect every k-th frame)
   starts at the camera's ``detect_every``;
-* ``skipped``: the frame is already older than the budget and part of a backlog: it waited in Kafka for more
+* ``skipped``: the frame is too old to make the budget (older than the budget, or what the driver says: below)
+  and part of a backlog: it waited in Kafka for more
   than half the budget before the micro-batch that took it started (the batch's start time is the same for
   every task of the batch, so a backlog split into several tasks is recognised in each), or it is more than
   half the budget older than the camera's newest frame waiting in the same task (a live segment's frames
@@ -28,8 +29,11 @@ driver's :class:`StrideController` per camera sees every frame of the batch once
 results: the batch's *end-to-end* lateness (:func:`batch_lateness`, its oldest frame's capture -> now). Over
 ``RAISE_AT`` of the budget the stride goes up by one (by two over the whole budget), under ``LOWER_AT`` it comes
 back down towards the camera's own stride, at most once per ``ADJUST_EVERY_S``. The driver hands the strides to
-the next micro-batch's tasks as a Spark local property (:data:`STRIDES_PROPERTY`, set on the query's thread,
-read through ``TaskContext``), so every task of a batch uses the same stride. A camera starts at the highest
+the next micro-batch's tasks as a Spark local property (:data:`STEERING_PROPERTY`, set on the query's thread,
+read through ``TaskContext``), so every task of a batch uses the same stride. With it goes the age past which
+a frame that is part of a backlog is skipped: the budget less the time a micro-batch takes (a moving average,
+never under half the budget), so that a frame is skipped when it could no longer make its budget, not only once
+it has missed it; when the stride is at its cap, skipping is what holds the budget. A camera starts at the highest
 stride (set before the query starts, the query's thread inherits it) and comes down while its results are
 fresh: a job starting at full rate fell behind by seconds in its first micro-batches before its stride caught
 up. Outside a streaming query (no
@@ -66,6 +70,7 @@ LOCAL_RAISE_AT = 0.5
 LOCAL_LOWER_AT = 0.25
 SKIP_SPREAD = 0.5  # of the budget: a stale frame queued this long, or this much older than a waiting one, is skipped
 ADJUST_EVERY_S = 1.0  # one stride step per second at most: the lateness of a batch needs time to show
+BATCH_EWMA = 0.3  # weight of the newest micro-batch's duration in the expected one
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +99,22 @@ class StrideController:
         self.budget_s = budget_s
         self.raise_at, self.lower_at = raise_at, lower_at
         self.stride = self.max_stride if start_high else base_stride
+        self.batch_s: float | None = None  # how long a micro-batch takes (moving average)
         self._last_adjust = float("-inf")
 
-    def observe(self, lateness_s: float, now: float) -> int:
-        """The stride after seeing frames ``lateness_s`` late at ``now``."""
+    @property
+    def skip_after_s(self) -> float:
+        """Age past which stage 1 skips a frame that is part of a backlog: one that old would reach the results
+        after the budget (a micro-batch still has to run), never less than half the budget."""
+        if self.batch_s is None:
+            return self.budget_s
+        return min(self.budget_s, max(SKIP_SPREAD * self.budget_s, self.budget_s - self.batch_s))
+
+    def observe(self, lateness_s: float, now: float, batch_s: float | None = None) -> int:
+        """The stride after seeing frames ``lateness_s`` late at ``now``, from a micro-batch that took
+        ``batch_s`` (stage 1 and 2)."""
+        if batch_s is not None and math.isfinite(batch_s) and batch_s >= 0:
+            self.batch_s = batch_s if self.batch_s is None else BATCH_EWMA * batch_s + (1 - BATCH_EWMA) * self.batch_s
         if not math.isfinite(lateness_s) or now - self._last_adjust < ADJUST_EVERY_S:
             return self.stride
         if lateness_s > self.raise_at * self.budget_s and self.stride < self.max_stride:
@@ -131,19 +148,24 @@ class LoadShedder:
         now: float,
         newest_capture_ts: float,
         queued_s: float = 0.0,
-        stride: int | None = None,
+        steer: Steer | None = None,
     ) -> Decision:
         """What to do with frame ``frame_index`` captured at ``capture_ts``; ``newest_capture_ts``: capture time of
         the camera's newest frame in the task's input; ``queued_s``: how long the reference waited in Kafka
-        before its micro-batch started; ``stride``: the driver's stride for the camera (None: adjust our own)."""
+        before its micro-batch started; ``steer``: the driver's stride and skip age for the camera (None: adjust
+        our own stride, skip past the budget)."""
         if not self.enabled:
             return Decision(DETECTED if frame_index % self.base_stride == 0 else PREDICTED, self.base_stride)
         age = now - capture_ts
-        k = self.own.stride if stride is None else min(max(stride, self.base_stride), self.max_stride)
         spread = SKIP_SPREAD * self.budget_s
-        if age > self.budget_s and max(queued_s, newest_capture_ts - capture_ts) > spread:
+        if steer is None:
+            k, skip_after = self.own.stride, self.budget_s
+        else:
+            k = min(max(steer.stride, self.base_stride), self.max_stride)
+            skip_after = min(self.budget_s, max(spread, steer.skip_after_s))
+        if age > skip_after and max(queued_s, newest_capture_ts - capture_ts) > spread:
             return Decision(SKIPPED, k, SKIP_STALE)
-        if stride is None:
+        if steer is None:
             k = self.own.observe(age, now)
         return Decision(DETECTED if frame_index % k == 0 else PREDICTED, k)
 
@@ -163,15 +185,25 @@ def batch_lateness(rows: Iterable[Mapping[str, Any]], now: float) -> dict[str, f
     return {cam: now - oldest.get(cam, cap) for cam, cap in oldest_any.items()}
 
 
-STRIDES_PROPERTY = "trafficstream.detect_strides"  # Spark local property: {camera id: stride} as JSON
+@dataclass(frozen=True, slots=True)
+class Steer:
+    """The driver's load shedding for one camera, for the next micro-batch."""
+
+    stride: int  # detect every stride-th frame
+    skip_after_s: float  # a frame this old that is part of a backlog is skipped (StrideController.skip_after_s)
 
 
-def encode_strides(strides: Mapping[str, int]) -> str:
-    return json.dumps({str(k): int(v) for k, v in sorted(strides.items())}, separators=(",", ":"))
+STEERING_PROPERTY = "trafficstream.shedding"  # Spark local property: {camera id: [stride, skip_after_s]} as JSON
 
 
-def decode_strides(text: str | None) -> dict[str, int]:
-    """The driver's strides; {} for none or anything malformed (stage 1 then adjusts its own)."""
+def encode_steering(steering: Mapping[str, Steer]) -> str:
+    doc = {str(k): [int(v.stride), round(float(v.skip_after_s), 3)] for k, v in sorted(steering.items())}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def decode_steering(text: str | None) -> dict[str, Steer]:
+    """The driver's steering; {} for none, a camera left out when its entry is malformed (stage 1 then steers
+    itself)."""
     if not text:
         return {}
     try:
@@ -180,4 +212,14 @@ def decode_strides(text: str | None) -> dict[str, int]:
         return {}
     if not isinstance(doc, dict):
         return {}
-    return {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 1}
+    out: dict[str, Steer] = {}
+    for cam, v in doc.items():
+        if not (isinstance(v, list) and len(v) == 2):
+            continue
+        stride, skip_after = v
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            continue
+        if isinstance(skip_after, bool) or not isinstance(skip_after, int | float) or not math.isfinite(skip_after):
+            continue
+        out[cam] = Steer(stride, float(skip_after))
+    return out

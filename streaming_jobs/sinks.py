@@ -63,10 +63,11 @@ from trafficstream.streaming_jobs.schemas import (
 )
 from trafficstream.streaming_jobs.shedding import (
     DETECTED,
-    STRIDES_PROPERTY,
+    STEERING_PROPERTY,
+    Steer,
     StrideController,
     batch_lateness,
-    encode_strides,
+    encode_steering,
 )
 from trafficstream.streaming_jobs.spool import Group, Spool
 
@@ -213,7 +214,7 @@ class BatchWriter:
         counts = dict(Counter(r["kind"] for r in rows))
         t1 = time.perf_counter()
         if self._strides is not None and counts:
-            self._steer_strides(rows)
+            self._steer(rows, t1 - t0)
         # Results first (unless stage 2 produced them): a frame reaches the results topic before any Delta
         # commit of its batch.
         if not self.results_in_stage2:
@@ -258,10 +259,10 @@ class BatchWriter:
         self._write(table, version, timings)
         return {"counts": counts, "delta_ms": round((time.perf_counter() - t0) * 1e3, 1), "sinks": timings}
 
-    def _steer_strides(self, rows: list[dict[str, Any]]) -> None:
-        """Update each camera's detection stride from how late this batch's results are, and hand the strides
-        to the next micro-batch's tasks (Spark local property of this thread, the query's: its jobs carry it).
-        Only live references use them (stage 1)."""
+    def _steer(self, rows: list[dict[str, Any]], batch_s: float) -> None:
+        """Update each camera's detection stride and skip age from how late this batch's results are and how
+        long it took, and hand them to the next micro-batch's tasks (Spark local property of this thread, the
+        query's: its jobs carry it). Only live references use them (stage 1)."""
         assert self._strides is not None
         now = time.time()
         for cam, late in batch_lateness(rows, now).items():
@@ -269,9 +270,9 @@ class BatchWriter:
             if ctl is None:
                 continue  # not a configured camera: its frames are dead letters
             before = ctl.stride
-            if ctl.observe(late, now) != before:
+            if ctl.observe(late, now, batch_s) != before:
                 log.debug("camera %s: detection stride %d -> %d (results %.2f s late)", cam, before, ctl.stride, late)
-        self.publish_strides()
+        self.publish_steering()
 
     def _stride_controller(self, camera_id: str) -> StrideController:
         camera = self.settings.camera(camera_id)
@@ -280,13 +281,13 @@ class BatchWriter:
             camera.detect_every, live.max_detect_every, self.settings.budget_s(camera), start_high=True
         )
 
-    def publish_strides(self) -> None:
-        """Set the cameras' detection strides as a local property of this thread: the micro-batches' tasks read it
-        (perception.driver_strides). Called on the query's thread, and once before the query starts (its thread
-        inherits the starting strides)."""
+    def publish_steering(self) -> None:
+        """Set the cameras' detection strides and skip ages as a local property of this thread: the micro-batches'
+        tasks read it (perception.driver_steering). Called on the query's thread, and once before the query
+        starts (its thread inherits the starting strides)."""
         if self._strides is not None:
-            strides = {cam: ctl.stride for cam, ctl in self._strides.items()}
-            self.spark.sparkContext.setLocalProperty(STRIDES_PROPERTY, encode_strides(strides))
+            steering = {cam: Steer(ctl.stride, ctl.skip_after_s) for cam, ctl in self._strides.items()}
+            self.spark.sparkContext.setLocalProperty(STEERING_PROPERTY, encode_steering(steering))
 
     def _publish_results(self, rows: list[dict[str, Any]]) -> None:
         """Produce the batch's frame messages (key: camera id) and wait for every acknowledgement; raise if

@@ -47,7 +47,7 @@ from trafficstream.streaming_jobs.perception import perceive_batches, warm_batch
 from trafficstream.streaming_jobs.results_producer import stage2_target
 from trafficstream.streaming_jobs.scheduling import STREAM_POOL, fair_scheduler_conf, use_pool
 from trafficstream.streaming_jobs.schemas import CAMERA_STATE, PERCEPTION, TRACKED
-from trafficstream.streaming_jobs.shedding import STRIDES_PROPERTY
+from trafficstream.streaming_jobs.shedding import STEERING_PROPERTY
 from trafficstream.streaming_jobs.sinks import BatchWriter
 from trafficstream.streaming_jobs.tracking import track_camera
 
@@ -119,11 +119,11 @@ def start_query(
         stream = stream.trigger(availableNow=True)
     elif settings.spark.trigger_seconds:
         stream = stream.trigger(processingTime=f"{settings.spark.trigger_seconds} seconds")
-    writer.publish_strides()  # the starting strides: the query's thread inherits them
+    writer.publish_steering()  # the starting strides: the query's thread inherits them
     try:
         return stream.start(), writer
     finally:
-        spark.sparkContext.setLocalProperty(STRIDES_PROPERTY, None)  # type: ignore[arg-type]  # None removes it
+        spark.sparkContext.setLocalProperty(STEERING_PROPERTY, None)  # type: ignore[arg-type]  # None removes it
 
 
 def warm_up(spark: SparkSession, settings: Settings) -> float:

@@ -358,17 +358,21 @@ def test_live_references_take_the_drivers_stride_and_recordings_ignore_it(rt, mo
     import time
 
     from trafficstream.streaming_jobs.perception import perceive_records
+    from trafficstream.streaming_jobs.shedding import Steer
 
     now = time.time()
 
-    def records(live: bool) -> list:
-        refs = [_ref(motorway_uri, i, _frame_pts_cached(i), capture_ts=now, ingest_ts=now, live=live) for i in range(8)]
+    def records(live: bool, at: float = now) -> list:
+        refs = [_ref(motorway_uri, i, _frame_pts_cached(i), capture_ts=at, ingest_ts=at, live=live) for i in range(8)]
         return [(json.dumps(r).encode(), "frames", 0, i) for i, r in enumerate(refs)]
 
-    live = perceive_records(rt, records(True), batch_ts=now, strides={CAMERA: 3, "elsewhere": 5})
+    live = perceive_records(
+        rt, records(True), batch_ts=now, steering={CAMERA: Steer(3, 2.0), "elsewhere": Steer(5, 2.0)}
+    )
     assert [r["analysis"] for r in live] == ["detected" if i % 3 == 0 else "predicted" for i in range(8)]
     assert {r["stride"] for r in live} == {3} and all(r["status"] == "ok" for r in live)
-    recorded = perceive_records(rt, records(False), batch_ts=now, strides={CAMERA: 3})
+    recorded = perceive_records(rt, records(False), batch_ts=now, steering={CAMERA: Steer(3, 2.0)})
     assert [r["analysis"] for r in recorded] == ["detected"] * 8
-    own = perceive_records(rt, records(True), batch_ts=now, strides={"elsewhere": 5})
+    fresh = time.time()
+    own = perceive_records(rt, records(True, fresh), batch_ts=fresh, steering={"elsewhere": Steer(5, 2.0)})
     assert {r["stride"] for r in own} == {rt.cameras[CAMERA].detect_every}  # fresh frames: its own base stride

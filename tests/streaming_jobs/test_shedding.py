@@ -10,13 +10,15 @@ from trafficstream.streaming_jobs.shedding import (
     LOWER_AT,
     PREDICTED,
     RAISE_AT,
+    SKIP_SPREAD,
     SKIP_STALE,
     SKIPPED,
     LoadShedder,
+    Steer,
     StrideController,
     batch_lateness,
-    decode_strides,
-    encode_strides,
+    decode_steering,
+    encode_steering,
 )
 
 
@@ -150,25 +152,48 @@ def test_batch_lateness_is_the_oldest_frame_with_a_result_per_camera():
     assert batch_lateness(rows, 102.0) == {"a": 1.0, "b": 3.0}
 
 
-def test_strides_travel_as_json_and_anything_malformed_reads_as_none():
-    assert decode_strides(encode_strides({"b": 3, "a": 1})) == {"a": 1, "b": 3}
-    for bad in (None, "", "{", "[1]", '{"a": 0}', '{"a": true}', '{"a": "3"}', '{"a": 2.5}'):
-        assert decode_strides(bad) == {}
+def test_steering_travels_as_json_and_anything_malformed_reads_as_none():
+    steering = {"b": Steer(3, 1.25), "a": Steer(1, 2.0)}
+    assert decode_steering(encode_steering(steering)) == steering
+    for bad in (None, "", "{", "[1]", '{"a": 3}', '{"a": [0, 1.0]}', '{"a": [true, 1.0]}', '{"a": ["3", 1.0]}'):
+        assert decode_steering(bad) == {}
+    assert decode_steering('{"a": [2, NaN], "b": [2, 1.5, 0], "c": [4, 1]}') == {"c": Steer(4, 1.0)}
 
 
 def test_every_worker_uses_the_drivers_stride_whatever_the_age_of_its_slice():
     """Two workers, one given the older half of each batch and one the newer: with the driver's stride they
     decide alike (each adjusting its own, they drifted apart)."""
     old_half, new_half = LoadShedder(1, 8, 2.0), LoadShedder(1, 8, 2.0)
+    steer = Steer(4, 2.0)
     for k in range(20):  # 20 s of batches
         t = 1000.0 + k
-        a = [old_half.decide(i, t - 1.5, t, t - 1.0, stride=4) for i in range(30 * k, 30 * k + 15)]
-        b = [new_half.decide(i, t - 0.1, t, t - 0.1, stride=4) for i in range(30 * k + 15, 30 * k + 30)]
+        a = [old_half.decide(i, t - 1.5, t, t - 1.0, steer=steer) for i in range(30 * k, 30 * k + 15)]
+        b = [new_half.decide(i, t - 0.1, t, t - 0.1, steer=steer) for i in range(30 * k + 15, 30 * k + 30)]
         assert {d.stride for d in a + b} == {4}
         assert [d.analysis == DETECTED for d in a + b] == [i % 4 == 0 for i in range(30 * k, 30 * k + 30)]
     assert old_half.stride == new_half.stride == 1  # their own controllers were left alone
     # the driver's stride is kept within the camera's own stride and the cap
-    assert old_half.decide(0, 0, 0, 0, stride=50).stride == 8
-    assert LoadShedder(3, 8, 2.0).decide(0, 0, 0, 0, stride=1).stride == 3
+    assert old_half.decide(0, 0, 0, 0, steer=Steer(50, 2.0)).stride == 8
+    assert LoadShedder(3, 8, 2.0).decide(0, 0, 0, 0, steer=Steer(1, 2.0)).stride == 3
     # shedding off: the camera's own stride whatever the driver says
-    assert LoadShedder(2, 8, 2.0, enabled=False).decide(1, 0, 9, 0, stride=5).stride == 2
+    assert LoadShedder(2, 8, 2.0, enabled=False).decide(1, 0, 9, 0, steer=Steer(5, 0.5)).stride == 2
+
+
+def test_skip_age_is_the_budget_less_a_batch_and_skips_what_can_no_longer_make_it():
+    budget = 2.0
+    ctl = StrideController(1, 10, budget)
+    assert ctl.skip_after_s == budget  # no batch seen yet: what has missed the budget
+    ctl.observe(0.5, 0.0, batch_s=0.8)
+    assert ctl.skip_after_s == pytest.approx(1.2)
+    for k in range(30):
+        ctl.observe(3.0, 1.0 + k, batch_s=1.8)  # overloaded: batches of 1.8 s
+    assert ctl.skip_after_s == pytest.approx(SKIP_SPREAD * budget)  # never under half the budget
+    shedder = LoadShedder(1, 10, budget)
+    late = Steer(10, 1.2)
+    # 1.5 s old, queued 1.1 s behind a backlog: it would reach the results after the budget
+    assert shedder.decide(0, 100.0, 101.5, 100.0, queued_s=1.1, steer=late).analysis == SKIPPED
+    assert shedder.decide(0, 100.0, 101.5, 100.0, queued_s=1.1).analysis != SKIPPED  # by itself: not yet
+    # as old, but no backlog (the platform's own delay): analysed, else every frame would be skipped
+    assert shedder.decide(10, 100.0, 101.5, 100.0, queued_s=0.3, steer=late).analysis == DETECTED
+    # a driver asking for less than half the budget is held to half
+    assert shedder.decide(0, 100.0, 100.9, 100.0, queued_s=1.1, steer=Steer(10, 0.1)).analysis != SKIPPED
