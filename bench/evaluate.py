@@ -263,6 +263,9 @@ def score_passage(
     return result
 
 
+STOP_TIMEOUT_S = 900.0
+
+
 def run_pipeline(
     config_path: Path, out: Path, overrides: list[str], *, detect_every: int | None = None
 ) -> tuple[Settings, int]:
@@ -288,7 +291,9 @@ def run_pipeline(
             job.wait_started()
             ingested = run_ingest(settings).total
             wait_processed(settings, ingested, job)
-            if job.stop() != 0:
+            # A graceful stop commits what is spooled, violation evidence included: with every core busy until
+            # the last frame, the clips of the last commit group can take minutes (264 s for 35 violations).
+            if job.stop(timeout_s=STOP_TIMEOUT_S) != 0:
                 raise RuntimeError(f"vehicle job failed:\n{job.log_tail()}")
         finally:
             job.kill()
