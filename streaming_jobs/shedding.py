@@ -24,7 +24,7 @@ decides the same.
 **One stride per camera, set by the driver.** The stride is a camera's, not a worker's: a micro-batch's
 frames are split into several tasks run by different Python workers, and a controller in each worker saw
 only its slice (the task with the older half of a batch saw late frames, the one with the newer half fresh
-ones), so their strides drifted apart (2 in one worker, 14 in the other, within the same second). The
+ones), so their strides drifted apart (2-3 in one worker, 12-14 in the other, within the same two seconds). The
 driver's :class:`StrideController` per camera sees every frame of the batch once stage 2 has produced its
 results: the batch's *end-to-end* lateness (:func:`batch_lateness`, its oldest frame's capture -> now). Over
 ``RAISE_AT`` of the budget the stride goes up by one (by two over the whole budget), under ``LOWER_AT`` it comes
@@ -53,6 +53,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trafficstream.streaming_jobs.schemas import KIND_FRAME
+
 DETECTED = "detected"
 PREDICTED = "predicted"
 SKIPPED = "skipped"
@@ -71,6 +73,12 @@ LOCAL_LOWER_AT = 0.25
 SKIP_SPREAD = 0.5  # of the budget: a stale frame queued this long, or this much older than a waiting one, is skipped
 ADJUST_EVERY_S = 1.0  # one stride step per second at most: the lateness of a batch needs time to show
 BATCH_EWMA = 0.3  # weight of the newest micro-batch's duration in the expected one
+
+
+def bounded_skip_age(budget_s: float, age_s: float) -> float:
+    """A skip age kept within [half the budget, the budget]: never skip what only the platform's own delay made
+    late, always what has missed the budget."""
+    return min(budget_s, max(SKIP_SPREAD * budget_s, age_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +114,7 @@ class StrideController:
     def skip_after_s(self) -> float:
         """Age past which stage 1 skips a frame that is part of a backlog: one that old would reach the results
         after the budget (a micro-batch still has to run), never less than half the budget."""
-        if self.batch_s is None:
-            return self.budget_s
-        return min(self.budget_s, max(SKIP_SPREAD * self.budget_s, self.budget_s - self.batch_s))
+        return self.budget_s if self.batch_s is None else bounded_skip_age(self.budget_s, self.budget_s - self.batch_s)
 
     def observe(self, lateness_s: float, now: float, batch_s: float | None = None) -> int:
         """The stride after seeing frames ``lateness_s`` late at ``now``, from a micro-batch that took
@@ -132,9 +138,6 @@ class LoadShedder:
 
     def __init__(self, base_stride: int, max_stride: int, budget_s: float, enabled: bool = True) -> None:
         self.own = StrideController(base_stride, max_stride, budget_s, LOCAL_RAISE_AT, LOCAL_LOWER_AT)
-        self.base_stride = self.own.base_stride
-        self.max_stride = self.own.max_stride
-        self.budget_s = budget_s
         self.enabled = enabled
 
     @property
@@ -154,19 +157,19 @@ class LoadShedder:
         the camera's newest frame in the task's input; ``queued_s``: how long the reference waited in Kafka
         before its micro-batch started; ``steer``: the driver's stride and skip age for the camera (None: adjust
         our own stride, skip past the budget)."""
+        own = self.own
         if not self.enabled:
-            return Decision(DETECTED if frame_index % self.base_stride == 0 else PREDICTED, self.base_stride)
+            return Decision(DETECTED if frame_index % own.base_stride == 0 else PREDICTED, own.base_stride)
         age = now - capture_ts
-        spread = SKIP_SPREAD * self.budget_s
         if steer is None:
-            k, skip_after = self.own.stride, self.budget_s
+            k, skip_after = own.stride, own.budget_s
         else:
-            k = min(max(steer.stride, self.base_stride), self.max_stride)
-            skip_after = min(self.budget_s, max(spread, steer.skip_after_s))
-        if age > skip_after and max(queued_s, newest_capture_ts - capture_ts) > spread:
+            k = min(max(steer.stride, own.base_stride), own.max_stride)
+            skip_after = bounded_skip_age(own.budget_s, steer.skip_after_s)
+        if age > skip_after and max(queued_s, newest_capture_ts - capture_ts) > SKIP_SPREAD * own.budget_s:
             return Decision(SKIPPED, k, SKIP_STALE)
         if steer is None:
-            k = self.own.observe(age, now)
+            k = own.observe(age, now)
         return Decision(DETECTED if frame_index % k == 0 else PREDICTED, k)
 
 
@@ -177,7 +180,7 @@ def batch_lateness(rows: Iterable[Mapping[str, Any]], now: float) -> dict[str, f
     oldest_any: dict[str, float] = {}
     for r in rows:
         cam, cap = r.get("camera_id"), r.get("capture_ts")
-        if r.get("kind") != "frame" or not cam or not isinstance(cap, int | float) or not math.isfinite(cap):
+        if r.get("kind") != KIND_FRAME or not cam or not isinstance(cap, int | float) or not math.isfinite(cap):
             continue
         oldest_any[cam] = min(oldest_any.get(cam, cap), cap)
         if r.get("analysis") != SKIPPED:

@@ -155,11 +155,11 @@ class BatchWriter:
             settings.kafka.python_config(**{"group.id": "trafficstream-job-lag", "enable.auto.commit": False})
         )
         self.last: dict[str, Any] = {}
-        # One detection-stride controller per camera, fed by each batch's lateness; the next batch's tasks read
-        # the strides from a local property of the query's thread (shedding.py).
-        self._strides: dict[str, StrideController] | None = None
+        # One load-shedding controller per camera (stride, skip age), fed by each batch's lateness and duration;
+        # the next batch's tasks read them from a local property of the query's thread (shedding.py).
+        self._steering: dict[str, StrideController] | None = None
         if settings.live.shed_load:
-            self._strides = {cam.id: self._stride_controller(cam.id) for cam in settings.cameras}
+            self._steering = {cam.id: self._stride_controller(cam.id) for cam in settings.cameras}
         self._lock = threading.Lock()
         # Sinks are independent: Spark runs their jobs concurrently from driver threads, which overlaps the
         # per-commit driver work (planning, Delta log) that dominates small micro-batches.
@@ -213,7 +213,7 @@ class BatchWriter:
         rows = summary_rows(table)
         counts = dict(Counter(r["kind"] for r in rows))
         t1 = time.perf_counter()
-        if self._strides is not None and counts:
+        if self._steering is not None and counts:
             self._steer(rows, t1 - t0)
         # Results first (unless stage 2 produced them): a frame reaches the results topic before any Delta
         # commit of its batch.
@@ -263,10 +263,10 @@ class BatchWriter:
         """Update each camera's detection stride and skip age from how late this batch's results are and how
         long it took, and hand them to the next micro-batch's tasks (Spark local property of this thread, the
         query's: its jobs carry it). Only live references use them (stage 1)."""
-        assert self._strides is not None
+        assert self._steering is not None
         now = time.time()
         for cam, late in batch_lateness(rows, now).items():
-            ctl = self._strides.get(cam)
+            ctl = self._steering.get(cam)
             if ctl is None:
                 continue  # not a configured camera: its frames are dead letters
             before = ctl.stride
@@ -285,8 +285,8 @@ class BatchWriter:
         """Set the cameras' detection strides and skip ages as a local property of this thread: the micro-batches'
         tasks read it (perception.driver_steering). Called on the query's thread, and once before the query
         starts (its thread inherits the starting strides)."""
-        if self._strides is not None:
-            steering = {cam: Steer(ctl.stride, ctl.skip_after_s) for cam, ctl in self._strides.items()}
+        if self._steering is not None:
+            steering = {cam: Steer(ctl.stride, ctl.skip_after_s) for cam, ctl in self._steering.items()}
             self.spark.sparkContext.setLocalProperty(STEERING_PROPERTY, encode_steering(steering))
 
     def _publish_results(self, rows: list[dict[str, Any]]) -> None:
