@@ -10,6 +10,7 @@ from trafficstream.streaming_jobs.shedding import (
     LOWER_AT,
     PREDICTED,
     RAISE_AT,
+    SKIP_FLOOR,
     SKIP_SPREAD,
     SKIP_STALE,
     SKIPPED,
@@ -185,9 +186,13 @@ def test_skip_age_is_the_budget_less_a_batch_and_skips_what_can_no_longer_make_i
     assert ctl.skip_after_s == budget  # no batch seen yet: what has missed the budget
     ctl.observe(0.5, 0.0, batch_s=0.8)
     assert ctl.skip_after_s == pytest.approx(1.2)
+    rising = StrideController(1, 10, budget)
+    rising.observe(0.5, 0.0, batch_s=1.8)  # slow batches, stride still under its cap
+    assert rising.skip_after_s == pytest.approx(SKIP_SPREAD * budget)  # fewer detections first: half the budget
     for k in range(30):
         ctl.observe(3.0, 1.0 + k, batch_s=1.8)  # overloaded: batches of 1.8 s
-    assert ctl.skip_after_s == pytest.approx(SKIP_SPREAD * budget)  # never under half the budget
+    assert ctl.stride == 10
+    assert ctl.skip_after_s == pytest.approx(SKIP_FLOOR * budget)  # at the cap: down to the floor, not under
     shedder = LoadShedder(1, 10, budget)
     late = Steer(10, 1.2)
     # 1.5 s old, queued 1.1 s behind a backlog: it would reach the results after the budget
@@ -195,5 +200,10 @@ def test_skip_age_is_the_budget_less_a_batch_and_skips_what_can_no_longer_make_i
     assert shedder.decide(0, 100.0, 101.5, 100.0, queued_s=1.1).analysis != SKIPPED  # by itself: not yet
     # as old, but no backlog (the platform's own delay): analysed, else every frame would be skipped
     assert shedder.decide(10, 100.0, 101.5, 100.0, queued_s=0.3, steer=late).analysis == DETECTED
-    # a driver asking for less than half the budget is held to half
-    assert shedder.decide(0, 100.0, 100.9, 100.0, queued_s=1.1, steer=Steer(10, 0.1)).analysis != SKIPPED
+    # an overloaded camera (skip age under half the budget): a shorter wait in Kafka is a backlog too
+    overloaded = Steer(10, 0.5)
+    assert shedder.decide(0, 100.0, 100.8, 100.0, queued_s=0.6, steer=overloaded).analysis == SKIPPED
+    assert shedder.decide(10, 100.0, 100.8, 100.0, queued_s=0.3, steer=overloaded).analysis == DETECTED
+    # a driver asking for less than the floor is held to it
+    assert shedder.decide(0, 100.0, 100.45, 100.0, queued_s=1.1, steer=Steer(10, 0.1)).analysis != SKIPPED
+    assert shedder.decide(0, 100.0, 100.55, 100.0, queued_s=1.1, steer=Steer(10, 0.1)).analysis == SKIPPED
