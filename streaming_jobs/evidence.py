@@ -1,9 +1,14 @@
 """Evidence for violations: the frame as JPEG with the vehicle boxed and labelled, and a short MP4 clip around
 it (``streaming_jobs/evidence_clip.py``).
 
-Runs on executors (``mapInPandas`` over the few violation rows of a micro-batch): it re-reads the one frame
-from the source. File names are deterministic, so a replayed micro-batch rewrites the same file. The
-violation's results-topic message is built here too, once its evidence URI is known.
+Runs on executors (``mapInPandas`` over the few violation rows of a micro-batch), or on the driver in local
+mode: it re-reads the one frame from the source. File names are deterministic, so a replayed micro-batch
+rewrites the same file. Two steps: :func:`render_evidence` makes the snapshot and names the clip (its URI goes
+into the violation's row and results-topic message, built here too), :func:`render_clips` then makes the clips.
+The sink records and publishes the violations between the two: a clip costs seconds of CPU (a detector pass per
+clip frame), and a violation must not wait for it (measured: 30 s for four violations' clips while four live
+cameras kept the cores busy). A clip appears at its URI once complete (written under a temporary name and
+renamed); one that cannot be made is logged and its file never appears.
 
 Other road users are pixelated as ``privacy.mode`` says (:mod:`trafficstream.models.privacy`), before the
 annotations are drawn, so the box and label stay legible. Their boxes come from the violation payload's
@@ -151,19 +156,30 @@ def _clip_detector(settings_json: str) -> Detector:
     return configured_detector(settings, settings.detector.threads or 1, classes=ROAD_USER_CLASS_IDS)
 
 
-def _clip(settings_json: str, row: Any, p: dict[str, Any], source: Path, pts: float) -> str | None:
-    """The violation's evidence clip (``evidence`` settings), or None: clips off, or it could not be made."""
-    settings = settings_from_json(settings_json)
-    if not settings.evidence.clips:
-        return None
-    target = clip_path(_evidence_root(settings_json), row.camera_id, int(p["track_id"]), int(row.frame_index))
+def _source(row: Any, p: dict[str, Any]) -> tuple[Path, int, float]:
+    """The violation frame's video file, frame index and pts in it (a live segment's own, when it has them)."""
+    source = uri_to_path(p["source_uri"])
+    index = int(row.frame_index) if p.get("source_index") is None else int(p["source_index"])
+    pts = float(row.pts_s) if p.get("source_pts_s") is None else float(p["source_pts_s"])
+    return source, index, pts
+
+
+def _clip_target(settings_json: str, row: Any, p: dict[str, Any]) -> Path:
+    return clip_path(_evidence_root(settings_json), row.camera_id, int(p["track_id"]), int(row.frame_index))
+
+
+def _clip(settings_json: str, row: Any, p: dict[str, Any]) -> bool:
+    """Make the violation's evidence clip (``evidence`` settings); False: it could not be made (logged)."""
     box = (float(p["x1"]), float(p["y1"]), float(p["x2"]), float(p["y2"]))
     try:
-        made = _render_clip_low(settings_json, target, source, pts, box)
+        source, _, pts = _source(row, p)
+        made = _render_clip_low(settings_json, _clip_target(settings_json, row, p), source, pts, box)
     except Exception as exc:  # broad on purpose: a clip is extra evidence; the violation stands without it
-        log.warning("no evidence clip for %s track %s: %r", row.camera_id, p["track_id"], exc)
-        return None
-    return target.resolve().as_uri() if made else None
+        log.warning("no evidence clip for %s track %s (none at its URI): %r", row.camera_id, p["track_id"], exc)
+        return False
+    if not made:
+        log.warning("no evidence clip for %s track %s: no frames around it", row.camera_id, p["track_id"])
+    return made
 
 
 def _render_clip(settings_json: str, target: Path, source: Path, pts: float, box: Box) -> bool:
@@ -222,9 +238,11 @@ def _clip_helper(nice: int) -> ProcessPoolExecutor:
 
 def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Adds ``evidence_uri`` (null when the frame cannot be re-read; the violation is kept regardless) and
-    ``evidence_clip_uri`` (null: no clip), and sets ``message`` to the violation's results-topic message."""
+    ``evidence_clip_uri`` (where :func:`render_clips` writes the clip; null: clips off or no frame to cut it
+    from), and sets ``message`` to the violation's results-topic message."""
     root = _evidence_root(settings_json)
     privacy = _privacy(settings_json)
+    clips_on = settings_from_json(settings_json).evidence.clips
     for pdf in pdfs:
         uris: list[str | None] = []
         clips: list[str | None] = []
@@ -233,9 +251,7 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
             p = json.loads(row.payload)
             target = evidence_path(root, row.camera_id, int(p["track_id"]), int(row.frame_index))
             try:
-                source = uri_to_path(p["source_uri"])
-                index = int(row.frame_index) if p.get("source_index") is None else int(p["source_index"])
-                pts = float(row.pts_s) if p.get("source_pts_s") is None else float(p["source_pts_s"])
+                source, index, pts = _source(row, p)
                 image = _pool.get(source).read(index, pts)
                 _keep_segment(settings_json, source)
                 label = f"#{p['track_id']} {p['class_name']} {p['speed_kmh']:.0f} km/h > {p['limit_kmh']:.0f}"
@@ -244,10 +260,21 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
                 snapshot = evidence_image(image, box, label, privacy, payload_boxes(p.get("others")))
                 ok = cv2.imwrite(str(target), snapshot, [cv2.IMWRITE_JPEG_QUALITY, 88])
                 uris.append(target.resolve().as_uri() if ok else None)
-                clips.append(_clip(settings_json, row, p, source, pts))
+                clips.append(_clip_target(settings_json, row, p).resolve().as_uri() if clips_on else None)
             except (SourceError, OSError) as exc:
                 log.warning("no evidence for %s track %s: %s", row.camera_id, p["track_id"], exc)
                 uris.append(None)
                 clips.append(None)
             messages.append(violation_result(row, p, uris[-1], clips[-1]))
         yield pdf.assign(evidence_uri=uris, evidence_clip_uri=clips, message=messages)
+
+
+def render_clips(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Make the clip of every violation :func:`render_evidence` named one for (``evidence_clip_uri``); one row
+    per violation: ``camera_id``, ``clip_made``."""
+    for pdf in pdfs:
+        made = [
+            isinstance(row.evidence_clip_uri, str) and _clip(settings_json, row, json.loads(row.payload))
+            for row in pdf.itertuples(index=False)
+        ]
+        yield pd.DataFrame({"camera_id": pdf["camera_id"].astype(str).tolist(), "clip_made": made})

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from confluent_kafka import Consumer, Producer, TopicPartition
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from trafficstream import tables
 from trafficstream.config import Settings
@@ -45,7 +45,7 @@ from trafficstream.messages import CAMERA_ID_PATTERN
 from trafficstream.results import HEALTH_KEY, batch_health_message, camera_event_message, encode
 from trafficstream.streaming_jobs import table_rows
 from trafficstream.streaming_jobs.delta_writers import Bound, DeltaWriter, RustDeltaWriter, SparkDeltaWriter, is_local
-from trafficstream.streaming_jobs.evidence import render_evidence
+from trafficstream.streaming_jobs.evidence import render_clips, render_evidence
 from trafficstream.streaming_jobs.results_producer import (
     PRODUCER_PROPERTIES,
     RESULT_KINDS,
@@ -72,6 +72,13 @@ from trafficstream.streaming_jobs.shedding import (
 from trafficstream.streaming_jobs.spool import Group, Spool
 
 log = logging.getLogger(__name__)
+
+# The evidence steps' rows (executors' mapInPandas): violations with their snapshot and clip URIs; clips made.
+EVIDENCE_ROWS = StructType(
+    SPOOLED.fields + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
+)
+CLIPS_MADE = StructType([StructField("camera_id", StringType()), StructField("clip_made", BooleanType())])
+EvidenceStep = Callable[[str, Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]
 
 # The vehicle job's tables: (schema, partition columns), derived from the declarations in trafficstream.tables.
 TABLE_SCHEMAS: dict[str, tuple[StructType, list[str]]] = {
@@ -322,28 +329,34 @@ class BatchWriter:
                 raise exc
 
     def _write_violations(self, rows: pa.Table, version: int, timings: dict[str, float]) -> None:
-        """Evidence (snapshot and clip, which read the video), then the table and the results topic's
-        violation messages."""
+        """Evidence snapshots (they read the video), then the table and the results topic's violation
+        messages, then the clips they name. The group commits once the clips exist, so a replayed group (after
+        a crash) makes them again; the table's append is idempotent (txnVersion)."""
         with self._timed("evidence", timings):
             vio = rows.filter(pc.equal(rows.column("kind"), KIND_VIOLATION)).select(SPOOLED.fieldNames())
-            if self._evidence_on_driver:
-                # Spark in local mode: the driver is on the executors' machine. Rendering here (the clip in a
-                # low-priority helper process) holds no task slot, so the live micro-batches never wait for it.
-                out = list(render_evidence(self.settings_json, iter([vio.to_pandas()])))
-                rendered = pa.Table.from_pandas(pd.concat(out, ignore_index=True), preserve_index=False)
-            else:
-                # one task: at most one slot held while the evidence is rendered on an executor
-                schema = StructType(
-                    SPOOLED.fields
-                    + [StructField("evidence_uri", StringType()), StructField("evidence_clip_uri", StringType())]
-                )
-                df = self.spark.createDataFrame(vio, schema=SPOOLED).coalesce(1)
-                rendered = df.mapInPandas(partial(render_evidence, self.settings_json), schema).toArrow()
+            rendered = self._evidence_step(render_evidence, vio, SPOOLED, EVIDENCE_ROWS)
         with self._timed(tables.VIOLATIONS, timings):
             self.delta.append(tables.VIOLATIONS, table_rows.violations(rendered), version)
         messages = rendered.select(["camera_id", "message"]).to_pylist()
         with self._timed(f"kafka:{self.settings.kafka.results_topic}", timings):
             self._produce(self.settings.kafka.results_topic, [(m["camera_id"], m["message"]) for m in messages])
+        if rendered.column("evidence_clip_uri").null_count < rendered.num_rows:
+            with self._timed("clips", timings):
+                made = self._evidence_step(render_clips, rendered, EVIDENCE_ROWS, CLIPS_MADE)
+            missing = made.num_rows - sum(made.column("clip_made").to_pylist())
+            if missing:
+                log.warning("%d of %d evidence clips not made", missing, made.num_rows)
+
+    def _evidence_step(self, step: EvidenceStep, rows: pa.Table, schema: StructType, out: StructType) -> pa.Table:
+        """``step`` (``render_evidence`` or ``render_clips``) over a group's violation rows."""
+        if self._evidence_on_driver:
+            # Spark in local mode: the driver is on the executors' machine. Rendering here (the clip in a
+            # low-priority helper process) holds no task slot, so the live micro-batches never wait for it.
+            frames = list(step(self.settings_json, iter([rows.to_pandas()])))
+            return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+        # one task: at most one slot held while the evidence is rendered on an executor
+        df = self.spark.createDataFrame(rows.select(schema.fieldNames()), schema=schema).coalesce(1)
+        return df.mapInPandas(partial(step, self.settings_json), out).toArrow()
 
     def _publish_events(self, rows: pa.Table, timings: dict[str, float]) -> None:
         """Dead letters on the dead-letter topic (their original payload and reason); camera events that

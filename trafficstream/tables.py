@@ -260,7 +260,9 @@ DECLARATIONS: dict[str, Table] = {
                     "evidence_clip_uri",
                     "string",
                     "",
-                    "MP4 clip around the evidence frame, offender boxed, others anonymised (null: no clip)",
+                    "MP4 clip around the evidence frame, offender boxed, others anonymised; made just after the "
+                    "violation is recorded and published, it appears at this URI once complete (null: clips off or "
+                    "the frame unreadable; a clip that cannot be made is logged and never appears)",
                 ),
                 _BATCH_ID,
                 _EVENT_DATE,

@@ -130,3 +130,52 @@ def test_clips_are_rendered_by_a_low_priority_helper_process(tmp_path) -> None:
     helper = evidence._clip_helper(settings.evidence.clip_nice)
     assert helper.submit(os.getpid).result() != os.getpid()
     assert helper.submit(os.nice, 0).result() >= os.nice(0) + 10
+
+
+def test_the_violation_names_its_clip_before_the_clip_is_made(tmp_path, monkeypatch) -> None:
+    """``render_evidence`` makes the snapshot and names the clip (row and results-topic message carry its URI)
+    without rendering it, so the sink can record and publish the violation first; ``render_clips`` then makes
+    the clip at that URI. A violation whose frame cannot be read names no clip, and none is made."""
+    import json
+
+    import pandas as pd
+
+    from trafficstream.config import EvidenceSettings, Settings, settings_to_json
+    from trafficstream.streaming_jobs import evidence
+    from trafficstream.video import uri_to_path
+
+    monkeypatch.setattr(evidence, "_evidence_root", lambda _: tmp_path)
+    monkeypatch.setattr(evidence, "_keep_segment", lambda *_: None)
+    settings = Settings(evidence=EvidenceSettings(clip_before_s=0.3, clip_after_s=0.3, clip_nice=0))
+    source = default_data_dir() / "videos" / "highway_overpass_1280x720.mp4"
+    payload = {
+        "track_id": 3,
+        "class_name": "car",
+        "speed_kmh": 131.0,
+        "limit_kmh": 100.0,
+        "over_s": 0.8,
+        "source_uri": source.resolve().as_uri(),
+        "x1": 560.0,
+        "y1": 420.0,
+        "x2": 700.0,
+        "y2": 560.0,
+    }
+    missing = {**payload, "track_id": 4, "source_uri": (tmp_path / "gone.mp4").as_uri()}
+    rows = pd.DataFrame(
+        [
+            {"camera_id": "motorway", "frame_index": 54, "pts_s": 1.8, "capture_ts": 1.8, "payload": json.dumps(p)}
+            for p in (payload, missing)
+        ]
+    )
+    (named,) = list(evidence.render_evidence(settings_to_json(settings), iter([rows])))
+    clip_uri, no_clip = named.evidence_clip_uri
+    assert clip_uri == ec.clip_path(tmp_path, "motorway", 3, 54).resolve().as_uri()
+    assert not uri_to_path(clip_uri).exists()  # named, not made yet
+    assert json.loads(named.message[0])["clip_uri"] == clip_uri
+    assert no_clip is None and named.evidence_uri[1] is None
+
+    (made,) = list(evidence.render_clips(settings_to_json(settings), iter([named])))
+    assert made.clip_made.tolist() == [True, False]
+    with av.open(str(uri_to_path(clip_uri))) as clip:
+        assert sum(1 for _ in clip.decode(clip.streams.video[0])) >= 5  # 0.3 s either side at 10 frames/s
+    assert sorted(p.name for p in tmp_path.rglob("*.mp4")) == ["track3_frame54.mp4"]

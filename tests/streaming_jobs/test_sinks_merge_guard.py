@@ -173,3 +173,47 @@ def test_synchronous_commits_write_every_table_once_per_batch(spark, settings_fa
         assert pl.read_delta(w.paths[tables.TRACKS]).height == 1
     finally:
         w.close()
+
+
+def test_violations_are_recorded_and_published_before_their_clips_are_made(spark, settings_factory, tmp_path, synth):
+    """The sink writes the violations row and produces its results message, then makes the clip the row names
+    (a clip costs seconds of CPU; the violation must not wait for it): on the driver and in one Spark task."""
+    import json
+
+    import av
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from trafficstream.config import default_data_dir
+    from trafficstream.streaming_jobs.schemas import KIND_VIOLATION, SPOOLED
+    from trafficstream.video import uri_to_path
+
+    settings_json = settings_to_json(synth.make_settings())
+    cars = [synth.Car(0, 60, 300, 130.0)]
+    out = synth.run_batch(settings_json, synth.scene_rows(cars, range(0, 40)), synth.FakeGroupState()).astype(object)
+    motorway = (default_data_dir() / "videos" / "highway_overpass_1280x720.mp4").resolve().as_uri()
+    real = {"source_uri": motorway, "source_index": 54, "source_pts_s": 1.8, "x1": 560, "y1": 420, "x2": 700, "y2": 560}
+    out["payload"] = [
+        json.dumps({**json.loads(p), **real}) if kind == KIND_VIOLATION else p
+        for kind, p in zip(out["kind"], out["payload"], strict=True)
+    ]
+    rows = pa.Table.from_pandas(out.assign(batch_id=3), schema=to_arrow_schema(SPOOLED), preserve_index=False)
+    for on_driver in (True, False):
+        s = settings_factory(
+            name=f"clips-{on_driver}",
+            overrides=["evidence.clip_before_s=0.2", "evidence.clip_after_s=0.2", "evidence.clip_nice=0"],
+        )
+        w = BatchWriter(spark, s, settings_to_json(s), str(tmp_path / f"chk-{on_driver}"))
+        timings: dict[str, float] = {}
+        try:
+            w._evidence_on_driver = on_driver
+            w._write_violations(rows, 3, timings)
+            violations = pl.read_delta(w.paths[tables.VIOLATIONS])
+        finally:
+            w.close()
+        assert violations.height >= 1
+        order = list(timings)
+        assert order.index(tables.VIOLATIONS) < order.index("clips")
+        assert order.index(f"kafka:{s.kafka.results_topic}") < order.index("clips")
+        for uri in violations["evidence_clip_uri"].to_list():
+            with av.open(str(uri_to_path(uri))) as clip:
+                assert sum(1 for _ in clip.decode(clip.streams.video[0])) >= 3, (on_driver, uri)
