@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -1187,6 +1188,17 @@ def _track_ok_rows(settings_json: str, camera_id: str, ok: pd.DataFrame, state: 
     return rows
 
 
+# PySpark's applyInPandasWithState serializer pads each output with all-NA rows and concatenates them
+# (pyspark/sql/pandas/serializers.py), which pandas warns about on every micro-batch: Spark's padding, not ours, and
+# the warning only floods the executor log (three lines a batch).
+SPARK_PADDING_WARNING = "The behavior of DataFrame concatenation with empty or all-NA entries is deprecated"
+
+
+@lru_cache(maxsize=1)  # once per Python worker
+def quiet_spark_padding_warning() -> None:
+    warnings.filterwarnings("ignore", message=SPARK_PADDING_WARNING, category=FutureWarning)
+
+
 def track_camera(
     settings_json: str,
     key: tuple,
@@ -1197,6 +1209,7 @@ def track_camera(
 ) -> Iterator[pd.DataFrame]:
     """``applyInPandasWithState`` body for one camera's rows of one micro-batch. With ``results_target``
     (results_producer.stage2_target) the camera's results messages are produced, and acknowledged, here."""
+    quiet_spark_padding_warning()
     camera_id = key[0] or ""
     parts = list(pdfs)
     if not parts:

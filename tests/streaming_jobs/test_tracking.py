@@ -545,3 +545,26 @@ def test_a_box_cut_off_by_the_picture_edge_gives_no_speed(synth, group_state) ->
     assert edge and all(v["speed_flag"] == "at_picture_edge" and v["speed_kmh"] is None for v in edge)
     trusted = [v["speed_kmh"] for v in inside if v["speed_flag"] is None and v["speed_kmh"] is not None]
     assert trusted and all(abs(k - 60.0) < 1.5 for k in trusted), trusted
+
+
+def test_pysparks_padding_warning_is_silenced_and_no_other():
+    """Stage 2 silences the FutureWarning of PySpark's own applyInPandasWithState padding (every micro-batch), and
+    only that one."""
+    import warnings
+
+    from trafficstream.streaming_jobs import tracking
+
+    tracking.quiet_spark_padding_warning.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracking.quiet_spark_padding_warning()
+            warnings.warn(tracking.SPARK_PADDING_WARNING + ". In a future version, ...", FutureWarning, stacklevel=1)
+            warnings.warn("another change ahead", FutureWarning, stacklevel=1)
+            warnings.warn(tracking.SPARK_PADDING_WARNING, UserWarning, stacklevel=1)
+    finally:
+        tracking.quiet_spark_padding_warning.cache_clear()
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (FutureWarning, "another change ahead"),
+        (UserWarning, tracking.SPARK_PADDING_WARNING),
+    ]
