@@ -164,16 +164,13 @@ def _source(row: Any, p: dict[str, Any]) -> tuple[Path, int, float]:
     return source, index, pts
 
 
-def _clip_target(settings_json: str, row: Any, p: dict[str, Any]) -> Path:
-    return clip_path(_evidence_root(settings_json), row.camera_id, int(p["track_id"]), int(row.frame_index))
-
-
 def _clip(settings_json: str, row: Any, p: dict[str, Any]) -> bool:
-    """Make the violation's evidence clip (``evidence`` settings); False: it could not be made (logged)."""
+    """Make the violation's evidence clip (``evidence`` settings) where its row names it (``evidence_clip_uri``);
+    False: it could not be made (logged)."""
     box = (float(p["x1"]), float(p["y1"]), float(p["x2"]), float(p["y2"]))
     try:
         source, _, pts = _source(row, p)
-        made = _render_clip_low(settings_json, _clip_target(settings_json, row, p), source, pts, box)
+        made = _render_clip_low(settings_json, uri_to_path(row.evidence_clip_uri), source, pts, box)
     except Exception as exc:  # broad on purpose: a clip is extra evidence; the violation stands without it
         log.warning("no evidence clip for %s track %s (none at its URI): %r", row.camera_id, p["track_id"], exc)
         return False
@@ -260,7 +257,8 @@ def render_evidence(settings_json: str, pdfs: Iterator[pd.DataFrame]) -> Iterato
                 snapshot = evidence_image(image, box, label, privacy, payload_boxes(p.get("others")))
                 ok = cv2.imwrite(str(target), snapshot, [cv2.IMWRITE_JPEG_QUALITY, 88])
                 uris.append(target.resolve().as_uri() if ok else None)
-                clips.append(_clip_target(settings_json, row, p).resolve().as_uri() if clips_on else None)
+                clip = clip_path(root, row.camera_id, int(p["track_id"]), int(row.frame_index))
+                clips.append(clip.resolve().as_uri() if clips_on else None)
             except (SourceError, OSError) as exc:
                 log.warning("no evidence for %s track %s: %s", row.camera_id, p["track_id"], exc)
                 uris.append(None)
